@@ -1,0 +1,5 @@
+import sys
+
+from shipit.cli import main
+
+sys.exit(main())

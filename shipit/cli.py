@@ -1,0 +1,273 @@
+"""The shipit command line: parses options, calls one pipeline function, prints the result.
+
+Heavy modules (docker, boto3) are imported inside the commands that need them, so that
+`shipit --help` and `shipit --version` start fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import click
+import typer
+
+from shipit import __version__
+from shipit.errors import ExitCode, Interrupted, ShipitError
+from shipit.ui import Ui
+
+if TYPE_CHECKING:
+    from shipit.config import Settings
+    from shipit.engine import Engine
+    from shipit.smoke import SmokeReport
+
+app = typer.Typer(
+    name="shipit",
+    help="Ship a static web site as a smoke-tested Nginx image to AWS ECR and Docker Hub.",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+)
+
+_ui = Ui()
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Print only results and errors.")]
+DebugOption = Annotated[bool, typer.Option("--debug", help="Show tracebacks (secrets stay hidden).")]
+ProjectOption = Annotated[
+    Path,
+    typer.Option(
+        "--project", "-C", envvar="SHIPIT_PROJECT", help="Project folder with site/ and templates/.",
+        file_okay=False,
+    ),
+]
+
+
+def _setup(
+    json_output: bool, quiet: bool, debug: bool, project: Path, **overrides: Any
+) -> Settings:
+    global _ui  # noqa: PLW0603 - main() reports errors through the Ui the command chose
+    _ui = Ui(json_output=json_output, quiet=quiet, debug=debug)
+    from shipit.config import load_settings
+
+    return load_settings(project, overrides)
+
+
+def _engine() -> Engine:
+    from shipit.engine import Engine
+
+    return Engine.connect()
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"shipit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version_callback, is_eager=True, help="Show the version."),
+    ] = False,
+) -> None:
+    """Render, build, run, smoke-test and push a static site as an Nginx image.
+
+    Example: shipit ship
+    """
+
+
+@app.command()
+def render(
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the build context to.")] = Path(
+        ".shipit/context"
+    ),
+    json_output: JsonOption = False,
+    quiet: QuietOption = False,
+    debug: DebugOption = False,
+    project: ProjectOption = Path("."),
+) -> None:
+    """Render the pages, Dockerfile and nginx.conf into a build context. No Docker needed.
+
+    Example: shipit render --out /tmp/context
+    """
+    settings = _setup(json_output, quiet, debug, project)
+    from shipit.pipeline import render as render_stage
+
+    site = render_stage(settings, out)
+    _ui.result(
+        {
+            "ok": True,
+            "out": str(out),
+            "pages": list(site.pages),
+            "files": list(site.files),
+            "build_id": site.build_id,
+            "context_digest": site.context_digest,
+        },
+        f"rendered {len(site.pages)} pages and {len(site.files)} files into {out}\n"
+        f"build id {site.build_id}, context sha256:{site.context_digest}",
+    )
+
+
+@app.command()
+def build(
+    base_image: Annotated[
+        str | None, typer.Option("--base-image", help="Nginx base image (SHIPIT_BASE_IMAGE).")
+    ] = None,
+    image: Annotated[str | None, typer.Option("--image", help="Local image name (SHIPIT_IMAGE).")] = None,
+    json_output: JsonOption = False,
+    quiet: QuietOption = False,
+    debug: DebugOption = False,
+    project: ProjectOption = Path("."),
+) -> None:
+    """Render and build the image; does nothing when nothing changed.
+
+    Example: shipit build --base-image nginx:1.27.3-bookworm
+    """
+    settings = _setup(json_output, quiet, debug, project, base_image=base_image, image=image)
+    from shipit.pipeline import build as build_stage
+
+    result = build_stage(settings, _engine(), _ui.progress)
+    verb = "built" if result.built else "unchanged, reused"
+    _ui.result(
+        {"ok": True, **result.to_json()},
+        f"{verb} {result.image_id[7:19]} as {', '.join(result.tags)} "
+        f"(build id {result.build_id}, {result.seconds:.1f} s)",
+    )
+
+
+def _smoke_table(report: SmokeReport) -> str:
+    rows = [("ok" if check.ok else "FAIL", check.name, check.detail) for check in report.checks]
+    return _ui.table(f"smoke test of {report.url}", ("result", "check", "detail"), rows)
+
+
+@app.command()
+def run(
+    port: Annotated[int | None, typer.Option("--port", help="Host port (SHIPIT_PORT).")] = None,
+    host: Annotated[str | None, typer.Option("--host", help="Host address (SHIPIT_HOST).")] = None,
+    no_smoke: Annotated[bool, typer.Option("--no-smoke", help="Skip the smoke test.")] = False,
+    read_only: Annotated[
+        bool, typer.Option("--read-only", help="Run with a read-only root file system.")
+    ] = False,
+    image: Annotated[str | None, typer.Option("--image", help="Local image name (SHIPIT_IMAGE).")] = None,
+    ready_timeout: Annotated[
+        float | None, typer.Option("--ready-timeout", help="Seconds to wait for the site.")
+    ] = None,
+    json_output: JsonOption = False,
+    quiet: QuietOption = False,
+    debug: DebugOption = False,
+    project: ProjectOption = Path("."),
+) -> None:
+    """Run the newest build on host:port, wait until it answers, smoke-test it, leave it running.
+
+    Example: shipit run --port 8081
+    """
+    settings = _setup(
+        json_output, quiet, debug, project, port=port, host=host, image=image,
+        ready_timeout=ready_timeout,
+    )
+    from shipit.pipeline import run as run_stage
+
+    result = run_stage(
+        settings, _engine(), smoke=not no_smoke, read_only=read_only, progress=_ui.progress
+    )
+    human = f"serving {result.url} (container {result.container}, build {result.build_id})"
+    if result.smoke is not None:
+        human = _smoke_table(result.smoke) + "\n" + human
+    _ui.result({"ok": True, **result.to_json()}, human)
+
+
+@app.command()
+def smoke(
+    url: Annotated[str | None, typer.Argument(help="URL to test; default: the running container.")] = None,
+    image: Annotated[str | None, typer.Option("--image", help="Local image name (SHIPIT_IMAGE).")] = None,
+    json_output: JsonOption = False,
+    quiet: QuietOption = False,
+    debug: DebugOption = False,
+    project: ProjectOption = Path("."),
+) -> None:
+    """Smoke-test a served site over HTTP against the newest build.
+
+    Example: shipit smoke http://127.0.0.1:8080
+    """
+    settings = _setup(json_output, quiet, debug, project, image=image)
+    from shipit.errors import EngineError, SmokeError
+    from shipit.pipeline import smoke as smoke_stage
+
+    try:
+        engine: Engine | None = _engine()
+    except EngineError:
+        if url is None:
+            raise
+        engine = None
+    report = smoke_stage(settings, url, engine)
+    _ui.result(report.to_json(), _smoke_table(report))
+    if not report.ok:
+        raise SmokeError(
+            "smoke test failed: " + ", ".join(check.name for check in report.failed),
+            "see the table above",
+        )
+
+
+@app.command()
+def stop(
+    image: Annotated[str | None, typer.Option("--image", help="Local image name (SHIPIT_IMAGE).")] = None,
+    json_output: JsonOption = False,
+    quiet: QuietOption = False,
+    debug: DebugOption = False,
+    project: ProjectOption = Path("."),
+) -> None:
+    """Stop and remove this project's shipit container.
+
+    Example: shipit stop
+    """
+    settings = _setup(json_output, quiet, debug, project, image=image)
+    from shipit.pipeline import stop as stop_stage
+
+    removed = stop_stage(settings, _engine())
+    _ui.result(
+        {"ok": True, "removed": removed},
+        f"removed {', '.join(removed)}" if removed else "no shipit container was running",
+    )
+
+
+@app.command("config")
+def show_config(
+    json_output: JsonOption = False,
+    quiet: QuietOption = False,
+    debug: DebugOption = False,
+    project: ProjectOption = Path("."),
+) -> None:
+    """Show the effective settings and where each one came from.
+
+    Example: shipit config --json
+    """
+    settings = _setup(json_output, quiet, debug, project)
+    values = settings.as_dict()
+    rows = [(name, str(value), settings.origins.get(name, "")) for name, value in values.items()]
+    _ui.result(
+        {"ok": True, "settings": values, "origins": dict(settings.origins)},
+        _ui.table("shipit settings", ("setting", "value", "from"), rows),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=argv, prog_name="shipit", standalone_mode=False)
+    except ShipitError as error:
+        _ui.error(error)
+        return int(error.exit_code)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        _ui.error(Interrupted("interrupted; containers this command started were removed"))
+        return int(ExitCode.INTERRUPTED)
+    except click.exceptions.Exit as exit_:
+        return int(exit_.exit_code)
+    except click.ClickException as error:
+        error.show()
+        return int(ExitCode.USAGE)
+    except Exception as error:  # noqa: BLE001 - the last net: one line, not a traceback
+        _ui.internal_error(error)
+        return int(ExitCode.INTERNAL)
+    return int(ExitCode.OK)

@@ -1,0 +1,352 @@
+"""The only module that talks to the Docker engine (through docker-py's low-level API).
+
+Everything docker-py raises is turned into a ShipitError here, so callers never see a
+docker exception.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import docker
+import docker.errors
+import requests
+
+from shipit.config import split_reference
+from shipit.errors import (
+    BuildError,
+    EngineError,
+    PortBusyError,
+    PushError,
+    RunError,
+)
+
+BUILD_LOG_TAIL = 25
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    id: str
+    tags: tuple[str, ...]
+    labels: Mapping[str, str]
+    repo_digests: tuple[str, ...]
+    size: int
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    id: str
+    name: str
+    status: str
+    exit_code: int
+    labels: Mapping[str, str]
+
+
+@dataclass
+class PushStream:
+    """What a push stream said, read to its end."""
+
+    digest: str = ""
+    size: int = 0
+    bytes_uploaded: int = 0
+    layers_pushed: int = 0
+    layers_existing: int = 0
+    error: str = ""
+    lines: list[str] = field(default_factory=list)
+
+
+def _engine_location() -> str:
+    host = os.environ.get("DOCKER_HOST")
+    return f"DOCKER_HOST={host}" if host else "the socket /var/run/docker.sock"
+
+
+class Engine:
+    def __init__(self, api: docker.APIClient) -> None:
+        self.api = api
+
+    @classmethod
+    def connect(cls, timeout: float = 120) -> Engine:
+        try:
+            client = docker.from_env(timeout=int(timeout))
+            client.ping()
+        except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
+            raise EngineError(
+                f"no Docker engine answers at {_engine_location()}",
+                "start the engine (as root: scripts/testenv.sh starts dockerd) or point "
+                "DOCKER_HOST at a running one",
+            ) from exc
+        return cls(client.api)
+
+    def version(self) -> str:
+        return str(self._call(self.api.version).get("Version", "unknown"))
+
+    def _call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except requests.ConnectionError as exc:
+            raise EngineError(
+                f"lost the Docker engine at {_engine_location()}",
+                "check that dockerd is still running",
+            ) from exc
+
+    # Images
+
+    def image(self, reference: str) -> ImageInfo | None:
+        try:
+            data = self._call(self.api.inspect_image, reference)
+        except docker.errors.NotFound:
+            return None
+        except docker.errors.APIError as exc:
+            if exc.status_code == 404:
+                return None
+            raise EngineError(f"cannot inspect image {reference}: {exc.explanation}") from exc
+        config = data.get("Config") or {}
+        return ImageInfo(
+            id=data["Id"],
+            tags=tuple(data.get("RepoTags") or ()),
+            labels=dict(config.get("Labels") or {}),
+            repo_digests=tuple(data.get("RepoDigests") or ()),
+            size=int(data.get("Size") or 0),
+        )
+
+    def images_with_label(self, key: str, value: str) -> list[ImageInfo]:
+        summaries = self._call(self.api.images, filters={"label": f"{key}={value}"})
+        found = [self.image(summary["Id"]) for summary in summaries]
+        return [image for image in found if image is not None]
+
+    def pull(self, reference: str, progress: Progress = _quiet) -> None:
+        repository, tag = split_reference(reference)
+        try:
+            for event in self._call(self.api.pull, repository, tag=tag, stream=True, decode=True):
+                if "error" in event:
+                    raise EngineError(f"cannot pull {reference}: {event['error']}")
+                if event.get("status") and not event.get("progressDetail"):
+                    progress(f"pull: {event['status']}")
+        except docker.errors.APIError as exc:
+            raise EngineError(f"cannot pull {reference}: {exc.explanation}") from exc
+
+    def tag(self, image_id: str, repository: str, tag: str) -> None:
+        self._call(self.api.tag, image_id, repository, tag, force=True)
+
+    def untag(self, reference: str) -> None:
+        try:
+            self._call(self.api.remove_image, reference, noprune=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            if exc.status_code != 404:
+                raise EngineError(f"cannot remove tag {reference}: {exc.explanation}") from exc
+
+    def build(
+        self,
+        context_tar: bytes,
+        tag: str,
+        labels: Mapping[str, str],
+        progress: Progress = _quiet,
+    ) -> str:
+        """Builds from an in-memory context and returns the image id."""
+        log: deque[str] = deque(maxlen=BUILD_LOG_TAIL)
+        image_id = ""
+        try:
+            stream = self._call(
+                self.api.build,
+                fileobj=io.BytesIO(context_tar),
+                custom_context=True,
+                tag=tag,
+                labels=dict(labels),
+                rm=True,
+                forcerm=True,
+                pull=False,
+                decode=True,
+            )
+            for event in stream:
+                if "error" in event:
+                    log.append(str(event["error"]).strip())
+                    raise BuildError(
+                        f"docker build failed: {str(event['error']).strip()}",
+                        "read the build log above and fix templates/Dockerfile.j2 or the base image",
+                        details="\n".join(log),
+                    )
+                text = str(event.get("stream", "")).rstrip()
+                if text:
+                    log.append(text)
+                    for line in text.splitlines():
+                        progress(line)
+                aux = event.get("aux")
+                if isinstance(aux, dict) and "ID" in aux:
+                    image_id = str(aux["ID"])
+        except docker.errors.APIError as exc:
+            raise BuildError(
+                f"docker build failed: {exc.explanation}",
+                "check the base image (--base-image) and the Dockerfile template",
+                details="\n".join(log),
+            ) from exc
+        if not image_id:
+            info = self.image(tag)
+            if info is None:
+                raise BuildError("docker build ended without an image", details="\n".join(log))
+            image_id = info.id
+        return image_id
+
+    # Containers
+
+    def containers_with_labels(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
+        filters = {"label": [f"{key}={value}" for key, value in labels.items()]}
+        summaries = self._call(self.api.containers, all=True, filters=filters)
+        found = [self.container(summary["Id"]) for summary in summaries]
+        return [container for container in found if container is not None]
+
+    def container(self, container_id: str) -> ContainerInfo | None:
+        try:
+            data = self._call(self.api.inspect_container, container_id)
+        except docker.errors.NotFound:
+            return None
+        state = data.get("State") or {}
+        return ContainerInfo(
+            id=data["Id"],
+            name=str(data.get("Name", "")).lstrip("/"),
+            status=str(state.get("Status", "")),
+            exit_code=int(state.get("ExitCode") or 0),
+            labels=dict((data.get("Config") or {}).get("Labels") or {}),
+        )
+
+    def remove_container(self, container_id: str) -> None:
+        try:
+            self._call(self.api.remove_container, container_id, force=True, v=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            # 409: removal already in progress, which is what we want.
+            if exc.status_code not in (404, 409):
+                raise EngineError(f"cannot remove container {container_id[:12]}: {exc.explanation}") from exc
+
+    def logs_tail(self, container_id: str, lines: int = 20) -> str:
+        try:
+            raw = self._call(self.api.logs, container_id, tail=lines, stdout=True, stderr=True)
+        except docker.errors.APIError:
+            return ""
+        return bytes(raw).decode("utf-8", "replace").rstrip()
+
+    def run(
+        self,
+        image: str,
+        name: str,
+        host: str,
+        port: int,
+        container_port: int,
+        labels: Mapping[str, str],
+        read_only: bool = False,
+    ) -> str:
+        """Creates and starts a detached container; removes it again if it cannot start."""
+        host_config = self.api.create_host_config(
+            port_bindings={container_port: (host, port)},
+            read_only=read_only,
+            tmpfs={"/tmp": "rw,size=64m"} if read_only else None,  # noqa: S108 - inside the container
+            security_opt=["no-new-privileges"],
+            cap_drop=["ALL"],
+        )
+        try:
+            created = self._call(
+                self.api.create_container,
+                image,
+                name=name,
+                labels=dict(labels),
+                ports=[container_port],
+                host_config=host_config,
+                detach=True,
+            )
+        except docker.errors.APIError as exc:
+            raise RunError(f"cannot create container {name}: {exc.explanation}") from exc
+        container_id = str(created["Id"])
+        try:
+            self._call(self.api.start, container_id)
+        except docker.errors.APIError as exc:
+            self.remove_container(container_id)
+            explanation = str(exc.explanation or exc)
+            if "address already in use" in explanation or "port is already allocated" in explanation:
+                raise PortBusyError(
+                    f"port {host}:{port} is already in use",
+                    "stop what listens there or choose another port with --port",
+                ) from exc
+            raise RunError(f"cannot start container {name}: {explanation}") from exc
+        except BaseException:
+            self.remove_container(container_id)
+            raise
+        return container_id
+
+    # Registries
+
+    def push(
+        self,
+        repository: str,
+        tag: str,
+        auth_config: Mapping[str, str] | None,
+        progress: Progress = _quiet,
+    ) -> PushStream:
+        """Pushes and reads the stream to its end: docker-py does not raise when a registry
+        refuses, the refusal is only a line in the stream."""
+        result = PushStream()
+        layer_totals: dict[str, int] = {}
+        pushed_layers: set[str] = set()
+        try:
+            events: Iterator[dict[str, Any]] = self._call(
+                self.api.push,
+                repository,
+                tag=tag,
+                stream=True,
+                decode=True,
+                auth_config=dict(auth_config) if auth_config else None,
+            )
+            for event in events:
+                _read_push_event(event, result, layer_totals, pushed_layers, progress)
+        except docker.errors.APIError as exc:
+            result.error = str(exc.explanation or exc)
+        except requests.RequestException as exc:
+            raise PushError(f"lost the Docker engine while pushing {repository}:{tag}: {exc}") from exc
+        result.bytes_uploaded = sum(layer_totals.get(layer, 0) for layer in pushed_layers)
+        result.layers_pushed = len(pushed_layers)
+        return result
+
+
+def _read_push_event(
+    event: Mapping[str, Any],
+    result: PushStream,
+    layer_totals: dict[str, int],
+    pushed_layers: set[str],
+    progress: Progress,
+) -> None:
+    if "error" in event or "errorDetail" in event:
+        detail = event.get("errorDetail") or {}
+        message = event.get("error") or detail.get("message") or "unknown push error"
+        result.error = str(message).strip()
+        result.lines.append(result.error)
+        return
+    status = str(event.get("status", ""))
+    layer = str(event.get("id", ""))
+    aux = event.get("aux")
+    if isinstance(aux, dict) and aux.get("Digest"):
+        result.digest = str(aux["Digest"])
+        result.size = int(aux.get("Size") or 0)
+    detail = event.get("progressDetail") or {}
+    if status == "Pushing" and layer:
+        total = int(detail.get("total") or 0)
+        current = int(detail.get("current") or 0)
+        layer_totals[layer] = max(layer_totals.get(layer, 0), total, current)
+    elif status == "Pushed" and layer:
+        pushed_layers.add(layer)
+        progress(f"{layer}: pushed")
+    elif status == "Layer already exists" and layer:
+        result.layers_existing += 1
+        progress(f"{layer}: already in the registry")
+    elif status and not detail:
+        result.lines.append(f"{layer}: {status}" if layer else status)

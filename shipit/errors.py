@@ -1,0 +1,130 @@
+"""The one error tree of shipit: every failure a user can meet, with its exit code and a hint.
+
+The CLI catches ShipitError once and turns it into a one-line message and `exit_code`;
+nothing else in shipit decides exit codes.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    INTERNAL = 1
+    USAGE = 2
+    CONFIG = 3
+    TEMPLATE = 4
+    ENGINE = 5
+    BUILD = 6
+    RUN = 7
+    SMOKE = 8
+    PUSH = 9
+    AUTH = 10
+    AWS = 11
+    PRECONDITION = 12
+    POLICY_DENIED = 13
+    REGISTRY_UNREACHABLE = 14
+    DOCTOR = 15
+    INTERRUPTED = 130
+
+
+class ShipitError(Exception):
+    """Base class. `message` says what is wrong, `hint` says what to do."""
+
+    exit_code: ExitCode = ExitCode.INTERNAL
+    default_hint: str = ""
+
+    def __init__(self, message: str, hint: str | None = None, *, details: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = self.default_hint if hint is None else hint
+        # Extra lines (a build log tail, container logs) shown under the one-line message.
+        self.details = details
+
+    def one_line(self) -> str:
+        text = self.message.rstrip(".")
+        if self.hint:
+            text += f"; {self.hint}"
+        return " ".join(text.split())
+
+
+class UsageError(ShipitError):
+    exit_code = ExitCode.USAGE
+
+
+class ConfigError(ShipitError):
+    exit_code = ExitCode.CONFIG
+
+
+class TemplateError(ShipitError):
+    exit_code = ExitCode.TEMPLATE
+    default_hint = "fix the template or site/site.toml and run again"
+
+
+class EngineError(ShipitError):
+    exit_code = ExitCode.ENGINE
+
+
+class BuildError(ShipitError):
+    exit_code = ExitCode.BUILD
+
+
+class RunError(ShipitError):
+    exit_code = ExitCode.RUN
+
+
+class PortBusyError(RunError):
+    pass
+
+
+class ContainerExitedError(RunError):
+    pass
+
+
+class SmokeError(ShipitError):
+    exit_code = ExitCode.SMOKE
+
+
+class PushError(ShipitError):
+    exit_code = ExitCode.PUSH
+
+
+class TagConflictError(PushError):
+    default_hint = "build from a new commit, or use a mutable repository for this tag"
+
+
+class RegistryUnreachableError(PushError):
+    exit_code = ExitCode.REGISTRY_UNREACHABLE
+
+
+class AuthError(ShipitError):
+    exit_code = ExitCode.AUTH
+
+
+class AwsError(ShipitError):
+    exit_code = ExitCode.AWS
+
+
+class RootUserError(AwsError):
+    default_hint = (
+        "push with an IAM user or role that has only the policy from `shipit iam policy` "
+        "(pass --allow-root to push anyway)"
+    )
+
+
+class PreconditionError(ShipitError):
+    exit_code = ExitCode.PRECONDITION
+
+
+class PolicyDeniedError(ShipitError):
+    exit_code = ExitCode.POLICY_DENIED
+
+
+class DoctorError(ShipitError):
+    exit_code = ExitCode.DOCTOR
+
+
+class Interrupted(ShipitError):
+    exit_code = ExitCode.INTERRUPTED
+    default_hint = ""

@@ -1,0 +1,363 @@
+"""The stages of a ship as plain functions over typed results: render, build, run, smoke, stop.
+
+Each stage cleans up after itself when it fails, so no failure leaves a container or a
+half-set tag behind.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import errno
+import json
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from shipit import __version__
+from shipit.config import LOCAL_BASE_IMAGE, Settings
+from shipit.engine import Engine
+from shipit.errors import (
+    ContainerExitedError,
+    EngineError,
+    PortBusyError,
+    PreconditionError,
+    RunError,
+    SmokeError,
+)
+from shipit.render import LISTEN_PORT, RenderedSite, render_site
+from shipit.smoke import SmokeReport, run_smoke, wait_until_ready
+from shipit.vcs import revision, source_url
+
+LABEL_CONTEXT_DIGEST = "io.shipit.context-digest"
+LABEL_BUILD_ID = "io.shipit.build-id"
+LABEL_BASE_IMAGE_ID = "io.shipit.base-image-id"
+LABEL_MANAGED = "io.shipit.managed"
+LABEL_IMAGE = "io.shipit.image"
+LABEL_URL = "io.shipit.url"
+STATE_FILE = "state.json"
+LOG_TAIL_LINES = 20
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    image: str
+    image_id: str
+    tags: tuple[str, ...]
+    build_id: str
+    context_digest: str
+    base_image: str
+    built: bool
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    url: str
+    container: str
+    image_id: str
+    build_id: str
+    smoke: SmokeReport | None
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "url": self.url,
+            "container": self.container,
+            "image_id": self.image_id,
+            "build_id": self.build_id,
+            "seconds": self.seconds,
+        }
+        data["smoke"] = self.smoke.to_json() if self.smoke else None
+        return data
+
+
+# State kept between commands: which image last passed its smoke test.
+
+
+def _state_path(settings: Settings) -> Path:
+    return settings.state_dir / STATE_FILE
+
+
+def read_state(settings: Settings) -> dict[str, Any]:
+    try:
+        data = json.loads(_state_path(settings).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_state(settings: Settings, state: dict[str, Any]) -> None:
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    # The state folder ignores itself, so it never makes a user's tree dirty.
+    ignore = settings.state_dir / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text("*\n", encoding="utf-8")
+    path = _state_path(settings)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(state, indent=2, sort_keys=True), encoding="utf-8")
+    temporary.replace(path)
+
+
+def record_smoke_passed(settings: Settings, image_id: str, build_id: str, url: str) -> None:
+    state = read_state(settings)
+    state["smoke_passed"] = {
+        "image_id": image_id,
+        "build_id": build_id,
+        "url": url,
+        "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    _write_state(settings, state)
+
+
+def smoke_passed_image(settings: Settings) -> str:
+    record = read_state(settings).get("smoke_passed") or {}
+    return str(record.get("image_id", ""))
+
+
+# Render and build
+
+
+def render(settings: Settings, out_dir: Path | None = None) -> RenderedSite:
+    site = render_site(settings.project_dir, settings.base_image)
+    if out_dir is not None:
+        site.write_to(out_dir)
+    return site
+
+
+def _base_image_id(settings: Settings, engine: Engine, progress: Progress) -> str:
+    base = engine.image(settings.base_image)
+    if base is not None:
+        return base.id
+    progress(f"base image {settings.base_image} is not here; pulling it")
+    try:
+        engine.pull(settings.base_image, progress)
+    except EngineError as exc:
+        raise EngineError(
+            f"base image {settings.base_image} is not present and cannot be pulled "
+            f"({exc.message})",
+            f"pull it by hand, or use a local one: --base-image {LOCAL_BASE_IMAGE} "
+            "(scripts/testenv.sh builds it)",
+        ) from exc
+    pulled = engine.image(settings.base_image)
+    if pulled is None:
+        raise EngineError(f"pulled {settings.base_image} but the engine does not list it")
+    return pulled.id
+
+
+def image_tag(settings: Settings, build_id: str) -> str:
+    rev = revision(settings.project_dir)
+    return rev.tag or f"build-{build_id[:12]}"
+
+
+def build(settings: Settings, engine: Engine, progress: Progress = _quiet) -> BuildResult:
+    started = time.monotonic()
+    base_image_id = _base_image_id(settings, engine, progress)
+    site = render(settings)
+    tag = image_tag(settings, site.build_id)
+    reusable = [
+        image
+        for image in engine.images_with_label(LABEL_CONTEXT_DIGEST, site.context_digest)
+        if image.labels.get(LABEL_BASE_IMAGE_ID) == base_image_id
+    ]
+    if reusable:
+        image_id = reusable[0].id
+        progress(f"nothing changed since image {image_id[7:19]}: no docker build needed")
+    else:
+        rev = revision(settings.project_dir)
+        labels = {
+            "org.opencontainers.image.source": source_url(settings.project_dir),
+            "org.opencontainers.image.revision": rev.commit or "unknown",
+            "org.opencontainers.image.created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "org.opencontainers.image.version": tag,
+            "org.opencontainers.image.title": settings.image,
+            "org.opencontainers.image.base.name": settings.base_image,
+            LABEL_CONTEXT_DIGEST: site.context_digest,
+            LABEL_BUILD_ID: site.build_id,
+            LABEL_BASE_IMAGE_ID: base_image_id,
+            "io.shipit.version": __version__,
+        }
+        progress(f"building {settings.image}:{tag} from {settings.base_image}")
+        image_id = engine.build(site.to_tar(), f"{settings.image}:{tag}", labels, progress)
+    tags = (f"{settings.image}:{tag}", f"{settings.image}:latest")
+    for reference in tags:
+        engine.tag(image_id, *reference.rsplit(":", 1))
+    return BuildResult(
+        image=settings.image,
+        image_id=image_id,
+        tags=tags,
+        build_id=site.build_id,
+        context_digest=site.context_digest,
+        base_image=settings.base_image,
+        built=not reusable,
+        seconds=round(time.monotonic() - started, 3),
+    )
+
+
+# Run, smoke, stop
+
+
+def _url(host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
+
+def _ensure_port_free(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortBusyError(
+                    f"port {host}:{port} is already in use",
+                    "stop what listens there or choose another port with --port",
+                ) from exc
+            raise RunError(
+                f"cannot publish on {host}:{port}: {exc.strerror}",
+                "use an address of this machine with --host, e.g. 127.0.0.1",
+            ) from exc
+
+
+def container_name(settings: Settings) -> str:
+    return "shipit-" + settings.image.replace("/", "-").replace(":", "-")
+
+
+def latest_build_id(settings: Settings, engine: Engine) -> tuple[str, str]:
+    """(image id, build id) of the newest build, or PreconditionError when there is none."""
+    image = engine.image(f"{settings.image}:latest")
+    if image is None:
+        raise PreconditionError(
+            f"no image {settings.image}:latest has been built here", "run `shipit build` first"
+        )
+    return image.id, image.labels.get(LABEL_BUILD_ID, "")
+
+
+def stop(settings: Settings, engine: Engine) -> list[str]:
+    removed = []
+    for container in engine.containers_with_labels(
+        {LABEL_MANAGED: "true", LABEL_IMAGE: settings.image}
+    ):
+        engine.remove_container(container.id)
+        removed.append(container.name)
+    return removed
+
+
+def run(
+    settings: Settings,
+    engine: Engine,
+    *,
+    smoke: bool = True,
+    read_only: bool = False,
+    progress: Progress = _quiet,
+) -> RunResult:
+    started = time.monotonic()
+    image_id, build_id = latest_build_id(settings, engine)
+    for name in stop(settings, engine):
+        progress(f"replaced the previous container {name}")
+    _ensure_port_free(settings.host, settings.port)
+    url = _url(settings.host, settings.port)
+    name = container_name(settings)
+    labels = {LABEL_MANAGED: "true", LABEL_IMAGE: settings.image, LABEL_URL: url, LABEL_BUILD_ID: build_id}
+    progress(f"starting {name} on {url}")
+    container_id = engine.run(
+        image_id, name, settings.host, settings.port, LISTEN_PORT, labels, read_only=read_only
+    )
+    try:
+        report = _wait_and_smoke(
+            settings, engine, container_id, url, (image_id, build_id), smoke, progress
+        )
+    except BaseException:
+        # Interrupts included: a failed or aborted run leaves no container behind.
+        engine.remove_container(container_id)
+        raise
+    return RunResult(
+        url=url,
+        container=name,
+        image_id=image_id,
+        build_id=build_id,
+        smoke=report,
+        seconds=round(time.monotonic() - started, 3),
+    )
+
+
+def _wait_and_smoke(
+    settings: Settings,
+    engine: Engine,
+    container_id: str,
+    url: str,
+    build: tuple[str, str],
+    smoke: bool,
+    progress: Progress,
+) -> SmokeReport | None:
+    image_id, build_id = build
+    def still_running() -> bool:
+        info = engine.container(container_id)
+        return info is not None and info.status in ("created", "running")
+
+    if not wait_until_ready(url, settings.ready_timeout, still_running):
+        info = engine.container(container_id)
+        logs = engine.logs_tail(container_id, LOG_TAIL_LINES)
+        if info is None or info.status not in ("created", "running"):
+            code = info.exit_code if info else "unknown"
+            raise ContainerExitedError(
+                f"the container exited at start with code {code}",
+                "its last log lines are below; fix the nginx template or the base image",
+                details=logs,
+            )
+        raise RunError(
+            f"the site did not answer {url}/healthz within {settings.ready_timeout:g} s",
+            "raise --ready-timeout or read the container log below",
+            details=logs,
+        )
+    progress(f"ready at {url}")
+    if not smoke:
+        return None
+    report = run_smoke(url, build_id)
+    if not report.ok:
+        raise SmokeError(
+            "smoke test failed: " + "; ".join(f"{c.name} ({c.detail})" for c in report.failed),
+            "the container was removed; fix the site and run again",
+        )
+    record_smoke_passed(settings, image_id, build_id, url)
+    return report
+
+
+def smoke(settings: Settings, url: str | None, engine: Engine | None) -> SmokeReport:
+    """Smoke-tests URL, or the running shipit container, against the newest build's id."""
+    expected_build_id = ""
+    image_id = ""
+    if engine is not None:
+        image = engine.image(f"{settings.image}:latest")
+        if image is not None:
+            image_id = image.id
+            expected_build_id = image.labels.get(LABEL_BUILD_ID, "")
+        if url is None:
+            running = [
+                c
+                for c in engine.containers_with_labels({LABEL_MANAGED: "true", LABEL_IMAGE: settings.image})
+                if c.status == "running"
+            ]
+            if not running:
+                raise PreconditionError(
+                    f"no shipit container of {settings.image} is running",
+                    "start one with `shipit run`, or pass the URL to test",
+                )
+            url = running[0].labels.get(LABEL_URL, _url(settings.host, settings.port))
+    if url is None:
+        raise PreconditionError("no URL to smoke-test", "pass the URL, e.g. shipit smoke http://127.0.0.1:8080")
+    report = run_smoke(url.rstrip("/"), expected_build_id)
+    if report.ok and image_id:
+        record_smoke_passed(settings, image_id, expected_build_id, url)
+    return report

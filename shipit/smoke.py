@@ -1,0 +1,159 @@
+"""The smoke test: real HTTP requests against a served site, and readiness polling.
+
+Uses only the standard library so that `shipit smoke URL` starts fast and works against any
+server, not only a shipit container.
+"""
+
+from __future__ import annotations
+
+import http.client
+import re
+import secrets
+import time
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+SECURITY_HEADERS = (
+    "X-Content-Type-Options",
+    "Content-Security-Policy",
+    "Referrer-Policy",
+    "X-Frame-Options",
+)
+BUILD_META = re.compile(rb'<meta name="shipit-build" content="([^"]*)"')
+NOT_FOUND_MARKER = b'data-shipit-page="404"'
+REQUEST_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass
+class SmokeReport:
+    url: str
+    expected_build_id: str
+    served_build_id: str = ""
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.checks) and all(check.ok for check in self.checks)
+
+    @property
+    def failed(self) -> list[Check]:
+        return [check for check in self.checks if not check.ok]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "ok": self.ok,
+            "expected_build_id": self.expected_build_id,
+            "served_build_id": self.served_build_id,
+            "checks": [asdict(check) for check in self.checks],
+        }
+
+
+def fetch(base_url: str, path: str, timeout: float = REQUEST_TIMEOUT) -> Response:
+    """One GET, no redirects followed, no proxy: the smoke test must see this server only."""
+    parsed = urllib.parse.urlsplit(base_url)
+    connection_class = (
+        http.client.HTTPSConnection if parsed.scheme == "https" else http.client.HTTPConnection
+    )
+    connection = connection_class(parsed.netloc, timeout=timeout)
+    try:
+        connection.request("GET", parsed.path.rstrip("/") + path, headers={"User-Agent": "shipit-smoke"})
+        response = connection.getresponse()
+        body = response.read()
+        headers = {name.lower(): value for name, value in response.getheaders()}
+        return Response(status=response.status, headers=headers, body=body)
+    finally:
+        connection.close()
+
+
+def wait_until_ready(
+    base_url: str,
+    deadline_seconds: float,
+    still_running: Callable[[], bool],
+    interval: float = 0.1,
+) -> bool:
+    """Polls /healthz until it answers 200; False once the deadline passes or the server died."""
+    deadline = time.monotonic() + deadline_seconds
+    while time.monotonic() < deadline:
+        if not still_running():
+            return False
+        try:
+            if fetch(base_url, "/healthz", timeout=min(2.0, deadline_seconds)).status == 200:
+                return True
+        except (OSError, http.client.HTTPException):
+            pass
+        time.sleep(interval)
+    return False
+
+
+def _check_get(report: SmokeReport, base_url: str, path: str, name: str) -> Response | None:
+    try:
+        return fetch(base_url, path)
+    except (OSError, http.client.HTTPException) as exc:
+        report.checks.append(Check(name, False, f"GET {path} failed: {exc}"))
+        return None
+
+
+def run_smoke(base_url: str, expected_build_id: str = "") -> SmokeReport:
+    report = SmokeReport(url=base_url, expected_build_id=expected_build_id)
+    home = _check_get(report, base_url, "/", "home page")
+    if home is not None:
+        content_type = home.headers.get("content-type", "")
+        report.checks.append(
+            Check("home page", home.status == 200, f"GET / answered {home.status}")
+        )
+        report.checks.append(
+            Check("html", content_type.startswith("text/html"), f"content-type {content_type or 'missing'}")
+        )
+        match = BUILD_META.search(home.body)
+        report.served_build_id = match.group(1).decode() if match else ""
+        if expected_build_id:
+            report.checks.append(
+                Check(
+                    "build id",
+                    report.served_build_id == expected_build_id,
+                    f"served {report.served_build_id or 'no build id'}, expected {expected_build_id}",
+                )
+            )
+        else:
+            report.checks.append(
+                Check("build id", bool(report.served_build_id), f"served {report.served_build_id or 'no build id'}")
+            )
+        for header in SECURITY_HEADERS:
+            value = home.headers.get(header.lower())
+            report.checks.append(Check(f"header {header}", bool(value), value or "missing"))
+
+    health = _check_get(report, base_url, "/healthz", "healthz")
+    if health is not None:
+        report.checks.append(Check("healthz", health.status == 200, f"GET /healthz answered {health.status}"))
+
+    # A fresh random path each run, so no cache or real page can answer it.
+    missing_path = f"/shipit-smoke-{secrets.token_hex(6)}"
+    missing = _check_get(report, base_url, missing_path, "404 page")
+    if missing is not None:
+        is_404_page = missing.status == 404 and NOT_FOUND_MARKER in missing.body
+        report.checks.append(
+            Check(
+                "404 page",
+                is_404_page,
+                f"GET {missing_path} answered {missing.status}"
+                + ("" if NOT_FOUND_MARKER in missing.body else " without the site's 404 page"),
+            )
+        )
+    return report

@@ -1,0 +1,99 @@
+"""Everything shipit writes for people and scripts goes through here, redacted.
+
+Results go to stdout (one JSON document with --json), progress and errors to stderr, so a
+script can pipe `shipit ... --json` into jq and still see what happens.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from shipit.errors import ShipitError
+from shipit.redact import redact
+
+
+@dataclass
+class Ui:
+    json_output: bool = False
+    quiet: bool = False
+    debug: bool = False
+
+    @property
+    def plain(self) -> bool:
+        """Plain lines rather than rich tables: not a terminal, or running in CI."""
+        return bool(os.environ.get("CI")) or not sys.stdout.isatty()
+
+    def _write(self, stream: TextIO, text: str) -> None:
+        stream.write(redact(text) + "\n")
+        stream.flush()
+
+    def progress(self, message: str) -> None:
+        if not self.quiet:
+            self._write(sys.stderr, message)
+
+    def result(self, data: dict[str, Any], human: str) -> None:
+        if self.json_output:
+            self._write(sys.stdout, json.dumps(data, indent=2, sort_keys=True, default=str))
+        else:
+            self._write(sys.stdout, human)
+
+    def table(self, title: str, headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+        """A table as text: rich in a terminal, aligned plain columns otherwise."""
+        cells = [[redact(str(cell)) for cell in row] for row in rows]
+        if not self.plain:
+            from io import StringIO
+
+            from rich.console import Console
+            from rich.table import Table
+
+            table = Table(title=title, show_lines=False)
+            for header in headers:
+                table.add_column(header)
+            for row in cells:
+                table.add_row(*row)
+            buffer = StringIO()
+            Console(file=buffer, force_terminal=True, width=120).print(table)
+            return buffer.getvalue().rstrip()
+        widths = [
+            max(len(header), *(len(row[i]) for row in cells)) if cells else len(header)
+            for i, header in enumerate(headers)
+        ]
+        lines = [title] if title else []
+        lines.append("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
+        lines.extend(
+            "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+        )
+        return "\n".join(lines)
+
+    def error(self, error: ShipitError) -> None:
+        if self.debug:
+            self._write(sys.stderr, "".join(traceback.format_exception(error)).rstrip())
+        self._write(sys.stderr, f"shipit: error: {error.one_line()}")
+        if error.details:
+            self._write(sys.stderr, error.details)
+        if self.json_output:
+            payload = {
+                "ok": False,
+                "error": {
+                    "class": type(error).__name__,
+                    "exit_code": int(error.exit_code),
+                    "message": error.message,
+                    "hint": error.hint,
+                },
+            }
+            self._write(sys.stdout, json.dumps(payload, indent=2, sort_keys=True))
+
+    def internal_error(self, error: BaseException) -> None:
+        if self.debug:
+            self._write(sys.stderr, "".join(traceback.format_exception(error)).rstrip())
+        self._write(
+            sys.stderr,
+            f"shipit: internal error: {type(error).__name__}: {error}; "
+            "run again with --debug and report it",
+        )
