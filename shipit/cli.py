@@ -33,11 +33,16 @@ _ui = Ui()
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Print only results and errors.")]
-DebugOption = Annotated[bool, typer.Option("--debug", help="Show tracebacks (secrets stay hidden).")]
+DebugOption = Annotated[
+    bool, typer.Option("--debug", help="Show tracebacks (secrets stay hidden).")
+]
 ProjectOption = Annotated[
     Path,
     typer.Option(
-        "--project", "-C", envvar="SHIPIT_PROJECT", help="Project folder with site/ and templates/.",
+        "--project",
+        "-C",
+        envvar="SHIPIT_PROJECT",
+        help="Project folder with site/ and templates/.",
         file_okay=False,
     ),
 ]
@@ -69,7 +74,9 @@ def _version_callback(value: bool) -> None:
 def _root(
     version: Annotated[
         bool,
-        typer.Option("--version", callback=_version_callback, is_eager=True, help="Show the version."),
+        typer.Option(
+            "--version", callback=_version_callback, is_eager=True, help="Show the version."
+        ),
     ] = False,
 ) -> None:
     """Render, build, run, smoke-test and push a static site as an Nginx image.
@@ -80,9 +87,9 @@ def _root(
 
 @app.command()
 def render(
-    out: Annotated[Path, typer.Option("--out", help="Folder to write the build context to.")] = Path(
-        ".shipit/context"
-    ),
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder to write the build context to.")
+    ] = Path(".shipit/context"),
     json_output: JsonOption = False,
     quiet: QuietOption = False,
     debug: DebugOption = False,
@@ -115,7 +122,9 @@ def build(
     base_image: Annotated[
         str | None, typer.Option("--base-image", help="Nginx base image (SHIPIT_BASE_IMAGE).")
     ] = None,
-    image: Annotated[str | None, typer.Option("--image", help="Local image name (SHIPIT_IMAGE).")] = None,
+    image: Annotated[
+        str | None, typer.Option("--image", help="Local image name (SHIPIT_IMAGE).")
+    ] = None,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
     debug: DebugOption = False,
@@ -150,7 +159,9 @@ def run(
     read_only: Annotated[
         bool, typer.Option("--read-only", help="Run with a read-only root file system.")
     ] = False,
-    image: Annotated[str | None, typer.Option("--image", help="Local image name (SHIPIT_IMAGE).")] = None,
+    image: Annotated[
+        str | None, typer.Option("--image", help="Local image name (SHIPIT_IMAGE).")
+    ] = None,
     ready_timeout: Annotated[
         float | None, typer.Option("--ready-timeout", help="Seconds to wait for the site.")
     ] = None,
@@ -164,7 +175,13 @@ def run(
     Example: shipit run --port 8081
     """
     settings = _setup(
-        json_output, quiet, debug, project, port=port, host=host, image=image,
+        json_output,
+        quiet,
+        debug,
+        project,
+        port=port,
+        host=host,
+        image=image,
         ready_timeout=ready_timeout,
     )
     from shipit.pipeline import run as run_stage
@@ -180,8 +197,12 @@ def run(
 
 @app.command()
 def smoke(
-    url: Annotated[str | None, typer.Argument(help="URL to test; default: the running container.")] = None,
-    image: Annotated[str | None, typer.Option("--image", help="Local image name (SHIPIT_IMAGE).")] = None,
+    url: Annotated[
+        str | None, typer.Argument(help="URL to test; default: the running container.")
+    ] = None,
+    image: Annotated[
+        str | None, typer.Option("--image", help="Local image name (SHIPIT_IMAGE).")
+    ] = None,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
     debug: DebugOption = False,
@@ -212,7 +233,9 @@ def smoke(
 
 @app.command()
 def stop(
-    image: Annotated[str | None, typer.Option("--image", help="Local image name (SHIPIT_IMAGE).")] = None,
+    image: Annotated[
+        str | None, typer.Option("--image", help="Local image name (SHIPIT_IMAGE).")
+    ] = None,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
     debug: DebugOption = False,

@@ -27,7 +27,7 @@ CONFIG_FILE = "shipit.toml"
 # The Docker reference grammar (distribution/reference), without digests: shipit names tags.
 _PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _DOMAIN = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9-]+)*(?::[0-9]+)?)"
-_REPOSITORY_RE = re.compile(rf"^(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*$")
+_PATH_RE = re.compile(rf"^{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*$")
 _TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$")
 _REGION_RE = re.compile(r"^[a-z]{2}(?:-gov|-iso[a-z]*)?-[a-z]+-\d{1,2}$")
 _HOST_RE = re.compile(rf"^{_DOMAIN}$")
@@ -35,8 +35,16 @@ _MUTABILITY = ("MUTABLE", "IMMUTABLE")
 _SECRET_WORDS = ("token", "password", "secret", "access_key")
 
 
+def _is_valid_repository(value: str) -> bool:
+    first, _, rest = value.partition("/")
+    # As in Docker: the first component is a registry host only if it looks like one.
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        return bool(_HOST_RE.match(first) and _PATH_RE.match(rest))
+    return bool(_PATH_RE.match(value))
+
+
 def validate_repository(value: str, what: str = "image name") -> str:
-    if len(value) > 255 or not _REPOSITORY_RE.match(value):
+    if len(value) > 255 or not _is_valid_repository(value):
         raise ConfigError(
             f"{what} {value!r} is not a valid image repository name",
             "use lowercase letters, digits and . _ - separators, e.g. 'shipit-site' or "
@@ -85,9 +93,7 @@ def _validate_region(value: str) -> str:
 def _validate_mutability(value: str) -> str:
     upper = value.upper()
     if upper not in _MUTABILITY:
-        raise ConfigError(
-            f"tag mutability {value!r} is not valid", "use MUTABLE or IMMUTABLE"
-        )
+        raise ConfigError(f"tag mutability {value!r} is not valid", "use MUTABLE or IMMUTABLE")
     return upper
 
 
@@ -125,44 +131,73 @@ SPECS: tuple[SettingSpec, ...] = (
         "base_image", str, DEFAULT_BASE_IMAGE, "nginx base image", validate=validate_reference
     ),
     SettingSpec("host", str, "127.0.0.1", "address the container is published on"),
-    SettingSpec("port", int, 8080, "host port the container is published on", validate=_validate_port),
     SettingSpec(
-        "ready_timeout", float, 30.0, "seconds to wait for the site to answer",
+        "port", int, 8080, "host port the container is published on", validate=_validate_port
+    ),
+    SettingSpec(
+        "ready_timeout",
+        float,
+        30.0,
+        "seconds to wait for the site to answer",
         validate=_validate_positive,
     ),
     SettingSpec(
-        "ecr_repository", str, "", "ECR repository name (default: the image name)",
+        "ecr_repository",
+        str,
+        "",
+        "ECR repository name (default: the image name)",
         validate=lambda v: validate_repository(v, "ECR repository") if v else v,
     ),
     SettingSpec(
-        "ecr_registry", str, "", "registry host to push to instead of the token's endpoint",
+        "ecr_registry",
+        str,
+        "",
+        "registry host to push to instead of the token's endpoint",
         validate=lambda v: _validate_host(v) if v else v,
     ),
     SettingSpec(
-        "ecr_tag_mutability", str, "MUTABLE", "tag mutability of a created ECR repository",
+        "ecr_tag_mutability",
+        str,
+        "MUTABLE",
+        "tag mutability of a created ECR repository",
         validate=_validate_mutability,
     ),
     SettingSpec("ecr_create_repository", bool, True, "create the ECR repository when missing"),
     SettingSpec("ecr_scan_on_push", bool, True, "scan on push for a created ECR repository"),
     SettingSpec(
-        "aws_region", str, "", "AWS region of the ECR repository",
+        "aws_region",
+        str,
+        "",
+        "AWS region of the ECR repository",
         env=("AWS_REGION", "AWS_DEFAULT_REGION"),
         validate=lambda v: _validate_region(v) if v else v,
     ),
     SettingSpec(
-        "dockerhub_repository", str, "", "Docker Hub repository, namespace/name",
+        "dockerhub_repository",
+        str,
+        "",
+        "Docker Hub repository, namespace/name",
         validate=lambda v: validate_repository(v, "Docker Hub repository") if v else v,
     ),
     SettingSpec(
-        "dockerhub_registry", str, DEFAULT_DOCKERHUB_REGISTRY, "Docker Hub or any OCI registry",
+        "dockerhub_registry",
+        str,
+        DEFAULT_DOCKERHUB_REGISTRY,
+        "Docker Hub or any OCI registry",
         validate=_validate_host,
     ),
     SettingSpec(
-        "dockerhub_tag_mutability", str, "MUTABLE", "whether tags in that registry may move",
+        "dockerhub_tag_mutability",
+        str,
+        "MUTABLE",
+        "whether tags in that registry may move",
         validate=_validate_mutability,
     ),
     SettingSpec(
-        "push_attempts", int, 4, "attempts per push when the registry fails transiently",
+        "push_attempts",
+        int,
+        4,
+        "attempts per push when the registry fails transiently",
         validate=lambda v: int(_validate_positive(v)),
     ),
 )

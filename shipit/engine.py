@@ -174,7 +174,7 @@ class Engine:
                     log.append(str(event["error"]).strip())
                     raise BuildError(
                         f"docker build failed: {str(event['error']).strip()}",
-                        "read the build log above and fix templates/Dockerfile.j2 or the base image",
+                        "fix templates/Dockerfile.j2 or the base image (build log below)",
                         details="\n".join(log),
                     )
                 text = str(event.get("stream", "")).rstrip()
@@ -228,7 +228,9 @@ class Engine:
         except docker.errors.APIError as exc:
             # 409: removal already in progress, which is what we want.
             if exc.status_code not in (404, 409):
-                raise EngineError(f"cannot remove container {container_id[:12]}: {exc.explanation}") from exc
+                raise EngineError(
+                    f"cannot remove container {container_id[:12]}: {exc.explanation}"
+                ) from exc
 
     def logs_tail(self, container_id: str, lines: int = 20) -> str:
         try:
@@ -273,7 +275,10 @@ class Engine:
         except docker.errors.APIError as exc:
             self.remove_container(container_id)
             explanation = str(exc.explanation or exc)
-            if "address already in use" in explanation or "port is already allocated" in explanation:
+            if (
+                "address already in use" in explanation
+                or "port is already allocated" in explanation
+            ):
                 raise PortBusyError(
                     f"port {host}:{port} is already in use",
                     "stop what listens there or choose another port with --port",
@@ -312,7 +317,9 @@ class Engine:
         except docker.errors.APIError as exc:
             result.error = str(exc.explanation or exc)
         except requests.RequestException as exc:
-            raise PushError(f"lost the Docker engine while pushing {repository}:{tag}: {exc}") from exc
+            raise PushError(
+                f"lost the Docker engine while pushing {repository}:{tag}: {exc}"
+            ) from exc
         result.bytes_uploaded = sum(layer_totals.get(layer, 0) for layer in pushed_layers)
         result.layers_pushed = len(pushed_layers)
         return result

@@ -37,6 +37,8 @@ LABEL_BASE_IMAGE_ID = "io.shipit.base-image-id"
 LABEL_MANAGED = "io.shipit.managed"
 LABEL_IMAGE = "io.shipit.image"
 LABEL_URL = "io.shipit.url"
+LABEL_TITLE = "org.opencontainers.image.title"
+LABEL_REVISION = "org.opencontainers.image.revision"
 STATE_FILE = "state.json"
 LOG_TAIL_LINES = 20
 
@@ -145,8 +147,7 @@ def _base_image_id(settings: Settings, engine: Engine, progress: Progress) -> st
         engine.pull(settings.base_image, progress)
     except EngineError as exc:
         raise EngineError(
-            f"base image {settings.base_image} is not present and cannot be pulled "
-            f"({exc.message})",
+            f"base image {settings.base_image} is not present and cannot be pulled ({exc.message})",
             f"pull it by hand, or use a local one: --base-image {LOCAL_BASE_IMAGE} "
             "(scripts/testenv.sh builds it)",
         ) from exc
@@ -156,32 +157,33 @@ def _base_image_id(settings: Settings, engine: Engine, progress: Progress) -> st
     return pulled.id
 
 
-def image_tag(settings: Settings, build_id: str) -> str:
-    rev = revision(settings.project_dir)
-    return rev.tag or f"build-{build_id[:12]}"
-
-
 def build(settings: Settings, engine: Engine, progress: Progress = _quiet) -> BuildResult:
     started = time.monotonic()
     base_image_id = _base_image_id(settings, engine, progress)
     site = render(settings)
-    tag = image_tag(settings, site.build_id)
+    rev = revision(settings.project_dir)
+    tag = rev.tag or f"build-{site.build_id[:12]}"
+    commit = rev.commit or "unknown"
+    # Same content, base, name and commit: the labels of the existing image are all still true.
     reusable = [
         image
         for image in engine.images_with_label(LABEL_CONTEXT_DIGEST, site.context_digest)
         if image.labels.get(LABEL_BASE_IMAGE_ID) == base_image_id
+        and image.labels.get(LABEL_TITLE) == settings.image
+        and image.labels.get(LABEL_REVISION) == commit
     ]
     if reusable:
         image_id = reusable[0].id
         progress(f"nothing changed since image {image_id[7:19]}: no docker build needed")
     else:
-        rev = revision(settings.project_dir)
         labels = {
             "org.opencontainers.image.source": source_url(settings.project_dir),
-            "org.opencontainers.image.revision": rev.commit or "unknown",
-            "org.opencontainers.image.created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            LABEL_REVISION: commit,
+            "org.opencontainers.image.created": dt.datetime.now(dt.UTC).isoformat(
+                timespec="seconds"
+            ),
             "org.opencontainers.image.version": tag,
-            "org.opencontainers.image.title": settings.image,
+            LABEL_TITLE: settings.image,
             "org.opencontainers.image.base.name": settings.base_image,
             LABEL_CONTEXT_DIGEST: site.context_digest,
             LABEL_BUILD_ID: site.build_id,
@@ -269,7 +271,12 @@ def run(
     _ensure_port_free(settings.host, settings.port)
     url = _url(settings.host, settings.port)
     name = container_name(settings)
-    labels = {LABEL_MANAGED: "true", LABEL_IMAGE: settings.image, LABEL_URL: url, LABEL_BUILD_ID: build_id}
+    labels = {
+        LABEL_MANAGED: "true",
+        LABEL_IMAGE: settings.image,
+        LABEL_URL: url,
+        LABEL_BUILD_ID: build_id,
+    }
     progress(f"starting {name} on {url}")
     container_id = engine.run(
         image_id, name, settings.host, settings.port, LISTEN_PORT, labels, read_only=read_only
@@ -302,6 +309,7 @@ def _wait_and_smoke(
     progress: Progress,
 ) -> SmokeReport | None:
     image_id, build_id = build
+
     def still_running() -> bool:
         info = engine.container(container_id)
         return info is not None and info.status in ("created", "running")
@@ -346,7 +354,9 @@ def smoke(settings: Settings, url: str | None, engine: Engine | None) -> SmokeRe
         if url is None:
             running = [
                 c
-                for c in engine.containers_with_labels({LABEL_MANAGED: "true", LABEL_IMAGE: settings.image})
+                for c in engine.containers_with_labels(
+                    {LABEL_MANAGED: "true", LABEL_IMAGE: settings.image}
+                )
                 if c.status == "running"
             ]
             if not running:
@@ -356,7 +366,9 @@ def smoke(settings: Settings, url: str | None, engine: Engine | None) -> SmokeRe
                 )
             url = running[0].labels.get(LABEL_URL, _url(settings.host, settings.port))
     if url is None:
-        raise PreconditionError("no URL to smoke-test", "pass the URL, e.g. shipit smoke http://127.0.0.1:8080")
+        raise PreconditionError(
+            "no URL to smoke-test", "pass the URL, e.g. shipit smoke http://127.0.0.1:8080"
+        )
     report = run_smoke(url.rstrip("/"), expected_build_id)
     if report.ok and image_id:
         record_smoke_passed(settings, image_id, expected_build_id, url)

@@ -169,7 +169,8 @@ def _render_template(
 def _environment(templates_dir: Path, *, html: bool) -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(templates_dir),
-        autoescape=html,
+        # Pages escape everything; the Dockerfile and nginx.conf are not HTML.
+        autoescape=html,  # noqa: S701
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=False,
@@ -178,9 +179,7 @@ def _environment(templates_dir: Path, *, html: bool) -> jinja2.Environment:
 
 def page_templates(templates_dir: Path) -> list[str]:
     return sorted(
-        path.name
-        for path in templates_dir.glob(f"*{PAGE_SUFFIX}")
-        if not path.name.startswith("_")
+        path.name for path in templates_dir.glob(f"*{PAGE_SUFFIX}") if not path.name.startswith("_")
     )
 
 
@@ -228,7 +227,10 @@ def render_site(project_dir: Path, base_image: str) -> RenderedSite:
         "run_as": RUN_AS,
         "site": site_data,
     }
-    for template_name, output in ((DOCKERFILE_TEMPLATE, "Dockerfile"), (NGINX_TEMPLATE, "nginx.conf")):
+    for template_name, output in (
+        (DOCKERFILE_TEMPLATE, "Dockerfile"),
+        (NGINX_TEMPLATE, "nginx.conf"),
+    ):
         files[output] = _render_template(plain_env, template_name, infra_context, templates_dir)
 
     ordered = {relative: files[relative] for relative in sorted(files)}

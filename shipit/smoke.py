@@ -73,7 +73,9 @@ def fetch(base_url: str, path: str, timeout: float = REQUEST_TIMEOUT) -> Respons
     )
     connection = connection_class(parsed.netloc, timeout=timeout)
     try:
-        connection.request("GET", parsed.path.rstrip("/") + path, headers={"User-Agent": "shipit-smoke"})
+        connection.request(
+            "GET", parsed.path.rstrip("/") + path, headers={"User-Agent": "shipit-smoke"}
+        )
         response = connection.getresponse()
         body = response.read()
         headers = {name.lower(): value for name, value in response.getheaders()}
@@ -119,7 +121,11 @@ def run_smoke(base_url: str, expected_build_id: str = "") -> SmokeReport:
             Check("home page", home.status == 200, f"GET / answered {home.status}")
         )
         report.checks.append(
-            Check("html", content_type.startswith("text/html"), f"content-type {content_type or 'missing'}")
+            Check(
+                "html",
+                content_type.startswith("text/html"),
+                f"content-type {content_type or 'missing'}",
+            )
         )
         match = BUILD_META.search(home.body)
         report.served_build_id = match.group(1).decode() if match else ""
@@ -128,12 +134,17 @@ def run_smoke(base_url: str, expected_build_id: str = "") -> SmokeReport:
                 Check(
                     "build id",
                     report.served_build_id == expected_build_id,
-                    f"served {report.served_build_id or 'no build id'}, expected {expected_build_id}",
+                    f"served {report.served_build_id or 'no build id'}, "
+                    f"expected {expected_build_id}",
                 )
             )
         else:
             report.checks.append(
-                Check("build id", bool(report.served_build_id), f"served {report.served_build_id or 'no build id'}")
+                Check(
+                    "build id",
+                    bool(report.served_build_id),
+                    f"served {report.served_build_id or 'no build id'}",
+                )
             )
         for header in SECURITY_HEADERS:
             value = home.headers.get(header.lower())
@@ -141,7 +152,9 @@ def run_smoke(base_url: str, expected_build_id: str = "") -> SmokeReport:
 
     health = _check_get(report, base_url, "/healthz", "healthz")
     if health is not None:
-        report.checks.append(Check("healthz", health.status == 200, f"GET /healthz answered {health.status}"))
+        report.checks.append(
+            Check("healthz", health.status == 200, f"GET /healthz answered {health.status}")
+        )
 
     # A fresh random path each run, so no cache or real page can answer it.
     missing_path = f"/shipit-smoke-{secrets.token_hex(6)}"

@@ -1,0 +1,63 @@
+# Targets that developers and CI jobs call. `make run` and `make test` work on a new machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SHIPIT := $(BIN)/shipit
+STAMP := $(VENV)/.installed
+
+.PHONY: venv env run build smoke push ship stop doctor config check test test-unit bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Engine, registry tools and the local nginx base image (installed and started when missing).
+env:
+	bash scripts/testenv.sh
+
+# Build, run and smoke-test the bundled example site on 127.0.0.1:8080.
+run: venv env
+	bash scripts/run-example.sh
+
+build: venv
+	$(SHIPIT) build
+
+smoke: venv
+	$(SHIPIT) smoke
+
+push: venv
+	$(SHIPIT) push
+
+ship: venv
+	$(SHIPIT) ship
+
+stop: venv
+	$(SHIPIT) stop
+
+doctor: venv
+	$(SHIPIT) doctor
+
+config: venv
+	$(SHIPIT) config
+
+check: venv
+	$(BIN)/ruff check shipit tests
+	$(BIN)/ruff format --check shipit tests
+	$(BIN)/mypy
+
+test: venv env
+	$(BIN)/pytest -p no:cacheprovider tests
+
+test-unit: venv
+	$(BIN)/pytest -p no:cacheprovider -m "not engine" tests
+
+bench: venv env
+	$(BIN)/python bench/run.py
+
+clean:
+	-$(SHIPIT) stop
+	rm -rf .shipit build dist *.egg-info

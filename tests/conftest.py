@@ -1,0 +1,130 @@
+"""Shared fixtures: a real Docker engine, the local nginx base image, throwaway projects.
+
+A missing engine or base image fails the tests (it never skips them): scripts/testenv.sh,
+which `make test` runs first, installs and starts both.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from shipit.config import LOCAL_BASE_IMAGE
+from shipit.engine import Engine
+from shipit.errors import EngineError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "engine" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.engine)
+
+
+@pytest.fixture(scope="session")
+def engine() -> Engine:
+    try:
+        connected = Engine.connect()
+    except EngineError as exc:
+        pytest.fail(f"{exc.one_line()} (run scripts/testenv.sh)", pytrace=False)
+    if connected.image(LOCAL_BASE_IMAGE) is None:
+        pytest.fail(f"no base image {LOCAL_BASE_IMAGE}: run scripts/testenv.sh", pytrace=False)
+    return connected
+
+
+@dataclass
+class Project:
+    """A copy of the example site in a temporary folder, with its own image name."""
+
+    root: Path
+    image: str
+
+    @property
+    def site_toml(self) -> Path:
+        return self.root / "site" / "site.toml"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("SHIPIT_", "DOCKERHUB_", "AWS_"))
+        }
+        env.update(
+            SHIPIT_PROJECT=str(self.root),
+            SHIPIT_IMAGE=self.image,
+            SHIPIT_BASE_IMAGE=LOCAL_BASE_IMAGE,
+            CI="true",
+        )
+        env.update(extra)
+        return env
+
+    def shipit(self, *args: str, env: dict[str, str] | None = None, timeout: float = 180) -> Result:
+        completed = subprocess.run(
+            [sys.executable, "-m", "shipit", *args],
+            env=env or self.env(),
+            cwd=self.root,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        return Result(completed.returncode, completed.stdout, completed.stderr)
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+def copy_example(destination: Path) -> Path:
+    for folder in ("site", "templates"):
+        shutil.copytree(REPO / folder, destination / folder)
+    return destination
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Iterator[Project]:
+    root = copy_example(tmp_path / "site-project")
+    image = f"shipit-test/{uuid.uuid4().hex[:10]}"
+    yield Project(root=root, image=image)
+    _remove_project_leftovers(image)
+
+
+def _remove_project_leftovers(image: str) -> None:
+    subprocess.run(
+        f"docker ps -aq --filter label=io.shipit.image={image} | xargs -r docker rm -f",
+        shell=True,
+        capture_output=True,
+        check=False,
+    )
+    subprocess.run(
+        f"docker images -q {image} | sort -u | xargs -r docker rmi -f",
+        shell=True,
+        capture_output=True,
+        check=False,
+    )
+
+
+def shipit_containers(image: str) -> list[str]:
+    listed = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label=io.shipit.image={image}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return listed.stdout.split()

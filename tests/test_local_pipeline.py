@@ -1,0 +1,173 @@
+"""The local half of the pipeline on the real engine: build, run, smoke, stop, and failures."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+from pathlib import Path
+
+from shipit.engine import Engine
+from shipit.errors import ExitCode
+from shipit.smoke import fetch
+from tests.conftest import Project, shipit_containers
+from tests.services import free_port
+
+
+def git(project: Project, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(project.root), *args], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def commit_all(project: Project) -> str:
+    git(project, "init", "-q")
+    git(project, "add", "-A")
+    git(project, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "site")
+    return git(project, "rev-parse", "HEAD")
+
+
+def test_build_labels_tags_and_no_op_rebuild(engine: Engine, project: Project) -> None:
+    sha = commit_all(project)
+    first = project.shipit("build", "--json")
+    assert first.code == 0, first.output
+    built = json.loads(first.stdout)
+    assert built["built"] is True
+    assert built["tags"] == [f"{project.image}:{sha[:12]}", f"{project.image}:latest"]
+
+    image = engine.image(f"{project.image}:latest")
+    assert image is not None and image.id == built["image_id"]
+    assert image.labels["org.opencontainers.image.revision"] == sha
+    assert image.labels["org.opencontainers.image.version"] == sha[:12]
+    assert image.labels["org.opencontainers.image.created"]
+    assert "org.opencontainers.image.source" in image.labels
+    assert image.labels["io.shipit.context-digest"] == built["context_digest"]
+    assert engine.image(f"{project.image}:{sha[:12]}") is not None
+
+    second = project.shipit("build", "--json")
+    assert second.code == 0, second.output
+    again = json.loads(second.stdout)
+    assert again["built"] is False
+    assert again["image_id"] == built["image_id"]
+    assert "no docker build needed" in second.stderr
+    assert "Step 1/" not in second.stderr
+
+
+def test_dirty_tree_gets_a_dirty_tag_and_a_new_image(engine: Engine, project: Project) -> None:
+    sha = commit_all(project)
+    clean = json.loads(project.shipit("build", "--json").stdout)
+    project.site_toml.write_text(project.site_toml.read_text().replace("shipit example", "edited"))
+    dirty = json.loads(project.shipit("build", "--json").stdout)
+    assert dirty["tags"][0] == f"{project.image}:{sha[:12]}-dirty"
+    assert dirty["built"] is True
+    assert dirty["image_id"] != clean["image_id"]
+
+
+def test_run_serves_smoke_tests_and_stop_removes(engine: Engine, project: Project) -> None:
+    port = free_port()
+    assert project.shipit("build").code == 0
+    started = project.shipit("run", "--port", str(port), "--json")
+    assert started.code == 0, started.output
+    result = json.loads(started.stdout)
+    assert result["url"] == f"http://127.0.0.1:{port}"
+    assert result["smoke"]["ok"] is True
+    home = fetch(result["url"], "/")
+    assert home.status == 200 and b"Shipped, smoke-tested, verified" in home.body
+
+    # nginx's processes in the container run as the image's non-root user.
+    container = shipit_containers(project.image)
+    assert len(container) == 1
+    top = engine.api.top(container[0], ps_args="-o pid,uid,comm")
+    uids = {process[1] for process in top["Processes"]}
+    assert uids == {"10101"}, top
+
+    rerun = project.shipit("run", "--port", str(port))
+    assert rerun.code == 0, rerun.output
+    assert "replaced the previous container" in rerun.stderr
+    assert len(shipit_containers(project.image)) == 1
+
+    stopped = project.shipit("stop", "--json")
+    assert stopped.code == 0
+    assert json.loads(stopped.stdout)["removed"] == [f"shipit-{project.image.replace('/', '-')}"]
+    assert shipit_containers(project.image) == []
+
+
+def test_stale_container_fails_the_smoke_test(engine: Engine, project: Project) -> None:
+    port = free_port()
+    assert project.shipit("build").code == 0
+    assert project.shipit("run", "--port", str(port), "--no-smoke").code == 0
+    project.site_toml.write_text(project.site_toml.read_text().replace("shipit example", "v2"))
+    assert project.shipit("build").code == 0
+
+    stale = project.shipit("smoke", "--json")
+    assert stale.code == ExitCode.SMOKE
+    report = json.loads(stale.stdout.split("\n}\n")[0] + "\n}")
+    assert [check["name"] for check in report["checks"] if not check["ok"]] == ["build id"]
+    assert "build id" in stale.stderr.splitlines()[-1]
+
+
+def test_busy_port_is_a_clear_error_and_leaves_nothing(engine: Engine, project: Project) -> None:
+    assert project.shipit("build").code == 0
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        port = blocker.getsockname()[1]
+        busy = project.shipit("run", "--port", str(port))
+    assert busy.code == ExitCode.RUN
+    last = busy.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"shipit: error: port 127.0.0.1:{port} is already in use")
+    assert shipit_containers(project.image) == []
+
+
+def test_port_out_of_range_is_a_config_error(project: Project) -> None:
+    result = project.shipit("run", "--port", "70000")
+    assert result.code == ExitCode.CONFIG
+    assert "flag --port: port 70000 is out of range" in result.stderr
+
+
+def test_container_that_crashes_is_reported_with_its_log(engine: Engine, project: Project) -> None:
+    conf = project.root / "templates" / "nginx.conf.j2"
+    conf.write_text(conf.read_text().replace("server_tokens off;", "server_tokens maybe;"))
+    assert project.shipit("build").code == 0
+    crashed = project.shipit("run", "--port", str(free_port()))
+    assert crashed.code == ExitCode.RUN
+    assert "exited at start" in crashed.stderr
+    assert 'invalid value "maybe"' in crashed.stderr  # nginx's own words, from the container log
+    assert shipit_containers(project.image) == []
+
+
+def test_template_typo_exits_non_zero_naming_file_and_line(project: Project) -> None:
+    page = project.root / "templates" / "index.html.j2"
+    page.write_text(page.read_text().replace("{{ site.message }}", "{{ site.mesage }}"))
+    result = project.shipit("build")
+    assert result.code == ExitCode.TEMPLATE
+    assert result.stderr.startswith("shipit: error: templates/index.html.j2:4: UndefinedError")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_missing_site_folder(project: Project, tmp_path: Path) -> None:
+    result = project.shipit("render", env=project.env(SHIPIT_PROJECT=str(tmp_path / "empty")))
+    assert result.code == ExitCode.TEMPLATE
+    assert "no site directory" in result.stderr
+
+
+def test_unreachable_engine_names_docker_host(project: Project) -> None:
+    result = project.shipit("build", env=project.env(DOCKER_HOST="unix:///nonexistent/docker.sock"))
+    assert result.code == ExitCode.ENGINE
+    assert "DOCKER_HOST=unix:///nonexistent/docker.sock" in result.stderr
+
+
+def test_missing_base_image_says_how_to_fix(engine: Engine, project: Project) -> None:
+    result = project.shipit("build", "--base-image", "shipit-test/no-such-base:1")
+    assert result.code == ExitCode.ENGINE
+    assert "cannot be pulled" in result.stderr
+    assert "--base-image shipit-local/nginx:bookworm" in result.stderr
+
+
+def test_read_only_root_file_system(engine: Engine, project: Project) -> None:
+    assert project.shipit("build").code == 0
+    result = project.shipit("run", "--port", str(free_port()), "--read-only", "--json")
+    assert result.code == 0, result.output
+    assert json.loads(result.stdout)["smoke"]["ok"] is True
+    container = shipit_containers(project.image)[0]
+    assert engine.api.inspect_container(container)["HostConfig"]["ReadonlyRootfs"] is True
