@@ -1,0 +1,755 @@
+"""A small client for the OCI Distribution (Docker Registry v2) HTTP API.
+
+The Docker engine pushes; this module only asks a registry what it holds: the digest a tag
+points at, an image's config digest (equal to the local image ID), whether a blob exists,
+the tags of a repository. That is what lets shipit verify a push (the pushed digest is the
+one the registry serves) and skip work that is already done, for ECR, Docker Hub and any
+Distribution-compatible registry alike.
+
+Authentication follows the registry's `WWW-Authenticate` challenge, as the engine does:
+`Basic` (ECR, htpasswd registries) sends the credentials on every request; `Bearer` (Docker
+Hub, token-auth registries) trades them at the challenge's realm for a short-lived token per
+scope. Neither the password nor a token ever appears in an exception, a log line or a repr.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import ipaddress
+import logging
+import re
+import socket
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import requests
+
+from shipit import __version__
+from shipit.errors import AuthError, PushError, RegistryUnreachableError
+from shipit.redact import register_secret
+
+log = logging.getLogger(__name__)
+
+DOCKER_MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+MANIFEST_ACCEPT = ", ".join((DOCKER_MANIFEST_V2, OCI_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX))
+INDEX_MEDIA_TYPES = frozenset({DOCKER_MANIFEST_LIST, OCI_INDEX})
+
+DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
+DOCKER_HUB_API_HOST = "registry-1.docker.io"
+
+# Registry error codes meaning "there is no such thing", which callers treat as absence.
+NOT_FOUND_CODES = frozenset({"NAME_UNKNOWN", "MANIFEST_UNKNOWN", "BLOB_UNKNOWN"})
+
+DEFAULT_AUTH_HINT = (
+    "check the user name and password for this registry "
+    "(DOCKERHUB_TOKEN for Docker Hub; for ECR a fresh token from ecr get-authorization-token)"
+)
+
+# A token is dropped this long before it expires, so it cannot expire in flight.
+_TOKEN_EXPIRY_MARGIN = 10.0
+# Docker's token spec: a token without expires_in is valid for 60 seconds.
+_DEFAULT_TOKEN_LIFETIME = 60.0
+_MAX_TAG_PAGES = 1000
+_MAX_MESSAGE = 200
+
+
+def is_transient_status(status: int) -> bool:
+    """True for HTTP statuses worth retrying: throttling, request timeout and server faults.
+
+    Everything else (401, 403, 404, 400 for a bad manifest, 409/400 for an immutable tag)
+    will answer the same way next time, so it must fail at once.
+    """
+    return status in (408, 429) or 500 <= status <= 599
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether an error raised by RegistryClient (or by requests) may succeed on retry."""
+    if isinstance(exc, RegistryResponseError):
+        return is_transient_status(exc.status)
+    if isinstance(exc, RegistryConnectionError):
+        return exc.transient
+    return isinstance(
+        exc, requests.Timeout | requests.ConnectionError | requests.exceptions.ChunkedEncodingError
+    )
+
+
+class RegistryResponseError(PushError):
+    """A registry answered with a non-2xx status that is neither auth nor absence."""
+
+    def __init__(
+        self,
+        message: str,
+        hint: str | None = None,
+        *,
+        status: int,
+        code: str = "",
+    ) -> None:
+        super().__init__(message, hint)
+        self.status = status
+        self.code = code
+
+    @property
+    def transient(self) -> bool:
+        return is_transient_status(self.status)
+
+
+class RegistryConnectionError(RegistryUnreachableError):
+    """No HTTP answer at all: refused, unresolvable, reset or timed out."""
+
+    def __init__(self, message: str, hint: str | None = None, *, transient: bool) -> None:
+        super().__init__(message, hint)
+        self.transient = transient
+
+
+# ---------------------------------------------------------------------------------------
+# Hosts and challenges (pure functions, unit-testable without a network)
+# ---------------------------------------------------------------------------------------
+
+
+def api_host(host: str) -> str:
+    """The host that serves the v2 API: Docker Hub's user-facing names are not it."""
+    host = host.strip().rstrip("/")
+    for prefix in ("https://", "http://"):
+        if host.startswith(prefix):
+            host = host[len(prefix) :]
+    return DOCKER_HUB_API_HOST if host.lower() in DOCKER_HUB_ALIASES else host
+
+
+def _hostname(host: str) -> str:
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host[1:]
+    if host.count(":") == 1:
+        return host.split(":", 1)[0]
+    return host  # a bare IPv6 address, or a name without a port
+
+
+def is_loopback(host: str) -> bool:
+    name = _hostname(host).lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def scheme_for(host: str) -> str:
+    """Plain http for loopback registries, https otherwise: what the Docker engine does."""
+    return "http" if is_loopback(host) else "https"
+
+
+@dataclass(frozen=True)
+class Challenge:
+    """One parsed `WWW-Authenticate` challenge: its scheme (lower case) and parameters."""
+
+    scheme: str
+    params: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def realm(self) -> str:
+        return self.params.get("realm", "")
+
+    @property
+    def service(self) -> str:
+        return self.params.get("service", "")
+
+    @property
+    def scope(self) -> str:
+        return self.params.get("scope", "")
+
+    @property
+    def error(self) -> str:
+        return self.params.get("error", "")
+
+
+# auth-param = token "=" ( token / quoted-string )  (RFC 7235); the quoted form may hold
+# commas, as scope="repository:a/b:pull,push" does, so it cannot be split on commas.
+_PARAM = re.compile(
+    r'\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s,]*)\s*(?:,|$)'
+)
+_SCHEME = re.compile(r"\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)(?:\s+|$)")
+
+
+def parse_challenges(header: str) -> list[Challenge]:
+    """All challenges in a `WWW-Authenticate` value, in order.
+
+    Tolerant on purpose: an unparseable tail ends the list instead of raising, because a
+    registry's odd header must not hide its status code from the user.
+    """
+    challenges: list[Challenge] = []
+    pos = 0
+    text = header.strip()
+    while pos < len(text):
+        while pos < len(text) and text[pos] in ", ":
+            pos += 1
+        scheme_match = _SCHEME.match(text, pos)
+        if not scheme_match:
+            break
+        scheme = scheme_match.group(1).lower()
+        pos = scheme_match.end()
+        params: dict[str, str] = {}
+        while pos < len(text):
+            param_match = _PARAM.match(text, pos)
+            if not param_match:
+                break
+            name, value = param_match.group(1).lower(), param_match.group(2)
+            if value.startswith('"'):
+                value = re.sub(r"\\(.)", r"\1", value[1:-1])
+            params[name] = value
+            pos = param_match.end()
+        challenges.append(Challenge(scheme, params))
+    return challenges
+
+
+def parse_challenge(header: str) -> Challenge | None:
+    """The challenge shipit answers: Bearer if offered, else Basic, else the first one."""
+    challenges = parse_challenges(header)
+    for scheme in ("bearer", "basic"):
+        for challenge in challenges:
+            if challenge.scheme == scheme:
+                return challenge
+    return challenges[0] if challenges else None
+
+
+def repository_scope(repository: str, actions: str = "pull") -> str:
+    return f"repository:{repository}:{actions}"
+
+
+def _next_link(header: str | None) -> str | None:
+    """The target of a `Link: <url>; rel="next"` header (tag list pagination)."""
+    if not header:
+        return None
+    for part in header.split(","):
+        match = re.match(r'\s*<([^>]*)>\s*;.*\brel="?next"?', part)
+        if match:
+            return match.group(1)
+    return None
+
+
+# ---------------------------------------------------------------------------------------
+# The client
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A manifest as the registry serves it."""
+
+    digest: str
+    media_type: str
+    content: dict[str, Any]
+
+    @property
+    def is_index(self) -> bool:
+        return self.media_type in INDEX_MEDIA_TYPES or "manifests" in self.content
+
+    @property
+    def config_digest(self) -> str | None:
+        config = self.content.get("config")
+        if isinstance(config, dict) and isinstance(config.get("digest"), str):
+            return str(config["digest"])
+        return None
+
+
+@dataclass
+class _Token:
+    value: str
+    expires_at: float
+
+    def fresh(self) -> bool:
+        return time.monotonic() < self.expires_at - _TOKEN_EXPIRY_MARGIN
+
+
+class RegistryClient:
+    """Read-only access to one registry's v2 API.
+
+    `host` is what users write ("127.0.0.1:5001", "docker.io",
+    "123456789012.dkr.ecr.us-east-1.amazonaws.com"). `auth_hint` is the "what to do" of an
+    AuthError, so the ECR and Docker Hub callers can name their own credentials.
+    One client per thread: the token cache is locked, but requests.Session is not
+    guaranteed to be thread-safe.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        username: str | None = None,
+        password: str | None = None,
+        *,
+        timeout: float = 30.0,
+        scheme: str | None = None,
+        auth_hint: str = DEFAULT_AUTH_HINT,
+        session: requests.Session | None = None,
+    ) -> None:
+        self.host = api_host(host)
+        self.display_host = host.strip().rstrip("/") or self.host
+        self.username = username or None
+        self._password = password or None
+        self.timeout = timeout
+        self.scheme = scheme or scheme_for(self.host)
+        self.base_url = f"{self.scheme}://{self.host}"
+        self.auth_hint = auth_hint
+        self._session = session or requests.Session()
+        self._session.headers["User-Agent"] = f"shipit/{__version__}"
+        # Learned from the first challenge; later requests answer it up front.
+        self._challenge: Challenge | None = None
+        self._tokens: dict[str, _Token] = {}
+        self._lock = threading.Lock()
+        register_secret(self._password)
+
+    def __repr__(self) -> str:
+        secret = "***" if self._password else None
+        return (
+            f"RegistryClient(host={self.host!r}, username={self.username!r}, "
+            f"password={secret!r}, scheme={self.scheme!r})"
+        )
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- public API ----------------------------------------------------------------------
+
+    def ping(self) -> None:
+        """Reach the registry and prove the credentials (or anonymous access) work."""
+        self._request("GET", "/v2/", scope="")
+
+    def manifest_digest(self, repository: str, reference: str) -> str | None:
+        """The digest `reference` (a tag or digest) resolves to, or None when absent."""
+        repository = self._repository(repository)
+        path = f"/v2/{repository}/manifests/{reference}"
+        response = self._request(
+            "HEAD",
+            path,
+            scope=repository_scope(repository),
+            headers={"Accept": MANIFEST_ACCEPT},
+            absent_ok=True,
+        )
+        if response is None:
+            return None
+        digest = response.headers.get("Docker-Content-Digest")
+        if digest:
+            return digest
+        # Some registries (and proxies in front of them) drop the header on HEAD; the
+        # digest is by definition the sha256 of the exact bytes served.
+        manifest = self._fetch_manifest(repository, reference)
+        return None if manifest is None else manifest.digest
+
+    def get_manifest(self, repository: str, reference: str) -> Manifest:
+        """The manifest `reference` resolves to; RegistryResponseError (404) when absent."""
+        repository = self._repository(repository)
+        manifest = self._fetch_manifest(repository, reference)
+        if manifest is None:
+            raise RegistryResponseError(
+                f"registry {self.display_host} has no manifest {repository}:{reference}",
+                "push the image first, or check the repository and tag",
+                status=404,
+                code="MANIFEST_UNKNOWN",
+            )
+        return manifest
+
+    def config_digest(self, repository: str, reference: str) -> str | None:
+        """The image config digest (the local image ID for a docker-pushed image)."""
+        repository = self._repository(repository)
+        manifest = self._fetch_manifest(repository, reference)
+        if manifest is None:
+            return None
+        if manifest.is_index:
+            raise PushError(
+                f"{self.display_host}/{repository}:{reference} is a multi-platform index, "
+                "not a single image",
+                "shipit pushes single-platform images; use another tag",
+            )
+        digest = manifest.config_digest
+        if digest is None:
+            raise PushError(
+                f"manifest of {self.display_host}/{repository}:{reference} has no config "
+                f"digest (media type {manifest.media_type or 'unknown'})",
+                "",
+            )
+        return digest
+
+    def blob_exists(self, repository: str, digest: str) -> bool:
+        repository = self._repository(repository)
+        response = self._request(
+            "HEAD",
+            f"/v2/{repository}/blobs/{digest}",
+            scope=repository_scope(repository),
+            absent_ok=True,
+        )
+        return response is not None
+
+    def tags(self, repository: str) -> list[str]:
+        """All tags of `repository`; [] when the repository does not exist."""
+        repository = self._repository(repository)
+        found: list[str] = []
+        path: str | None = f"/v2/{repository}/tags/list"
+        for _ in range(_MAX_TAG_PAGES):
+            if path is None:
+                break
+            response = self._request(
+                "GET", path, scope=repository_scope(repository), absent_ok=True
+            )
+            if response is None:
+                return found
+            body = self._json(response, what=f"tag list of {repository}")
+            found.extend(tag for tag in body.get("tags") or [] if isinstance(tag, str))
+            path = _next_link(response.headers.get("Link"))
+        return found
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _repository(self, repository: str) -> str:
+        repository = repository.strip("/")
+        # Docker Hub's official images live under library/, as the engine assumes.
+        if self.host == DOCKER_HUB_API_HOST and "/" not in repository:
+            repository = f"library/{repository}"
+        return repository
+
+    def _fetch_manifest(self, repository: str, reference: str) -> Manifest | None:
+        response = self._request(
+            "GET",
+            f"/v2/{repository}/manifests/{reference}",
+            scope=repository_scope(repository),
+            headers={"Accept": MANIFEST_ACCEPT},
+            absent_ok=True,
+        )
+        if response is None:
+            return None
+        computed = "sha256:" + hashlib.sha256(response.content).hexdigest()
+        if reference.startswith("sha256:") and computed != reference:
+            # A content-addressed fetch that does not hash to its address is corrupt.
+            raise PushError(
+                f"registry {self.display_host} served {repository}@{reference} with "
+                f"content that hashes to {computed}",
+                "retry; if it persists the registry storage is damaged",
+            )
+        content = self._json(response, what=f"manifest {repository}:{reference}")
+        media_type = response.headers.get("Content-Type", "").split(";")[0].strip() or str(
+            content.get("mediaType", "")
+        )
+        digest = response.headers.get("Docker-Content-Digest") or computed
+        return Manifest(digest=digest, media_type=media_type, content=content)
+
+    def _json(self, response: requests.Response, *, what: str) -> dict[str, Any]:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise PushError(
+                f"registry {self.display_host} returned something that is not JSON for {what}",
+                "check that the host is a container registry",
+            )
+        return body
+
+    def _url(self, path: str) -> str:
+        return path if path.startswith(("http://", "https://")) else urljoin(self.base_url, path)
+
+    def _authorization(self, scope: str) -> str | None:
+        """The Authorization header to send up front, from what earlier challenges taught."""
+        challenge = self._challenge
+        if challenge is None:
+            return None
+        if challenge.scheme == "basic":
+            return self._basic_header()
+        if challenge.scheme == "bearer":
+            with self._lock:
+                token = self._tokens.get(scope)
+            if token is not None and token.fresh():
+                return f"Bearer {token.value}"
+        return None
+
+    def _basic_header(self) -> str | None:
+        if self.username is None or self._password is None:
+            return None
+        raw = f"{self.username}:{self._password}".encode()
+        return "Basic " + base64.b64encode(raw).decode("ascii")
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        scope: str,
+        headers: Mapping[str, str] | None = None,
+        absent_ok: bool = False,
+    ) -> requests.Response | None:
+        """Send one API request, answering at most one auth challenge.
+
+        Returns None for a 404 (or a registry "unknown" error code) when `absent_ok`, raises
+        the matching ShipitError for anything else that is not 2xx.
+        """
+        url = self._url(path)
+        sent_auth = self._authorization(scope)
+        response = self._send(method, url, headers, sent_auth)
+        if response.status_code == 401:
+            challenge = parse_challenge(response.headers.get("WWW-Authenticate", ""))
+            retry_auth = self._answer_challenge(challenge, scope, sent_auth, response)
+            response = self._send(method, url, headers, retry_auth)
+        return self._check(response, method, path, absent_ok=absent_ok)
+
+    def _answer_challenge(
+        self,
+        challenge: Challenge | None,
+        scope: str,
+        sent_auth: str | None,
+        response: requests.Response,
+    ) -> str:
+        if challenge is None or challenge.scheme not in ("basic", "bearer"):
+            scheme = challenge.scheme if challenge else "none"
+            raise AuthError(
+                f"registry {self.display_host} answered 401 with an unsupported "
+                f"authentication challenge ({scheme})",
+                "use a registry that supports Basic or Bearer token authentication",
+            )
+        self._challenge = challenge
+        if challenge.scheme == "basic":
+            basic = self._basic_header()
+            if basic is None:
+                raise self._auth_error(401)
+            if sent_auth == basic:
+                raise self._auth_error(401)
+            return basic
+        # A cached token may have been revoked or expired early: one fresh token per
+        # challenge. If that one is refused too, _check reports it.
+        self._forget_token(scope)
+        token = self._fetch_token(challenge, scope)
+        return f"Bearer {token}"
+
+    @staticmethod
+    def _scope_detail(response: requests.Response) -> str:
+        challenge = parse_challenge(response.headers.get("WWW-Authenticate", ""))
+        if challenge is not None and challenge.error == "insufficient_scope":
+            # Docker Hub answers so for a repository the user may not see or that does not
+            # exist; both read the same to the user.
+            return f"no access to {challenge.scope or 'the repository'}"
+        return ""
+
+    def _forget_token(self, scope: str) -> None:
+        with self._lock:
+            self._tokens.pop(scope, None)
+
+    def _fetch_token(self, challenge: Challenge, scope: str) -> str:
+        realm = challenge.realm
+        if not realm.startswith(("https://", "http://")):
+            raise AuthError(
+                f"registry {self.display_host} sent a Bearer challenge without a usable realm",
+                "check that the host is a container registry",
+            )
+        # The registry's own scope wins: it knows the access it is about to check.
+        wanted = challenge.scope or scope
+        params: dict[str, str] = {}
+        if challenge.service:
+            params["service"] = challenge.service
+        if wanted:
+            params["scope"] = wanted
+        if self.username:
+            params["account"] = self.username
+        headers: dict[str, str] = {}
+        basic = self._basic_header()
+        if basic is not None:
+            headers["Authorization"] = basic
+        realm_host = urlsplit(realm).netloc or realm
+        try:
+            response = self._session.get(
+                realm, params=params, headers=headers, timeout=self.timeout
+            )
+        except requests.RequestException as exc:
+            raise self._connection_error(exc, realm_host, "token service of") from exc
+        log.debug("GET token %s scope=%r -> %s", realm_host, wanted, response.status_code)
+        if response.status_code in (401, 403):
+            raise self._auth_error(response.status_code, f"at token service {realm_host}")
+        if not response.ok:
+            raise self._response_error(response, f"token request to {realm_host}")
+        body = self._json(response, what=f"token from {realm_host}")
+        value = body.get("token") or body.get("access_token")
+        if not isinstance(value, str) or not value:
+            raise AuthError(
+                f"token service {realm_host} of registry {self.display_host} returned no token",
+                self.auth_hint,
+            )
+        register_secret(value)
+        lifetime = body.get("expires_in")
+        seconds = float(lifetime) if isinstance(lifetime, int | float) else _DEFAULT_TOKEN_LIFETIME
+        token = _Token(value, time.monotonic() + seconds)
+        with self._lock:
+            self._tokens[scope] = token
+            if wanted != scope:
+                self._tokens[wanted] = token
+        return value
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str] | None,
+        authorization: str | None,
+    ) -> requests.Response:
+        merged = dict(headers or {})
+        if authorization is not None:
+            merged["Authorization"] = authorization
+        try:
+            response = self._session.request(
+                method, url, headers=merged, timeout=self.timeout, allow_redirects=True
+            )
+        except requests.RequestException as exc:
+            raise self._connection_error(exc, self.display_host, "") from exc
+        log.debug("%s %s -> %s", method, urlsplit(url).path, response.status_code)
+        return response
+
+    def _check(
+        self, response: requests.Response, method: str, path: str, *, absent_ok: bool
+    ) -> requests.Response | None:
+        status = response.status_code
+        if 200 <= status < 300:
+            return response
+        if status in (401, 403):
+            raise self._auth_error(status, self._scope_detail(response))
+        code, _ = self._error_body(response)
+        if absent_ok and (status == 404 or code in NOT_FOUND_CODES):
+            return None
+        raise self._response_error(response, f"{method} {path}")
+
+    def _error_body(self, response: requests.Response) -> tuple[str, str]:
+        """(code, message) of the first entry in a registry error body, or ("", "")."""
+        try:
+            body = response.json()
+        except ValueError:
+            return "", ""
+        errors = body.get("errors") if isinstance(body, dict) else None
+        if not isinstance(errors, list) or not errors or not isinstance(errors[0], dict):
+            return "", ""
+        code = str(errors[0].get("code") or "")
+        message = str(errors[0].get("message") or "")
+        return code, self._clean(message)
+
+    def _clean(self, text: str) -> str:
+        """One line, bounded, and free of this client's secrets even if a server echoes them."""
+        text = " ".join(text.split())
+        secrets = [self._password] if self._password else []
+        with self._lock:
+            secrets.extend(token.value for token in self._tokens.values())
+        for secret in secrets:
+            text = text.replace(secret, "***")
+        return text[:_MAX_MESSAGE]
+
+    def _auth_error(self, status: int, detail: str = "") -> AuthError:
+        if self.username is None:
+            message = f"registry {self.display_host} requires credentials and none were given"
+        elif status == 403:
+            message = f"registry {self.display_host} denied access to user {self.username!r}"
+        else:
+            message = (
+                f"registry {self.display_host} refused the credentials for user {self.username!r}"
+            )
+        if detail:
+            message = f"{message}, {detail}"
+        return AuthError(self._clean(f"{message} ({status})"), self.auth_hint)
+
+    def _response_error(self, response: requests.Response, what: str) -> RegistryResponseError:
+        status = response.status_code
+        code, message = self._error_body(response)
+        reason = ": ".join(part for part in (code, message) if part) or (response.reason or "")
+        text = f"registry {self.display_host} answered {status} to {what}"
+        if reason:
+            text = f"{text} ({self._clean(reason)})"
+        if is_transient_status(status):
+            hint = "the registry is overloaded or failing; retry later"
+        elif status == 404:
+            hint = "check the repository name (and create it first for ECR)"
+        else:
+            hint = ""
+        return RegistryResponseError(text, hint, status=status, code=code)
+
+    def _connection_error(
+        self, exc: requests.RequestException, where: str, role: str
+    ) -> RegistryConnectionError:
+        reason, transient = _describe_connection_failure(exc, self.timeout)
+        if role:
+            target = f"the {role} registry {self.display_host} ({where})"
+        else:
+            target = f"registry {where}"
+        hint = {
+            "connection refused": "check that the registry is running and that host and "
+            "port are right",
+            "host name not found": "check the registry host name and DNS",
+            "TLS handshake failed": "check the registry's certificate and that it speaks https",
+        }.get(reason, "check the network path to the registry, then retry")
+        return RegistryConnectionError(
+            f"cannot reach {target}: {reason}", hint, transient=transient
+        )
+
+
+def _exception_chain(exc: BaseException) -> list[BaseException]:
+    """exc and what it wraps: requests wraps urllib3, which wraps the socket error."""
+    seen: list[BaseException] = []
+    todo: list[BaseException] = [exc]
+    while todo and len(seen) < 20:
+        item = todo.pop()
+        if any(item is other for other in seen):
+            continue
+        seen.append(item)
+        nested = [*item.args, getattr(item, "reason", None), item.__cause__, item.__context__]
+        todo.extend(n for n in nested if isinstance(n, BaseException))
+    return seen
+
+
+def _describe_connection_failure(exc: BaseException, timeout: float) -> tuple[str, bool]:
+    """A short reason, and whether retrying makes sense."""
+    chain = _exception_chain(exc)
+    if isinstance(exc, requests.Timeout) or any(isinstance(e, TimeoutError) for e in chain):
+        return f"no answer within {timeout:g} s", True
+    if any(isinstance(e, ConnectionRefusedError) for e in chain):
+        return "connection refused", True
+    if any(isinstance(e, socket.gaierror) for e in chain):
+        return "host name not found", False
+    if any(isinstance(e, ConnectionResetError | ConnectionAbortedError) for e in chain):
+        return "connection reset", True
+    if isinstance(exc, requests.exceptions.SSLError):
+        return "TLS handshake failed", False
+    text = " ".join(str(e) for e in chain)
+    if "RemoteDisconnected" in text or "reset" in text.lower():
+        return "connection reset", True
+    return type(exc).__name__, True
+
+
+__all__ = [
+    "DOCKER_MANIFEST_LIST",
+    "DOCKER_MANIFEST_V2",
+    "MANIFEST_ACCEPT",
+    "OCI_INDEX",
+    "OCI_MANIFEST",
+    "Challenge",
+    "Manifest",
+    "RegistryClient",
+    "RegistryConnectionError",
+    "RegistryResponseError",
+    "api_host",
+    "is_loopback",
+    "is_transient",
+    "is_transient_status",
+    "parse_challenge",
+    "parse_challenges",
+    "repository_scope",
+    "scheme_for",
+]
