@@ -6,6 +6,7 @@ Heavy modules (docker, boto3) are imported inside the commands that need them, s
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -19,6 +20,7 @@ from shipit.ui import Ui
 if TYPE_CHECKING:
     from shipit.config import Settings
     from shipit.engine import Engine
+    from shipit.publish import PushReport
     from shipit.smoke import SmokeReport
 
 app = typer.Typer(
@@ -253,6 +255,132 @@ def stop(
         {"ok": True, "removed": removed},
         f"removed {', '.join(removed)}" if removed else "no shipit container was running",
     )
+
+
+class Destination(StrEnum):
+    ECR = "ecr"
+    DOCKERHUB = "dockerhub"
+    ALL = "all"
+
+
+ToOption = Annotated[
+    Destination, typer.Option("--to", help="Which registries to push to.", case_sensitive=False)
+]
+AllowRootOption = Annotated[
+    bool, typer.Option("--allow-root", help="Push even with the AWS account's root user.")
+]
+
+
+def _push_table(report: PushReport) -> str:
+    rows = []
+    for target in report.targets:
+        tags = ", ".join(f"{tag.tag} {tag.status}" for tag in target.tags)
+        outcome = target.status
+        if target.error is not None:
+            outcome += f": {target.error.one_line()}"
+        rows.append(
+            (
+                target.name,
+                target.reference or "-",
+                target.digest[:19] or "-",
+                tags or "-",
+                f"{target.bytes_uploaded:,}",
+                f"{target.seconds:.1f}",
+                outcome,
+            )
+        )
+    title = ("push plan" if report.dry_run else "push") + f" of {report.image_id[7:19]}"
+    table = _ui.table(
+        title, ("registry", "reference", "digest", "tags", "bytes", "s", "result"), rows
+    )
+    notes = [f"{target.name}: {note}" for target in report.targets for note in target.notes]
+    return "\n".join([table, *notes])
+
+
+def _finish_push(report: PushReport) -> None:
+    _ui.result(report.to_json(), _push_table(report))
+    failure = report.failure()
+    if failure is not None:
+        raise failure
+
+
+@app.command()
+def push(
+    to: ToOption = Destination.ALL,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan; change nothing.")
+    ] = False,
+    skip_smoke: Annotated[
+        bool,
+        typer.Option("--skip-smoke", help="Push even if the image has not passed a smoke test."),
+    ] = False,
+    allow_root: AllowRootOption = False,
+    image: Annotated[
+        str | None, typer.Option("--image", help="Local image name (SHIPIT_IMAGE).")
+    ] = None,
+    json_output: JsonOption = False,
+    quiet: QuietOption = False,
+    debug: DebugOption = False,
+    project: ProjectOption = Path("."),
+) -> None:
+    """Push the smoke-tested image to ECR and Docker Hub, concurrently, and verify the digests.
+
+    Example: shipit push --to all --dry-run
+    """
+    settings = _setup(json_output, quiet, debug, project, image=image)
+    from shipit.publish import publish
+
+    report = publish(
+        settings,
+        _engine(),
+        to,
+        dry_run=dry_run,
+        skip_smoke=skip_smoke,
+        allow_root=allow_root,
+        progress=_ui.progress,
+    )
+    _finish_push(report)
+
+
+@app.command()
+def ship(
+    to: ToOption = Destination.ALL,
+    allow_root: AllowRootOption = False,
+    base_image: Annotated[
+        str | None, typer.Option("--base-image", help="Nginx base image (SHIPIT_BASE_IMAGE).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", help="Host port for the smoke test.")
+    ] = None,
+    image: Annotated[
+        str | None, typer.Option("--image", help="Local image name (SHIPIT_IMAGE).")
+    ] = None,
+    json_output: JsonOption = False,
+    quiet: QuietOption = False,
+    debug: DebugOption = False,
+    project: ProjectOption = Path("."),
+) -> None:
+    """Build, run, smoke-test, push and stop: the whole way, pushing only a verified image.
+
+    Example: shipit ship --to all
+    """
+    settings = _setup(
+        json_output, quiet, debug, project, base_image=base_image, port=port, image=image
+    )
+    from shipit.pipeline import ship as ship_stage
+
+    result = ship_stage(
+        settings, _engine(), to=to.value, allow_root=allow_root, progress=_ui.progress
+    )
+    _ui.result(
+        result.to_json(),
+        _smoke_table(result.run.smoke) + "\n" + _push_table(result.push)
+        if result.run.smoke
+        else _push_table(result.push),
+    )
+    failure = result.push.failure()
+    if failure is not None:
+        raise failure
 
 
 @app.command("config")

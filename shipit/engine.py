@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import docker
+import docker.auth
 import docker.errors
 import requests
 
@@ -41,6 +42,7 @@ class ImageInfo:
     labels: Mapping[str, str]
     repo_digests: tuple[str, ...]
     size: int
+    layers: tuple[str, ...] = ()  # uncompressed layer digests (diff ids), base first
 
 
 @dataclass(frozen=True)
@@ -58,8 +60,8 @@ class PushStream:
 
     digest: str = ""
     size: int = 0
-    bytes_uploaded: int = 0
-    layers_pushed: int = 0
+    # Short (12 hex) diff ids of the layers this push uploaded, as the stream names them.
+    pushed_layers: set[str] = field(default_factory=set)
     layers_existing: int = 0
     error: str = ""
     lines: list[str] = field(default_factory=list)
@@ -117,6 +119,7 @@ class Engine:
             labels=dict(config.get("Labels") or {}),
             repo_digests=tuple(data.get("RepoDigests") or ()),
             size=int(data.get("Size") or 0),
+            layers=tuple((data.get("RootFS") or {}).get("Layers") or ()),
         )
 
     def images_with_label(self, key: str, value: str) -> list[ImageInfo]:
@@ -291,6 +294,20 @@ class Engine:
 
     # Registries
 
+    def stored_credentials(self, registry: str) -> tuple[str, str] | None:
+        """(user, secret) from the Docker config's credential helper, store or auths entry."""
+        is_docker_hub = registry in ("docker.io", "index.docker.io", "registry-1.docker.io")
+        try:
+            config = docker.auth.load_config()
+            found = docker.auth.resolve_authconfig(config, None if is_docker_hub else registry)
+        except (docker.errors.DockerException, OSError, ValueError):
+            return None
+        if not found:
+            return None
+        username = found.get("Username") or found.get("username")
+        secret = found.get("Password") or found.get("password") or found.get("IdentityToken")
+        return (str(username), str(secret)) if username and secret else None
+
     def push(
         self,
         repository: str,
@@ -301,8 +318,6 @@ class Engine:
         """Pushes and reads the stream to its end: docker-py does not raise when a registry
         refuses, the refusal is only a line in the stream."""
         result = PushStream()
-        layer_totals: dict[str, int] = {}
-        pushed_layers: set[str] = set()
         try:
             events: Iterator[dict[str, Any]] = self._call(
                 self.api.push,
@@ -313,23 +328,19 @@ class Engine:
                 auth_config=dict(auth_config) if auth_config else None,
             )
             for event in events:
-                _read_push_event(event, result, layer_totals, pushed_layers, progress)
+                _read_push_event(event, result, progress)
         except docker.errors.APIError as exc:
             result.error = str(exc.explanation or exc)
         except requests.RequestException as exc:
             raise PushError(
                 f"lost the Docker engine while pushing {repository}:{tag}: {exc}"
             ) from exc
-        result.bytes_uploaded = sum(layer_totals.get(layer, 0) for layer in pushed_layers)
-        result.layers_pushed = len(pushed_layers)
         return result
 
 
 def _read_push_event(
     event: Mapping[str, Any],
     result: PushStream,
-    layer_totals: dict[str, int],
-    pushed_layers: set[str],
     progress: Progress,
 ) -> None:
     if "error" in event or "errorDetail" in event:
@@ -345,12 +356,8 @@ def _read_push_event(
         result.digest = str(aux["Digest"])
         result.size = int(aux.get("Size") or 0)
     detail = event.get("progressDetail") or {}
-    if status == "Pushing" and layer:
-        total = int(detail.get("total") or 0)
-        current = int(detail.get("current") or 0)
-        layer_totals[layer] = max(layer_totals.get(layer, 0), total, current)
-    elif status == "Pushed" and layer:
-        pushed_layers.add(layer)
+    if status == "Pushed" and layer:
+        result.pushed_layers.add(layer)
         progress(f"{layer}: pushed")
     elif status == "Layer already exists" and layer:
         result.layers_existing += 1

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
-import json
 import socket
 import time
 from collections.abc import Callable
@@ -27,21 +26,26 @@ from shipit.errors import (
     RunError,
     SmokeError,
 )
+from shipit.labels import (
+    LABEL_BASE_IMAGE_ID,
+    LABEL_BUILD_ID,
+    LABEL_CONTEXT_DIGEST,
+    LABEL_IMAGE,
+    LABEL_MANAGED,
+    LABEL_REVISION,
+    LABEL_TITLE,
+    LABEL_URL,
+    LABEL_VERSION,
+)
+from shipit.publish import PushReport, publish
 from shipit.render import LISTEN_PORT, RenderedSite, render_site
 from shipit.smoke import SmokeReport, run_smoke, wait_until_ready
+from shipit.state import record_smoke_passed
 from shipit.vcs import revision, source_url
 
-LABEL_CONTEXT_DIGEST = "io.shipit.context-digest"
-LABEL_BUILD_ID = "io.shipit.build-id"
-LABEL_BASE_IMAGE_ID = "io.shipit.base-image-id"
-LABEL_MANAGED = "io.shipit.managed"
-LABEL_IMAGE = "io.shipit.image"
-LABEL_URL = "io.shipit.url"
-LABEL_TITLE = "org.opencontainers.image.title"
-LABEL_REVISION = "org.opencontainers.image.revision"
-STATE_FILE = "state.json"
 LOG_TAIL_LINES = 20
 
+LOG_TAIL_LINES = 20
 Progress = Callable[[str], None]
 
 
@@ -83,49 +87,6 @@ class RunResult:
         }
         data["smoke"] = self.smoke.to_json() if self.smoke else None
         return data
-
-
-# State kept between commands: which image last passed its smoke test.
-
-
-def _state_path(settings: Settings) -> Path:
-    return settings.state_dir / STATE_FILE
-
-
-def read_state(settings: Settings) -> dict[str, Any]:
-    try:
-        data = json.loads(_state_path(settings).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _write_state(settings: Settings, state: dict[str, Any]) -> None:
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
-    # The state folder ignores itself, so it never makes a user's tree dirty.
-    ignore = settings.state_dir / ".gitignore"
-    if not ignore.exists():
-        ignore.write_text("*\n", encoding="utf-8")
-    path = _state_path(settings)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(state, indent=2, sort_keys=True), encoding="utf-8")
-    temporary.replace(path)
-
-
-def record_smoke_passed(settings: Settings, image_id: str, build_id: str, url: str) -> None:
-    state = read_state(settings)
-    state["smoke_passed"] = {
-        "image_id": image_id,
-        "build_id": build_id,
-        "url": url,
-        "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-    }
-    _write_state(settings, state)
-
-
-def smoke_passed_image(settings: Settings) -> str:
-    record = read_state(settings).get("smoke_passed") or {}
-    return str(record.get("image_id", ""))
 
 
 # Render and build
@@ -182,7 +143,7 @@ def build(settings: Settings, engine: Engine, progress: Progress = _quiet) -> Bu
             "org.opencontainers.image.created": dt.datetime.now(dt.UTC).isoformat(
                 timespec="seconds"
             ),
-            "org.opencontainers.image.version": tag,
+            LABEL_VERSION: tag,
             LABEL_TITLE: settings.image,
             "org.opencontainers.image.base.name": settings.base_image,
             LABEL_CONTEXT_DIGEST: site.context_digest,
@@ -373,3 +334,37 @@ def smoke(settings: Settings, url: str | None, engine: Engine | None) -> SmokeRe
     if report.ok and image_id:
         record_smoke_passed(settings, image_id, expected_build_id, url)
     return report
+
+
+@dataclass(frozen=True)
+class ShipResult:
+    build: BuildResult
+    run: RunResult
+    push: PushReport
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": not self.push.failed,
+            "build": self.build.to_json(),
+            "run": self.run.to_json(),
+            "push": self.push.to_json(),
+        }
+
+
+def ship(
+    settings: Settings,
+    engine: Engine,
+    *,
+    to: str = "all",
+    allow_root: bool = False,
+    progress: Progress = _quiet,
+) -> ShipResult:
+    """build -> run -> smoke -> push -> stop; the container is removed whatever happens."""
+    built = build(settings, engine, progress)
+    try:
+        ran = run(settings, engine, smoke=True, progress=progress)
+        pushed = publish(settings, engine, to, allow_root=allow_root, progress=progress)
+    finally:
+        for name in stop(settings, engine):
+            progress(f"removed {name}")
+    return ShipResult(build=built, run=ran, push=pushed)

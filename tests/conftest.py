@@ -7,6 +7,7 @@ which `make test` runs first, installs and starts both.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import pytest
 from shipit.config import LOCAL_BASE_IMAGE
 from shipit.engine import Engine
 from shipit.errors import EngineError
+from tests.services import MotoService, RegistryService, free_port, moto_ecr_password
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -128,3 +130,81 @@ def shipit_containers(image: str) -> list[str]:
         check=True,
     )
     return listed.stdout.split()
+
+
+# Registries and AWS: two Distribution registries with htpasswd on loopback stand in for ECR
+# (user AWS, password from moto's token) and Docker Hub; moto_server answers STS and ECR.
+
+HUB_USER = "shipit-ci"
+
+
+@pytest.fixture(scope="session")
+def moto() -> Iterator[MotoService]:
+    with MotoService() as service:
+        yield service
+
+
+@pytest.fixture(scope="session")
+def ecr_registry() -> Iterator[RegistryService]:
+    with RegistryService(username="AWS", password=moto_ecr_password()) as registry:
+        yield registry
+
+
+@pytest.fixture(scope="session")
+def hub_token() -> str:
+    return "dckr_pat_" + secrets.token_urlsafe(24)
+
+
+@pytest.fixture(scope="session")
+def hub_registry(hub_token: str) -> Iterator[RegistryService]:
+    with RegistryService(username=HUB_USER, password=hub_token) as registry:
+        yield registry
+
+
+@dataclass
+class PublishProject(Project):
+    ecr_repository: str = ""
+    hub_repository: str = ""
+    moto: MotoService | None = None
+    ecr: RegistryService | None = None
+    hub: RegistryService | None = None
+    hub_token: str = ""
+
+    def env(self, **extra: str) -> dict[str, str]:
+        assert self.moto and self.ecr and self.hub
+        env = super().env()
+        env.update(self.moto.env())
+        env.update(
+            SHIPIT_ECR_REPOSITORY=self.ecr_repository,
+            SHIPIT_ECR_REGISTRY=self.ecr.host,
+            SHIPIT_DOCKERHUB_REGISTRY=self.hub.host,
+            SHIPIT_DOCKERHUB_REPOSITORY=self.hub_repository,
+            DOCKERHUB_USERNAME=HUB_USER,
+            DOCKERHUB_TOKEN=self.hub_token,
+            SHIPIT_PORT=str(free_port()),
+            SHIPIT_PUSH_ATTEMPTS="2",
+        )
+        env.update(extra)
+        return env
+
+
+@pytest.fixture
+def publish_project(
+    engine: Engine,
+    project: Project,
+    moto: MotoService,
+    ecr_registry: RegistryService,
+    hub_registry: RegistryService,
+    hub_token: str,
+) -> PublishProject:
+    suffix = project.image.rsplit("/", 1)[-1]
+    return PublishProject(
+        root=project.root,
+        image=project.image,
+        ecr_repository=f"site-{suffix}",
+        hub_repository=f"team/site-{suffix}",
+        moto=moto,
+        ecr=ecr_registry,
+        hub=hub_registry,
+        hub_token=hub_token,
+    )

@@ -1,0 +1,523 @@
+"""Publishing the smoke-tested image to ECR and Docker Hub, concurrently and verified.
+
+Per registry: the git-sha tag first, then (only once every registry holds the sha tag) `latest`.
+A tag that already holds this very image is skipped without uploading. Every push stream is
+read to its end and any error line fails the push; the digest the stream reports must be the
+one the registry serves, and the served image config must be the local image. Transient faults
+are retried with bounded exponential backoff and jitter; refusals fail at once.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from tenacity import (
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from shipit.config import Settings
+from shipit.engine import Engine, ImageInfo
+from shipit.errors import (
+    AuthError,
+    ConfigError,
+    PreconditionError,
+    PushError,
+    RegistryUnreachableError,
+    ShipitError,
+    TagConflictError,
+)
+from shipit.labels import LABEL_BUILD_ID, LABEL_VERSION
+from shipit.registries.distribution import (
+    Manifest,
+    RegistryClient,
+    RegistryResponseError,
+    is_transient,
+)
+from shipit.registries.dockerhub import credentials as dockerhub_credentials
+from shipit.state import smoke_passed_image
+
+TARGETS = ("ecr", "dockerhub")
+LATEST = "latest"
+Progress = Callable[[str], None]
+# Bounds of the backoff between attempts; the total wait stays under ~15 s at 4 attempts.
+RETRY_INITIAL_SECONDS = 0.5
+RETRY_MAX_SECONDS = 8.0
+
+
+class PushStreamError(PushError):
+    """A refusal that came as a line in the engine's push stream."""
+
+    def __init__(self, message: str, hint: str | None = None, *, transient: bool) -> None:
+        super().__init__(message, hint)
+        self.transient = transient
+
+
+class TokenExpired(AuthError):
+    pass
+
+
+def _classify_stream_error(text: str, reference: str, auth_hint: str) -> ShipitError:
+    lowered = text.lower()
+    if "token has expired" in lowered or "expired token" in lowered:
+        return TokenExpired(f"push of {reference} was refused: the registry token has expired")
+    if "immutable" in lowered or "cannot be overwritten" in lowered:
+        return TagConflictError(f"push of {reference} was refused: {text}")
+    if any(
+        word in lowered
+        for word in ("unauthorized", "authentication required", "denied", "forbidden")
+    ):
+        return AuthError(f"push of {reference} was refused: {text}", auth_hint)
+    if any(word in lowered for word in ("connection refused", "no such host", "no route to host")):
+        return RegistryUnreachableError(
+            f"cannot reach the registry of {reference}: {text}",
+            "check that the registry is up and its host name",
+        )
+    if any(
+        word in lowered
+        for word in (
+            "timeout",
+            "timed out",
+            "reset by peer",
+            "broken pipe",
+            "eof",
+            "toomanyrequests",
+            "too many requests",
+            "bad gateway",
+            "service unavailable",
+            "gateway timeout",
+            "internal server error",
+            "status 5",
+            " 50",
+            "throttl",
+        )
+    ):
+        return PushStreamError(f"push of {reference} failed: {text}", transient=True)
+    if "name unknown" in lowered or "not found" in lowered or "does not exist" in lowered:
+        return PushError(
+            f"push of {reference} was refused: {text}",
+            "check the repository name; ECR repositories must exist (ecr_create_repository)",
+        )
+    return PushStreamError(f"push of {reference} failed: {text}", transient=False)
+
+
+def _is_retryable(error: BaseException) -> bool:
+    if isinstance(error, PushStreamError):
+        return error.transient
+    if isinstance(error, RegistryUnreachableError):
+        return True
+    return is_transient(error)
+
+
+@dataclass
+class Target:
+    name: str
+    registry: str
+    repository: str
+    auth: dict[str, str] = field(repr=False)
+    mutability: str
+    auth_hint: str
+    notes: list[str] = field(default_factory=list)
+    refresh_auth: Callable[[], dict[str, str]] | None = field(default=None, repr=False)
+
+    @property
+    def reference(self) -> str:
+        return f"{self.registry}/{self.repository}"
+
+    def client(self) -> RegistryClient:
+        return RegistryClient(
+            self.registry,
+            self.auth.get("username"),
+            self.auth.get("password"),
+            auth_hint=self.auth_hint,
+        )
+
+
+@dataclass
+class TagOutcome:
+    tag: str
+    status: str  # pushed | unchanged | held-back | failed
+    digest: str = ""
+    bytes_uploaded: int = 0
+    attempts: int = 0
+
+
+@dataclass
+class TargetReport:
+    name: str
+    reference: str
+    status: str = "pending"  # pushed | unchanged | failed | planned
+    digest: str = ""
+    bytes_uploaded: int = 0
+    seconds: float = 0.0
+    tags: list[TagOutcome] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    error: ShipitError | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "registry": self.name,
+            "reference": self.reference,
+            "status": self.status,
+            "digest": self.digest,
+            "bytes_uploaded": self.bytes_uploaded,
+            "seconds": self.seconds,
+            "tags": [vars(tag) for tag in self.tags],
+            "notes": self.notes,
+            "error": None
+            if self.error is None
+            else {
+                "class": type(self.error).__name__,
+                "exit_code": int(self.error.exit_code),
+                "message": self.error.message,
+                "hint": self.error.hint,
+            },
+        }
+
+
+@dataclass
+class PushReport:
+    image_id: str
+    build_id: str
+    sha_tag: str
+    dry_run: bool
+    targets: list[TargetReport]
+
+    @property
+    def failed(self) -> list[TargetReport]:
+        return [target for target in self.targets if target.status == "failed"]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": not self.failed,
+            "image_id": self.image_id,
+            "build_id": self.build_id,
+            "tags": [self.sha_tag, LATEST],
+            "dry_run": self.dry_run,
+            "registries": [target.to_json() for target in self.targets],
+        }
+
+    def failure(self) -> ShipitError | None:
+        """One error for the exit code: the registries' own class when they agree."""
+        errors = [target.error for target in self.failed if target.error is not None]
+        if not errors:
+            return None
+        names = ", ".join(target.name for target in self.failed)
+        codes = {error.exit_code for error in errors}
+        first = errors[0]
+        summary = f"push failed for {names}: {first.message}"
+        if len(codes) == 1:
+            # Same class (so the same exit code) without calling a subclass's __init__.
+            combined = type(first).__new__(type(first))
+            combined.__dict__.update(first.__dict__)
+            combined.message = summary
+            combined.args = (summary,)
+            return combined
+        return PushError(summary, "see the report above for each registry")
+
+
+# Resolving where each registry is and how to log in
+
+
+def _ecr_target(settings: Settings, *, dry_run: bool, allow_root: bool) -> Target:
+    from shipit.registries.ecr import Ecr, root_refusal
+
+    ecr = Ecr(settings.aws_region)
+    identity = ecr.caller()
+    if identity.is_root and not allow_root:
+        raise root_refusal(identity)
+    name = settings.ecr_repository_name
+    notes = []
+    repository = ecr.repository(name)
+    mutability = settings.ecr_tag_mutability
+    if repository is None:
+        if not settings.ecr_create_repository:
+            raise PushError(
+                f"ECR repository {name} does not exist in {settings.aws_region}",
+                "create it, or set ecr_create_repository = true",
+            )
+        if dry_run:
+            notes.append(f"would create ECR repository {name} ({mutability}, scan on push)")
+        else:
+            repository = ecr.create_repository(name, mutability, settings.ecr_scan_on_push)
+            notes.append(f"created ECR repository {name}")
+    if repository is not None:
+        mutability = repository.tag_mutability
+    token = ecr.token()
+    registry = settings.ecr_registry or token.endpoint
+
+    def refresh() -> dict[str, str]:
+        return ecr.token().auth_config()
+
+    return Target(
+        name="ecr",
+        registry=registry,
+        repository=name,
+        auth=token.auth_config(),
+        mutability=mutability,
+        auth_hint="check the AWS identity's ECR permissions (`shipit iam policy`)",
+        notes=notes,
+        refresh_auth=refresh,
+    )
+
+
+def _dockerhub_target(settings: Settings, engine: Engine, environ: Mapping[str, str]) -> Target:
+    if not settings.dockerhub_repository:
+        raise ConfigError(
+            "no Docker Hub repository is set",
+            "set SHIPIT_DOCKERHUB_REPOSITORY (namespace/name) or push with --to ecr",
+        )
+    found = dockerhub_credentials(settings.dockerhub_registry, environ, engine.stored_credentials)
+    registry = settings.dockerhub_registry
+    return Target(
+        name="dockerhub",
+        registry=registry,
+        repository=settings.dockerhub_repository,
+        auth=found.auth_config(),
+        mutability=settings.dockerhub_tag_mutability,
+        auth_hint="check DOCKERHUB_USERNAME and DOCKERHUB_TOKEN (an access token with write scope)",
+        notes=[f"credentials from {found.source}"],
+    )
+
+
+# Pushing one tag to one registry
+
+
+def _served(client: RegistryClient, repository: str, tag: str) -> Manifest | None:
+    try:
+        return client.get_manifest(repository, tag)
+    except RegistryResponseError as error:
+        if error.status == 404:
+            return None
+        raise
+
+
+def _uploaded_bytes(manifest: Manifest, image: ImageInfo, pushed_layers: set[str]) -> int:
+    """Compressed bytes of the layers this push uploaded. The stream names layers by short
+    diff id; the manifest lists their compressed sizes in the same order as the diff ids."""
+    layers = manifest.content.get("layers") or []
+    return sum(
+        int(layer.get("size", 0))
+        for layer, diff_id in zip(layers, image.layers, strict=False)
+        if diff_id.removeprefix("sha256:")[:12] in pushed_layers
+    )
+
+
+def _push_tag_once(
+    engine: Engine, target: Target, image: ImageInfo, tag: str, progress: Progress
+) -> TagOutcome:
+    reference = f"{target.reference}:{tag}"
+    image_id = image.id
+    with target.client() as client:
+        served = _served(client, target.repository, tag)
+        if served is not None and served.config_digest == image_id:
+            progress(f"{target.name}: {reference} already holds this image; nothing to upload")
+            return TagOutcome(tag, "unchanged", digest=served.digest)
+        if served is not None and target.mutability == "IMMUTABLE":
+            raise TagConflictError(
+                f"{reference} already holds another image ({served.digest[:19]}) and the "
+                "repository's tags are immutable"
+            )
+        progress(f"{target.name}: pushing {reference}")
+        engine.tag(image_id, target.reference, tag)
+        try:
+            stream = engine.push(
+                target.reference, tag, target.auth, lambda line: progress(f"{target.name}: {line}")
+            )
+        finally:
+            # The registry-named tag only exists for the push: nothing is left behind.
+            engine.untag(reference)
+        if stream.error:
+            raise _classify_stream_error(stream.error, reference, target.auth_hint)
+        if not stream.digest:
+            raise PushStreamError(f"push of {reference} ended without a digest", transient=True)
+        served = _served(client, target.repository, tag)
+    if served is None or served.digest != stream.digest:
+        raise PushError(
+            f"{reference}: the registry serves {served.digest if served else 'nothing'}, "
+            f"but the push reported {stream.digest}",
+            "something else wrote the tag meanwhile; push again",
+        )
+    if served.config_digest != image_id:
+        raise PushError(
+            f"{reference}: the registry's image config {served.config_digest} "
+            f"is not the local image {image_id}",
+            "push again; if it persists the registry rewrote the manifest",
+        )
+    uploaded = _uploaded_bytes(served, image, stream.pushed_layers)
+    return TagOutcome(tag, "pushed", digest=stream.digest, bytes_uploaded=uploaded)
+
+
+def _push_tag(
+    engine: Engine,
+    target: Target,
+    image: ImageInfo,
+    tag: str,
+    attempts: int,
+    progress: Progress,
+) -> TagOutcome:
+    refreshed = False
+    retrying = Retrying(
+        stop=stop_after_attempt(attempts),
+        wait=wait_exponential_jitter(initial=RETRY_INITIAL_SECONDS, max=RETRY_MAX_SECONDS),
+        retry=retry_if_exception(_is_retryable),
+        reraise=True,
+        before_sleep=lambda state: progress(
+            f"{target.name}: attempt {state.attempt_number} failed "
+            f"({state.outcome.exception() if state.outcome else ''}); retrying"
+        ),
+    )
+    for attempt in retrying:
+        with attempt:
+            try:
+                outcome = _push_tag_once(engine, target, image, tag, progress)
+            except TokenExpired:
+                if refreshed or target.refresh_auth is None:
+                    raise
+                refreshed = True
+                progress(f"{target.name}: token expired; fetching a fresh one")
+                target.auth = target.refresh_auth()
+                outcome = _push_tag_once(engine, target, image, tag, progress)
+            outcome.attempts = attempt.retry_state.attempt_number
+            return outcome
+    raise AssertionError("unreachable: tenacity reraises the last error")
+
+
+# The whole push
+
+
+@dataclass
+class _Publisher:
+    settings: Settings
+    engine: Engine
+    environ: Mapping[str, str]
+    image: ImageInfo
+    sha_tag: str
+    dry_run: bool
+    allow_root: bool
+    progress: Progress
+
+    def _resolve(self, name: str) -> Target:
+        if name == "ecr":
+            return _ecr_target(self.settings, dry_run=self.dry_run, allow_root=self.allow_root)
+        return _dockerhub_target(self.settings, self.engine, self.environ)
+
+    def _push(self, target: Target, tag: str) -> TagOutcome:
+        return _push_tag(
+            self.engine, target, self.image, tag, self.settings.push_attempts, self.progress
+        )
+
+    def push_sha(self, report: TargetReport) -> Target | None:
+        """Resolves the registry and pushes the sha tag; None when that failed."""
+        started = time.monotonic()
+        try:
+            target = self._resolve(report.name)
+            report.reference = target.reference
+            report.notes = list(target.notes)
+            if self.dry_run:
+                report.status = "planned"
+                report.tags = [TagOutcome(self.sha_tag, "planned"), TagOutcome(LATEST, "planned")]
+                return target
+            outcome = self._push(target, self.sha_tag)
+            report.tags.append(outcome)
+            report.digest = outcome.digest
+            report.bytes_uploaded += outcome.bytes_uploaded
+            report.status = outcome.status
+            return target
+        except ShipitError as error:
+            report.status = "failed"
+            report.error = error
+            self.progress(f"{report.name}: failed: {error.one_line()}")
+            return None
+        finally:
+            report.seconds = round(time.monotonic() - started, 3)
+
+    def push_latest(self, report: TargetReport, target: Target) -> None:
+        started = time.monotonic() - report.seconds
+        try:
+            outcome = self._push(target, LATEST)
+            report.tags.append(outcome)
+            report.bytes_uploaded += outcome.bytes_uploaded
+            if outcome.status == "pushed":
+                report.status = "pushed"
+        except TagConflictError as error:
+            # An immutable repository cannot move `latest`; the sha tag is what counts there.
+            report.tags.append(TagOutcome(LATEST, "held-back"))
+            report.notes.append(f"latest not moved: {error.message}")
+        except ShipitError as error:
+            report.tags.append(TagOutcome(LATEST, "failed"))
+            report.status = "failed"
+            report.error = error
+        finally:
+            report.seconds = round(time.monotonic() - started, 3)
+
+
+def _smoke_tested_image(settings: Settings, engine: Engine, skip_smoke: bool) -> ImageInfo:
+    image = engine.image(f"{settings.image}:latest")
+    if image is None:
+        raise PreconditionError(
+            f"no image {settings.image}:latest has been built here",
+            "run `shipit ship` or `shipit build` first",
+        )
+    if not skip_smoke and smoke_passed_image(settings) != image.id:
+        raise PreconditionError(
+            f"image {image.id[7:19]} ({settings.image}:latest) has not passed a smoke test",
+            "run `shipit run` to smoke-test it (or `shipit ship`), or pass --skip-smoke",
+        )
+    if not image.labels.get(LABEL_VERSION):
+        raise PreconditionError(
+            f"{settings.image}:latest was not built by shipit (no version label)",
+            "build it with `shipit build`",
+        )
+    return image
+
+
+def publish(
+    settings: Settings,
+    engine: Engine,
+    to: str = "all",
+    *,
+    dry_run: bool = False,
+    skip_smoke: bool = False,
+    allow_root: bool = False,
+    progress: Progress = lambda _: None,
+    environ: Mapping[str, str] | None = None,
+) -> PushReport:
+    names = TARGETS if to == "all" else (to,)
+    image = _smoke_tested_image(settings, engine, skip_smoke)
+    publisher = _Publisher(
+        settings=settings,
+        engine=engine,
+        environ=os.environ if environ is None else environ,
+        image=image,
+        sha_tag=image.labels[LABEL_VERSION],
+        dry_run=dry_run,
+        allow_root=allow_root,
+        progress=progress,
+    )
+    report = PushReport(
+        image_id=image.id,
+        build_id=image.labels.get(LABEL_BUILD_ID, ""),
+        sha_tag=publisher.sha_tag,
+        dry_run=dry_run,
+        targets=[TargetReport(name=name, reference="") for name in names],
+    )
+    with ThreadPoolExecutor(max_workers=len(names), thread_name_prefix="push") as pool:
+        targets = list(pool.map(publisher.push_sha, report.targets))
+        if dry_run:
+            return report
+        # latest moves only once every registry holds the sha tag.
+        if any(target is None for target in targets):
+            for target_report, target in zip(report.targets, targets, strict=True):
+                if target is not None:
+                    target_report.tags.append(TagOutcome(LATEST, "held-back"))
+            return report
+        list(pool.map(publisher.push_latest, report.targets, targets))
+    return report
