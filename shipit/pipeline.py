@@ -70,6 +70,7 @@ class BuildResult:
 
 @dataclass(frozen=True)
 class RunResult:
+    build: BuildResult
     url: str
     container: str
     image_id: str
@@ -79,6 +80,7 @@ class RunResult:
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
+            "build": self.build.to_json(),
             "url": self.url,
             "container": self.container,
             "image_id": self.image_id,
@@ -99,29 +101,39 @@ def render(settings: Settings, out_dir: Path | None = None) -> RenderedSite:
     return site
 
 
-def _base_image_id(settings: Settings, engine: Engine, progress: Progress) -> str:
-    base = engine.image(settings.base_image)
+def _resolve_base_image(settings: Settings, engine: Engine, progress: Progress) -> tuple[str, str]:
+    """(reference, image id) of the base image: present, pulled, or, when the default official
+    image cannot be pulled here and nobody asked for it explicitly, the local base image."""
+    wanted = settings.base_image
+    base = engine.image(wanted)
     if base is not None:
-        return base.id
-    progress(f"base image {settings.base_image} is not here; pulling it")
+        return wanted, base.id
+    progress(f"base image {wanted} is not here; pulling it")
     try:
-        engine.pull(settings.base_image, progress)
+        engine.pull(wanted, progress)
     except EngineError as exc:
+        fallback = engine.image(LOCAL_BASE_IMAGE)
+        if settings.origins.get("base_image") == "default" and fallback is not None:
+            progress(
+                f"cannot pull {wanted} ({exc.message}); using the local base image "
+                f"{LOCAL_BASE_IMAGE} instead"
+            )
+            return LOCAL_BASE_IMAGE, fallback.id
         raise EngineError(
-            f"base image {settings.base_image} is not present and cannot be pulled ({exc.message})",
+            f"base image {wanted} is not present and cannot be pulled ({exc.message})",
             f"pull it by hand, or use a local one: --base-image {LOCAL_BASE_IMAGE} "
             "(scripts/testenv.sh builds it)",
         ) from exc
-    pulled = engine.image(settings.base_image)
+    pulled = engine.image(wanted)
     if pulled is None:
-        raise EngineError(f"pulled {settings.base_image} but the engine does not list it")
-    return pulled.id
+        raise EngineError(f"pulled {wanted} but the engine does not list it")
+    return wanted, pulled.id
 
 
 def build(settings: Settings, engine: Engine, progress: Progress = _quiet) -> BuildResult:
     started = time.monotonic()
-    base_image_id = _base_image_id(settings, engine, progress)
-    site = render(settings)
+    base_image, base_image_id = _resolve_base_image(settings, engine, progress)
+    site = render_site(settings.project_dir, base_image)
     rev = revision(settings.project_dir)
     tag = rev.tag or f"build-{site.build_id[:12]}"
     commit = rev.commit or "unknown"
@@ -145,13 +157,13 @@ def build(settings: Settings, engine: Engine, progress: Progress = _quiet) -> Bu
             ),
             LABEL_VERSION: tag,
             LABEL_TITLE: settings.image,
-            "org.opencontainers.image.base.name": settings.base_image,
+            "org.opencontainers.image.base.name": base_image,
             LABEL_CONTEXT_DIGEST: site.context_digest,
             LABEL_BUILD_ID: site.build_id,
             LABEL_BASE_IMAGE_ID: base_image_id,
             "io.shipit.version": __version__,
         }
-        progress(f"building {settings.image}:{tag} from {settings.base_image}")
+        progress(f"building {settings.image}:{tag} from {base_image}")
         image_id = engine.build(site.to_tar(), f"{settings.image}:{tag}", labels, progress)
     tags = (f"{settings.image}:{tag}", f"{settings.image}:latest")
     for reference in tags:
@@ -162,7 +174,7 @@ def build(settings: Settings, engine: Engine, progress: Progress = _quiet) -> Bu
         tags=tags,
         build_id=site.build_id,
         context_digest=site.context_digest,
-        base_image=settings.base_image,
+        base_image=base_image,
         built=not reusable,
         seconds=round(time.monotonic() - started, 3),
     )
@@ -197,16 +209,6 @@ def container_name(settings: Settings) -> str:
     return "shipit-" + settings.image.replace("/", "-").replace(":", "-")
 
 
-def latest_build_id(settings: Settings, engine: Engine) -> tuple[str, str]:
-    """(image id, build id) of the newest build, or PreconditionError when there is none."""
-    image = engine.image(f"{settings.image}:latest")
-    if image is None:
-        raise PreconditionError(
-            f"no image {settings.image}:latest has been built here", "run `shipit build` first"
-        )
-    return image.id, image.labels.get(LABEL_BUILD_ID, "")
-
-
 def stop(settings: Settings, engine: Engine) -> list[str]:
     removed = []
     for container in engine.containers_with_labels(
@@ -226,7 +228,9 @@ def run(
     progress: Progress = _quiet,
 ) -> RunResult:
     started = time.monotonic()
-    image_id, build_id = latest_build_id(settings, engine)
+    # Running what is on disk is what users mean; the build is a no-op when nothing changed.
+    built = build(settings, engine, progress)
+    image_id, build_id = built.image_id, built.build_id
     for name in stop(settings, engine):
         progress(f"replaced the previous container {name}")
     _ensure_port_free(settings.host, settings.port)
@@ -251,6 +255,7 @@ def run(
         engine.remove_container(container_id)
         raise
     return RunResult(
+        build=built,
         url=url,
         container=name,
         image_id=image_id,
@@ -360,11 +365,10 @@ def ship(
     progress: Progress = _quiet,
 ) -> ShipResult:
     """build -> run -> smoke -> push -> stop; the container is removed whatever happens."""
-    built = build(settings, engine, progress)
     try:
         ran = run(settings, engine, smoke=True, progress=progress)
         pushed = publish(settings, engine, to, allow_root=allow_root, progress=progress)
     finally:
         for name in stop(settings, engine):
             progress(f"removed {name}")
-    return ShipResult(build=built, run=ran, push=pushed)
+    return ShipResult(build=ran.build, run=ran, push=pushed)

@@ -162,6 +162,7 @@ def test_missing_base_image_says_how_to_fix(engine: Engine, project: Project) ->
     assert result.code == ExitCode.ENGINE
     assert "cannot be pulled" in result.stderr
     assert "--base-image shipit-local/nginx:bookworm" in result.stderr
+    assert "using the local base image" not in result.stderr  # asked for explicitly
 
 
 def test_read_only_root_file_system(engine: Engine, project: Project) -> None:
@@ -171,3 +172,21 @@ def test_read_only_root_file_system(engine: Engine, project: Project) -> None:
     assert json.loads(result.stdout)["smoke"]["ok"] is True
     container = shipit_containers(project.image)[0]
     assert engine.api.inspect_container(container)["HostConfig"]["ReadonlyRootfs"] is True
+
+
+def test_run_builds_first_and_falls_back_to_the_local_base(
+    engine: Engine, project: Project
+) -> None:
+    env = project.env()
+    del env["SHIPIT_BASE_IMAGE"]  # the default: the pinned official nginx image
+    result = project.shipit("run", "--port", str(free_port()), "--json", env=env)
+    assert result.code == 0, result.output
+    ran = json.loads(result.stdout)
+    assert ran["build"]["built"] is True
+    assert ran["smoke"]["ok"] is True
+    if "cannot pull nginx:" in result.stderr:
+        # No registry can be reached here: shipit says so and uses the local base image.
+        assert "using the local base image shipit-local/nginx:bookworm" in result.stderr
+        assert ran["build"]["base_image"] == "shipit-local/nginx:bookworm"
+    else:
+        assert ran["build"]["base_image"] == "nginx:1.27.3-bookworm"
