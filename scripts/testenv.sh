@@ -30,6 +30,8 @@ ensure_packages() {
   command -v debootstrap >/dev/null || missing+=(debootstrap)
   [ -x /usr/bin/docker-registry ] || missing+=(docker-registry)
   command -v htpasswd >/dev/null || missing+=(apache2-utils)
+  # The screenshot tests render the served page with headless Chromium.
+  command -v chromium >/dev/null || missing+=(chromium)
   if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
 }
 

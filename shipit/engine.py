@@ -29,6 +29,8 @@ from shipit.errors import (
 
 BUILD_LOG_TAIL = 25
 Progress = Callable[[str], None]
+# (layer, status, bytes done, bytes in all): per-layer push progress for a progress bar.
+LayerProgress = Callable[[str, str, int, int], None]
 
 
 def _quiet(_: str) -> None:
@@ -314,6 +316,7 @@ class Engine:
         tag: str,
         auth_config: Mapping[str, str] | None,
         progress: Progress = _quiet,
+        layer_progress: LayerProgress | None = None,
     ) -> PushStream:
         """Pushes and reads the stream to its end: docker-py does not raise when a registry
         refuses, the refusal is only a line in the stream."""
@@ -328,7 +331,7 @@ class Engine:
                 auth_config=dict(auth_config) if auth_config else None,
             )
             for event in events:
-                _read_push_event(event, result, progress)
+                _read_push_event(event, result, progress, layer_progress)
         except docker.errors.APIError as exc:
             result.error = str(exc.explanation or exc)
         except requests.RequestException as exc:
@@ -342,6 +345,7 @@ def _read_push_event(
     event: Mapping[str, Any],
     result: PushStream,
     progress: Progress,
+    layer_progress: LayerProgress | None,
 ) -> None:
     if "error" in event or "errorDetail" in event:
         detail = event.get("errorDetail") or {}
@@ -356,6 +360,14 @@ def _read_push_event(
         result.digest = str(aux["Digest"])
         result.size = int(aux.get("Size") or 0)
     detail = event.get("progressDetail") or {}
+    if (
+        layer_progress is not None
+        and layer
+        and status in ("Pushing", "Pushed", "Layer already exists")
+    ):
+        total = int(detail.get("total") or 0)
+        done = int(detail.get("current") or 0) if status == "Pushing" else total
+        layer_progress(layer, status.lower(), done, total)
     if status == "Pushed" and layer:
         result.pushed_layers.add(layer)
         progress(f"{layer}: pushed")

@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from shipit import __version__
+from shipit import __version__, screenshot
 from shipit.config import LOCAL_BASE_IMAGE, Settings
-from shipit.engine import Engine
+from shipit.engine import Engine, LayerProgress
 from shipit.errors import (
     ContainerExitedError,
     EngineError,
@@ -225,6 +225,7 @@ def run(
     *,
     smoke: bool = True,
     read_only: bool = False,
+    screenshot_request: ScreenshotRequest | None = None,
     progress: Progress = _quiet,
 ) -> RunResult:
     started = time.monotonic()
@@ -248,7 +249,14 @@ def run(
     )
     try:
         report = _wait_and_smoke(
-            settings, engine, container_id, url, (image_id, build_id), smoke, progress
+            settings,
+            engine,
+            container_id,
+            url,
+            (image_id, build_id),
+            screenshot_request if smoke else None,
+            smoke,
+            progress,
         )
     except BaseException:
         # Interrupts included: a failed or aborted run leaves no container behind.
@@ -271,6 +279,7 @@ def _wait_and_smoke(
     container_id: str,
     url: str,
     build: tuple[str, str],
+    screenshot_request: ScreenshotRequest | None,
     smoke: bool,
     progress: Progress,
 ) -> SmokeReport | None:
@@ -299,6 +308,7 @@ def _wait_and_smoke(
     if not smoke:
         return None
     report = run_smoke(url, build_id)
+    _attach_screenshot(report, screenshot_request, progress)
     if not report.ok:
         raise SmokeError(
             "smoke test failed: " + "; ".join(f"{c.name} ({c.detail})" for c in report.failed),
@@ -308,7 +318,35 @@ def _wait_and_smoke(
     return report
 
 
-def smoke(settings: Settings, url: str | None, engine: Engine | None) -> SmokeReport:
+@dataclass(frozen=True)
+class ScreenshotRequest:
+    path: Path
+    window: tuple[int, int]
+
+
+def _attach_screenshot(
+    report: SmokeReport, request: ScreenshotRequest | None, progress: Progress
+) -> None:
+    """A screenshot never fails the smoke test: without Chromium the checks still count."""
+    if request is None:
+        return
+    try:
+        shot = screenshot.take(report.url, request.path, request.window)
+    except SmokeError as error:
+        report.screenshot = {"path": str(request.path), "error": error.one_line()}
+        progress(f"screenshot not taken: {error.one_line()}")
+        return
+    report.screenshot = {"path": str(shot.path), "width": shot.width, "height": shot.height}
+    progress(f"screenshot of {report.url} written to {shot.path} ({shot.width}x{shot.height})")
+
+
+def smoke(
+    settings: Settings,
+    url: str | None,
+    engine: Engine | None,
+    screenshot_request: ScreenshotRequest | None = None,
+    progress: Progress = _quiet,
+) -> SmokeReport:
     """Smoke-tests URL, or the running shipit container, against the newest build's id."""
     expected_build_id = ""
     image_id = ""
@@ -338,6 +376,7 @@ def smoke(settings: Settings, url: str | None, engine: Engine | None) -> SmokeRe
     report = run_smoke(url.rstrip("/"), expected_build_id)
     if report.ok and image_id:
         record_smoke_passed(settings, image_id, expected_build_id, url)
+    _attach_screenshot(report, screenshot_request, progress)
     return report
 
 
@@ -363,11 +402,19 @@ def ship(
     to: str = "all",
     allow_root: bool = False,
     progress: Progress = _quiet,
+    layer_progress: LayerProgress | None = None,
 ) -> ShipResult:
     """build -> run -> smoke -> push -> stop; the container is removed whatever happens."""
     try:
         ran = run(settings, engine, smoke=True, progress=progress)
-        pushed = publish(settings, engine, to, allow_root=allow_root, progress=progress)
+        pushed = publish(
+            settings,
+            engine,
+            to,
+            allow_root=allow_root,
+            progress=progress,
+            layer_progress=layer_progress,
+        )
     finally:
         for name in stop(settings, engine):
             progress(f"removed {name}")

@@ -24,7 +24,7 @@ from tenacity import (
 )
 
 from shipit.config import Settings
-from shipit.engine import Engine, ImageInfo
+from shipit.engine import Engine, ImageInfo, LayerProgress
 from shipit.errors import (
     AuthError,
     ConfigError,
@@ -311,7 +311,12 @@ def _uploaded_bytes(manifest: Manifest, image: ImageInfo, pushed_layers: set[str
 
 
 def _push_tag_once(
-    engine: Engine, target: Target, image: ImageInfo, tag: str, progress: Progress
+    engine: Engine,
+    target: Target,
+    image: ImageInfo,
+    tag: str,
+    progress: Progress,
+    layer_progress: LayerProgress | None = None,
 ) -> TagOutcome:
     reference = f"{target.reference}:{tag}"
     image_id = image.id
@@ -329,7 +334,13 @@ def _push_tag_once(
         engine.tag(image_id, target.reference, tag)
         try:
             stream = engine.push(
-                target.reference, tag, target.auth, lambda line: progress(f"{target.name}: {line}")
+                target.reference,
+                tag,
+                target.auth,
+                lambda line: progress(f"{target.name}: {line}"),
+                None
+                if layer_progress is None
+                else lambda layer, *state: layer_progress(f"{target.name} {layer}", *state),
             )
         finally:
             # The registry-named tag only exists for the push: nothing is left behind.
@@ -362,6 +373,7 @@ def _push_tag(
     tag: str,
     attempts: int,
     progress: Progress,
+    layer_progress: LayerProgress | None = None,
 ) -> TagOutcome:
     refreshed = False
     retrying = Retrying(
@@ -377,14 +389,14 @@ def _push_tag(
     for attempt in retrying:
         with attempt:
             try:
-                outcome = _push_tag_once(engine, target, image, tag, progress)
+                outcome = _push_tag_once(engine, target, image, tag, progress, layer_progress)
             except TokenExpired:
                 if refreshed or target.refresh_auth is None:
                     raise
                 refreshed = True
                 progress(f"{target.name}: token expired; fetching a fresh one")
                 target.auth = target.refresh_auth()
-                outcome = _push_tag_once(engine, target, image, tag, progress)
+                outcome = _push_tag_once(engine, target, image, tag, progress, layer_progress)
             outcome.attempts = attempt.retry_state.attempt_number
             return outcome
     raise AssertionError("unreachable: tenacity reraises the last error")
@@ -403,6 +415,7 @@ class _Publisher:
     dry_run: bool
     allow_root: bool
     progress: Progress
+    layer_progress: LayerProgress | None = None
 
     def _resolve(self, name: str) -> Target:
         if name == "ecr":
@@ -411,7 +424,13 @@ class _Publisher:
 
     def _push(self, target: Target, tag: str) -> TagOutcome:
         return _push_tag(
-            self.engine, target, self.image, tag, self.settings.push_attempts, self.progress
+            self.engine,
+            target,
+            self.image,
+            tag,
+            self.settings.push_attempts,
+            self.progress,
+            self.layer_progress,
         )
 
     def push_sha(self, report: TargetReport) -> Target | None:
@@ -488,6 +507,7 @@ def publish(
     skip_smoke: bool = False,
     allow_root: bool = False,
     progress: Progress = lambda _: None,
+    layer_progress: LayerProgress | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> PushReport:
     names = TARGETS if to == "all" else (to,)
@@ -501,6 +521,7 @@ def publish(
         dry_run=dry_run,
         allow_root=allow_root,
         progress=progress,
+        layer_progress=layer_progress,
     )
     report = PushReport(
         image_id=image.id,

@@ -46,6 +46,8 @@ class SmokeReport:
     expected_build_id: str
     served_build_id: str = ""
     checks: list[Check] = field(default_factory=list)
+    # {"path", "width", "height"} when a screenshot was taken, {"path", "error"} when not.
+    screenshot: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -62,6 +64,7 @@ class SmokeReport:
             "expected_build_id": self.expected_build_id,
             "served_build_id": self.served_build_id,
             "checks": [asdict(check) for check in self.checks],
+            "screenshot": self.screenshot,
         }
 
 

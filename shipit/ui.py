@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from shipit.errors import ShipitError
@@ -23,6 +24,10 @@ class Ui:
     json_output: bool = False
     quiet: bool = False
     debug: bool = False
+    # Per-layer push bars, only in a terminal; created on the first layer event.
+    _bars: Any = field(default=None, repr=False)
+    _bar_tasks: dict[str, Any] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def plain(self) -> bool:
@@ -33,9 +38,57 @@ class Ui:
         stream.write(redact(text) + "\n")
         stream.flush()
 
+    @property
+    def interactive(self) -> bool:
+        """Rich progress on stderr: a terminal, not CI, not --quiet."""
+        return not self.quiet and not os.environ.get("CI") and sys.stderr.isatty()
+
     def progress(self, message: str) -> None:
-        if not self.quiet:
-            self._write(sys.stderr, message)
+        if self.quiet:
+            return
+        if self._bars is not None:
+            # Printed above the live bars instead of tearing through them.
+            self._bars.console.print(redact(message), markup=False, highlight=False)
+            return
+        self._write(sys.stderr, message)
+
+    def layer_progress(self, label: str, status: str, done: int, total: int) -> None:
+        """One bar per registry and layer while pushing; plain output gets a line per
+        finished layer from the push itself, so nothing is needed here then."""
+        if not self.interactive:
+            return
+        with self._lock:
+            if self._bars is None:
+                from rich.console import Console
+                from rich.progress import (
+                    BarColumn,
+                    DownloadColumn,
+                    Progress,
+                    TextColumn,
+                )
+
+                self._bars = Progress(
+                    TextColumn("{task.description}"),
+                    BarColumn(),
+                    DownloadColumn(),
+                    console=Console(stderr=True),
+                    transient=True,
+                )
+                self._bars.start()
+            task = self._bar_tasks.get(label)
+            if task is None:
+                task = self._bars.add_task(label, total=total or None)
+                self._bar_tasks[label] = task
+        self._bars.update(
+            task, completed=done, total=total or None, description=f"{label} {status}"
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            if self._bars is not None:
+                self._bars.stop()
+                self._bars = None
+                self._bar_tasks.clear()
 
     def result(self, data: dict[str, Any], human: str) -> None:
         if self.json_output:
