@@ -10,6 +10,7 @@ are retried with bounded exponential backoff and jitter; refusals fail at once.
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -50,6 +51,10 @@ Progress = Callable[[str], None]
 # Bounds of the backoff between attempts; the total wait stays under ~15 s at 4 attempts.
 RETRY_INITIAL_SECONDS = 0.5
 RETRY_MAX_SECONDS = 8.0
+
+
+# An HTTP status worth retrying, as a whole number in the engine's message ("... status: 503").
+_TRANSIENT_STATUS = re.compile(r"\b(?:408|429|5\d\d)\b")
 
 
 class PushStreamError(PushError):
@@ -94,11 +99,9 @@ def _classify_stream_error(text: str, reference: str, auth_hint: str) -> ShipitE
             "service unavailable",
             "gateway timeout",
             "internal server error",
-            "status 5",
-            " 50",
             "throttl",
         )
-    ):
+    ) or _TRANSIENT_STATUS.search(lowered):
         return PushStreamError(f"push of {reference} failed: {text}", transient=True)
     if "name unknown" in lowered or "not found" in lowered or "does not exist" in lowered:
         return PushError(
