@@ -156,7 +156,6 @@ class Engine:
         self,
         context_tar: bytes,
         tag: str,
-        labels: Mapping[str, str],
         progress: Progress = _quiet,
     ) -> str:
         """Builds from an in-memory context and returns the image id."""
@@ -168,7 +167,6 @@ class Engine:
                 fileobj=io.BytesIO(context_tar),
                 custom_context=True,
                 tag=tag,
-                labels=dict(labels),
                 rm=True,
                 forcerm=True,
                 pull=False,

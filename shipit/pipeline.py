@@ -164,7 +164,7 @@ def build(settings: Settings, engine: Engine, progress: Progress = _quiet) -> Bu
             "io.shipit.version": __version__,
         }
         progress(f"building {settings.image}:{tag} from {base_image}")
-        image_id = engine.build(site.to_tar(), f"{settings.image}:{tag}", labels, progress)
+        image_id = engine.build(site.to_tar(labels), f"{settings.image}:{tag}", progress)
     tags = (f"{settings.image}:{tag}", f"{settings.image}:latest")
     for reference in tags:
         engine.tag(image_id, *reference.rsplit(":", 1))

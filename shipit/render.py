@@ -27,6 +27,9 @@ PAGE_SUFFIX = ".html.j2"
 DOCKERFILE_TEMPLATE = "Dockerfile.j2"
 NGINX_TEMPLATE = "nginx.conf.j2"
 SITE_DATA = "site.toml"
+# Everything the image serves or reads lives under this folder of the context, so that one
+# COPY (one layer) puts it in /srv/shipit; the Dockerfile stays outside it.
+SERVED = "shipit"
 LISTEN_PORT = 8080
 RUN_AS = "10101:10101"
 BUILD_ID_LENGTH = 16
@@ -50,8 +53,25 @@ class RenderedSite:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
 
-    def to_tar(self) -> bytes:
-        return _deterministic_tar(self.files)
+    def to_tar(self, labels: Mapping[str, str] | None = None) -> bytes:
+        """The context as a tar; labels become one LABEL instruction appended to the
+        Dockerfile (one build step instead of one per label, and the digest is unaffected)."""
+        files = dict(self.files)
+        if labels:
+            files["Dockerfile"] = files["Dockerfile"] + label_instruction(labels).encode()
+        return _deterministic_tar(files)
+
+
+def label_instruction(labels: Mapping[str, str]) -> str:
+    def quoted(text: str) -> str:
+        # Double-quoted Dockerfile words: escape backslash, quote and $ (variable expansion).
+        escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
+        return f'"{escaped}"'
+
+    pairs = " \\\n    ".join(
+        f"{quoted(key)}={quoted(value)}" for key, value in sorted(labels.items())
+    )
+    return f"LABEL {pairs}\n"
 
 
 def _deterministic_tar(files: Mapping[str, bytes]) -> bytes:
@@ -213,11 +233,11 @@ def render_site(project_dir: Path, base_image: str) -> RenderedSite:
     for template_name in pages:
         page_name = template_name.removesuffix(PAGE_SUFFIX)
         context = {"site": site_data, "build": build, "page": {"name": page_name}}
-        files[f"site/{page_name}.html"] = _render_template(
+        files[f"{SERVED}/site/{page_name}.html"] = _render_template(
             html_env, template_name, context, templates_dir
         )
     for relative, data in _read_tree(site_dir / "static", "site/static").items():
-        files[f"site/static/{relative}"] = data
+        files[f"{SERVED}/site/static/{relative}"] = data
 
     plain_env = _environment(templates_dir, html=False)
     infra_context = {
@@ -229,7 +249,7 @@ def render_site(project_dir: Path, base_image: str) -> RenderedSite:
     }
     for template_name, output in (
         (DOCKERFILE_TEMPLATE, "Dockerfile"),
-        (NGINX_TEMPLATE, "nginx.conf"),
+        (NGINX_TEMPLATE, f"{SERVED}/nginx.conf"),
     ):
         files[output] = _render_template(plain_env, template_name, infra_context, templates_dir)
 

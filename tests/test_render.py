@@ -36,8 +36,8 @@ def test_changed_data_changes_build_id_digest_and_page(example: Path) -> None:
     after = render_site(example, BASE)
     assert after.build_id != before.build_id
     assert after.context_digest != before.context_digest
-    assert b"Changed heading" in after.files["site/index.html"]
-    assert after.build_id.encode() in after.files["site/index.html"]
+    assert b"Changed heading" in after.files["shipit/site/index.html"]
+    assert after.build_id.encode() in after.files["shipit/site/index.html"]
 
 
 def test_base_image_is_part_of_the_build(example: Path) -> None:
@@ -49,11 +49,11 @@ def test_pages_static_and_infrastructure_are_in_the_context(example: Path) -> No
     site = render_site(example, BASE)
     assert site.pages == ("404.html", "about.html", "index.html")
     static = example / "site" / "static" / "logo.svg"
-    assert site.files["site/static/logo.svg"] == static.read_bytes()
+    assert site.files["shipit/site/static/logo.svg"] == static.read_bytes()
     with tarfile.open(fileobj=io.BytesIO(site.to_tar())) as tar:
         names = tar.getnames()
     assert sorted(names) == sorted(site.files)
-    assert "Dockerfile" in names and "nginx.conf" in names
+    assert "Dockerfile" in names and "shipit/nginx.conf" in names
 
 
 def test_html_is_escaped_even_for_html_j2_names(example: Path) -> None:
@@ -64,15 +64,15 @@ def test_html_is_escaped_even_for_html_j2_names(example: Path) -> None:
             "heading = \"<script>alert('x')</script>\"",
         )
     )
-    page = render_site(example, BASE).files["site/index.html"].decode()
+    page = render_site(example, BASE).files["shipit/site/index.html"].decode()
     assert "<script>alert" not in page
     assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in page
 
 
 def test_dockerfile_and_nginx_conf_are_not_html_escaped(example: Path) -> None:
     site = render_site(example, BASE)
-    assert b"&#39;" not in site.files["nginx.conf"]
-    assert b"default-src 'self'" in site.files["nginx.conf"]
+    assert b"&#39;" not in site.files["shipit/nginx.conf"]
+    assert b"default-src 'self'" in site.files["shipit/nginx.conf"]
     assert b"&#34;" not in site.files["Dockerfile"]
 
 
@@ -126,3 +126,17 @@ def test_very_large_site_data_is_refused(example: Path) -> None:
     data.write_text(data.read_text() + '\nblob = "' + "x" * (5 * 1024 * 1024) + '"\n')
     with pytest.raises(TemplateError, match="more than the"):
         render_site(example, BASE)
+
+
+def test_labels_become_one_instruction_outside_the_digest(example: Path) -> None:
+    site = render_site(example, BASE)
+    labels = {"b.label": 'say "hi" to $HOME', "a.label": "back\\slash"}
+    with tarfile.open(fileobj=io.BytesIO(site.to_tar(labels))) as tar:
+        member = tar.extractfile("Dockerfile")
+        assert member is not None
+        dockerfile = member.read().decode()
+    assert dockerfile.startswith(site.files["Dockerfile"].decode())
+    assert dockerfile.endswith(
+        'LABEL "a.label"="back\\\\slash" \\\n    "b.label"="say \\"hi\\" to \\$HOME"\n'
+    )
+    assert dockerfile.count("LABEL ") == 1
