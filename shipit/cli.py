@@ -6,6 +6,7 @@ Heavy modules (docker, boto3) are imported inside the commands that need them, s
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -14,12 +15,14 @@ import click
 import typer
 
 from shipit import __version__
-from shipit.errors import ExitCode, Interrupted, ShipitError
+from shipit.errors import ExitCode, Interrupted, ShipitError, UsageError
 from shipit.ui import Ui
 
 if TYPE_CHECKING:
     from shipit.config import Settings
+    from shipit.doctor import DoctorReport
     from shipit.engine import Engine
+    from shipit.iam.access import CheckReport
     from shipit.publish import PushReport
     from shipit.smoke import SmokeReport
 
@@ -403,6 +406,177 @@ def show_config(
     )
 
 
+def _doctor_table(report: DoctorReport) -> str:
+    marks = {"ok": "ok", "warn": "WARN", "fail": "FAIL"}
+    rows = [(marks[check.outcome], check.name, check.one_line()) for check in report.checks]
+    return _ui.table("shipit doctor", ("result", "check", "detail"), rows)
+
+
+@app.command()
+def doctor(
+    online: Annotated[
+        bool,
+        typer.Option(
+            "--online",
+            help="Also ask IAM to simulate the push's actions for the caller "
+            "(needs iam:SimulatePrincipalPolicy).",
+        ),
+    ] = False,
+    to: Annotated[
+        Destination,
+        typer.Option("--to", help="Which registries to check.", case_sensitive=False),
+    ] = Destination.ALL,
+    base_image: Annotated[
+        str | None, typer.Option("--base-image", help="Nginx base image (SHIPIT_BASE_IMAGE).")
+    ] = None,
+    image: Annotated[
+        str | None, typer.Option("--image", help="Local image name (SHIPIT_IMAGE).")
+    ] = None,
+    json_output: JsonOption = False,
+    quiet: QuietOption = False,
+    debug: DebugOption = False,
+    project: ProjectOption = Path("."),
+) -> None:
+    """Check what a ship needs: engine, base image, templates, AWS, ECR and Docker Hub.
+
+    Exits 15 when a check fails; warnings do not fail. Example: shipit doctor --online
+    """
+    settings = _setup(json_output, quiet, debug, project, base_image=base_image, image=image)
+    from shipit.doctor import diagnose
+
+    report = diagnose(settings, to=to.value, online=online, progress=_ui.progress)
+    _ui.result(report.to_json(), _doctor_table(report))
+    failure = report.failure()
+    if failure is not None:
+        raise failure
+
+
+iam_app = typer.Typer(
+    name="iam",
+    help="The least-privilege IAM policy for shipit's push, and checks of policies against it.",
+    no_args_is_help=True,
+)
+app.add_typer(iam_app)
+
+AccountOption = Annotated[
+    str | None,
+    typer.Option("--account", help="12-digit AWS account id (default: the caller's, from STS)."),
+]
+RegionOption = Annotated[
+    str | None, typer.Option("--region", help="AWS region (default: AWS_REGION / aws_region).")
+]
+RepositoryOption = Annotated[
+    str | None,
+    typer.Option("--repository", help="ECR repository name (default: ecr_repository)."),
+]
+DescribeImagesOption = Annotated[
+    bool,
+    typer.Option(
+        "--describe-images",
+        help="Also grant ecr:DescribeImages, for tools beside shipit that list images.",
+    ),
+]
+
+
+@iam_app.command("policy")
+def iam_policy(
+    account: AccountOption = None,
+    region: RegionOption = None,
+    repository: RepositoryOption = None,
+    describe_images: DescribeImagesOption = False,
+    json_output: JsonOption = False,
+    quiet: QuietOption = False,
+    debug: DebugOption = False,
+    project: ProjectOption = Path("."),
+) -> None:
+    """Print the least-privilege IAM identity policy for shipit's push, as JSON.
+
+    stdout is always the policy document itself, with or without --json.
+    Example: shipit iam policy --account 123456789012 > shipit-push.json
+    """
+    settings = _setup(json_output, quiet, debug, project)
+    from shipit.iam.access import resolve_scope
+
+    scope = resolve_scope(
+        settings,
+        account=account,
+        region=region,
+        repository=repository,
+        describe_images=describe_images,
+        progress=_ui.progress,
+    )
+    document = scope.policy()
+    _ui.result(document, json.dumps(document, indent=2))
+
+
+def _check_table(report: CheckReport) -> str:
+    from shipit.iam.access import VERDICT_LABELS
+
+    rows = [
+        (VERDICT_LABELS[decision.decision], decision.action, decision.resource, decision.reason)
+        for decision in report.decisions
+    ]
+    title = "IAM check of " + ", ".join(report.policies)
+    return _ui.table(title, ("result", "action", "resource", "why"), rows)
+
+
+@iam_app.command("check")
+def iam_check(
+    policy: Annotated[
+        list[Path],
+        typer.Option(
+            "--policy",
+            help="Identity policy JSON file; repeat it for several policies of one identity "
+            "(/dev/stdin reads a pipe).",
+            dir_okay=False,
+        ),
+    ],
+    action: Annotated[
+        list[str] | None,
+        typer.Option("--action", help="Action to check, e.g. ecr:PutImage; repeatable."),
+    ] = None,
+    resource: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--resource",
+            help="Resource ARN or *: one per --action in the same order, or one for all; "
+            "default: the resource shipit performs that action on.",
+        ),
+    ] = None,
+    account: AccountOption = None,
+    region: RegionOption = None,
+    repository: RepositoryOption = None,
+    describe_images: DescribeImagesOption = False,
+    json_output: JsonOption = False,
+    quiet: QuietOption = False,
+    debug: DebugOption = False,
+    project: ProjectOption = Path("."),
+) -> None:
+    """Evaluate policies locally: would they allow shipit's push (or the given actions)?
+
+    Exits 0 only when every action is allowed, 13 otherwise.
+    Example: shipit iam check --policy ci-role.json --policy boundary.json
+    """
+    settings = _setup(json_output, quiet, debug, project)
+    from shipit.iam.access import check_policies
+
+    report = check_policies(
+        settings,
+        policy,
+        action or (),
+        resource or (),
+        account=account,
+        region=region,
+        repository=repository,
+        describe_images=describe_images,
+        progress=_ui.progress,
+    )
+    _ui.result(report.to_json(), _check_table(report))
+    failure = report.failure()
+    if failure is not None:
+        raise failure
+
+
 def main(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     try:
@@ -410,13 +584,18 @@ def main(argv: list[str] | None = None) -> int:
     except ShipitError as error:
         _ui.error(error)
         return int(error.exit_code)
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except (KeyboardInterrupt, click.exceptions.Abort, typer.Abort):
         _ui.error(Interrupted("interrupted; containers this command started were removed"))
         return int(ExitCode.INTERRUPTED)
-    except click.exceptions.Exit as exit_:
+    except (click.exceptions.Exit, typer.Exit) as exit_:
         return int(exit_.exit_code)
-    except click.ClickException as error:
-        error.show()
+    except (click.ClickException, typer.exceptions.TyperException) as error:
+        # Typer 0.20+ parses with its own copy of click, whose errors are not click's.
+        show = getattr(error, "show", None)
+        if callable(show):
+            show()
+        else:
+            _ui.error(UsageError(str(error), "see --help"))
         return int(ExitCode.USAGE)
     except Exception as error:  # noqa: BLE001 - the last net: one line, not a traceback
         _ui.internal_error(error)

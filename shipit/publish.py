@@ -35,6 +35,7 @@ from shipit.errors import (
     ShipitError,
     TagConflictError,
 )
+from shipit.iam.refusal import refused_action
 from shipit.labels import LABEL_BUILD_ID, LABEL_VERSION
 from shipit.registries.distribution import (
     Manifest,
@@ -77,9 +78,21 @@ def _classify_stream_error(text: str, reference: str, auth_hint: str) -> ShipitE
         return TagConflictError(f"push of {reference} was refused: {text}")
     if any(
         word in lowered
-        for word in ("unauthorized", "authentication required", "denied", "forbidden")
+        for word in (
+            "unauthorized",
+            "authentication required",
+            "denied",
+            "forbidden",
+            "not authorized",
+        )
     ):
-        return AuthError(f"push of {reference} was refused: {text}", auth_hint)
+        # ECR answers a missing permission with AWS's own sentence naming the action.
+        refusal = refused_action(text)
+        if refusal is None:
+            return AuthError(f"push of {reference} was refused: {text}", auth_hint)
+        return AuthError(
+            f"push of {reference} was refused ({refusal.describe()}): {text}", refusal.hint()
+        )
     if any(word in lowered for word in ("connection refused", "no such host", "no route to host")):
         return RegistryUnreachableError(
             f"cannot reach the registry of {reference}: {text}",

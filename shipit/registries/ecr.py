@@ -17,6 +17,7 @@ import botocore.exceptions
 from botocore.config import Config
 
 from shipit.errors import AuthError, AwsError, ConfigError, RootUserError
+from shipit.iam.refusal import refused_action
 from shipit.redact import register_secret
 
 if TYPE_CHECKING:
@@ -24,8 +25,6 @@ if TYPE_CHECKING:
     from mypy_boto3_sts import STSClient
 
 _ROOT_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:root$")
-# "User: arn:... is not authorized to perform: ecr:CreateRepository on resource: ..."
-_MISSING_ACTION = re.compile(r"not authorized to perform:?\s+([a-z0-9-]+:[A-Za-z0-9*]+)")
 _DENIED_CODES = frozenset(
     {
         "AccessDenied",
@@ -99,11 +98,14 @@ def _explain(
         code = str(error.response.get("Error", {}).get("Code", ""))
         message = str(error.response.get("Error", {}).get("Message", ""))
         if code in _DENIED_CODES:
-            missing = _MISSING_ACTION.search(message)
-            action = f" (missing {missing.group(1)})" if missing else ""
+            refusal = refused_action(message)
+            if refusal is None:
+                return AuthError(
+                    f"AWS refused {doing}: {message}",
+                    "grant the identity the policy printed by `shipit iam policy`",
+                )
             return AuthError(
-                f"AWS refused {doing}{action}: {message}",
-                "grant the identity the policy printed by `shipit iam policy`",
+                f"AWS refused {doing} ({refusal.describe()}): {message}", refusal.hint()
             )
         if code in _EXPIRED_CODES:
             return AuthError(
