@@ -1,0 +1,876 @@
+#!/usr/bin/env python3
+"""`make bench`: shipit against the plain docker-CLI script (bench/plain_pipeline.sh).
+
+Both sides ship the same rendered example site to the same kind of loopback registries (two
+Distribution registries with htpasswd, one as ECR with moto's token password, one as Docker
+Hub, and moto_server for the ECR API), timed as whole processes. Scenarios: cold ship,
+no-change ship, one-page change (with bytes uploaded), start-up, and a slow registry (+50 ms
+per request, with request counts). Writes bench/results.md and bench/results.json and prints
+the table. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+sys.path.insert(0, str(REPO))
+
+from latency_proxy import LatencyProxy  # noqa: E402 - bench/ is this script's folder
+from report import SIDES, main_table, markdown, median, summarize  # noqa: E402
+
+from tests.services import (  # noqa: E402
+    AWS_ENV_CLEARED,
+    MotoService,
+    RegistryService,
+    free_port,
+    moto_ecr_password,
+)
+
+VENV_BIN = Path(sys.executable).parent
+SHIPIT = str(VENV_BIN / "shipit") if (VENV_BIN / "shipit").exists() else None
+PYTHON = sys.executable
+PLAIN_SCRIPT = BENCH / "plain_pipeline.sh"
+BASE_IMAGE = "shipit-local/nginx:bookworm"
+HUB_USER = "bench-ci"
+MANIFEST_ACCEPT = (
+    "application/vnd.docker.distribution.manifest.v2+json, "
+    "application/vnd.oci.image.manifest.v1+json"
+)
+
+
+class BenchFailure(RuntimeError):
+    """A side did not do its job: the numbers would be meaningless."""
+
+
+def say(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def run_quiet(*args: str, check: bool = True) -> str:
+    done = subprocess.run(args, capture_output=True, text=True, check=False)
+    if check and done.returncode != 0:
+        raise BenchFailure(f"{' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}")
+    return done.stdout.strip()
+
+
+# ---------------------------------------------------------------------------------------
+# Registries
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Registries:
+    """One "ECR" and one "Docker Hub" registry, optionally each behind a latency proxy."""
+
+    ecr: RegistryService
+    hub: RegistryService
+    hub_token: str
+    ecr_proxy: LatencyProxy | None = None
+    hub_proxy: LatencyProxy | None = None
+
+    @classmethod
+    def start(cls) -> Registries:
+        token = "dckr_pat_" + secrets.token_urlsafe(24)
+        ecr = RegistryService(username="AWS", password=moto_ecr_password()).start()
+        try:
+            hub = RegistryService(username=HUB_USER, password=token).start()
+        except BaseException:
+            ecr.close()
+            raise
+        return cls(ecr=ecr, hub=hub, hub_token=token)
+
+    @property
+    def ecr_host(self) -> str:
+        return self.ecr_proxy.host if self.ecr_proxy else self.ecr.host
+
+    @property
+    def hub_host(self) -> str:
+        return self.hub_proxy.host if self.hub_proxy else self.hub.host
+
+    def add_proxies(self, delay: float) -> None:
+        self.ecr_proxy = LatencyProxy(self.ecr.host, delay).start()
+        self.hub_proxy = LatencyProxy(self.hub.host, delay).start()
+
+    def remove_proxies(self) -> None:
+        for proxy in (self.ecr_proxy, self.hub_proxy):
+            if proxy is not None:
+                proxy.stop()
+        self.ecr_proxy = self.hub_proxy = None
+
+    def request_counts(self) -> dict[str, dict[str, int]]:
+        assert self.ecr_proxy and self.hub_proxy
+        return {"ecr": self.ecr_proxy.snapshot(), "dockerhub": self.hub_proxy.snapshot()}
+
+    def reset_counts(self) -> None:
+        for proxy in (self.ecr_proxy, self.hub_proxy):
+            if proxy is not None:
+                proxy.reset()
+
+    def close(self) -> None:
+        self.remove_proxies()
+        self.ecr.close()
+        self.hub.close()
+
+    def each(self) -> dict[str, RegistryService]:
+        return {"ecr": self.ecr, "dockerhub": self.hub}
+
+
+def get_manifest(
+    registry: RegistryService, repository: str, reference: str
+) -> tuple[str, dict[str, Any]]:
+    """(digest, manifest) that the registry serves, straight from it (never via a proxy)."""
+    assert registry.username and registry.password
+    response = requests.get(
+        f"{registry.url}/v2/{repository}/manifests/{reference}",
+        auth=(registry.username, registry.password),
+        headers={"Accept": MANIFEST_ACCEPT},
+        timeout=10,
+    )
+    if response.status_code != 200:
+        raise BenchFailure(
+            f"{registry.host}/{repository}:{reference} is not served "
+            f"({response.status_code} {response.text[:200]})"
+        )
+    return response.headers["Docker-Content-Digest"], response.json()
+
+
+def stored_blobs(registry: RegistryService) -> dict[str, int]:
+    """digest -> size of every blob in the registry's storage (layers, configs, manifests)."""
+    assert registry.root_dir is not None
+    root = registry.root_dir / "storage" / "docker" / "registry" / "v2" / "blobs" / "sha256"
+    if not root.is_dir():
+        return {}
+    return {f"sha256:{data.parent.name}": data.stat().st_size for data in root.glob("*/*/data")}
+
+
+# ---------------------------------------------------------------------------------------
+# Measurements
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Sample:
+    side: str
+    seconds: float
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Timed:
+    seconds: float
+    code: int
+    stdout: str
+    stderr: str
+    first_line: float  # seconds from the start to the first stderr line (nan if none)
+    after_last_line: float  # seconds from the last stderr line to the exit (nan if none)
+
+
+def timed(args: Sequence[str], env: dict[str, str], cwd: Path, log: Path) -> Timed:
+    """Runs a whole process; stderr lines are timestamped as they arrive (progress)."""
+    stamps: list[float] = []
+    err_lines: list[str] = []
+    out_chunks: list[str] = []
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        list(args),
+        env=env,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    out, err = proc.stdout, proc.stderr
+
+    def read_stdout() -> None:
+        out_chunks.append(out.read())
+
+    reader = threading.Thread(target=read_stdout, daemon=True)
+    reader.start()
+    for line in err:
+        stamps.append(time.perf_counter() - started)
+        err_lines.append(line)
+    try:
+        code = proc.wait(timeout=600)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    seconds = time.perf_counter() - started
+    reader.join(10)
+    stdout, stderr = "".join(out_chunks), "".join(err_lines)
+    log.write_text(
+        f"$ {' '.join(args)}\nexit {code} after {seconds:.3f} s\n"
+        f"--- stdout\n{stdout}\n--- stderr (seconds since start)\n"
+        + "".join(f"{stamp:7.3f} {line}" for stamp, line in zip(stamps, err_lines, strict=True))
+    )
+    nan = float("nan")
+    return Timed(
+        seconds,
+        code,
+        stdout,
+        stderr,
+        first_line=stamps[0] if stamps else nan,
+        after_last_line=seconds - stamps[-1] if stamps else nan,
+    )
+
+
+def tail(text: str, lines: int = 25) -> str:
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+# Step names for the plain script's per-step breakdown, by the command a trace line starts.
+PLAIN_STEPS = (
+    ("docker build", "build"),
+    ("docker run", "run"),
+    ("curl", "wait for /"),
+    ("sleep", "wait for /"),
+    ("python", "ECR token + login"),
+    (PYTHON, "ECR token + login"),
+    ("docker login", "login"),
+    ("docker tag", "tag"),
+    ("docker push", "push"),
+    ("docker rm", "stop"),
+)
+_TRACE_LINE = re.compile(r"^\++ (\d+\.\d+) (.*)$")
+
+
+def plain_steps(trace: Path, ended: float) -> dict[str, float]:
+    """Seconds per step of the plain script, from its `set -x` trace (EPOCHREALTIME)."""
+    events = []
+    for line in trace.read_text(errors="replace").splitlines():
+        match = _TRACE_LINE.match(line)
+        if match:
+            events.append((float(match.group(1)), match.group(2)))
+    steps: dict[str, float] = {}
+    for (start, command), (end, _) in zip(events, [*events[1:], (ended, "")], strict=True):
+        step = "shell"
+        for prefix, name in PLAIN_STEPS:
+            if command.startswith(prefix):
+                step = name
+                break
+        # The ECR password pipe: python's line comes right before docker login's.
+        if step == "login" and "--username AWS" in command:
+            step = "ECR token + login"
+        steps[step] = steps.get(step, 0.0) + max(0.0, end - start)
+    return {name: round(seconds, 3) for name, seconds in steps.items()}
+
+
+# ---------------------------------------------------------------------------------------
+# The bench
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Side:
+    """Where a side ships to in the warm scenarios."""
+
+    name: str
+    registries: Registries
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.run_id = secrets.token_hex(4)
+        self.work = Path(tempfile.mkdtemp(prefix=f"shipit-bench-{self.run_id}-"))
+        self.logs = self.work / "logs"
+        self.logs.mkdir()
+        self.project = self.work / "project"
+        for folder in ("site", "templates"):
+            shutil.copytree(REPO / folder, self.project / folder)
+        self.site_toml = self.project / "site" / "site.toml"
+        self.original_site = self.site_toml.read_text()
+        self.context = self.work / "context"
+        self.docker_config = self.work / "docker-config-shipit"  # stays empty
+        self.docker_config.mkdir()
+        self.images = {
+            "shipit": f"shipit-bench/{self.run_id}-shipit",
+            "plain": f"shipit-bench/{self.run_id}-plain",
+        }
+        self.ecr_repository = f"bench-{self.run_id}/site"
+        self.hub_repository = f"bench/{self.run_id}-site"
+        self.container = f"shipit-bench-{self.run_id}-plain"
+        self.moto = MotoService()
+        self.registries: list[Registries] = []
+        self.counter = 0
+        self.edit_number = 0
+        self.nonce = secrets.token_hex(6)
+        self.results: dict[str, Any] = {"scenarios": {}}
+
+    # Environment and inputs
+
+    def _base_env(self) -> dict[str, str]:
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("SHIPIT_", "DOCKERHUB_", "AWS_", "DOCKER_CONFIG"))
+            and key not in AWS_ENV_CLEARED
+        }
+        env.update(self.moto.env())
+        return env
+
+    def shipit_env(self, registries: Registries) -> dict[str, str]:
+        env = self._base_env()
+        env.update(
+            SHIPIT_PROJECT=str(self.project),
+            SHIPIT_IMAGE=self.images["shipit"],
+            SHIPIT_BASE_IMAGE=BASE_IMAGE,
+            SHIPIT_PORT=str(free_port()),
+            SHIPIT_ECR_REPOSITORY=self.ecr_repository,
+            SHIPIT_ECR_REGISTRY=registries.ecr_host,
+            SHIPIT_DOCKERHUB_REGISTRY=registries.hub_host,
+            SHIPIT_DOCKERHUB_REPOSITORY=self.hub_repository,
+            DOCKERHUB_USERNAME=HUB_USER,
+            DOCKERHUB_TOKEN=registries.hub_token,
+            DOCKER_CONFIG=str(self.docker_config),
+        )
+        return env
+
+    def plain_env(self, registries: Registries, tag: str, trace: Path) -> dict[str, str]:
+        env = self._base_env()
+        env.update(
+            CONTEXT_DIR=str(self.context),
+            IMAGE=self.images["plain"],
+            TAG=tag,
+            PORT=str(free_port()),
+            ECR_REGISTRY=registries.ecr_host,
+            ECR_REPOSITORY=self.ecr_repository,
+            HUB_REGISTRY=registries.hub_host,
+            HUB_REPOSITORY=self.hub_repository,
+            DOCKERHUB_USERNAME=HUB_USER,
+            DOCKERHUB_TOKEN=registries.hub_token,
+            PYTHON=PYTHON,
+            CONTAINER=self.container,
+            PLAIN_TRACE=str(trace),
+        )
+        return env
+
+    def write_site(self, nonce: str, edit: int | None = None) -> None:
+        """A site unique to this bench (so no build cache of anyone else applies); `edit`
+        changes one value, the home page's message."""
+        text = self.original_site
+        if edit is not None:
+            text, count = re.subn(
+                r'^message = ".*"$',
+                f'message = "One-page change number {edit} of the bench."',
+                text,
+                count=1,
+                flags=re.MULTILINE,
+            )
+            if count != 1:
+                raise BenchFailure('site.toml has no `message = "..."` line to edit')
+        self.site_toml.write_text(text + f"\n# bench {self.run_id} nonce {nonce}\n")
+
+    def render_context(self) -> str:
+        """`shipit render --out` for the plain script (untimed); returns the sha tag both use."""
+        shutil.rmtree(self.context, ignore_errors=True)
+        env = self._base_env()
+        env.update(SHIPIT_PROJECT=str(self.project), SHIPIT_BASE_IMAGE=BASE_IMAGE)
+        done = subprocess.run(
+            [*self.shipit_cmd(), "render", "--out", str(self.context), "--json"],
+            env=env,
+            cwd=self.project,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise BenchFailure(f"shipit render failed ({done.returncode}): {tail(done.stderr)}")
+        build_id = json.loads(done.stdout)["build_id"]
+        # What shipit tags outside a git work tree (the bench project is a temporary copy).
+        return f"build-{build_id[:12]}"
+
+    @staticmethod
+    def shipit_cmd() -> list[str]:
+        return [SHIPIT] if SHIPIT else [PYTHON, "-m", "shipit"]
+
+    # Running one side once
+
+    def ship(self, side: str, registries: Registries, tag: str, label: str) -> Sample:
+        self.counter += 1
+        log = self.logs / f"{self.counter:03d}-{label}-{side}.log"
+        if side == "shipit":
+            result = timed(
+                [*self.shipit_cmd(), "ship", "--json"],
+                self.shipit_env(registries),
+                self.project,
+                log,
+            )
+            return self._check_shipit(result, registries, tag, label, log)
+        trace = self.logs / f"{self.counter:03d}-{label}-plain.trace"
+        result = timed(
+            ["bash", str(PLAIN_SCRIPT)], self.plain_env(registries, tag, trace), self.project, log
+        )
+        ended = time.time()
+        return self._check_plain(result, registries, tag, label, log, trace, ended)
+
+    def _check_shipit(
+        self, result: Timed, registries: Registries, tag: str, label: str, log: Path
+    ) -> Sample:
+        if result.code != 0:
+            raise BenchFailure(
+                f"{label}: shipit ship exited {result.code} (log {log}):\n{tail(result.stderr)}"
+            )
+        try:
+            report = json.loads(result.stdout)
+        except ValueError as exc:
+            raise BenchFailure(f"{label}: shipit ship --json printed no JSON (log {log})") from exc
+        push = report["push"]
+        if not report.get("ok") or not push.get("ok"):
+            raise BenchFailure(f"{label}: shipit reported a failure (log {log})")
+        if push["tags"] != [tag, "latest"]:
+            raise BenchFailure(f"{label}: shipit pushed tags {push['tags']}, expected {tag}")
+        image_id = push["image_id"]
+        self._verify_served(registries, tag, image_id, label)
+        by_registry = {entry["registry"]: entry for entry in push["registries"]}
+        if set(by_registry) != {"ecr", "dockerhub"}:
+            raise BenchFailure(f"{label}: shipit pushed to {sorted(by_registry)} only")
+        push_seconds = max(entry["seconds"] for entry in push["registries"])
+        build_seconds = report["build"]["seconds"]
+        run_seconds = report["run"]["seconds"]  # includes the build
+        stages = {
+            "build": build_seconds,
+            "run + smoke": round(run_seconds - build_seconds, 3),
+            "push (both registries)": push_seconds,
+            "start-up, engine, stop, rest": round(result.seconds - run_seconds - push_seconds, 3),
+            "(first progress line at)": round(result.first_line, 3),
+            "(exit after last progress line)": round(result.after_last_line, 3),
+        }
+        return Sample(
+            "shipit",
+            result.seconds,
+            {
+                "image_id": image_id,
+                "built": report["build"]["built"],
+                "stages": stages,
+                "status": {name: entry["status"] for name, entry in by_registry.items()},
+                "bytes_uploaded": {
+                    name: entry["bytes_uploaded"] for name, entry in by_registry.items()
+                },
+                "log": str(log),
+            },
+        )
+
+    def _check_plain(
+        self,
+        result: Timed,
+        registries: Registries,
+        tag: str,
+        label: str,
+        log: Path,
+        trace: Path,
+        ended: float,
+    ) -> Sample:
+        if result.code != 0:
+            raise BenchFailure(
+                f"{label}: plain_pipeline.sh exited {result.code} (log {log}):\n"
+                f"{tail(result.stdout + result.stderr)}"
+            )
+        image_id = run_quiet(
+            "docker", "image", "inspect", "-f", "{{.Id}}", f"{self.images['plain']}:{tag}"
+        )
+        self._verify_served(registries, tag, image_id, label)
+        leftover = run_quiet("docker", "ps", "-aq", "--filter", f"name=^/{self.container}$")
+        if leftover:
+            raise BenchFailure(f"{label}: the plain script left its container {self.container}")
+        return Sample(
+            "plain",
+            result.seconds,
+            {"image_id": image_id, "stages": plain_steps(trace, ended), "log": str(log)},
+        )
+
+    def _verify_served(
+        self, registries: Registries, tag: str, image_id: str, label: str
+    ) -> dict[str, tuple[str, dict[str, Any]]]:
+        """Both tags in both registries serve one manifest whose config is the local image."""
+        served = {}
+        for name, registry in registries.each().items():
+            repository = self.ecr_repository if name == "ecr" else self.hub_repository
+            digest, manifest = get_manifest(registry, repository, tag)
+            latest, _ = get_manifest(registry, repository, "latest")
+            if latest != digest:
+                raise BenchFailure(f"{label}: {name} latest is {latest}, {tag} is {digest}")
+            if manifest["config"]["digest"] != image_id:
+                raise BenchFailure(
+                    f"{label}: {name} serves config {manifest['config']['digest']}, "
+                    f"the local image is {image_id}"
+                )
+            served[name] = (digest, manifest)
+        return served
+
+    def served_layers(self, registries: Registries) -> dict[str, dict[str, int]]:
+        layers = {}
+        for name, registry in registries.each().items():
+            repository = self.ecr_repository if name == "ecr" else self.hub_repository
+            _, manifest = get_manifest(registry, repository, "latest")
+            layers[name] = {layer["digest"]: int(layer["size"]) for layer in manifest["layers"]}
+        return layers
+
+    # Images
+
+    def our_images(self) -> list[tuple[str, str]]:
+        """(reference, id) of every image tag this bench made: local names and the
+        registry-named tags of its own registries."""
+        listed = run_quiet("docker", "images", "--format", "{{.Repository}}\t{{.Tag}}\t{{.ID}}")
+        found = []
+        for line in listed.splitlines():
+            repository, tag, image_id = line.split("\t")
+            host, _, path = repository.partition("/")
+            # The repository names hold this run's id, so a loopback host is enough.
+            ours = repository in self.images.values() or (
+                host.startswith("127.0.0.1:") and path in (self.ecr_repository, self.hub_repository)
+            )
+            if ours and tag != "<none>":
+                found.append((f"{repository}:{tag}", image_id))
+        return found
+
+    def remove_images(self, check_chain: bool = True) -> None:
+        """Removes this bench's tags; Docker then prunes their untagged build parents, which
+        is the legacy builder's cache for them. Fails when a parent survived."""
+        images = self.our_images()
+        if not images:
+            return
+        base_chain = set(run_quiet("docker", "history", "-q", BASE_IMAGE).split())
+        chain: set[str] = set()
+        for image_id in {image_id for _, image_id in images}:
+            history = run_quiet("docker", "history", "-q", image_id, check=False).split()
+            chain.update(entry for entry in history if entry != "<missing>")
+        chain -= base_chain
+        run_quiet("docker", "rmi", *[reference for reference, _ in images])
+        if check_chain:
+            left = [
+                image_id
+                for image_id in sorted(chain)
+                if subprocess.run(
+                    ["docker", "image", "inspect", image_id], capture_output=True, check=False
+                ).returncode
+                == 0
+            ]
+            if left:
+                raise BenchFailure(
+                    f"build cache of the bench images survived removal: {', '.join(left)}"
+                )
+
+    # Scenarios
+
+    def new_registries(self) -> Registries:
+        registries = Registries.start()
+        self.registries.append(registries)
+        return registries
+
+    def close_registries(self, registries: Registries) -> None:
+        registries.close()
+        self.registries.remove(registries)
+
+    @staticmethod
+    def order(index: int) -> tuple[str, str]:
+        return SIDES if index % 2 == 0 else SIDES[::-1]
+
+    def scenario_cold(self, runs: int) -> None:
+        say(f"cold ship: {runs} run(s) per side, fresh registries and no image each time")
+        samples: list[Sample] = []
+        for index in range(runs):
+            self.write_site(secrets.token_hex(6))
+            tag = self.render_context()
+            for side in self.order(index):
+                self.remove_images()
+                if side == "shipit":
+                    self.moto.reset()  # shipit creates the ECR repository, as on a first ship
+                registries = self.new_registries()
+                try:
+                    sample = self.ship(side, registries, tag, f"cold{index}")
+                finally:
+                    # Its build cache must not help the other side: remove it before that runs.
+                    self.remove_images()
+                    self.close_registries(registries)
+                if side == "shipit" and sample.detail["built"] is not True:
+                    raise BenchFailure("cold ship: shipit reused an image instead of building")
+                if "Using cache" in Path(sample.detail["log"]).read_text():
+                    raise BenchFailure(f"cold ship: {side}'s build used the build cache")
+                samples.append(sample)
+                say(f"  cold run {index + 1}/{runs} {side}: {sample.seconds:.2f} s")
+        self.record("cold", samples)
+
+    def prepare_warm(self) -> dict[str, Side]:
+        """Each side gets its own registries holding what it pushed (untimed first ship)."""
+        self.remove_images()
+        self.moto.reset()
+        self.write_site(self.nonce)
+        tag = self.render_context()
+        sides = {}
+        for side in SIDES:
+            registries = self.new_registries()
+            sides[side] = Side(side, registries)
+            self.ship(side, registries, tag, "warmup")
+        return sides
+
+    def scenario_nochange(self, sides: dict[str, Side], runs: int, label: str = "nochange") -> None:
+        say(f"{label}: {runs} run(s) per side, everything built and pushed")
+        tag = self.render_context()
+        before = {side: self.served_layers(sides[side].registries) for side in SIDES}
+        samples: list[Sample] = []
+        for index in range(runs):
+            for side in self.order(index):
+                registries = sides[side].registries
+                registries.reset_counts()
+                sample = self.ship(side, registries, tag, f"{label}{index}")
+                if registries.ecr_proxy:
+                    sample.detail["requests"] = registries.request_counts()
+                if side == "shipit":
+                    if sample.detail["built"]:
+                        raise BenchFailure(f"{label}: shipit rebuilt an unchanged site")
+                    if set(sample.detail["status"].values()) != {"unchanged"}:
+                        raise BenchFailure(f"{label}: shipit pushed: {sample.detail['status']}")
+                if self.served_layers(registries) != before[side]:
+                    raise BenchFailure(f"{label}: {side} changed what the registries serve")
+                samples.append(sample)
+                say(f"  {label} run {index + 1}/{runs} {side}: {sample.seconds:.2f} s")
+        self.record(label, samples)
+
+    def scenario_onepage(self, sides: dict[str, Side], runs: int, label: str = "onepage") -> None:
+        say(f"{label}: {runs} run(s) per side, one value in site.toml edited each time")
+        samples: list[Sample] = []
+        for index in range(runs):
+            self.edit_number += 1
+            self.write_site(self.nonce, edit=self.edit_number)
+            tag = self.render_context()
+            for side in self.order(index):
+                registries = sides[side].registries
+                previous = self.served_layers(registries)
+                blobs_before = {n: stored_blobs(r) for n, r in registries.each().items()}
+                registries.reset_counts()
+                sample = self.ship(side, registries, tag, f"{label}{index}")
+                if registries.ecr_proxy:
+                    sample.detail["requests"] = registries.request_counts()
+                current = self.served_layers(registries)
+                upload: dict[str, Any] = {}
+                for name, registry in registries.each().items():
+                    changed = {
+                        digest: size
+                        for digest, size in current[name].items()
+                        if digest not in previous[name]
+                    }
+                    if len(changed) != 1:
+                        raise BenchFailure(
+                            f"{label}: {side} {name}: expected one changed layer, got {changed}"
+                        )
+                    new_blobs = {
+                        digest: size
+                        for digest, size in stored_blobs(registry).items()
+                        if digest not in blobs_before[name]
+                    }
+                    new_layers = sum(s for d, s in new_blobs.items() if d in current[name])
+                    upload[name] = {
+                        "changed_layer": sum(changed.values()),
+                        "new_layer_blobs": new_layers,
+                        "new_blobs_all": sum(new_blobs.values()),
+                        "new_blob_count": len(new_blobs),
+                    }
+                    if side == "shipit":
+                        upload[name]["reported"] = sample.detail["bytes_uploaded"][name]
+                sample.detail["upload"] = upload
+                if side == "shipit" and set(sample.detail["status"].values()) != {"pushed"}:
+                    raise BenchFailure(f"{label}: shipit did not push: {sample.detail['status']}")
+                samples.append(sample)
+                say(f"  {label} run {index + 1}/{runs} {side}: {sample.seconds:.2f} s")
+        self.record(label, samples)
+
+    def scenario_startup(self, runs: int) -> None:
+        say(f"start-up: {runs} run(s) each of shipit --version, shipit --help, python -c pass")
+        commands = {
+            "python -c pass": [PYTHON, "-c", "pass"],
+            "shipit --version": [*self.shipit_cmd(), "--version"],
+            "shipit --help": [*self.shipit_cmd(), "--help"],
+        }
+        env = self._base_env()
+        times: dict[str, list[float]] = {name: [] for name in commands}
+        names = list(commands)
+        for index in range(runs + 1):  # the first round warms the page cache, not counted
+            for name in names[index % 3 :] + names[: index % 3]:
+                started = time.perf_counter()
+                done = subprocess.run(
+                    commands[name], env=env, capture_output=True, text=True, check=False
+                )
+                seconds = time.perf_counter() - started
+                if done.returncode != 0 or (
+                    name != "python -c pass" and "shipit" not in done.stdout
+                ):
+                    raise BenchFailure(f"{name} exited {done.returncode}: {tail(done.stderr)}")
+                if index > 0:
+                    times[name].append(seconds)
+        self.results["scenarios"]["startup"] = {
+            name: {"median": median(values), "min": min(values), "samples": values}
+            for name, values in times.items()
+        }
+
+    def scenario_slow(self, sides: dict[str, Side], runs: int, delay: float) -> None:
+        for side in sides.values():
+            side.registries.add_proxies(delay)
+        try:
+            self.scenario_nochange(sides, runs, label="slow_nochange")
+            self.scenario_onepage(sides, runs, label="slow_onepage")
+        finally:
+            for side in sides.values():
+                side.registries.remove_proxies()
+
+    def record(self, label: str, samples: list[Sample]) -> None:
+        by_side = {side: [s for s in samples if s.side == side] for side in SIDES}
+        self.results["scenarios"][label] = {
+            side: {
+                "median": median([s.seconds for s in found]),
+                "min": min(s.seconds for s in found),
+                "samples": [s.seconds for s in found],
+                "details": [s.detail for s in found],
+            }
+            for side, found in by_side.items()
+        }
+        self.results["scenarios"][label]["load_average"] = os.getloadavg()
+
+    # Whole run
+
+    def run(self) -> dict[str, Any]:
+        args = self.args
+        started = time.monotonic()
+        self.results.update(
+            machine_info(), started=dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        )
+        self.results["counts"] = {
+            "cold": args.cold,
+            "nochange": args.nochange,
+            "onepage": args.onepage,
+            "startup": args.startup,
+            "slow": args.slow,
+            "slow_delay_ms": args.delay_ms,
+        }
+        self.results["load_average_start"] = os.getloadavg()
+        if args.startup:
+            self.scenario_startup(args.startup)
+        self.moto.start()
+        if args.cold:
+            self.scenario_cold(args.cold)
+        if args.nochange or args.onepage or args.slow:
+            sides = self.prepare_warm()
+            if args.nochange:
+                self.scenario_nochange(sides, args.nochange)
+            if args.onepage:
+                self.scenario_onepage(sides, args.onepage)
+            if args.slow:
+                self.scenario_slow(sides, args.slow, args.delay_ms / 1000)
+        self.results["load_average_end"] = os.getloadavg()
+        self.results["bench_seconds"] = round(time.monotonic() - started, 1)
+        return self.results
+
+    def close(self, keep_work: bool) -> None:
+        try:
+            self.remove_images(check_chain=False)
+        finally:
+            for registries in list(self.registries):
+                self.close_registries(registries)
+            subprocess.run(["docker", "rm", "-f", self.container], capture_output=True, check=False)
+            self.moto.stop()
+            if not keep_work:
+                shutil.rmtree(self.work, ignore_errors=True)
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "kernel": platform.release(),
+        "engine": run_quiet("docker", "version", "--format", "{{.Server.Version}}", check=False),
+        "storage_driver": run_quiet("docker", "info", "--format", "{{.Driver}}", check=False),
+        "python": platform.python_version(),
+        "shipit": run_quiet(*Bench.shipit_cmd(), "--version", check=False),
+    }
+
+
+COUNTS = {"cold": 5, "nochange": 9, "onepage": 7, "startup": 30, "slow": 3}
+QUICK_COUNTS = {"cold": 1, "nochange": 1, "onepage": 1, "startup": 2, "slow": 1}
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    add = parser.add_argument
+    add("--cold", type=int, help="cold ships per side (default 5)")
+    add("--nochange", type=int, help="no-change ships per side (default 9)")
+    add("--onepage", type=int, help="one-page changes per side (default 7)")
+    add("--startup", type=int, help="start-up runs per command (default 30)")
+    add("--slow", type=int, help="slow-registry ships per side and kind (default 3)")
+    add("--delay-ms", type=int, default=50, help="slow proxy's delay per request (default 50)")
+    add("--quick", action="store_true", help="1 run each (2 for start-up): check the bench works")
+    add("--out", type=Path, default=BENCH, help="folder for results.md and results.json")
+    add("--keep-work", action="store_true", help="keep the temporary folder with the logs")
+    args = parser.parse_args(argv)
+    for name, default in (QUICK_COUNTS if args.quick else COUNTS).items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if run_quiet("docker", "image", "inspect", "-f", "{{.Id}}", BASE_IMAGE, check=False) == "":
+        say(f"no base image {BASE_IMAGE}: run scripts/testenv.sh (make env) first")
+        return 2
+    bench = Bench(args)
+    say(f"run {bench.run_id}, work folder {bench.work}")
+    failed = True
+    try:
+        results = bench.run()
+        failed = False
+    except BenchFailure as failure:
+        say(f"FAILED: {failure}")
+        say(f"logs kept in {bench.logs}")
+        return 1
+    finally:
+        bench.close(keep_work=failed or args.keep_work)
+    if not args.keep_work:  # the logs are gone with the work folder
+        for data in results["scenarios"].values():
+            for side in SIDES:
+                for detail in data.get(side, {}).get("details", []):
+                    detail.pop("log", None)
+    summary = summarize(results)
+    results["summary"] = summary
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    (args.out / "results.md").write_text(markdown(results, summary) + "\n")
+    print(main_table(summary))
+    print(f"\n(written to {args.out / 'results.md'} and {args.out / 'results.json'})")
+    missed = [row["scenario"] for row in summary["rows"] if row["verdict"] == "MISSED"]
+    if missed:
+        say("targets missed: " + "; ".join(missed))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
