@@ -580,7 +580,10 @@ def iam_check(
 def main(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     try:
-        command.main(args=argv, prog_name="shipit", standalone_mode=False)
+        returned = command.main(args=argv, prog_name="shipit", standalone_mode=False)
+        # Typer turns Ctrl-C into a returned 130 when it does not own the exit.
+        if returned == ExitCode.INTERRUPTED:
+            raise KeyboardInterrupt
     except ShipitError as error:
         _ui.error(error)
         return int(error.exit_code)
@@ -591,11 +594,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(exit_.exit_code)
     except (click.ClickException, typer.exceptions.TyperException) as error:
         # Typer 0.20+ parses with its own copy of click, whose errors are not click's.
-        show = getattr(error, "show", None)
-        if callable(show):
-            show()
-        else:
-            _ui.error(UsageError(str(error), "see --help"))
+        format_message = getattr(error, "format_message", None)
+        message = format_message() if callable(format_message) else str(error)
+        _ui.error(UsageError(message, "see shipit --help"))
         return int(ExitCode.USAGE)
     except Exception as error:  # noqa: BLE001 - the last net: one line, not a traceback
         _ui.internal_error(error)

@@ -32,6 +32,7 @@ _TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$")
 _REGION_RE = re.compile(r"^[a-z]{2}(?:-gov|-iso[a-z]*)?-[a-z]+-\d{1,2}$")
 _HOST_RE = re.compile(rf"^{_DOMAIN}$")
 _MUTABILITY = ("MUTABLE", "IMMUTABLE")
+_KIND_NAMES = {str: "a string", int: "a whole number", float: "a number", bool: "true or false"}
 _SECRET_WORDS = ("token", "password", "secret", "access_key")
 
 
@@ -270,8 +271,8 @@ def _coerce(spec: SettingSpec, raw: Any, origin: str) -> Any:
     elif spec.kind is str and isinstance(raw, str):
         return raw.strip()
     raise ConfigError(
-        f"{origin}: {spec.name} = {raw!r} is not a {spec.kind.__name__}",
-        f"give {spec.name} a {spec.kind.__name__} value",
+        f"{origin}: {spec.name} = {raw!r} is not {_KIND_NAMES[spec.kind]}",
+        f"give {spec.name} {_KIND_NAMES[spec.kind]}",
     )
 
 
@@ -284,6 +285,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path.name} is not valid TOML: {exc}", "fix the file") from exc
+    except RecursionError as exc:
+        raise ConfigError(f"{path.name} nests too deeply to read", "flatten the file") from exc
 
 
 def _file_settings(project_dir: Path) -> tuple[dict[str, Any], str]:

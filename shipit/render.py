@@ -105,14 +105,27 @@ def _digest_files(files: Mapping[str, bytes]) -> str:
     return digest.hexdigest()
 
 
-def _read_tree(root: Path, label: str) -> dict[str, bytes]:
+def _read_tree(root: Path, label: str, project: Path) -> dict[str, bytes]:
     if not root.is_dir():
         return {}
     files: dict[str, bytes] = {}
+    project = project.resolve()
     for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root).as_posix()
+        if path.is_symlink() and not path.resolve().is_relative_to(project):
+            # A link out of the project would bake a host file (a credential) into the image.
+            raise TemplateError(
+                f"{label}/{relative} links outside the project",
+                "copy the file into the project instead of linking to it",
+            )
         if path.is_dir():
             continue
-        relative = path.relative_to(root).as_posix()
+        if not path.is_file():
+            # A FIFO or device would block or never end; only regular files are site content.
+            raise TemplateError(
+                f"{label}/{relative} is not a regular file (or its link is dangling)",
+                "remove it or replace it with a regular file",
+            )
         try:
             files[relative] = path.read_bytes()
         except OSError as exc:
@@ -142,6 +155,11 @@ def load_site_data(site_dir: Path) -> dict[str, Any]:
         return tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise TemplateError(f"site/{SITE_DATA} is not valid TOML: {exc}") from exc
+    except RecursionError as exc:
+        raise TemplateError(
+            f"site/{SITE_DATA} nests arrays or tables too deeply to read",
+            "flatten the data",
+        ) from exc
 
 
 def _template_location(exc: BaseException, templates_dir: Path) -> str:
@@ -207,7 +225,7 @@ def source_digest(project_dir: Path, base_image: str) -> str:
     """What the build id is derived from: every input of the rendered context."""
     inputs: dict[str, bytes] = {}
     for label in ("templates", "site"):
-        for relative, data in _read_tree(project_dir / label, label).items():
+        for relative, data in _read_tree(project_dir / label, label, project_dir).items():
             inputs[f"{label}/{relative}"] = data
     inputs["\0base_image"] = base_image.encode()
     inputs["\0shipit"] = __version__.encode()
@@ -236,7 +254,7 @@ def render_site(project_dir: Path, base_image: str) -> RenderedSite:
         files[f"{SERVED}/site/{page_name}.html"] = _render_template(
             html_env, template_name, context, templates_dir
         )
-    for relative, data in _read_tree(site_dir / "static", "site/static").items():
+    for relative, data in _read_tree(site_dir / "static", "site/static", project_dir).items():
         files[f"{SERVED}/site/static/{relative}"] = data
 
     plain_env = _environment(templates_dir, html=False)

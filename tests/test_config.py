@@ -73,7 +73,7 @@ def test_credentials_in_the_file_are_refused(tmp_path: Path) -> None:
     [
         ({"SHIPIT_PORT": "70000"}, "port 70000 is out of range"),
         ({"SHIPIT_PORT": "0"}, "port 0 is out of range"),
-        ({"SHIPIT_PORT": "eighty"}, "is not a int"),
+        ({"SHIPIT_PORT": "eighty"}, "is not a whole number"),
         ({"SHIPIT_IMAGE": "Bad Name"}, "is not a valid image repository name"),
         ({"SHIPIT_IMAGE": "UPPER/case"}, "is not a valid image repository name"),
         ({"SHIPIT_BASE_IMAGE": "nginx:-bad"}, "image tag '-bad' is not valid"),
