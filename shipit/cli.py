@@ -7,6 +7,9 @@ Heavy modules (docker, boto3) are imported inside the commands that need them, s
 from __future__ import annotations
 
 import json
+import os
+import sys
+import threading
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -589,6 +592,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(error.exit_code)
     except (KeyboardInterrupt, click.exceptions.Abort, typer.Abort):
         _ui.error(Interrupted("interrupted; containers this command started were removed"))
+        if threading.active_count() > 1:
+            # Push threads may be blocked in the engine's stream; exiting normally would
+            # join them. Ending the process closes their connections, which cancels them.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(int(ExitCode.INTERRUPTED))
         return int(ExitCode.INTERRUPTED)
     except (click.exceptions.Exit, typer.Exit) as exit_:
         return int(exit_.exit_code)

@@ -326,6 +326,14 @@ def _uploaded_bytes(manifest: Manifest, image: ImageInfo, pushed_layers: set[str
     )
 
 
+def _credentials_work(client: RegistryClient) -> bool:
+    try:
+        client.ping()
+    except ShipitError:
+        return False
+    return True
+
+
 def _push_tag_once(
     engine: Engine,
     target: Target,
@@ -362,7 +370,15 @@ def _push_tag_once(
             # The registry-named tag only exists for the push: nothing is left behind.
             engine.untag(reference)
         if stream.error:
-            raise _classify_stream_error(stream.error, reference, target.auth_hint)
+            refusal = _classify_stream_error(stream.error, reference, target.auth_hint)
+            if type(refusal) is AuthError and _credentials_work(client):
+                # The engine drops the credentials when its own /v2/ ping fails (a 503, a
+                # reset) and then reports "unauthorized": a fault, not a wrong token.
+                raise PushStreamError(
+                    f"push of {reference} failed after a registry fault: {stream.error}",
+                    transient=True,
+                ) from refusal
+            raise refusal
         if not stream.digest:
             raise PushStreamError(f"push of {reference} ended without a digest", transient=True)
         served = _served(client, target.repository, tag)
@@ -546,7 +562,8 @@ def publish(
         dry_run=dry_run,
         targets=[TargetReport(name=name, reference="") for name in names],
     )
-    with ThreadPoolExecutor(max_workers=len(names), thread_name_prefix="push") as pool:
+    pool = ThreadPoolExecutor(max_workers=len(names), thread_name_prefix="push")
+    try:
         targets = list(pool.map(publisher.push_sha, report.targets))
         if dry_run:
             return report
@@ -557,4 +574,15 @@ def publish(
                     target_report.tags.append(TagOutcome(LATEST, "held-back"))
             return report
         list(pool.map(publisher.push_latest, report.targets, targets))
+    except BaseException:
+        # Ctrl-C: do not wait for pushes blocked in the engine; the caller cleans up and the
+        # CLI ends the process, which closes their connections.
+        pool.shutdown(wait=False, cancel_futures=True)
+        # The push threads' own clean-up may never run: drop the registry-named tags here.
+        for target_report in report.targets:
+            if target_report.reference:
+                for tag in (publisher.sha_tag, LATEST):
+                    engine.untag(f"{target_report.reference}:{tag}")
+        raise
+    pool.shutdown(wait=True)
     return report
