@@ -23,6 +23,7 @@ from shipit.engine import Engine
 from shipit.errors import EngineError
 from tests.services import MotoService, RegistryService, free_port, moto_ecr_password
 
+pytest_plugins = ["tests.reliability"]
 REPO = Path(__file__).resolve().parent.parent
 
 

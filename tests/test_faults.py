@@ -1,0 +1,971 @@
+"""Faults: a failing registry, a lost engine, Ctrl-C, a crashing container.
+
+Registry faults are injected by tests/faultproxy.py between the Docker engine (and shipit's
+own registry client) and a real Distribution registry. Whatever happens, the registry,
+queried directly, must hold either the whole image under a tag (manifest and every blob it
+lists) or no tag at all, and nothing shipit made may be left behind.
+
+The engine retries a failed layer upload by itself (5 tries, waiting 5, 10, 15 and 20 s
+between them, measured: 50 s when every upload is cut), so the two slow scenarios run in
+the background while the others run.
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shipit.engine import Engine
+from shipit.errors import ExitCode
+from shipit.registries.distribution import RegistryClient, RegistryResponseError
+from tests.conftest import HUB_USER, Project, PublishProject, Result, copy_example
+from tests.faultproxy import FaultProxy, is_blob_upload
+from tests.reliability import Recorder, Row, merge_rows, read_rows, render_doc
+from tests.services import MotoService, RegistryService, free_port, moto_ecr_password, wait_until
+
+pytestmark = pytest.mark.engine
+
+# Bounds: no scenario may take longer than these, or the test fails.
+PUSH_TIMEOUT = 60.0
+ENGINE_RETRY_BUDGET = 50.0  # 5 + 10 + 15 + 20 s of the engine's own upload retries
+INTERRUPT_GRACE = 15.0
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def last_error_line(result: Result) -> str:
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def error_line(result: Result) -> str:
+    """The one `shipit: error:` line (details such as container logs may follow it)."""
+    found = [line for line in result.stderr.splitlines() if line.startswith("shipit: error: ")]
+    assert len(found) == 1, f"expected exactly one error line:\n{result.stderr}"
+    return found[0]
+
+
+def report_of(result: Result) -> dict[str, Any]:
+    document, _ = json.JSONDecoder().raw_decode(result.stdout.lstrip())
+    assert isinstance(document, dict)
+    return document
+
+
+def registries(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    push = report.get("push", report)
+    return {entry["registry"]: entry for entry in push["registries"]}
+
+
+def registry_state(client: RegistryClient, repository: str) -> dict[str, str]:
+    """tag -> "whole", or what is missing, for every tag the registry lists."""
+    state: dict[str, str] = {}
+    for tag in client.tags(repository):
+        try:
+            manifest = client.get_manifest(repository, tag)
+        except RegistryResponseError as error:
+            state[tag] = f"manifest missing ({error.status})"
+            continue
+        digests = [manifest.config_digest or "no config"]
+        digests += [str(layer.get("digest")) for layer in manifest.content.get("layers", [])]
+        missing = [
+            d
+            for d in digests
+            if not d.startswith("sha256:") or not client.blob_exists(repository, d)
+        ]
+        state[tag] = "whole" if not missing else f"blobs missing: {', '.join(missing)}"
+    return dict(sorted(state.items()))
+
+
+def assert_whole_or_absent(
+    client: RegistryClient, repository: str, *, present: tuple[str, ...] = ()
+) -> dict[str, str]:
+    state = registry_state(client, repository)
+    broken = {tag: what for tag, what in state.items() if what != "whole"}
+    assert not broken, f"tags with missing parts in {repository}: {broken}"
+    for tag in present:
+        assert tag in state, f"{repository}:{tag} is not in the registry: {state}"
+    return state
+
+
+def local_references(prefix: str) -> list[str]:
+    listed = subprocess.run(
+        ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return [ref for ref in listed.stdout.split() if ref.startswith(prefix)]
+
+
+def containers_of(image: str) -> list[str]:
+    listed = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label=io.shipit.image={image}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return listed.stdout.split()
+
+
+def running_containers_of(image: str) -> list[str]:
+    listed = subprocess.run(
+        [
+            "docker",
+            "ps",
+            "-q",
+            "--filter",
+            f"label=io.shipit.image={image}",
+            "--filter",
+            "status=running",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return listed.stdout.split()
+
+
+def remove_image_tags(image: str) -> None:
+    subprocess.run(
+        f"docker ps -aq --filter label=io.shipit.image={image} | xargs -r docker rm -f",
+        shell=True,
+        capture_output=True,
+        check=False,
+    )
+    subprocess.run(
+        f"docker images -q {image} | sort -u | xargs -r docker rmi -f",
+        shell=True,
+        capture_output=True,
+        check=False,
+    )
+
+
+# Ctrl-C's default meaning, then shipit in the same process: a CI runner may start the tests
+# with SIGINT ignored, and a child would inherit that (Python then installs no handler).
+_WITH_DEFAULT_SIGINT = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.executable, [sys.executable, '-m', 'shipit', *sys.argv[1:]])"
+)
+
+
+def start_shipit(project: Project, args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    """shipit in the background, as a terminal would start it."""
+    return subprocess.Popen(
+        [sys.executable, "-c", _WITH_DEFAULT_SIGINT, *args],
+        env=env,
+        cwd=project.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def interrupt(proc: subprocess.Popen[str], within: float) -> tuple[Result, float | None]:
+    """SIGINT, then wait up to `within` s; (result, seconds) or seconds None when killed."""
+    proc.send_signal(signal.SIGINT)
+    sent = time.monotonic()
+    try:
+        stdout, stderr = proc.communicate(timeout=within)
+        took: float | None = time.monotonic() - sent
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        stdout, stderr = proc.communicate(timeout=30)
+        took = None
+    return Result(proc.returncode, stdout, stderr), took
+
+
+def make_unique(project: Project) -> None:
+    """New site content, so that its layer is new to every registry (a real upload)."""
+    with project.site_toml.open("a") as data:
+        data.write(f'\nfault_nonce = "{uuid.uuid4().hex}"\n')
+
+
+# -- a tiny base image: pushes upload a few kB, so every scenario can have its own proxy ---
+
+
+@pytest.fixture(scope="module")
+def tiny_base(engine: Engine) -> Iterator[str]:
+    """A one-file base image: `shipit build` and `push --skip-smoke` need no nginx."""
+    reference = f"shipit-test/tiny-base-{uuid.uuid4().hex[:10]}:1"
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        data = b"shipit fault-test base\n"
+        info = tarfile.TarInfo("etc/shipit-tiny-base")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    subprocess.run(
+        ["docker", "import", "-", reference],
+        input=buffer.getvalue(),
+        capture_output=True,
+        check=True,
+    )
+    yield reference
+    subprocess.run(["docker", "rmi", reference], capture_output=True, check=False)
+
+
+@dataclass
+class TinyBaseProject(Project):
+    base: str = ""
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return super().env(**{"SHIPIT_BASE_IMAGE": self.base, **extra})
+
+
+@dataclass
+class PushScenario:
+    """One project pushing to one registry (Docker Hub's stand-in, or ECR's with moto)
+    through its own fault proxy."""
+
+    project: Project
+    proxy: FaultProxy
+    registry: RegistryService
+    token: str
+    repository: str
+    attempts: int = 2
+    target: str = "dockerhub"
+    moto: MotoService | None = None
+    proc: subprocess.Popen[str] | None = field(default=None, repr=False)
+    collector: threading.Thread | None = field(default=None, repr=False)
+    outcome: tuple[Result, float] | None = field(default=None, repr=False)
+    started: float = 0.0
+
+    @property
+    def user(self) -> str:
+        return "AWS" if self.target == "ecr" else HUB_USER
+
+    def env(self, **extra: str) -> dict[str, str]:
+        if self.target == "ecr":
+            assert self.moto is not None
+            registry = {
+                **self.moto.env(),
+                "SHIPIT_ECR_REGISTRY": self.proxy.host,
+                "SHIPIT_ECR_REPOSITORY": self.repository,
+            }
+        else:
+            registry = {
+                "SHIPIT_DOCKERHUB_REGISTRY": self.proxy.host,
+                "SHIPIT_DOCKERHUB_REPOSITORY": self.repository,
+                "DOCKERHUB_USERNAME": HUB_USER,
+                "DOCKERHUB_TOKEN": self.token,
+            }
+        return self.project.env(**registry, SHIPIT_PUSH_ATTEMPTS=str(self.attempts), **extra)
+
+    @property
+    def push_args(self) -> list[str]:
+        return ["push", "--to", self.target, "--skip-smoke", "--json"]
+
+    def build(self) -> dict[str, Any]:
+        make_unique(self.project)
+        built = self.project.shipit("build", "--json", env=self.env())
+        assert built.code == 0, built.output
+        document = json.loads(built.stdout)
+        assert isinstance(document, dict)
+        return document
+
+    def push(self, timeout: float = PUSH_TIMEOUT) -> tuple[Result, float]:
+        started = time.monotonic()
+        result = self.project.shipit(*self.push_args, env=self.env(), timeout=timeout)
+        return result, time.monotonic() - started
+
+    def start_push(self) -> None:
+        """The push in the background; a thread collects its output and when it ended."""
+        self.started = time.monotonic()
+        self.proc = start_shipit(self.project, self.push_args, self.env())
+        proc = self.proc
+
+        def collect() -> None:
+            stdout, stderr = proc.communicate()
+            self.outcome = (Result(proc.returncode, stdout, stderr), time.monotonic())
+
+        self.collector = threading.Thread(target=collect, name="push-collector", daemon=True)
+        self.collector.start()
+
+    def wait_push(self, timeout: float) -> tuple[Result, float]:
+        """(result, seconds the push took); fails the test once `timeout` s have passed."""
+        assert self.proc is not None and self.collector is not None
+        self.collector.join(timeout=max(1.0, timeout))
+        if self.outcome is None:
+            self.proc.kill()
+            self.collector.join(timeout=30)
+            stderr = self.outcome[0].stderr if self.outcome else ""
+            pytest.fail(f"the push was still running after {timeout:g} s:\n{stderr[-2000:]}")
+        result, ended = self.outcome
+        return result, ended - self.started
+
+    def client(self) -> RegistryClient:
+        """The registry itself, not the proxy."""
+        return RegistryClient(self.registry.host, self.user, self.token)
+
+    def state(self, *, present: tuple[str, ...] = ()) -> dict[str, str]:
+        with self.client() as client:
+            return assert_whole_or_absent(client, self.repository, present=present)
+
+    def leftovers(self) -> list[str]:
+        return containers_of(self.project.image) + local_references(self.proxy.host + "/")
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+        if self.collector is not None:
+            self.collector.join(timeout=30)
+        self.proxy.stop()
+
+
+def new_scenario(
+    root: Path, registry: RegistryService, token: str, base: str, attempts: int
+) -> PushScenario:
+    image = f"shipit-test/{uuid.uuid4().hex[:10]}"
+    project = TinyBaseProject(root=copy_example(root), image=image, base=base)
+    proxy = FaultProxy("127.0.0.1", registry.port).start()
+    return PushScenario(
+        project=project,
+        proxy=proxy,
+        registry=registry,
+        token=token,
+        repository=f"faults/{image.rsplit('/', 1)[-1]}",
+        attempts=attempts,
+    )
+
+
+@pytest.fixture
+def scenario(
+    tmp_path: Path, hub_registry: RegistryService, hub_token: str, tiny_base: str
+) -> Iterator[PushScenario]:
+    made = new_scenario(tmp_path / "site-project", hub_registry, hub_token, tiny_base, 2)
+    yield made
+    made.close()
+    remove_image_tags(made.project.image)
+
+
+@pytest.fixture
+def ecr_scenario(
+    tmp_path: Path, ecr_registry: RegistryService, moto: MotoService, tiny_base: str
+) -> Iterator[PushScenario]:
+    """Pushes `--to ecr`: boto3 against moto for the repository and token, the engine
+    through the proxy to the registry that stands in for ECR."""
+    made = new_scenario(tmp_path / "site-project", ecr_registry, moto_ecr_password(), tiny_base, 2)
+    made.target = "ecr"
+    made.moto = moto
+    made.repository = "faults-" + made.repository.rsplit("/", 1)[-1]
+    yield made
+    made.close()
+    remove_image_tags(made.project.image)
+
+
+# The two scenarios that take long (the engine's own retry delays, shipit's 30 s registry
+# timeout) start when the module does and are checked by their tests at the end.
+BACKGROUND = {
+    "reset-every-upload": "test_connection_reset_on_every_blob_upload_fails_clearly",
+    "slower-than-timeout": "test_registry_slower_than_the_timeout_is_retried",
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def background(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    hub_registry: RegistryService,
+    hub_token: str,
+    tiny_base: str,
+) -> Iterator[dict[str, PushScenario]]:
+    selected = {item.name for item in request.session.items}
+    started: dict[str, PushScenario] = {}
+    try:
+        for name, test in BACKGROUND.items():
+            if test not in selected:
+                continue
+            root = tmp_path_factory.mktemp(name) / "site-project"
+            attempts = 1 if name == "reset-every-upload" else 2
+            made = new_scenario(root, hub_registry, hub_token, tiny_base, attempts)
+            started[name] = made
+            made.build()
+            if name == "reset-every-upload":
+                made.proxy.set_mode("reset-upload")
+            else:
+                # Only shipit's first look at the tag is held, longer than its 30 s timeout.
+                made.proxy.set_mode("slow", count=1, delay=45, match=r"^GET /v2/.*/manifests/")
+            made.start_push()
+        yield started
+    finally:
+        for made in started.values():
+            made.close()
+            remove_image_tags(made.project.image)
+
+
+# -- registry faults ----------------------------------------------------------------------
+
+
+@pytest.mark.reliability(
+    "registry answers 503 to the first 2 requests (SHIPIT_PUSH_ATTEMPTS=3)",
+    "exit 0 after retries; registry holds the whole image under both tags",
+)
+def test_503_for_the_first_requests_is_retried(
+    scenario: PushScenario, reliability: Recorder
+) -> None:
+    scenario.attempts = 3
+    built = scenario.build()
+    scenario.proxy.set_mode("503", count=2)
+    result, took = scenario.push()
+    reliability.result(result)
+    assert result.code == 0, result.output
+    entry = registries(report_of(result))["dockerhub"]
+    attempts = [tag["attempts"] for tag in entry["tags"]]
+    reliability.observe(f"503s served {scenario.proxy.faults_injected}, attempts {attempts}")
+    reliability.observe(f"{took:.1f} s")
+    assert scenario.proxy.faults_injected == 2
+    assert attempts[0] == 3 and entry["status"] == "pushed"
+    assert "attempt 1 failed" in result.stderr and "503" in result.stderr
+    state = scenario.state(present=(built["tags"][0].rsplit(":", 1)[1], "latest"))
+    reliability.observe(f"registry: {state}")
+    with scenario.client() as client:
+        assert client.config_digest(scenario.repository, "latest") == built["image_id"]
+    assert scenario.leftovers() == []
+
+
+@pytest.mark.reliability(
+    "registry answers 503 to every request (SHIPIT_PUSH_ATTEMPTS=2)",
+    "exit 9 (push failed) naming the 503, after 2 attempts; no tag in the registry",
+)
+def test_503_for_every_request_fails_clearly(scenario: PushScenario, reliability: Recorder) -> None:
+    scenario.build()
+    scenario.proxy.set_mode("503")
+    result, took = scenario.push()
+    reliability.result(result)
+    reliability.observe(f"{scenario.proxy.request_count} requests, {took:.1f} s")
+    assert result.code == ExitCode.PUSH, result.output
+    line = last_error_line(result)
+    assert line.startswith("shipit: error: push failed for dockerhub"), line
+    assert "503" in line and scenario.proxy.host in line
+    assert "attempt 1 failed" in result.stderr
+    assert "attempt 2 failed" not in result.stderr  # 2 attempts: one retry, then the error
+    assert took < PUSH_TIMEOUT
+    assert scenario.state() == {}
+    assert scenario.leftovers() == []
+
+
+@pytest.mark.reliability(
+    "503 once on the engine's manifest upload (PUT /v2/.../manifests/)",
+    "exit 0: shipit retries the push; whole image under both tags",
+)
+def test_503_on_the_manifest_upload_is_retried(
+    scenario: PushScenario, reliability: Recorder
+) -> None:
+    built = scenario.build()
+    scenario.proxy.set_mode("503", count=1, match=r"^PUT /v2/.*/manifests/")
+    result, took = scenario.push()
+    reliability.result(result)
+    reliability.observe(f"{took:.1f} s")
+    assert result.code == 0, result.output
+    assert scenario.proxy.faults_injected == 1
+    assert "attempt 1 failed" in result.stderr
+    state = scenario.state(present=(built["tags"][0].rsplit(":", 1)[1], "latest"))
+    reliability.observe(f"registry: {state}")
+    assert scenario.leftovers() == []
+
+
+@pytest.mark.reliability(
+    "503 on every manifest upload: blobs arrive, the manifest never does",
+    "exit 9 naming the 503; blobs may stay but no tag points at a partial image",
+)
+def test_503_on_every_manifest_upload_leaves_no_tag(
+    scenario: PushScenario, reliability: Recorder
+) -> None:
+    scenario.build()
+    scenario.proxy.set_mode("503", match=r"^PUT /v2/.*/manifests/")
+    result, took = scenario.push()
+    reliability.result(result)
+    reliability.observe(f"{took:.1f} s")
+    assert result.code == ExitCode.PUSH, result.output
+    assert "503" in last_error_line(result)
+    assert scenario.proxy.faults_injected == 2  # one manifest PUT per attempt
+    uploads = [seen for seen in scenario.proxy.seen() if is_blob_upload(seen.method, seen.path)]
+    assert uploads, "the blobs should have been uploaded before the manifest was refused"
+    assert scenario.state() == {}
+    assert scenario.leftovers() == []
+
+
+@pytest.mark.reliability(
+    "503 once on the engine's GET /v2/ ping (the engine then pushes without credentials)",
+    "exit 0: a transient fault is retried, not reported as refused credentials",
+)
+def test_503_on_the_engine_ping_is_transient(scenario: PushScenario, reliability: Recorder) -> None:
+    built = scenario.build()
+    scenario.proxy.set_mode("503", count=1, match=r"^GET /v2/$")
+    result, took = scenario.push()
+    reliability.result(result)
+    reliability.observe(f"{took:.1f} s")
+    assert scenario.proxy.faults_injected == 1
+    assert result.code == 0, result.output
+    scenario.state(present=(built["tags"][0].rsplit(":", 1)[1], "latest"))
+    assert scenario.leftovers() == []
+
+
+@pytest.mark.reliability(
+    "connection reset in the middle of a blob upload (once)",
+    "exit 0 (the engine retries the upload after 5 s); whole image under both tags",
+)
+def test_connection_reset_mid_upload_once_recovers(
+    scenario: PushScenario, reliability: Recorder
+) -> None:
+    built = scenario.build()
+    scenario.proxy.set_mode("reset-upload", count=1)
+    result, took = scenario.push()
+    reliability.result(result)
+    reliability.observe(f"{took:.1f} s")
+    assert scenario.proxy.faults_injected == 1
+    assert result.code == 0, result.output
+    assert took < PUSH_TIMEOUT
+    state = scenario.state(present=(built["tags"][0].rsplit(":", 1)[1], "latest"))
+    reliability.observe(f"registry: {state}")
+    with scenario.client() as client:
+        assert client.config_digest(scenario.repository, "latest") == built["image_id"]
+    assert scenario.leftovers() == []
+
+
+@pytest.mark.reliability(
+    "ECR: connection reset in the middle of a blob upload (once), then 503 on the first "
+    "manifest upload",
+    "exit 0: the engine retries the upload, shipit the push; whole image under both tags",
+)
+def test_ecr_reset_then_503_recovers(ecr_scenario: PushScenario, reliability: Recorder) -> None:
+    built = ecr_scenario.build()
+    ecr_scenario.proxy.set_mode("reset-upload", count=1)
+    proxy = ecr_scenario.proxy
+
+    def then_503() -> bool:
+        # Once the reset happened, the next fault is the manifest's.
+        if proxy.faults_injected == 1:
+            proxy.set_mode("503", count=1, match=r"^PUT /v2/.*/manifests/")
+            return True
+        return False
+
+    switcher = threading.Thread(target=lambda: wait_until(then_503, 60, interval=0.01))
+    switcher.start()
+    result, took = ecr_scenario.push()
+    switcher.join(timeout=5)
+    reliability.result(result)
+    reliability.observe(f"{proxy.faults_injected} faults, {took:.1f} s")
+    assert proxy.faults_injected == 2, proxy.seen()
+    assert result.code == 0, result.output
+    entry = registries(report_of(result))["ecr"]
+    assert entry["status"] == "pushed" and entry["tags"][0]["attempts"] == 2
+    state = ecr_scenario.state(present=(built["tags"][0].rsplit(":", 1)[1], "latest"))
+    reliability.observe(f"registry: {state}")
+    with ecr_scenario.client() as client:
+        assert client.config_digest(ecr_scenario.repository, "latest") == built["image_id"]
+    assert ecr_scenario.leftovers() == []
+
+
+@pytest.mark.reliability(
+    "every request 50 ms late",
+    "exit 0; whole image under both tags",
+)
+def test_latency_on_every_request(scenario: PushScenario, reliability: Recorder) -> None:
+    built = scenario.build()
+    scenario.proxy.set_mode("latency", delay=0.05)
+    result, took = scenario.push()
+    reliability.result(result)
+    reliability.observe(f"{scenario.proxy.request_count} requests in {took:.1f} s")
+    assert result.code == 0, result.output
+    assert scenario.proxy.request_count >= 10
+    assert took >= scenario.proxy.request_count * 0.05 / 4  # the latency really applied
+    scenario.state(present=(built["tags"][0].rsplit(":", 1)[1], "latest"))
+    assert scenario.leftovers() == []
+
+
+@pytest.mark.reliability(
+    "connection reset on every blob upload (SHIPIT_PUSH_ATTEMPTS=1)",
+    "exit 9 naming the reset, within the engine's own 5 tries (~50 s); no tag",
+)
+def test_connection_reset_on_every_blob_upload_fails_clearly(
+    background: dict[str, PushScenario], reliability: Recorder
+) -> None:
+    made = background["reset-every-upload"]
+    result, took = made.wait_push(
+        ENGINE_RETRY_BUDGET + PUSH_TIMEOUT - time.monotonic() + made.started
+    )
+    reliability.result(result)
+    resets = made.proxy.faults_injected
+    reliability.observe(f"{resets} uploads reset, {took:.1f} s")
+    assert result.code == ExitCode.PUSH, result.output
+    line = last_error_line(result)
+    assert line.startswith("shipit: error: push failed for dockerhub"), line
+    assert "reset" in line
+    # The engine's own 5 tries for each new layer (the tiny base's and the site's), in
+    # parallel; shipit made one attempt.
+    assert 5 <= resets <= 10
+    assert took < ENGINE_RETRY_BUDGET + 20
+    assert made.state() == {}
+    assert made.leftovers() == []
+
+
+@pytest.mark.reliability(
+    "registry answers slower than shipit's 30 s registry timeout (once)",
+    "exit 0: the timed-out request is retried; whole image under both tags",
+)
+def test_registry_slower_than_the_timeout_is_retried(
+    background: dict[str, PushScenario], reliability: Recorder
+) -> None:
+    made = background["slower-than-timeout"]
+    result, took = made.wait_push(made.started + 30 + PUSH_TIMEOUT - time.monotonic())
+    reliability.result(result)
+    reliability.observe(f"{took:.1f} s")
+    assert made.proxy.faults_injected == 1
+    assert result.code == 0, result.output
+    assert "no answer within 30 s" in result.stderr
+    assert took < 30 + 15  # the timeout, a short backoff and the push itself
+    entry = registries(report_of(result))["dockerhub"]
+    assert entry["tags"][0]["attempts"] == 2
+    made.state(present=("latest",))
+    assert made.leftovers() == []
+
+
+# -- a registry down for the whole push ---------------------------------------------------
+
+
+@pytest.mark.reliability(
+    "ECR's registry down for the whole ship (Docker Hub up)",
+    "exit 14 naming the ECR host; Docker Hub's sha tag pushed and reported; no container",
+)
+def test_ecr_registry_down_docker_hub_completes(
+    publish_project: PublishProject, reliability: Recorder
+) -> None:
+    project = publish_project
+    assert project.hub
+    dead = f"127.0.0.1:{free_port()}"  # nothing listens there: down for the whole push
+    env = project.env(SHIPIT_ECR_REGISTRY=dead)
+    result = project.shipit("ship", "--json", env=env)
+    reliability.result(result)
+    assert result.code == ExitCode.REGISTRY_UNREACHABLE, result.output
+    by_name = registries(report_of(result))
+    reliability.observe(
+        f"ecr {by_name['ecr']['status']}, dockerhub {by_name['dockerhub']['status']} "
+        f"({', '.join(t['tag'] + ' ' + t['status'] for t in by_name['dockerhub']['tags'])})"
+    )
+    assert by_name["ecr"]["status"] == "failed"
+    assert by_name["ecr"]["error"]["exit_code"] == ExitCode.REGISTRY_UNREACHABLE
+    assert by_name["dockerhub"]["status"] == "pushed"
+    # latest moves only once every registry holds the sha tag.
+    assert [tag["status"] for tag in by_name["dockerhub"]["tags"]] == ["pushed", "held-back"]
+    line = last_error_line(result)
+    assert line.startswith("shipit: error: push failed for ecr"), line
+    assert dead in line
+    sha_tag = by_name["dockerhub"]["tags"][0]["tag"]
+    with RegistryClient(project.hub.host, HUB_USER, project.hub_token) as hub:
+        state = assert_whole_or_absent(hub, project.hub_repository, present=(sha_tag,))
+        assert "latest" not in state
+    assert containers_of(project.image) == []
+    assert local_references(dead + "/") == local_references(project.hub.host + "/team/") == []
+
+
+# -- the engine, Ctrl-C and a crashing container ------------------------------------------
+
+
+@pytest.mark.reliability(
+    "the Docker engine stops between build and run (DOCKER_HOST: a dead socket)",
+    "exit 5 naming DOCKER_HOST; no container",
+)
+def test_engine_gone_between_build_and_run(
+    engine: Engine, project: Project, tmp_path: Path, reliability: Recorder
+) -> None:
+    assert project.shipit("build").code == 0
+    # A socket file nobody listens on: what a stopped dockerd leaves behind.
+    dead = tmp_path / "dead-docker.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.bind(str(dead))
+    env = project.env(DOCKER_HOST=f"unix://{dead}", SHIPIT_PORT=str(free_port()))
+    result = project.shipit("run", env=env)
+    reliability.result(result)
+    assert result.code == ExitCode.ENGINE, result.output
+    line = last_error_line(result)
+    assert line.startswith("shipit: error: "), line
+    assert f"DOCKER_HOST=unix://{dead}" in line
+    assert containers_of(project.image) == []
+
+
+def never_ready(project: Project) -> None:
+    """A site whose /healthz answers 503: the container runs, readiness never comes."""
+    conf = project.root / "templates" / "nginx.conf.j2"
+    text = conf.read_text()
+    healthy = 'return 200 "ok {{ build.id }}\\n";'
+    assert healthy in text, "the nginx template changed; update this test"
+    conf.write_text(text.replace(healthy, 'return 503 "not ready\\n";'))
+
+
+@pytest.mark.reliability(
+    "SIGINT while `shipit run` waits for readiness",
+    "exit 130 promptly with an `interrupted` error line; the container is removed",
+)
+def test_sigint_during_run(engine: Engine, project: Project, reliability: Recorder) -> None:
+    never_ready(project)
+    assert project.shipit("build").code == 0
+    env = project.env(SHIPIT_PORT=str(free_port()))
+    proc = start_shipit(project, ["run", "--ready-timeout", "120"], env)
+    try:
+        wait_until(
+            lambda: bool(running_containers_of(project.image)) or proc.poll() is not None,
+            60,
+            what="the container to run",
+        )
+        assert proc.poll() is None, proc.communicate()
+        result, took = interrupt(proc, INTERRUPT_GRACE)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=30)
+    reliability.result(result)
+    left = containers_of(project.image)
+    reliability.observe(
+        (f"exited {took:.1f} s after SIGINT" if took is not None else "still running: killed")
+        + f"; containers left: {len(left)}"
+    )
+    if result.code != ExitCode.INTERRUPTED:
+        reliability.observe(f"last stderr line: {last_error_line(result)!r}")
+    assert took is not None, f"still running {INTERRUPT_GRACE:g} s after SIGINT"
+    assert left == []
+    assert result.code == ExitCode.INTERRUPTED, result.output
+    assert last_error_line(result).startswith("shipit: error: interrupted")
+
+
+@pytest.mark.reliability(
+    "SIGINT while `shipit ship` pushes through a registry that stalls every upload",
+    "exit 130 promptly; the container is removed; no registry-named tag, no tag pushed",
+)
+def test_sigint_during_ship_push(
+    engine: Engine,
+    project: Project,
+    hub_registry: RegistryService,
+    hub_token: str,
+    reliability: Recorder,
+) -> None:
+    repository = f"faults/{project.image.rsplit('/', 1)[-1]}"
+    with FaultProxy("127.0.0.1", hub_registry.port) as proxy:
+        # shipit's own look at the tag passes; the engine's uploads hang.
+        proxy.set_mode("slow", delay=600, match=r"^(POST|PATCH|PUT) /v2/.*/blobs/uploads/")
+        env = project.env(
+            SHIPIT_DOCKERHUB_REGISTRY=proxy.host,
+            SHIPIT_DOCKERHUB_REPOSITORY=repository,
+            DOCKERHUB_USERNAME=HUB_USER,
+            DOCKERHUB_TOKEN=hub_token,
+            SHIPIT_PUSH_ATTEMPTS="2",
+            SHIPIT_PORT=str(free_port()),
+        )
+        proc = start_shipit(project, ["ship", "--to", "dockerhub"], env)
+        try:
+            wait_until(
+                lambda: bool(proxy.seen("slow")) or proc.poll() is not None,
+                90,
+                what="the push to reach the stalled registry",
+            )
+            assert proc.poll() is None, proc.communicate()
+            result, took = interrupt(proc, INTERRUPT_GRACE)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate(timeout=30)
+        leftover_tags = local_references(proxy.host + "/")
+    reliability.result(result)
+    reliability.observe(
+        f"exited {took:.1f} s after SIGINT"
+        if took is not None
+        else f"still running {INTERRUPT_GRACE:g} s after SIGINT: killed"
+    )
+    leftover_containers = containers_of(project.image)
+    if leftover_containers or leftover_tags:
+        when = "after the kill" if took is None else "after exit"
+        reliability.observe(f"left {when}: {leftover_containers + leftover_tags}")
+    assert took is not None, f"still running {INTERRUPT_GRACE:g} s after SIGINT"
+    assert result.code == ExitCode.INTERRUPTED, result.output
+    assert last_error_line(result).startswith("shipit: error: interrupted")
+    assert leftover_containers == []
+    assert leftover_tags == []
+    with RegistryClient(hub_registry.host, HUB_USER, hub_token) as hub:
+        assert assert_whole_or_absent(hub, repository) == {}
+
+
+@pytest.mark.reliability(
+    "the container crashes at start (broken nginx config)",
+    "exit 7 with nginx's own error from the container log; nothing left running",
+)
+def test_container_crash_at_start(engine: Engine, project: Project, reliability: Recorder) -> None:
+    conf = project.root / "templates" / "nginx.conf.j2"
+    conf.write_text(conf.read_text().replace("server_tokens off;", "server_tokens maybe;"))
+    assert project.shipit("build").code == 0
+    result = project.shipit("run", "--port", str(free_port()))
+    reliability.result(result)
+    assert result.code == ExitCode.RUN, result.output
+    line = error_line(result)
+    assert "exited at start" in line
+    assert 'invalid value "maybe"' in result.stderr  # nginx's words, from the container log
+    assert containers_of(project.image) == []
+
+
+# -- the tools of this suite: the fault proxy and the reliability table -------------------
+
+
+class _Upstream:
+    """A tiny HTTP server that echoes method, path and body length."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Echo(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                return
+
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                if "chunked" in self.headers.get("Transfer-Encoding", ""):
+                    body = b""
+                    while True:
+                        size = int(self.rfile.readline().strip(), 16)
+                        if size == 0:
+                            self.rfile.readline()
+                            break
+                        body += self.rfile.read(size)
+                        self.rfile.readline()
+                else:
+                    body = self.rfile.read(length)
+                reply = f"{self.command} {self.path} {len(body)}".encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(reply)
+
+            do_GET = do_PUT = do_PATCH = do_POST = do_HEAD = _answer
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture
+def upstream() -> Iterator[_Upstream]:
+    server = _Upstream()
+    yield server
+    server.close()
+
+
+def _request(port: int, method: str, path: str, body: Any = None, **kw: Any) -> str:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request(method, path, body=body, **kw)
+        response = connection.getresponse()
+        return f"{response.status} {response.read().decode()}"
+    finally:
+        connection.close()
+
+
+def test_fault_proxy_forwards_and_injects_503(upstream: _Upstream) -> None:
+    with FaultProxy("127.0.0.1", upstream.port) as proxy:
+        assert _request(proxy.port, "PUT", "/v2/a", b"x" * 200_000) == "200 PUT /v2/a 200000"
+        chunks = iter([b"ab", b"cde"])
+        assert _request(proxy.port, "PATCH", "/v2/b", chunks, encode_chunked=True) == (
+            "200 PATCH /v2/b 5"
+        )
+        proxy.set_mode("503", count=2)
+        assert [_request(proxy.port, "GET", "/v2/")[:3] for _ in range(3)] == ["503", "503", "200"]
+        assert proxy.request_count == 5 and proxy.faults_injected == 2
+
+
+def test_fault_proxy_resets_only_blob_uploads(upstream: _Upstream) -> None:
+    with FaultProxy("127.0.0.1", upstream.port) as proxy:
+        proxy.set_mode("reset-upload")
+        upload = "/v2/x/blobs/uploads/1"
+        assert _request(proxy.port, "GET", upload) == f"200 GET {upload} 0"
+        with pytest.raises((ConnectionError, http.client.HTTPException)):
+            _request(proxy.port, "PATCH", upload, b"y" * 300_000)
+        assert [seen.action for seen in proxy.seen()] == ["forwarded", "reset"]
+
+
+def test_fault_proxy_is_bounded_and_stops_with_requests_held(upstream: _Upstream) -> None:
+    proxy = FaultProxy("127.0.0.1", upstream.port, max_connections=2).start()
+    proxy.set_mode("slow", delay=600)
+    errors: list[BaseException] = []
+
+    def held() -> None:
+        try:
+            _request(proxy.port, "GET", "/v2/")
+        except (OSError, http.client.HTTPException) as exc:
+            errors.append(exc)
+
+    clients = [threading.Thread(target=held, daemon=True) for _ in range(4)]
+    for client in clients:
+        client.start()
+    wait_until(lambda: len(proxy.seen("slow")) == 2, 10, what="two held requests")
+    assert proxy.active_connections == 2  # the other two wait in the backlog
+    started = time.monotonic()
+    port = proxy.port
+    proxy.stop()
+    assert time.monotonic() - started < 5
+    for client in clients:
+        client.join(timeout=15)
+    assert not any(client.is_alive() for client in clients)
+    assert len(errors) == 4  # every held or queued client saw the connection end
+    assert not [t for t in threading.enumerate() if t.name.startswith(f"faultproxy-{port}")]
+
+
+def _row(test: str, result: str = "pass", ran: str = "2025-01-01 00:00 UTC") -> Row:
+    return Row(test, "Faults", test.rsplit("::", 1)[-1], "exit 0", "exit 0", result, ran)
+
+
+def test_reliability_table_merges_partial_runs(tmp_path: Path) -> None:
+    (tmp_path / "tests").mkdir()
+    for name in ("test_a.py", "test_b.py"):
+        (tmp_path / "tests" / name).write_text("")
+    old = [_row("tests/test_a.py::one"), _row("tests/test_b.py::two"), _row("tests/gone.py::x")]
+    now = [_row("tests/test_a.py::one", "FAIL", ran="2025-02-02 00:00 UTC")]
+    merged = merge_rows(old, now, {"tests/test_a.py::one"}, {"tests/test_a.py"}, tmp_path)
+    # test_b did not run: its row stays; gone.py no longer exists: its row goes.
+    assert [(row.test, row.result) for row in merged] == [
+        ("tests/test_a.py::one", "FAIL"),
+        ("tests/test_b.py::two", "pass"),
+    ]
+    # A module collected in full drops the rows of tests it no longer has.
+    pruned = merge_rows(old, now, {"tests/test_a.py::one"}, {"tests/test_b.py"}, tmp_path)
+    assert "tests/test_b.py::two" not in [row.test for row in pruned]
+
+    doc = tmp_path / "RELIABILITY.md"
+    tricky = _row("tests/test_a.py::one")
+    tricky.observed = "a | b --> c\nsecond line"
+    doc.write_text(render_doc([tricky], "2025-02-02 00:00 UTC", all_ran=True))
+    assert read_rows(doc) == [tricky]
+    assert "| a \\| b --> c second line |" in doc.read_text()
+
+
+def test_reliability_recorder_reads_the_error_line() -> None:
+    recorder = Recorder("case", "exit 4")
+    recorder.result(Result(4, "", "progress\nshipit: error: templates/x.j2:3: bad\nlog\n"))
+    recorder.failure = "AssertionError: boom"
+    assert recorder.text() == (
+        "exit 4; shipit: error: templates/x.j2:3: bad; test failed: AssertionError: boom"
+    )
