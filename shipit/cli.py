@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from shipit.doctor import DoctorReport
     from shipit.engine import Engine
     from shipit.iam.access import CheckReport
+    from shipit.pipeline import ScreenshotRequest
     from shipit.publish import PushReport
     from shipit.smoke import SmokeReport
 
@@ -154,8 +155,59 @@ def build(
     )
 
 
+ScreenshotOption = Annotated[
+    Path | None,
+    typer.Option("--screenshot", help="Write a PNG of the served page (headless Chromium)."),
+]
+WindowOption = Annotated[
+    str, typer.Option("--window", help="Screenshot window size, WIDTHxHEIGHT.")
+]
+
+
+def _screenshot_request(path: Path | None, window: str) -> ScreenshotRequest | None:
+    if path is None:
+        return None
+    from shipit.pipeline import ScreenshotRequest
+    from shipit.screenshot import parse_window
+
+    return ScreenshotRequest(path=path, window=parse_window(window))
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Folder for the new site.")] = Path("."),
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite files that already exist.")
+    ] = False,
+    json_output: JsonOption = False,
+    quiet: QuietOption = False,
+    debug: DebugOption = False,
+) -> None:
+    """Create a new site project (site data, templates, shipit.toml, Makefile, CI workflow).
+
+    Example: shipit init demo && cd demo && shipit run --screenshot page.png
+    """
+    global _ui  # noqa: PLW0603 - main() reports errors through the Ui the command chose
+    _ui = Ui(json_output=json_output, quiet=quiet, debug=debug)
+    from shipit.scaffold import init_project
+
+    written = init_project(directory, force=force)
+    _ui.result(
+        {"ok": True, "directory": str(directory), "files": written},
+        f"created {len(written)} files in {directory}; next: cd {directory} && shipit run",
+    )
+
+
 def _smoke_table(report: SmokeReport) -> str:
     rows = [("ok" if check.ok else "FAIL", check.name, check.detail) for check in report.checks]
+    if report.screenshot is not None:
+        shot = report.screenshot
+        detail = (
+            f"{shot['path']} ({shot['width']}x{shot['height']})"
+            if "error" not in shot
+            else f"not taken: {shot['error']}"
+        )
+        rows.append(("ok" if "error" not in shot else "warn", "screenshot", detail))
     return _ui.table(f"smoke test of {report.url}", ("result", "check", "detail"), rows)
 
 
@@ -173,6 +225,8 @@ def run(
     ready_timeout: Annotated[
         float | None, typer.Option("--ready-timeout", help="Seconds to wait for the site.")
     ] = None,
+    screenshot: ScreenshotOption = None,
+    window: WindowOption = "1280x800",
     json_output: JsonOption = False,
     quiet: QuietOption = False,
     debug: DebugOption = False,
@@ -180,7 +234,7 @@ def run(
 ) -> None:
     """Run the newest build on host:port, wait until it answers, smoke-test it, leave it running.
 
-    Example: shipit run --port 8081
+    Example: shipit run --port 8081 --screenshot page.png
     """
     settings = _setup(
         json_output,
@@ -195,7 +249,12 @@ def run(
     from shipit.pipeline import run as run_stage
 
     result = run_stage(
-        settings, _engine(), smoke=not no_smoke, read_only=read_only, progress=_ui.progress
+        settings,
+        _engine(),
+        smoke=not no_smoke,
+        read_only=read_only,
+        screenshot_request=_screenshot_request(screenshot, window),
+        progress=_ui.progress,
     )
     human = f"serving {result.url} (container {result.container}, build {result.build_id})"
     if result.smoke is not None:
@@ -211,6 +270,8 @@ def smoke(
     image: Annotated[
         str | None, typer.Option("--image", help="Local image name (SHIPIT_IMAGE).")
     ] = None,
+    screenshot: ScreenshotOption = None,
+    window: WindowOption = "1280x800",
     json_output: JsonOption = False,
     quiet: QuietOption = False,
     debug: DebugOption = False,
@@ -230,7 +291,9 @@ def smoke(
         if url is None:
             raise
         engine = None
-    report = smoke_stage(settings, url, engine)
+    report = smoke_stage(
+        settings, url, engine, _screenshot_request(screenshot, window), _ui.progress
+    )
     _ui.result(report.to_json(), _smoke_table(report))
     if not report.ok:
         raise SmokeError(
