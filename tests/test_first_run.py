@@ -123,3 +123,14 @@ def test_every_command_has_help_with_an_example() -> None:
         )
         assert completed.returncode == 0, command
         assert "Example: shipit " in completed.stdout, command
+
+
+def test_version_answers_without_importing_typer() -> None:
+    probe = (
+        "import sys; sys.argv = ['shipit', '--version']; import shipit.entry as e; e.main(); "
+        "print('typer' in sys.modules, 'docker' in sys.modules, 'boto3' in sys.modules)"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert completed.stdout.splitlines() == ["shipit 0.1.0", "False False False"]
