@@ -407,6 +407,7 @@ def push(
         skip_smoke=skip_smoke,
         allow_root=allow_root,
         progress=_ui.progress,
+        layer_progress=_ui.layer_progress,
     )
     _finish_push(report)
 
@@ -439,7 +440,12 @@ def ship(
     from shipit.pipeline import ship as ship_stage
 
     result = ship_stage(
-        settings, _engine(), to=to.value, allow_root=allow_root, progress=_ui.progress
+        settings,
+        _engine(),
+        to=to.value,
+        allow_root=allow_root,
+        progress=_ui.progress,
+        layer_progress=_ui.layer_progress,
     )
     _ui.result(
         result.to_json(),

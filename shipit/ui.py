@@ -91,6 +91,7 @@ class Ui:
                 self._bar_tasks.clear()
 
     def result(self, data: dict[str, Any], human: str) -> None:
+        self.close()
         if self.json_output:
             self._write(sys.stdout, json.dumps(data, indent=2, sort_keys=True, default=str))
         else:
@@ -126,6 +127,7 @@ class Ui:
         return "\n".join(lines)
 
     def error(self, error: ShipitError) -> None:
+        self.close()
         if self.debug:
             self._write(sys.stderr, "".join(traceback.format_exception(error)).rstrip())
         self._write(sys.stderr, f"shipit: error: {error.one_line()}")
@@ -144,6 +146,7 @@ class Ui:
             self._write(sys.stdout, json.dumps(payload, indent=2, sort_keys=True))
 
     def internal_error(self, error: BaseException) -> None:
+        self.close()
         if self.debug:
             self._write(sys.stderr, "".join(traceback.format_exception(error)).rstrip())
         self._write(
