@@ -45,6 +45,12 @@ QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Print only res
 DebugOption = Annotated[
     bool, typer.Option("--debug", help="Show tracebacks (secrets stay hidden).")
 ]
+ImageOption = Annotated[
+    str | None, typer.Option("--image", help="Local image name (SHIPIT_IMAGE).")
+]
+BaseImageOption = Annotated[
+    str | None, typer.Option("--base-image", help="Nginx base image (SHIPIT_BASE_IMAGE).")
+]
 ProjectOption = Annotated[
     Path,
     typer.Option(
@@ -128,12 +134,8 @@ def render(
 
 @app.command()
 def build(
-    base_image: Annotated[
-        str | None, typer.Option("--base-image", help="Nginx base image (SHIPIT_BASE_IMAGE).")
-    ] = None,
-    image: Annotated[
-        str | None, typer.Option("--image", help="Local image name (SHIPIT_IMAGE).")
-    ] = None,
+    base_image: BaseImageOption = None,
+    image: ImageOption = None,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
     debug: DebugOption = False,
@@ -219,9 +221,7 @@ def run(
     read_only: Annotated[
         bool, typer.Option("--read-only", help="Run with a read-only root file system.")
     ] = False,
-    image: Annotated[
-        str | None, typer.Option("--image", help="Local image name (SHIPIT_IMAGE).")
-    ] = None,
+    image: ImageOption = None,
     ready_timeout: Annotated[
         float | None, typer.Option("--ready-timeout", help="Seconds to wait for the site.")
     ] = None,
@@ -267,9 +267,7 @@ def smoke(
     url: Annotated[
         str | None, typer.Argument(help="URL to test; default: the running container.")
     ] = None,
-    image: Annotated[
-        str | None, typer.Option("--image", help="Local image name (SHIPIT_IMAGE).")
-    ] = None,
+    image: ImageOption = None,
     screenshot: ScreenshotOption = None,
     window: WindowOption = "1280x800",
     json_output: JsonOption = False,
@@ -304,9 +302,7 @@ def smoke(
 
 @app.command()
 def stop(
-    image: Annotated[
-        str | None, typer.Option("--image", help="Local image name (SHIPIT_IMAGE).")
-    ] = None,
+    image: ImageOption = None,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
     debug: DebugOption = False,
@@ -384,9 +380,7 @@ def push(
         typer.Option("--skip-smoke", help="Push even if the image has not passed a smoke test."),
     ] = False,
     allow_root: AllowRootOption = False,
-    image: Annotated[
-        str | None, typer.Option("--image", help="Local image name (SHIPIT_IMAGE).")
-    ] = None,
+    image: ImageOption = None,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
     debug: DebugOption = False,
@@ -416,15 +410,11 @@ def push(
 def ship(
     to: ToOption = Destination.ALL,
     allow_root: AllowRootOption = False,
-    base_image: Annotated[
-        str | None, typer.Option("--base-image", help="Nginx base image (SHIPIT_BASE_IMAGE).")
-    ] = None,
+    base_image: BaseImageOption = None,
     port: Annotated[
         int | None, typer.Option("--port", help="Host port for the smoke test.")
     ] = None,
-    image: Annotated[
-        str | None, typer.Option("--image", help="Local image name (SHIPIT_IMAGE).")
-    ] = None,
+    image: ImageOption = None,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
     debug: DebugOption = False,
@@ -498,12 +488,8 @@ def doctor(
         Destination,
         typer.Option("--to", help="Which registries to check.", case_sensitive=False),
     ] = Destination.ALL,
-    base_image: Annotated[
-        str | None, typer.Option("--base-image", help="Nginx base image (SHIPIT_BASE_IMAGE).")
-    ] = None,
-    image: Annotated[
-        str | None, typer.Option("--image", help="Local image name (SHIPIT_IMAGE).")
-    ] = None,
+    base_image: BaseImageOption = None,
+    image: ImageOption = None,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
     debug: DebugOption = False,
