@@ -14,7 +14,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-import click
 import typer
 
 from shipit import __version__
@@ -645,7 +644,7 @@ def main(argv: list[str] | None = None) -> int:
     except ShipitError as error:
         _ui.error(error)
         return int(error.exit_code)
-    except (KeyboardInterrupt, click.exceptions.Abort, typer.Abort):
+    except (KeyboardInterrupt, typer.Abort):
         _ui.error(Interrupted("interrupted; containers this command started were removed"))
         if threading.active_count() > 1:
             # Push threads may be blocked in the engine's stream; exiting normally would
@@ -654,13 +653,10 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.flush()
             os._exit(int(ExitCode.INTERRUPTED))
         return int(ExitCode.INTERRUPTED)
-    except (click.exceptions.Exit, typer.Exit) as exit_:
+    except typer.Exit as exit_:
         return int(exit_.exit_code)
-    except (click.ClickException, typer.exceptions.TyperException) as error:
-        # Typer 0.20+ parses with its own copy of click, whose errors are not click's.
-        format_message = getattr(error, "format_message", None)
-        message = format_message() if callable(format_message) else str(error)
-        _ui.error(UsageError(message, "see shipit --help"))
+    except typer.exceptions.TyperException as error:
+        _ui.error(UsageError(error.format_message(), "see shipit --help"))
         return int(ExitCode.USAGE)
     except Exception as error:  # noqa: BLE001 - the last net: one line, not a traceback
         _ui.internal_error(error)

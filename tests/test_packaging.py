@@ -1,0 +1,55 @@
+"""What a user's `pip install shipit` brings must be enough to run it: every module shipit
+imports at run time is the standard library, shipit itself, or a declared dependency."""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import re
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "shipit"
+
+
+def _runtime_imports(tree: ast.Module) -> set[str]:
+    """Top-level module names imported outside `if TYPE_CHECKING:` blocks."""
+    type_only: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            type_only.update(id(child) for child in ast.walk(node))
+    names = set()
+    for node in ast.walk(tree):
+        if id(node) in type_only:
+            continue
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def _declared_distributions() -> set[str]:
+    requirements = importlib.metadata.requires("shipit") or []
+    runtime = [r for r in requirements if "extra ==" not in r]
+    return {re.split(r"[\s<>=!~;\[]", r, maxsplit=1)[0].lower() for r in runtime}
+
+
+def test_every_runtime_import_is_declared() -> None:
+    declared = _declared_distributions()
+    providers = importlib.metadata.packages_distributions()
+    undeclared = {}
+    for source in PACKAGE.rglob("*.py"):
+        for module in _runtime_imports(ast.parse(source.read_text(), str(source))):
+            if module in sys.stdlib_module_names or module in ("shipit", "__future__"):
+                continue
+            distributions = {d.lower() for d in providers.get(module, [module])}
+            if not distributions & declared:
+                undeclared[module] = str(source.relative_to(PACKAGE.parent))
+    assert undeclared == {}, f"imported but not in [project] dependencies: {undeclared}"
+
+
+def test_the_check_sees_an_undeclared_import() -> None:
+    tree = ast.parse("import click\nif TYPE_CHECKING:\n    import mypy_boto3_ecr\n")
+    assert _runtime_imports(tree) == {"click"}
+    assert "click" not in _declared_distributions()
