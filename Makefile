@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 SHIPIT := $(BIN)/shipit
 STAMP := $(VENV)/.installed
 
-.PHONY: venv env run build smoke push ship stop doctor config check test test-unit bench clean
+.PHONY: venv env run build smoke push ship stop doctor config check help test test-unit bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ check: venv
 	$(BIN)/ruff check shipit tests
 	$(BIN)/ruff format --check shipit tests
 	$(BIN)/mypy
+
+# The stored `shipit --help` (shipit/help.txt), after a change to commands or their help.
+help: venv
+	$(BIN)/python -c 'import pathlib, shipit.cli as c; pathlib.Path("shipit/help.txt").write_text(c.top_level_help())'
 
 test: venv env
 	$(BIN)/pytest -p no:cacheprovider tests

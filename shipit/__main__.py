@@ -1,5 +1,5 @@
 import sys
 
-from shipit.cli import main
+from shipit.entry import main
 
 sys.exit(main())

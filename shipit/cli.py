@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from shipit import __version__
+from shipit.entry import HELP_WIDTH
 from shipit.errors import ExitCode, Interrupted, ShipitError, UsageError
 from shipit.ui import Ui
 
@@ -35,6 +36,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 
 _ui = Ui()
@@ -632,6 +634,17 @@ def iam_check(
     failure = report.failure()
     if failure is not None:
         raise failure
+
+
+def top_level_help() -> str:
+    """What `shipit --help` prints on a terminal of 80 columns or more (see entry.py)."""
+    command = typer.main.get_command(app)
+    # Click's formatter: min(terminal width, 80) - 2 columns.
+    context = command.make_context(
+        "shipit", [], resilient_parsing=True, terminal_width=HELP_WIDTH - 2
+    )
+    with context:
+        return context.get_help() + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

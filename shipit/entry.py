@@ -1,17 +1,44 @@
-"""The console script. `shipit --version` answers here, before typer and click are imported,
-so scripts that probe the version pay only for the interpreter."""
+"""The console script. `shipit --version` and `shipit --help` answer here, before typer is
+imported, so scripts that probe the tool pay little more than the interpreter's start-up.
+
+The top-level help is the text typer prints, rendered ahead of time into help.txt (`make
+help`; a test keeps it equal to typer's). Click wraps help to min(terminal width, 80)
+columns, so the stored text is exact wherever the terminal is at least 80 columns wide.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
+
+HELP_FILE = os.path.join(os.path.dirname(__file__), "help.txt")
+HELP_WIDTH = 80
+
+
+def _stored_help() -> str | None:
+    import shutil  # as click measures the terminal
+
+    if shutil.get_terminal_size().columns < HELP_WIDTH:
+        return None
+    try:
+        with open(HELP_FILE, encoding="utf-8") as stored:
+            return stored.read()
+    except OSError:
+        return None
 
 
 def main() -> int:
-    if sys.argv[1:] == ["--version"]:
+    arguments = sys.argv[1:]
+    if arguments == ["--version"]:
         from shipit import __version__
 
         print(f"shipit {__version__}")
         return 0
+    if arguments == ["--help"]:
+        text = _stored_help()
+        if text is not None:
+            sys.stdout.write(text)
+            return 0
     from shipit.cli import main as cli_main
 
     return cli_main()

@@ -13,11 +13,10 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shipit import __version__, screenshot
 from shipit.config import LOCAL_BASE_IMAGE, Settings
-from shipit.engine import Engine, LayerProgress
 from shipit.errors import (
     ContainerExitedError,
     EngineError,
@@ -37,13 +36,15 @@ from shipit.labels import (
     LABEL_URL,
     LABEL_VERSION,
 )
-from shipit.publish import PushReport, publish
 from shipit.render import LISTEN_PORT, RenderedSite, render_site
 from shipit.smoke import SmokeReport, run_smoke, wait_until_ready
 from shipit.state import record_smoke_passed
 from shipit.vcs import revision, source_url
 
-LOG_TAIL_LINES = 20
+if TYPE_CHECKING:
+    # Only the stages that need them import docker and boto3: render and smoke stay light.
+    from shipit.engine import Engine, LayerProgress
+    from shipit.publish import PushReport
 
 LOG_TAIL_LINES = 20
 Progress = Callable[[str], None]
@@ -405,6 +406,8 @@ def ship(
     layer_progress: LayerProgress | None = None,
 ) -> ShipResult:
     """build -> run -> smoke -> push -> stop; the container is removed whatever happens."""
+    from shipit.publish import publish
+
     try:
         ran = run(settings, engine, smoke=True, progress=progress)
         pushed = publish(

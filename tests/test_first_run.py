@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import typer
 from PIL import Image, ImageChops
 
+from shipit import entry
 from shipit.cli import app
 from shipit.engine import Engine
 from shipit.errors import ExitCode
@@ -125,12 +127,51 @@ def test_every_command_has_help_with_an_example() -> None:
         assert "Example: shipit " in completed.stdout, command
 
 
-def test_version_answers_without_importing_typer() -> None:
+def _entry(argument: str, columns: int) -> list[str]:
+    """Output lines of the console script, then which heavy modules it imported."""
     probe = (
-        "import sys; sys.argv = ['shipit', '--version']; import shipit.entry as e; e.main(); "
+        f"import sys; sys.argv = ['shipit', '{argument}']; import shipit.entry as e; e.main(); "
         "print('typer' in sys.modules, 'docker' in sys.modules, 'boto3' in sys.modules)"
     )
     completed = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "COLUMNS": str(columns)},
     )
-    assert completed.stdout.splitlines() == ["shipit 0.1.0", "False False False"]
+    return completed.stdout.splitlines()
+
+
+def _typer_help(columns: int) -> str:
+    completed = subprocess.run(
+        [sys.executable, "-c", "from shipit.cli import main; main(['--help'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "COLUMNS": str(columns)},
+    )
+    return completed.stdout
+
+
+def test_version_answers_without_importing_typer() -> None:
+    assert _entry("--version", 80) == ["shipit 0.1.0", "False False False"]
+
+
+def test_stored_help_is_what_typer_prints() -> None:
+    stored = Path(entry.HELP_FILE).read_text(encoding="utf-8")
+    for columns in (80, 200):
+        assert _typer_help(columns) == stored, "shipit/help.txt is stale: run `make help`"
+
+
+def test_help_answers_from_the_stored_text_without_importing_typer() -> None:
+    stored = Path(entry.HELP_FILE).read_text(encoding="utf-8").splitlines()
+    assert "Commands:" in stored
+    assert _entry("--help", 120) == [*stored, "False False False"]
+
+
+def test_help_on_a_narrow_terminal_comes_from_typer() -> None:
+    narrow = _entry("--help", 60)
+    assert narrow[-1] == "True False False"
+    assert narrow[:-1] == _typer_help(60).splitlines()
+    assert max(len(line) for line in narrow[:-1]) <= 60

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import importlib.metadata
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -53,3 +54,17 @@ def test_the_check_sees_an_undeclared_import() -> None:
     tree = ast.parse("import click\nif TYPE_CHECKING:\n    import mypy_boto3_ecr\n")
     assert _runtime_imports(tree) == {"click"}
     assert "click" not in _declared_distributions()
+
+
+def test_render_needs_neither_docker_nor_boto3(tmp_path: Path) -> None:
+    """`shipit render` is documented as working without Docker, and starts faster for it."""
+    argv = ["shipit", "render", "-C", str(PACKAGE.parent), "--out", str(tmp_path / "context")]
+    probe = (
+        f"import sys; sys.argv = {argv!r}; import shipit.entry as e; code = e.main(); "
+        "print(code, [m for m in ('docker', 'boto3', 'botocore') if m in sys.modules])"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert completed.stdout.splitlines()[-1] == "0 []", completed.stderr
+    assert (tmp_path / "context" / "Dockerfile").is_file()
