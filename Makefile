@@ -45,8 +45,8 @@ config: venv
 	$(SHIPIT) config
 
 check: venv
-	$(BIN)/ruff check shipit tests
-	$(BIN)/ruff format --check shipit tests
+	$(BIN)/ruff check shipit tests bench
+	$(BIN)/ruff format --check shipit tests bench
 	$(BIN)/mypy
 
 # The stored `shipit --help` (shipit/help.txt), after a change to commands or their help.

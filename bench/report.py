@@ -222,9 +222,10 @@ def markdown(results: dict[str, Any], summary: dict[str, Any]) -> str:
         out += [
             f"### {title}",
             "",
-            "shipit (from `shipit ship --json`: `build.seconds`, `run.seconds`, the push's "
-            "per-registry `seconds`; the rest is process start-up, engine connection and "
-            "removing the container):",
+            "shipit (from `shipit ship --json`: `build.seconds`, `run.seconds` (run and smoke "
+            "test; 0 when this very image passed its smoke test before), the push's "
+            "per-registry `seconds`; the rest is process start-up, engine connection and what "
+            "removing the container adds after the push):",
             "",
             _stage_table(data, "shipit"),
             "",

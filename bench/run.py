@@ -448,12 +448,15 @@ class Bench:
             raise BenchFailure(f"{label}: shipit pushed to {sorted(by_registry)} only")
         push_seconds = max(entry["seconds"] for entry in push["registries"])
         build_seconds = report["build"]["seconds"]
-        run_seconds = report["run"]["seconds"]  # includes the build
+        # No run when this very image passed its smoke test before (`smoke_reused`).
+        run_seconds = report["run"]["seconds"] if report["run"] else 0.0
         stages = {
             "build": build_seconds,
-            "run + smoke": round(run_seconds - build_seconds, 3),
+            "run + smoke": run_seconds,
             "push (both registries)": push_seconds,
-            "start-up, engine, stop, rest": round(result.seconds - run_seconds - push_seconds, 3),
+            "start-up, engine, stop, rest": round(
+                result.seconds - build_seconds - run_seconds - push_seconds, 3
+            ),
             "(first progress line at)": round(result.first_line, 3),
             "(exit after last progress line)": round(result.after_last_line, 3),
         }
@@ -463,6 +466,7 @@ class Bench:
             {
                 "image_id": image_id,
                 "built": report["build"]["built"],
+                "smoke_reused": report["smoke_reused"] is not None,
                 "stages": stages,
                 "status": {name: entry["status"] for name, entry in by_registry.items()},
                 "bytes_uploaded": {
@@ -692,6 +696,8 @@ class Bench:
                 sample.detail["upload"] = upload
                 if side == "shipit" and set(sample.detail["status"].values()) != {"pushed"}:
                     raise BenchFailure(f"{label}: shipit did not push: {sample.detail['status']}")
+                if side == "shipit" and sample.detail["smoke_reused"]:
+                    raise BenchFailure(f"{label}: shipit did not smoke-test the changed image")
                 samples.append(sample)
                 say(f"  {label} run {index + 1}/{runs} {side}: {sample.seconds:.2f} s")
         self.record(label, samples)

@@ -416,12 +416,22 @@ def ship(
         int | None, typer.Option("--port", help="Host port for the smoke test.")
     ] = None,
     image: ImageOption = None,
+    resmoke: Annotated[
+        bool,
+        typer.Option(
+            "--resmoke",
+            help="Run and smoke-test the image even if this very image passed here before.",
+        ),
+    ] = False,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
     debug: DebugOption = False,
     project: ProjectOption = Path("."),
 ) -> None:
     """Build, run, smoke-test, push and stop: the whole way, pushing only a verified image.
+
+    An image that already passed its smoke test on this machine (same image id, same
+    shipit version, recorded in .shipit/state.json) is not run again unless --resmoke.
 
     Example: shipit ship --to all
     """
@@ -435,13 +445,15 @@ def ship(
         _engine(),
         to=to.value,
         allow_root=allow_root,
+        resmoke=resmoke,
         progress=_ui.progress,
         layer_progress=_ui.layer_progress,
     )
+    smoke_report = result.run.smoke if result.run else None
     _ui.result(
         result.to_json(),
-        _smoke_table(result.run.smoke) + "\n" + _push_table(result.push)
-        if result.run.smoke
+        _smoke_table(smoke_report) + "\n" + _push_table(result.push)
+        if smoke_report
         else _push_table(result.push),
     )
     failure = result.push.failure()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -38,7 +39,7 @@ from shipit.labels import (
 )
 from shipit.render import LISTEN_PORT, RenderedSite, render_site
 from shipit.smoke import SmokeReport, run_smoke, wait_until_ready
-from shipit.state import record_smoke_passed
+from shipit.state import record_smoke_passed, smoke_pass_of
 from shipit.vcs import revision, source_url
 
 if TYPE_CHECKING:
@@ -228,10 +229,12 @@ def run(
     read_only: bool = False,
     screenshot_request: ScreenshotRequest | None = None,
     progress: Progress = _quiet,
+    built: BuildResult | None = None,
 ) -> RunResult:
     started = time.monotonic()
     # Running what is on disk is what users mean; the build is a no-op when nothing changed.
-    built = build(settings, engine, progress)
+    if built is None:
+        built = build(settings, engine, progress)
     image_id, build_id = built.image_id, built.build_id
     for name in stop(settings, engine):
         progress(f"replaced the previous container {name}")
@@ -384,14 +387,16 @@ def smoke(
 @dataclass(frozen=True)
 class ShipResult:
     build: BuildResult
-    run: RunResult
+    run: RunResult | None  # None when this very image had already passed its smoke test
     push: PushReport
+    smoke_reused: dict[str, str] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "ok": not self.push.failed,
             "build": self.build.to_json(),
-            "run": self.run.to_json(),
+            "run": self.run.to_json() if self.run else None,
+            "smoke_reused": self.smoke_reused,
             "push": self.push.to_json(),
         }
 
@@ -402,14 +407,33 @@ def ship(
     *,
     to: str = "all",
     allow_root: bool = False,
+    resmoke: bool = False,
     progress: Progress = _quiet,
     layer_progress: LayerProgress | None = None,
 ) -> ShipResult:
-    """build -> run -> smoke -> push -> stop; the container is removed whatever happens."""
+    """build -> run -> smoke -> push -> stop; no container is left behind whatever happens.
+
+    An image that already passed its smoke test here (same image id, same shipit version)
+    is not run again unless `resmoke`: its id pins every byte that was tested. The
+    container is removed while the push runs, as the push needs only the image."""
     from shipit.publish import publish
 
+    built = build(settings, engine, progress)
+    earlier_pass = None if resmoke else smoke_pass_of(settings, built.image_id)
+    ran: RunResult | None = None
+    removal: threading.Thread | None = None
     try:
-        ran = run(settings, engine, smoke=True, progress=progress)
+        if earlier_pass is not None:
+            progress(
+                f"image {built.image_id[7:19]} passed its smoke test at {earlier_pass['at']}: "
+                "not running it again (--resmoke to run it)"
+            )
+        else:
+            ran = run(settings, engine, smoke=True, progress=progress, built=built)
+            removal = threading.Thread(
+                target=_stop_quietly, args=(settings, engine, progress), daemon=True
+            )
+            removal.start()
         pushed = publish(
             settings,
             engine,
@@ -419,6 +443,19 @@ def ship(
             layer_progress=layer_progress,
         )
     finally:
+        if removal is not None:
+            removal.join()
+        if ran is not None:
+            # Whatever the removal thread missed (or an interrupted one never did).
+            for name in stop(settings, engine):
+                progress(f"removed {name}")
+    return ShipResult(build=built, run=ran, push=pushed, smoke_reused=earlier_pass)
+
+
+def _stop_quietly(settings: Settings, engine: Engine, progress: Progress) -> None:
+    """The background removal in ship; a failure here is retried by ship's final stop."""
+    try:
         for name in stop(settings, engine):
             progress(f"removed {name}")
-    return ShipResult(build=ran.build, run=ran, push=pushed)
+    except Exception:  # noqa: BLE001, S110 - ship calls stop again after the push
+        pass

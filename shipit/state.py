@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from shipit import __version__
 from shipit.config import Settings
 
 STATE_FILE = "state.json"
@@ -44,6 +45,7 @@ def record_smoke_passed(settings: Settings, image_id: str, build_id: str, url: s
         "build_id": build_id,
         "url": url,
         "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "shipit_version": __version__,
     }
     _write_state(settings, state)
 
@@ -51,3 +53,17 @@ def record_smoke_passed(settings: Settings, image_id: str, build_id: str, url: s
 def smoke_passed_image(settings: Settings) -> str:
     record = read_state(settings).get("smoke_passed") or {}
     return str(record.get("image_id", ""))
+
+
+def smoke_pass_of(settings: Settings, image_id: str) -> dict[str, str] | None:
+    """The recorded smoke pass of exactly this image by this shipit version, if any.
+
+    An image id is the digest of the image's config, so the same id means the same files,
+    labels and build id that passed. Another shipit version may check more, so its pass
+    does not count."""
+    record = read_state(settings).get("smoke_passed")
+    if not isinstance(record, dict) or not image_id:
+        return None
+    if record.get("image_id") != image_id or record.get("shipit_version") != __version__:
+        return None
+    return {key: str(value) for key, value in record.items()}
