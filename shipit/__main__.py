@@ -1,5 +1,3 @@
-import sys
+from shipit.entry import run
 
-from shipit.entry import main
-
-sys.exit(main())
+run()

@@ -42,3 +42,18 @@ def main() -> int:
     from shipit.cli import main as cli_main
 
     return cli_main()
+
+
+def run() -> None:
+    """The console script: main(), then an exit without the interpreter's teardown.
+
+    When main() returns, every container, tag, temporary file and connection shipit opened
+    has been dealt with by its own code; what remains is tearing down the modules of docker
+    and botocore, about 0.09 s of every command. Output is flushed first."""
+    code = main()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can be said there
+            pass
+    os._exit(code)
