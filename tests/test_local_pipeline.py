@@ -63,6 +63,18 @@ def test_dirty_tree_gets_a_dirty_tag_and_a_new_image(engine: Engine, project: Pr
     assert dirty["image_id"] != clean["image_id"]
 
 
+def test_an_edit_to_the_site_builds_only_its_layer_again(engine: Engine, project: Project) -> None:
+    assert project.shipit("build").code == 0
+    project.site_toml.write_text(project.site_toml.read_text().replace("shipit example", "edited"))
+    edited = project.shipit("build")
+    assert edited.code == 0, edited.output
+    steps = [line for line in edited.stderr.splitlines() if line.startswith("Step ")]
+    cached = edited.stderr.count("Using cache")
+    # FROM needs no cache line; every settings step is cached; the site and labels are new.
+    assert [step.split(" : ")[1].split()[0] for step in steps[-2:]] == ["COPY", "LABEL"]
+    assert cached == len(steps) - 3, edited.stderr
+
+
 def test_run_serves_smoke_tests_and_stop_removes(engine: Engine, project: Project) -> None:
     port = free_port()
     assert project.shipit("build").code == 0
