@@ -223,6 +223,7 @@ def run(
         bool, typer.Option("--read-only", help="Run with a read-only root file system.")
     ] = False,
     image: ImageOption = None,
+    base_image: BaseImageOption = None,
     ready_timeout: Annotated[
         float | None, typer.Option("--ready-timeout", help="Seconds to wait for the site.")
     ] = None,
@@ -245,6 +246,7 @@ def run(
         port=port,
         host=host,
         image=image,
+        base_image=base_image,
         ready_timeout=ready_timeout,
     )
     from shipit.pipeline import run as run_stage

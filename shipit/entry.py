@@ -51,9 +51,10 @@ def run() -> None:
     has been dealt with by its own code; what remains is tearing down the modules of docker
     and botocore, about 0.09 s of every command. Output is flushed first."""
     code = main()
+    import contextlib
+
     for stream in (sys.stdout, sys.stderr):
-        try:
+        # A closed pipe: nothing more can be said there.
+        with contextlib.suppress(OSError, ValueError):
             stream.flush()
-        except (OSError, ValueError):  # a closed pipe: nothing more can be said there
-            pass
     os._exit(code)

@@ -202,3 +202,28 @@ def test_run_builds_first_and_falls_back_to_the_local_base(
         assert ran["build"]["base_image"] == "shipit-local/nginx:bookworm"
     else:
         assert ran["build"]["base_image"] == "nginx:1.27.3-bookworm"
+
+
+def test_run_takes_the_base_image_flag(engine: Engine, project: Project) -> None:
+    missing = project.shipit(
+        "run", "--base-image", "shipit-test/no-such-base:1", "--port", str(free_port())
+    )
+    assert missing.code == ExitCode.ENGINE, missing.output
+    assert "shipit-test/no-such-base:1" in missing.stderr
+    assert shipit_containers(project.image) == []
+
+    env = project.env()
+    del env["SHIPIT_BASE_IMAGE"]
+    ran = project.shipit(
+        "run",
+        "--base-image",
+        "shipit-local/nginx:bookworm",
+        "--port",
+        str(free_port()),
+        "--json",
+        env=env,
+    )
+    assert ran.code == 0, ran.output
+    assert json.loads(ran.stdout)["build"]["base_image"] == "shipit-local/nginx:bookworm"
+    assert "cannot pull" not in ran.stderr
+    assert project.shipit("stop").code == 0
