@@ -91,20 +91,26 @@ def wait_until_ready(
     base_url: str,
     deadline_seconds: float,
     still_running: Callable[[], bool],
-    interval: float = 0.1,
+    first_interval: float = 0.01,
+    max_interval: float = 0.1,
 ) -> bool:
-    """Polls /healthz until it answers 200; False once the deadline passes or the server died."""
+    """Polls /healthz until it answers 200; False once the deadline passes or the server died.
+
+    nginx usually answers within tens of milliseconds of its container's start, so the first
+    polls come quickly; the interval doubles up to max_interval so that a slow start costs
+    the engine few inspections."""
     deadline = time.monotonic() + deadline_seconds
-    while time.monotonic() < deadline:
-        if not still_running():
-            return False
+    interval = first_interval
+    while True:
         try:
             if fetch(base_url, "/healthz", timeout=min(2.0, deadline_seconds)).status == 200:
                 return True
         except (OSError, http.client.HTTPException):
             pass
+        if not still_running() or time.monotonic() >= deadline:
+            return False
         time.sleep(interval)
-    return False
+        interval = min(interval * 2, max_interval)
 
 
 def _check_get(report: SmokeReport, base_url: str, path: str, name: str) -> Response | None:
