@@ -16,24 +16,16 @@ Runs an asyncio loop in a daemon thread; no third-party dependencies.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
-import socket
 import threading
-from types import TracebackType
 
-_METHODS = (b"GET", b"HEAD", b"POST", b"PUT", b"PATCH", b"DELETE", b"OPTIONS")
+from tests.loopback import ALL_METHODS, LOOPBACK, Background, RequestCounter, free_port
+
+_METHODS = tuple(method.encode() for method in ALL_METHODS)
 _CHUNK = 64 * 1024
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class LatencyProxy:
+class LatencyProxy(Background):
     """127.0.0.1:<port> -> upstream host:port, adding `delay` seconds to every request."""
 
     def __init__(self, upstream: str, delay: float = 0.05, port: int | None = None) -> None:
@@ -41,36 +33,26 @@ class LatencyProxy:
         self.upstream_host = host or "127.0.0.1"
         self.upstream_port = int(upstream_port)
         self.delay = delay
-        self.port = port or _free_port()
-        self._lock = threading.Lock()
-        self._counts: collections.Counter[str] = collections.Counter()
-        self._connections = 0
+        self.port = port or free_port()
+        self._requests = RequestCounter()
+        self._connections = RequestCounter()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.base_events.Server | None = None
         self._thread: threading.Thread | None = None
 
     @property
     def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{LOOPBACK}:{self.port}"
 
     # Counters
 
     def reset(self) -> None:
-        with self._lock:
-            self._counts.clear()
-            self._connections = 0
+        self._requests.reset()
+        self._connections.reset()
 
     def snapshot(self) -> dict[str, int]:
         """Requests by method (plus `tls-probe`), `total` and `connections` since reset()."""
-        with self._lock:
-            counts = dict(self._counts)
-            counts["total"] = sum(self._counts.values())
-            counts["connections"] = self._connections
-            return counts
-
-    def _count(self, what: str) -> None:
-        with self._lock:
-            self._counts[what] += 1
+        return {**self._requests.snapshot(), "connections": self._connections.total}
 
     # Relaying
 
@@ -121,7 +103,7 @@ class LatencyProxy:
         while True:
             head = pending + await reader.readuntil(b"\r\n\r\n")
             method = head.split(b" ", 1)[0]
-            self._count(method.decode("latin-1") if method in _METHODS else "other")
+            self._requests.add(method.decode("latin-1") if method in _METHODS else "other")
             length = 0
             chunked = False
             for line in head.split(b"\r\n")[1:]:
@@ -146,8 +128,7 @@ class LatencyProxy:
     async def _handle(
         self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter
     ) -> None:
-        with self._lock:
-            self._connections += 1
+        self._connections.add("connection")
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(
                 self.upstream_host, self.upstream_port
@@ -161,7 +142,7 @@ class LatencyProxy:
             if not first:
                 return
             if first == b"\x16":  # a TLS handshake record: relay it untouched
-                self._count("tls-probe")
+                self._requests.add("tls-probe")
                 await asyncio.sleep(self.delay)
                 upstream_writer.write(first)
                 await self._pump(client_reader, upstream_writer)
@@ -196,7 +177,7 @@ class LatencyProxy:
             asyncio.set_event_loop(loop)
             try:
                 self._server = loop.run_until_complete(
-                    asyncio.start_server(self._handle, "127.0.0.1", self.port)
+                    asyncio.start_server(self._handle, LOOPBACK, self.port)
                 )
             except BaseException as exc:  # noqa: BLE001 - handed to start()
                 failure.append(exc)
@@ -235,14 +216,3 @@ class LatencyProxy:
         self._thread = None
         self._loop = None
         self._server = None
-
-    def __enter__(self) -> LatencyProxy:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

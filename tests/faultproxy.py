@@ -28,8 +28,9 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, ClassVar
+from typing import Any
+
+from tests.loopback import LOOPBACK, HttpService
 
 MODES = ("pass", "503", "reset-upload", "slow", "latency")
 PIECE = 64 * 1024
@@ -62,8 +63,9 @@ def is_blob_upload(method: str, path: str) -> bool:
     return method in ("PATCH", "PUT") and "/blobs/uploads/" in path
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _BoundedServer(ThreadingHTTPServer):
+    """Serves at most `max_connections` connections at once; stop() can cut them all."""
+
     block_on_close = False
     allow_reuse_address = True
     request_queue_size = 64
@@ -83,7 +85,7 @@ class _Server(ThreadingHTTPServer):
         thread = threading.Thread(
             target=self.process_request_thread,
             args=(request, client_address),
-            name=f"faultproxy-{self.server_address[1]}-conn",
+            name=f"{proxy.name}-{self.server_address[1]}-conn",
             daemon=True,
         )
         with proxy._lock:
@@ -105,23 +107,12 @@ class _Server(ThreadingHTTPServer):
         return
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _Server
-    # Without this the handler would block forever on a client that sends nothing.
-    timeout: ClassVar[float] = 60.0
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
-
-    def do_GET(self) -> None:
-        self.server.proxy._serve(self)
-
-    do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
-
-
-class FaultProxy:
+class FaultProxy(HttpService):
     """A reverse proxy on 127.0.0.1 in front of `upstream_host:upstream_port`."""
+
+    protocol_version = "HTTP/1.1"
+    # Without this a connection thread would block forever on a client that sends nothing.
+    idle_timeout = 60.0
 
     def __init__(
         self,
@@ -131,56 +122,39 @@ class FaultProxy:
         *,
         max_connections: int = 32,
     ) -> None:
+        super().__init__(port, name="faultproxy")
         self.upstream = (upstream_host, upstream_port)
-        self._requested_port = port
         self.max_connections = max_connections
         self._slots = threading.BoundedSemaphore(max_connections)
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._clients: set[socket.socket] = set()
         self._threads: set[threading.Thread] = set()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
         self._mode = "pass"
         self._remaining: int | None = None
         self._delay = 0.0
         self._match: re.Pattern[str] | None = None
-        self.request_count = 0
         self.faults_injected = 0
         self.log: list[Seen] = []
 
     # -- life cycle ----------------------------------------------------------------------
 
     @property
-    def port(self) -> int:
-        assert self._server is not None, "start() the proxy first"
-        return int(self._server.server_address[1])
+    def request_count(self) -> int:
+        return self.counter.total
 
-    @property
-    def host(self) -> str:
-        """host:port to give the Docker engine as the registry."""
-        return f"127.0.0.1:{self.port}"
+    def make_server(self) -> ThreadingHTTPServer:
+        server = _BoundedServer((LOOPBACK, self._requested_port), self.handler_class())
+        server.proxy = self
+        return server
 
     def start(self) -> FaultProxy:
-        if self._server is not None:
-            return self
         self._stopping.clear()
-        server = _Server(("127.0.0.1", self._requested_port), _Handler)
-        server.proxy = self
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"faultproxy-{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
+        return super().start()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Wake held requests, cut every client, stop accepting, join all threads."""
-        server, self._server = self._server, None
-        if server is None:
+        if not self.running:
             return
         self._stopping.set()
         with self._lock:
@@ -188,11 +162,7 @@ class FaultProxy:
         for client in clients:
             with contextlib.suppress(OSError):
                 client.shutdown(socket.SHUT_RDWR)
-        server.shutdown()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=timeout)
-            self._thread = None
+        super().stop(timeout)
         # The accept loop has ended, so no new connection thread can start now.
         with self._lock:
             threads = list(self._threads)
@@ -206,17 +176,6 @@ class FaultProxy:
     def active_connections(self) -> int:
         with self._lock:
             return len(self._clients)
-
-    def __enter__(self) -> FaultProxy:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         where = self.host if self._server else "stopped"
@@ -255,7 +214,6 @@ class FaultProxy:
     def _decide(self, method: str, path: str) -> tuple[str, float]:
         """The action for this request, counted under the lock."""
         with self._lock:
-            self.request_count += 1
             mode, delay = self._mode, self._delay
             applies = mode != "pass" and (mode != "reset-upload" or is_blob_upload(method, path))
             if applies and self._match is not None:
@@ -275,7 +233,7 @@ class FaultProxy:
 
     # -- one request ---------------------------------------------------------------------
 
-    def _serve(self, handler: _Handler) -> None:
+    def handle(self, handler: BaseHTTPRequestHandler) -> None:
         action, delay = self._decide(handler.command, handler.path)
         if action == "503":
             self._drain_body(handler)
@@ -293,7 +251,7 @@ class FaultProxy:
             # Either side went away mid-transfer: the client sees a cut connection.
             handler.close_connection = True
 
-    def _reply(self, handler: _Handler, status: int, body: bytes) -> None:
+    def _reply(self, handler: BaseHTTPRequestHandler, status: int, body: bytes) -> None:
         handler.send_response(status)
         handler.send_header("Content-Type", "text/plain")
         handler.send_header("Content-Length", str(len(body)))
@@ -302,7 +260,7 @@ class FaultProxy:
             handler.wfile.write(body)
         handler.wfile.flush()
 
-    def _reset_mid_body(self, handler: _Handler) -> None:
+    def _reset_mid_body(self, handler: BaseHTTPRequestHandler) -> None:
         """Read some of the upload, then abort the TCP connection (RST, no response)."""
         length = int(handler.headers.get("Content-Length") or 0)
         want = min(PIECE, max(1, length // 2)) if length else PIECE
@@ -318,7 +276,7 @@ class FaultProxy:
         with contextlib.suppress(OSError):
             handler.connection.close()
 
-    def _body_pieces(self, handler: _Handler) -> Iterator[bytes]:
+    def _body_pieces(self, handler: BaseHTTPRequestHandler) -> Iterator[bytes]:
         if "chunked" in handler.headers.get("Transfer-Encoding", "").lower():
             while True:
                 size_line = handler.rfile.readline(1024)
@@ -347,14 +305,14 @@ class FaultProxy:
             left -= len(piece)
             yield piece
 
-    def _drain_body(self, handler: _Handler) -> None:
+    def _drain_body(self, handler: BaseHTTPRequestHandler) -> None:
         try:
             for _ in self._body_pieces(handler):
                 pass
         except (OSError, ValueError):
             handler.close_connection = True
 
-    def _forward(self, handler: _Handler) -> None:
+    def _forward(self, handler: BaseHTTPRequestHandler) -> None:
         headers = {
             name: value
             for name, value in handler.headers.items()
@@ -386,7 +344,7 @@ class FaultProxy:
         finally:
             upstream.close()
 
-    def _relay(self, handler: _Handler, response: http.client.HTTPResponse) -> None:
+    def _relay(self, handler: BaseHTTPRequestHandler, response: http.client.HTTPResponse) -> None:
         handler.send_response_only(response.status, response.reason)
         length = response.getheader("Content-Length")
         bodyless = handler.command == "HEAD" or response.status in (204, 304)

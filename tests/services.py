@@ -17,7 +17,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,9 +25,8 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from types import TracebackType
 from typing import Literal
 from urllib.parse import parse_qs, urlsplit
 
@@ -41,21 +39,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
+from tests.loopback import Background, HttpService, free_port
+
 REGISTRY_BINARY = "/usr/bin/docker-registry"
 TESTENV_HINT = "run scripts/testenv.sh (as root) to install it"
 MOTO_ACCOUNT = "123456789012"
-
-
-def free_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on right now.
-
-    The kernel picks it; there is a small race until the service binds it, which the
-    services below detect (the process exits) rather than hang on.
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_until(
@@ -89,6 +77,14 @@ def require_binary(path_or_name: str, package: str) -> str:
     if not found or not os.access(found, os.X_OK):
         raise RuntimeError(f"{path_or_name} not found (Debian package {package}); {TESTENV_HINT}")
     return found
+
+
+def _spawn(command: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+    """`command` in the background, its output appended to `log_path`."""
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+        )
 
 
 def _stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
@@ -139,13 +135,15 @@ class TokenRequest:
     authenticated: bool
 
 
-class TokenService:
+class TokenService(HttpService):
     """A Docker-style token service (https://distribution.github.io/distribution/spec/auth/token/)
     on 127.0.0.1, in a thread: Basic credentials in, ES256 JWT out.
 
     Known users get every action they ask for; anonymous callers get a token with no access
     (like a private repository on Docker Hub); a wrong password gets 401.
     """
+
+    methods = ("GET",)
 
     def __init__(
         self,
@@ -156,16 +154,15 @@ class TokenService:
         expires_in: int = 300,
         port: int | None = None,
     ) -> None:
+        # The realm goes into the registry's configuration before this starts.
+        super().__init__(port or free_port(), name="token-service")
         self.users = dict(users)
         self.service = service
         self.issuer = issuer
         self.expires_in = expires_in
-        self.port = port or free_port()
         self.requests: list[TokenRequest] = []
         self._key = ec.generate_private_key(ec.SECP256R1())
         self.key_id = libtrust_key_id(self._key.public_key())
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -220,7 +217,7 @@ class TokenService:
         signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
         return f"{signing_input}.{_b64url(signature)}"
 
-    def _handle(self, handler: BaseHTTPRequestHandler) -> None:
+    def handle(self, handler: BaseHTTPRequestHandler) -> None:
         url = urlsplit(handler.path)
         if url.path != "/token":
             handler.send_error(404)
@@ -257,45 +254,6 @@ class TokenService:
         handler.end_headers()
         handler.wfile.write(data)
 
-    def start(self) -> TokenService:
-        if self._server is not None:
-            return self
-        service = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                service._handle(self)
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass  # the request line holds no secret, but it floods pytest output
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="token-service", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
-
-    def __enter__(self) -> TokenService:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
 
 # ---------------------------------------------------------------------------------------
 # Distribution registry
@@ -305,7 +263,7 @@ RegistryAuth = Literal["htpasswd", "token", "none"]
 
 
 @dataclass
-class RegistryService:
+class RegistryService(Background):
     """A Distribution registry on 127.0.0.1.
 
     `auth`: "htpasswd" (Basic, like ECR), "token" (Bearer from a TokenService in this
@@ -442,13 +400,7 @@ class RegistryService:
         if self.token_service is not None:
             self.token_service.start()
         # The registry logs to stderr; level warn keeps the file short.
-        with self.log_path.open("ab") as log:
-            self._proc = subprocess.Popen(
-                [binary, "serve", str(self.config_path)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        self._proc = _spawn([binary, "serve", str(self.config_path)], self.log_path)
         try:
             wait_until(
                 self._answers,
@@ -481,17 +433,6 @@ class RegistryService:
             shutil.rmtree(self.root_dir, ignore_errors=True)
             self.root_dir = None
             self._own_root = False
-
-    def __enter__(self) -> RegistryService:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 @contextmanager
@@ -563,7 +504,7 @@ AWS_ENV_CLEARED = (
 
 
 @dataclass
-class MotoService:
+class MotoService(Background):
     """moto_server on 127.0.0.1: a real HTTP endpoint that boto3 reaches via AWS_ENDPOINT_URL."""
 
     port: int = field(default_factory=free_port)
@@ -605,13 +546,7 @@ class MotoService:
             os.close(handle)
             self.log_path = Path(name)
             self._own_log = True
-        with self.log_path.open("ab") as log:
-            self._proc = subprocess.Popen(
-                [binary, "-H", "127.0.0.1", "-p", str(self.port)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        self._proc = _spawn([binary, "-H", "127.0.0.1", "-p", str(self.port)], self.log_path)
         try:
             wait_until(
                 self._answers,
@@ -631,14 +566,3 @@ class MotoService:
             self.log_path.unlink(missing_ok=True)
             self.log_path = None
             self._own_log = False
-
-    def __enter__(self) -> MotoService:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

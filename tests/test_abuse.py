@@ -26,7 +26,8 @@ import pytest
 
 from shipit.engine import Engine
 from shipit.errors import ExitCode
-from tests.conftest import Project, Result
+from tests.conftest import Project, Result, shipit_containers
+from tests.leftovers import image_references
 from tests.reliability import Recorder
 from tests.services import free_port
 
@@ -58,22 +59,10 @@ class Registries:
 
 def leftovers(project: Project, registries: Registries | None = None) -> list[str]:
     """Containers with the project's label and image tags naming its registries."""
-    containers = subprocess.run(
-        ["docker", "ps", "-aq", "--filter", f"label=io.shipit.image={project.image}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    left = [f"container {container}" for container in containers]
+    left = [f"container {container}" for container in shipit_containers(project.image)]
     if registries is not None:
-        references = subprocess.run(
-            ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split()
-        hosts = (registries.hub + "/", registries.ecr + "/")
-        left += [f"image {ref}" for ref in references if ref.startswith(hosts)]
+        tagged = image_references(registries.hub + "/", registries.ecr + "/")
+        left += [f"image {reference}" for reference in tagged]
     return left
 
 
@@ -87,6 +76,28 @@ def assert_one_line_error(result: Result, expected_code: int, message: str) -> s
     assert sum(line.startswith("shipit: error") for line in lines) == 1, result.stderr
     assert "Traceback" not in result.stderr
     return last
+
+
+def assert_refused(
+    result: Result | None,
+    project: Project,
+    registries: Registries,
+    reliability: Recorder,
+    code: int,
+    message: str,
+) -> None:
+    """Refused with one error line naming `message`, exit `code`, and nothing left behind.
+    `result` None: shipit was still running at its deadline (and was killed)."""
+    if result is None:
+        reliability.observe("still running at the deadline: killed")
+    else:
+        reliability.result(result)
+    left = leftovers(project, registries)
+    if left:
+        reliability.observe(f"left: {left}")
+    assert result is not None, "shipit was still running at the deadline"
+    assert_one_line_error(result, code, message)
+    assert left == []
 
 
 def shipit_with_timeout(
@@ -109,6 +120,7 @@ class Bad:
     message: str
     env: dict[str, str] = field(default_factory=dict)
     prepare: Callable[[Project], None] | None = None
+    timeout: float = COMMAND_TIMEOUT  # seconds before it counts as hanging
 
 
 def _write(relative: str, text: str | bytes) -> Callable[[Project], None]:
@@ -140,6 +152,20 @@ def _remove(relative: str) -> Callable[[Project], None]:
     return prepare
 
 
+def _symlink(relative: str, target: str) -> Callable[[Project], None]:
+    def prepare(project: Project) -> None:
+        (project.root / relative).symlink_to(target)
+
+    return prepare
+
+
+def _mkfifo(relative: str) -> Callable[[Project], None]:
+    def prepare(project: Project) -> None:
+        os.mkfifo(project.root / relative)
+
+    return prepare
+
+
 def _append_site_data(text: str) -> Callable[[Project], None]:
     def prepare(project: Project) -> None:
         with project.site_toml.open("a") as data:
@@ -148,7 +174,7 @@ def _append_site_data(text: str) -> Callable[[Project], None]:
     return prepare
 
 
-CONFIG, TEMPLATE, USAGE = ExitCode.CONFIG, ExitCode.TEMPLATE, ExitCode.USAGE
+CONFIG, TEMPLATE, USAGE, RUN = ExitCode.CONFIG, ExitCode.TEMPLATE, ExitCode.USAGE, ExitCode.RUN
 LARGE = 5 * 1024 * 1024
 DEEP = 3000
 
@@ -335,7 +361,35 @@ CASES = [
             prepare=lambda p: (p.root / "templates" / "index.html.j2").unlink(),
         ),
     ),
+    (
+        "--host that is not an address of this machine (203.0.113.7)",
+        Bad(("run", "--host", "203.0.113.7"), RUN, "cannot publish on 203.0.113.7"),
+    ),
+    (
+        "dangling symlink in site/static/",
+        Bad(
+            ("ship",),
+            TEMPLATE,
+            "site/static/gone.css",
+            prepare=_symlink("site/static/gone.css", "no-such-file.css"),
+        ),
+    ),
+    (
+        "FIFO in site/static/ (a read blocks until a writer comes)",
+        Bad(
+            ("ship",),
+            TEMPLATE,
+            "site/static/pipe",
+            prepare=_mkfifo("site/static/pipe"),
+            timeout=HANG_TIMEOUT,
+        ),
+    ),
 ]
+
+
+def _expected(bad: Bad) -> str:
+    within = f" within {bad.timeout:g} s" if bad.timeout != COMMAND_TIMEOUT else ""
+    return f"exit {bad.code} ({ExitCode(bad.code).name}){within}, one line with {bad.message!r}"
 
 
 @pytest.mark.engine
@@ -345,9 +399,7 @@ CASES = [
         pytest.param(
             bad,
             id=case,
-            marks=pytest.mark.reliability(
-                case, f"exit {bad.code} ({ExitCode(bad.code).name}), one line with {bad.message!r}"
-            ),
+            marks=pytest.mark.reliability(case, _expected(bad)),
         )
         for case, bad in CASES
     ],
@@ -357,14 +409,8 @@ def test_bad_input_is_refused(project: Project, bad: Bad, reliability: Recorder)
     if bad.prepare is not None:
         bad.prepare(project)
     env = project.env(**{**registries.env(), **bad.env})
-    result = shipit_with_timeout(project, list(bad.args), env, COMMAND_TIMEOUT)
-    assert result is not None, f"shipit {' '.join(bad.args)} still ran after {COMMAND_TIMEOUT} s"
-    reliability.result(result)
-    left = leftovers(project, registries)
-    if left:
-        reliability.observe(f"left: {left}")
-    assert_one_line_error(result, bad.code, bad.message)
-    assert left == []
+    result = shipit_with_timeout(project, list(bad.args), env, bad.timeout)
+    assert_refused(result, project, registries, reliability, bad.code, bad.message)
 
 
 # -- cases that need more than one input ---------------------------------------------------
@@ -382,22 +428,8 @@ def test_busy_port(project: Project, reliability: Recorder) -> None:
         blocker.listen()
         port = blocker.getsockname()[1]
         result = project.shipit("ship", "--port", str(port), env=project.env(**registries.env()))
-    reliability.result(result)
-    assert_one_line_error(result, ExitCode.RUN, f"port 127.0.0.1:{port} is already in use")
-    assert leftovers(project, registries) == []
-
-
-@pytest.mark.engine
-@pytest.mark.reliability(
-    "--host that is not an address of this machine (203.0.113.7)",
-    "exit 7 (RUN), one line saying it cannot publish there; no container",
-)
-def test_host_not_on_this_machine(project: Project, reliability: Recorder) -> None:
-    registries = Registries()
-    result = project.shipit("run", "--host", "203.0.113.7", env=project.env(**registries.env()))
-    reliability.result(result)
-    assert_one_line_error(result, ExitCode.RUN, "cannot publish on 203.0.113.7")
-    assert leftovers(project, registries) == []
+    message = f"port 127.0.0.1:{port} is already in use"
+    assert_refused(result, project, registries, reliability, ExitCode.RUN, message)
 
 
 def _without_dac_override(project: Project, args: list[str], env: dict[str, str]) -> Result:
@@ -441,42 +473,9 @@ def test_unreadable_static_file(project: Project, reliability: Recorder) -> None
     )
     assert probe.returncode != 0, "setpriv did not drop root's DAC override"
     result = _without_dac_override(project, ["ship"], project.env(**registries.env()))
-    reliability.result(result)
-    assert_one_line_error(result, ExitCode.TEMPLATE, "site/static/secret.txt")
+    message = "site/static/secret.txt"
+    assert_refused(result, project, registries, reliability, ExitCode.TEMPLATE, message)
     assert "Permission denied" in result.stderr
-    assert leftovers(project, registries) == []
-
-
-@pytest.mark.engine
-@pytest.mark.reliability(
-    "dangling symlink in site/static/",
-    "exit 4 (TEMPLATE), one line naming site/static/gone.css",
-)
-def test_dangling_symlink_in_static(project: Project, reliability: Recorder) -> None:
-    registries = Registries()
-    (project.root / "site" / "static" / "gone.css").symlink_to("no-such-file.css")
-    result = project.shipit("ship", env=project.env(**registries.env()))
-    reliability.result(result)
-    assert_one_line_error(result, ExitCode.TEMPLATE, "site/static/gone.css")
-    assert leftovers(project, registries) == []
-
-
-@pytest.mark.engine
-@pytest.mark.reliability(
-    "FIFO in site/static/ (a read blocks until a writer comes)",
-    f"exit 4 (TEMPLATE) within {HANG_TIMEOUT:g} s, one line naming site/static/pipe",
-)
-def test_fifo_in_static_does_not_hang(project: Project, reliability: Recorder) -> None:
-    registries = Registries()
-    os.mkfifo(project.root / "site" / "static" / "pipe")
-    result = shipit_with_timeout(project, ["ship"], project.env(**registries.env()), HANG_TIMEOUT)
-    if result is None:
-        reliability.observe(f"still running after {HANG_TIMEOUT:g} s (hangs on the FIFO): killed")
-    else:
-        reliability.result(result)
-    assert result is not None, f"shipit hung on a FIFO in site/static/ for {HANG_TIMEOUT:g} s"
-    assert_one_line_error(result, ExitCode.TEMPLATE, "site/static/pipe")
-    assert leftovers(project, registries) == []
 
 
 def test_leftovers_sees_a_container_and_a_registry_tag(engine: Engine, project: Project) -> None:

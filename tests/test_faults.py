@@ -23,8 +23,10 @@ import tarfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +35,18 @@ import pytest
 from shipit.engine import Engine
 from shipit.errors import ExitCode
 from shipit.registries.distribution import RegistryClient, RegistryResponseError
-from tests.conftest import HUB_USER, Project, PublishProject, Result, copy_example
+from tests.conftest import (
+    HUB_USER,
+    Project,
+    PublishProject,
+    Result,
+    copy_example,
+    shipit_containers,
+)
+from tests.conftest import _remove_project_leftovers as remove_image_tags
 from tests.faultproxy import FaultProxy, is_blob_upload
+from tests.leftovers import image_references, running_containers_of
+from tests.loopback import HttpService
 from tests.reliability import Recorder, Row, merge_rows, read_rows, render_doc
 from tests.services import MotoService, RegistryService, free_port, moto_ecr_password, wait_until
 
@@ -44,6 +56,7 @@ pytestmark = pytest.mark.engine
 PUSH_TIMEOUT = 60.0
 ENGINE_RETRY_BUDGET = 50.0  # 5 + 10 + 15 + 20 s of the engine's own upload retries
 INTERRUPT_GRACE = 15.0
+MANIFEST_PUT = r"^PUT /v2/.*/manifests/"  # the engine's manifest upload, as FaultProxy matches it
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -103,59 +116,6 @@ def assert_whole_or_absent(
     return state
 
 
-def local_references(prefix: str) -> list[str]:
-    listed = subprocess.run(
-        ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return [ref for ref in listed.stdout.split() if ref.startswith(prefix)]
-
-
-def containers_of(image: str) -> list[str]:
-    listed = subprocess.run(
-        ["docker", "ps", "-aq", "--filter", f"label=io.shipit.image={image}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return listed.stdout.split()
-
-
-def running_containers_of(image: str) -> list[str]:
-    listed = subprocess.run(
-        [
-            "docker",
-            "ps",
-            "-q",
-            "--filter",
-            f"label=io.shipit.image={image}",
-            "--filter",
-            "status=running",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return listed.stdout.split()
-
-
-def remove_image_tags(image: str) -> None:
-    subprocess.run(
-        f"docker ps -aq --filter label=io.shipit.image={image} | xargs -r docker rm -f",
-        shell=True,
-        capture_output=True,
-        check=False,
-    )
-    subprocess.run(
-        f"docker images -q {image} | sort -u | xargs -r docker rmi -f",
-        shell=True,
-        capture_output=True,
-        check=False,
-    )
-
-
 # Ctrl-C's default meaning, then shipit in the same process: a CI runner may start the tests
 # with SIGINT ignored, and a child would inherit that (Python then installs no handler).
 _WITH_DEFAULT_SIGINT = (
@@ -176,18 +136,49 @@ def start_shipit(project: Project, args: list[str], env: dict[str, str]) -> subp
     )
 
 
-def interrupt(proc: subprocess.Popen[str], within: float) -> tuple[Result, float | None]:
-    """SIGINT, then wait up to `within` s; (result, seconds) or seconds None when killed."""
+@contextmanager
+def shipit_in_background(
+    project: Project, args: list[str], env: dict[str, str]
+) -> Iterator[subprocess.Popen[str]]:
+    """start_shipit(), and kill it at the end of the block if it still runs."""
+    proc = start_shipit(project, args, env)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=30)
+
+
+def interrupt_when(
+    proc: subprocess.Popen[str], ready: Callable[[], bool], what: str, wait: float
+) -> tuple[Result, float | None]:
+    """SIGINT as soon as `ready()` (shipit must still run then), then up to INTERRUPT_GRACE s
+    for shipit to end: (result, seconds it took), seconds None when it had to be killed."""
+    wait_until(lambda: ready() or proc.poll() is not None, wait, what=what)
+    assert proc.poll() is None, proc.communicate()
     proc.send_signal(signal.SIGINT)
     sent = time.monotonic()
     try:
-        stdout, stderr = proc.communicate(timeout=within)
+        stdout, stderr = proc.communicate(timeout=INTERRUPT_GRACE)
         took: float | None = time.monotonic() - sent
     except subprocess.TimeoutExpired:
         proc.kill()
         stdout, stderr = proc.communicate(timeout=30)
         took = None
     return Result(proc.returncode, stdout, stderr), took
+
+
+def after_sigint(took: float | None) -> str:
+    if took is None:
+        return f"still running {INTERRUPT_GRACE:g} s after SIGINT: killed"
+    return f"exited {took:.1f} s after SIGINT"
+
+
+def assert_interrupted(result: Result, took: float | None) -> None:
+    assert took is not None, f"still running {INTERRUPT_GRACE:g} s after SIGINT"
+    assert result.code == ExitCode.INTERRUPTED, result.output
+    assert last_error_line(result).startswith("shipit: error: interrupted")
 
 
 def make_unique(project: Project) -> None:
@@ -244,6 +235,7 @@ class PushScenario:
     collector: threading.Thread | None = field(default=None, repr=False)
     outcome: tuple[Result, float] | None = field(default=None, repr=False)
     started: float = 0.0
+    built: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def user(self) -> str:
@@ -276,7 +268,20 @@ class PushScenario:
         assert built.code == 0, built.output
         document = json.loads(built.stdout)
         assert isinstance(document, dict)
+        self.built = document
         return document
+
+    def push_with_fault(
+        self, reliability: Recorder, mode: str, **fault: Any
+    ) -> tuple[Result, float]:
+        """Builds, sets the proxy's fault (FaultProxy.set_mode), pushes, and records the
+        result and the seconds the push took."""
+        self.build()
+        self.proxy.set_mode(mode, **fault)
+        result, took = self.push()
+        reliability.result(result)
+        reliability.observe(f"{took:.1f} s")
+        return result, took
 
     def push(self, timeout: float = PUSH_TIMEOUT) -> tuple[Result, float]:
         started = time.monotonic()
@@ -316,8 +321,23 @@ class PushScenario:
         with self.client() as client:
             return assert_whole_or_absent(client, self.repository, present=present)
 
+    def assert_pushed(self) -> dict[str, str]:
+        """The registry holds the built image, whole, under its sha tag and `latest`, and
+        nothing is left behind here."""
+        sha_tag = self.built["tags"][0].rsplit(":", 1)[1]
+        state = self.state(present=(sha_tag, "latest"))
+        with self.client() as client:
+            assert client.config_digest(self.repository, "latest") == self.built["image_id"]
+        assert self.leftovers() == []
+        return state
+
+    def assert_nothing_pushed(self) -> None:
+        """No tag in the registry, and nothing left behind here."""
+        assert self.state() == {}
+        assert self.leftovers() == []
+
     def leftovers(self) -> list[str]:
-        return containers_of(self.project.image) + local_references(self.proxy.host + "/")
+        return shipit_containers(self.project.image) + image_references(self.proxy.host + "/")
 
     def close(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -419,23 +439,15 @@ def test_503_for_the_first_requests_is_retried(
     scenario: PushScenario, reliability: Recorder
 ) -> None:
     scenario.attempts = 3
-    built = scenario.build()
-    scenario.proxy.set_mode("503", count=2)
-    result, took = scenario.push()
-    reliability.result(result)
+    result, _ = scenario.push_with_fault(reliability, "503", count=2)
     assert result.code == 0, result.output
     entry = registries(report_of(result))["dockerhub"]
     attempts = [tag["attempts"] for tag in entry["tags"]]
     reliability.observe(f"503s served {scenario.proxy.faults_injected}, attempts {attempts}")
-    reliability.observe(f"{took:.1f} s")
     assert scenario.proxy.faults_injected == 2
     assert attempts[0] == 3 and entry["status"] == "pushed"
     assert "attempt 1 failed" in result.stderr and "503" in result.stderr
-    state = scenario.state(present=(built["tags"][0].rsplit(":", 1)[1], "latest"))
-    reliability.observe(f"registry: {state}")
-    with scenario.client() as client:
-        assert client.config_digest(scenario.repository, "latest") == built["image_id"]
-    assert scenario.leftovers() == []
+    reliability.observe(f"registry: {scenario.assert_pushed()}")
 
 
 @pytest.mark.reliability(
@@ -443,11 +455,8 @@ def test_503_for_the_first_requests_is_retried(
     "exit 9 (push failed) naming the 503, after 2 attempts; no tag in the registry",
 )
 def test_503_for_every_request_fails_clearly(scenario: PushScenario, reliability: Recorder) -> None:
-    scenario.build()
-    scenario.proxy.set_mode("503")
-    result, took = scenario.push()
-    reliability.result(result)
-    reliability.observe(f"{scenario.proxy.request_count} requests, {took:.1f} s")
+    result, took = scenario.push_with_fault(reliability, "503")
+    reliability.observe(f"{scenario.proxy.request_count} requests")
     assert result.code == ExitCode.PUSH, result.output
     line = last_error_line(result)
     assert line.startswith("shipit: error: push failed for dockerhub"), line
@@ -455,8 +464,7 @@ def test_503_for_every_request_fails_clearly(scenario: PushScenario, reliability
     assert "attempt 1 failed" in result.stderr
     assert "attempt 2 failed" not in result.stderr  # 2 attempts: one retry, then the error
     assert took < PUSH_TIMEOUT
-    assert scenario.state() == {}
-    assert scenario.leftovers() == []
+    scenario.assert_nothing_pushed()
 
 
 @pytest.mark.reliability(
@@ -466,17 +474,11 @@ def test_503_for_every_request_fails_clearly(scenario: PushScenario, reliability
 def test_503_on_the_manifest_upload_is_retried(
     scenario: PushScenario, reliability: Recorder
 ) -> None:
-    built = scenario.build()
-    scenario.proxy.set_mode("503", count=1, match=r"^PUT /v2/.*/manifests/")
-    result, took = scenario.push()
-    reliability.result(result)
-    reliability.observe(f"{took:.1f} s")
+    result, _ = scenario.push_with_fault(reliability, "503", count=1, match=MANIFEST_PUT)
     assert result.code == 0, result.output
     assert scenario.proxy.faults_injected == 1
     assert "attempt 1 failed" in result.stderr
-    state = scenario.state(present=(built["tags"][0].rsplit(":", 1)[1], "latest"))
-    reliability.observe(f"registry: {state}")
-    assert scenario.leftovers() == []
+    reliability.observe(f"registry: {scenario.assert_pushed()}")
 
 
 @pytest.mark.reliability(
@@ -486,18 +488,13 @@ def test_503_on_the_manifest_upload_is_retried(
 def test_503_on_every_manifest_upload_leaves_no_tag(
     scenario: PushScenario, reliability: Recorder
 ) -> None:
-    scenario.build()
-    scenario.proxy.set_mode("503", match=r"^PUT /v2/.*/manifests/")
-    result, took = scenario.push()
-    reliability.result(result)
-    reliability.observe(f"{took:.1f} s")
+    result, _ = scenario.push_with_fault(reliability, "503", match=MANIFEST_PUT)
     assert result.code == ExitCode.PUSH, result.output
     assert "503" in last_error_line(result)
     assert scenario.proxy.faults_injected == 2  # one manifest PUT per attempt
     uploads = [seen for seen in scenario.proxy.seen() if is_blob_upload(seen.method, seen.path)]
     assert uploads, "the blobs should have been uploaded before the manifest was refused"
-    assert scenario.state() == {}
-    assert scenario.leftovers() == []
+    scenario.assert_nothing_pushed()
 
 
 @pytest.mark.reliability(
@@ -505,15 +502,10 @@ def test_503_on_every_manifest_upload_leaves_no_tag(
     "exit 0: a transient fault is retried, not reported as refused credentials",
 )
 def test_503_on_the_engine_ping_is_transient(scenario: PushScenario, reliability: Recorder) -> None:
-    built = scenario.build()
-    scenario.proxy.set_mode("503", count=1, match=r"^GET /v2/$")
-    result, took = scenario.push()
-    reliability.result(result)
-    reliability.observe(f"{took:.1f} s")
+    result, _ = scenario.push_with_fault(reliability, "503", count=1, match=r"^GET /v2/$")
     assert scenario.proxy.faults_injected == 1
     assert result.code == 0, result.output
-    scenario.state(present=(built["tags"][0].rsplit(":", 1)[1], "latest"))
-    assert scenario.leftovers() == []
+    scenario.assert_pushed()
 
 
 @pytest.mark.reliability(
@@ -523,19 +515,11 @@ def test_503_on_the_engine_ping_is_transient(scenario: PushScenario, reliability
 def test_connection_reset_mid_upload_once_recovers(
     scenario: PushScenario, reliability: Recorder
 ) -> None:
-    built = scenario.build()
-    scenario.proxy.set_mode("reset-upload", count=1)
-    result, took = scenario.push()
-    reliability.result(result)
-    reliability.observe(f"{took:.1f} s")
+    result, took = scenario.push_with_fault(reliability, "reset-upload", count=1)
     assert scenario.proxy.faults_injected == 1
     assert result.code == 0, result.output
     assert took < PUSH_TIMEOUT
-    state = scenario.state(present=(built["tags"][0].rsplit(":", 1)[1], "latest"))
-    reliability.observe(f"registry: {state}")
-    with scenario.client() as client:
-        assert client.config_digest(scenario.repository, "latest") == built["image_id"]
-    assert scenario.leftovers() == []
+    reliability.observe(f"registry: {scenario.assert_pushed()}")
 
 
 @pytest.mark.reliability(
@@ -544,14 +528,14 @@ def test_connection_reset_mid_upload_once_recovers(
     "exit 0: the engine retries the upload, shipit the push; whole image under both tags",
 )
 def test_ecr_reset_then_503_recovers(ecr_scenario: PushScenario, reliability: Recorder) -> None:
-    built = ecr_scenario.build()
+    ecr_scenario.build()
     ecr_scenario.proxy.set_mode("reset-upload", count=1)
     proxy = ecr_scenario.proxy
 
     def then_503() -> bool:
         # Once the reset happened, the next fault is the manifest's.
         if proxy.faults_injected == 1:
-            proxy.set_mode("503", count=1, match=r"^PUT /v2/.*/manifests/")
+            proxy.set_mode("503", count=1, match=MANIFEST_PUT)
             return True
         return False
 
@@ -565,11 +549,7 @@ def test_ecr_reset_then_503_recovers(ecr_scenario: PushScenario, reliability: Re
     assert result.code == 0, result.output
     entry = registries(report_of(result))["ecr"]
     assert entry["status"] == "pushed" and entry["tags"][0]["attempts"] == 2
-    state = ecr_scenario.state(present=(built["tags"][0].rsplit(":", 1)[1], "latest"))
-    reliability.observe(f"registry: {state}")
-    with ecr_scenario.client() as client:
-        assert client.config_digest(ecr_scenario.repository, "latest") == built["image_id"]
-    assert ecr_scenario.leftovers() == []
+    reliability.observe(f"registry: {ecr_scenario.assert_pushed()}")
 
 
 @pytest.mark.reliability(
@@ -577,16 +557,12 @@ def test_ecr_reset_then_503_recovers(ecr_scenario: PushScenario, reliability: Re
     "exit 0; whole image under both tags",
 )
 def test_latency_on_every_request(scenario: PushScenario, reliability: Recorder) -> None:
-    built = scenario.build()
-    scenario.proxy.set_mode("latency", delay=0.05)
-    result, took = scenario.push()
-    reliability.result(result)
-    reliability.observe(f"{scenario.proxy.request_count} requests in {took:.1f} s")
+    result, took = scenario.push_with_fault(reliability, "latency", delay=0.05)
+    reliability.observe(f"{scenario.proxy.request_count} requests")
     assert result.code == 0, result.output
     assert scenario.proxy.request_count >= 10
     assert took >= scenario.proxy.request_count * 0.05 / 4  # the latency really applied
-    scenario.state(present=(built["tags"][0].rsplit(":", 1)[1], "latest"))
-    assert scenario.leftovers() == []
+    scenario.assert_pushed()
 
 
 @pytest.mark.reliability(
@@ -611,8 +587,7 @@ def test_connection_reset_on_every_blob_upload_fails_clearly(
     # parallel; shipit made one attempt.
     assert 5 <= resets <= 10
     assert took < ENGINE_RETRY_BUDGET + 20
-    assert made.state() == {}
-    assert made.leftovers() == []
+    made.assert_nothing_pushed()
 
 
 @pytest.mark.reliability(
@@ -632,8 +607,7 @@ def test_registry_slower_than_the_timeout_is_retried(
     assert took < 30 + 15  # the timeout, a short backoff and the push itself
     entry = registries(report_of(result))["dockerhub"]
     assert entry["tags"][0]["attempts"] == 2
-    made.state(present=("latest",))
-    assert made.leftovers() == []
+    made.assert_pushed()
 
 
 # -- a registry down for the whole push ---------------------------------------------------
@@ -670,8 +644,8 @@ def test_ecr_registry_down_docker_hub_completes(
     with RegistryClient(project.hub.host, HUB_USER, project.hub_token) as hub:
         state = assert_whole_or_absent(hub, project.hub_repository, present=(sha_tag,))
         assert "latest" not in state
-    assert containers_of(project.image) == []
-    assert local_references(dead + "/") == local_references(project.hub.host + "/team/") == []
+    assert shipit_containers(project.image) == []
+    assert image_references(dead + "/", project.hub.host + "/team/") == []
 
 
 # -- the engine, Ctrl-C and a crashing container ------------------------------------------
@@ -696,7 +670,7 @@ def test_engine_gone_between_build_and_run(
     line = last_error_line(result)
     assert line.startswith("shipit: error: "), line
     assert f"DOCKER_HOST=unix://{dead}" in line
-    assert containers_of(project.image) == []
+    assert shipit_containers(project.image) == []
 
 
 def never_ready(project: Project) -> None:
@@ -716,31 +690,17 @@ def test_sigint_during_run(engine: Engine, project: Project, reliability: Record
     never_ready(project)
     assert project.shipit("build").code == 0
     env = project.env(SHIPIT_PORT=str(free_port()))
-    proc = start_shipit(project, ["run", "--ready-timeout", "120"], env)
-    try:
-        wait_until(
-            lambda: bool(running_containers_of(project.image)) or proc.poll() is not None,
-            60,
-            what="the container to run",
+    with shipit_in_background(project, ["run", "--ready-timeout", "120"], env) as proc:
+        result, took = interrupt_when(
+            proc, lambda: bool(running_containers_of(project.image)), "the container to run", 60
         )
-        assert proc.poll() is None, proc.communicate()
-        result, took = interrupt(proc, INTERRUPT_GRACE)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate(timeout=30)
     reliability.result(result)
-    left = containers_of(project.image)
-    reliability.observe(
-        (f"exited {took:.1f} s after SIGINT" if took is not None else "still running: killed")
-        + f"; containers left: {len(left)}"
-    )
+    left = shipit_containers(project.image)
+    reliability.observe(f"{after_sigint(took)}; containers left: {len(left)}")
     if result.code != ExitCode.INTERRUPTED:
         reliability.observe(f"last stderr line: {last_error_line(result)!r}")
-    assert took is not None, f"still running {INTERRUPT_GRACE:g} s after SIGINT"
     assert left == []
-    assert result.code == ExitCode.INTERRUPTED, result.output
-    assert last_error_line(result).startswith("shipit: error: interrupted")
+    assert_interrupted(result, took)
 
 
 @pytest.mark.reliability(
@@ -766,33 +726,18 @@ def test_sigint_during_ship_push(
             SHIPIT_PUSH_ATTEMPTS="2",
             SHIPIT_PORT=str(free_port()),
         )
-        proc = start_shipit(project, ["ship", "--to", "dockerhub"], env)
-        try:
-            wait_until(
-                lambda: bool(proxy.seen("slow")) or proc.poll() is not None,
-                90,
-                what="the push to reach the stalled registry",
+        with shipit_in_background(project, ["ship", "--to", "dockerhub"], env) as proc:
+            result, took = interrupt_when(
+                proc, lambda: bool(proxy.seen("slow")), "the push to reach the stalled registry", 90
             )
-            assert proc.poll() is None, proc.communicate()
-            result, took = interrupt(proc, INTERRUPT_GRACE)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate(timeout=30)
-        leftover_tags = local_references(proxy.host + "/")
+        leftover_tags = image_references(proxy.host + "/")
     reliability.result(result)
-    reliability.observe(
-        f"exited {took:.1f} s after SIGINT"
-        if took is not None
-        else f"still running {INTERRUPT_GRACE:g} s after SIGINT: killed"
-    )
-    leftover_containers = containers_of(project.image)
+    reliability.observe(after_sigint(took))
+    leftover_containers = shipit_containers(project.image)
     if leftover_containers or leftover_tags:
         when = "after the kill" if took is None else "after exit"
         reliability.observe(f"left {when}: {leftover_containers + leftover_tags}")
-    assert took is not None, f"still running {INTERRUPT_GRACE:g} s after SIGINT"
-    assert result.code == ExitCode.INTERRUPTED, result.output
-    assert last_error_line(result).startswith("shipit: error: interrupted")
+    assert_interrupted(result, took)
     assert leftover_containers == []
     assert leftover_tags == []
     with RegistryClient(hub_registry.host, HUB_USER, hub_token) as hub:
@@ -813,66 +758,42 @@ def test_container_crash_at_start(engine: Engine, project: Project, reliability:
     line = error_line(result)
     assert "exited at start" in line
     assert 'invalid value "maybe"' in result.stderr  # nginx's words, from the container log
-    assert containers_of(project.image) == []
+    assert shipit_containers(project.image) == []
 
 
 # -- the tools of this suite: the fault proxy and the reliability table -------------------
 
 
-class _Upstream:
-    """A tiny HTTP server that echoes method, path and body length."""
+class Echo(HttpService):
+    """Answers every request with its method, path and body length."""
 
-    def __init__(self) -> None:
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    protocol_version = "HTTP/1.1"
 
-        class Echo(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                return
-
-            def _answer(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                if "chunked" in self.headers.get("Transfer-Encoding", ""):
-                    body = b""
-                    while True:
-                        size = int(self.rfile.readline().strip(), 16)
-                        if size == 0:
-                            self.rfile.readline()
-                            break
-                        body += self.rfile.read(size)
-                        self.rfile.readline()
-                else:
-                    body = self.rfile.read(length)
-                reply = f"{self.command} {self.path} {len(body)}".encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(reply)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(reply)
-
-            do_GET = do_PUT = do_PATCH = do_POST = do_HEAD = _answer
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def port(self) -> int:
-        return int(self.server.server_address[1])
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
+    def handle(self, request: BaseHTTPRequestHandler) -> None:
+        length = int(request.headers.get("Content-Length") or 0)
+        if "chunked" in request.headers.get("Transfer-Encoding", ""):
+            body = b""
+            while True:
+                size = int(request.rfile.readline().strip(), 16)
+                if size == 0:
+                    request.rfile.readline()
+                    break
+                body += request.rfile.read(size)
+                request.rfile.readline()
+        else:
+            body = request.rfile.read(length)
+        reply = f"{request.command} {request.path} {len(body)}".encode()
+        request.send_response(200)
+        request.send_header("Content-Length", str(len(reply)))
+        request.end_headers()
+        if request.command != "HEAD":
+            request.wfile.write(reply)
 
 
 @pytest.fixture
-def upstream() -> Iterator[_Upstream]:
-    server = _Upstream()
-    yield server
-    server.close()
+def upstream() -> Iterator[Echo]:
+    with Echo(name="echo") as server:
+        yield server
 
 
 def _request(port: int, method: str, path: str, body: Any = None, **kw: Any) -> str:
@@ -885,7 +806,7 @@ def _request(port: int, method: str, path: str, body: Any = None, **kw: Any) -> 
         connection.close()
 
 
-def test_fault_proxy_forwards_and_injects_503(upstream: _Upstream) -> None:
+def test_fault_proxy_forwards_and_injects_503(upstream: Echo) -> None:
     with FaultProxy("127.0.0.1", upstream.port) as proxy:
         assert _request(proxy.port, "PUT", "/v2/a", b"x" * 200_000) == "200 PUT /v2/a 200000"
         chunks = iter([b"ab", b"cde"])
@@ -897,7 +818,7 @@ def test_fault_proxy_forwards_and_injects_503(upstream: _Upstream) -> None:
         assert proxy.request_count == 5 and proxy.faults_injected == 2
 
 
-def test_fault_proxy_resets_only_blob_uploads(upstream: _Upstream) -> None:
+def test_fault_proxy_resets_only_blob_uploads(upstream: Echo) -> None:
     with FaultProxy("127.0.0.1", upstream.port) as proxy:
         proxy.set_mode("reset-upload")
         upload = "/v2/x/blobs/uploads/1"
@@ -907,7 +828,7 @@ def test_fault_proxy_resets_only_blob_uploads(upstream: _Upstream) -> None:
         assert [seen.action for seen in proxy.seen()] == ["forwarded", "reset"]
 
 
-def test_fault_proxy_is_bounded_and_stops_with_requests_held(upstream: _Upstream) -> None:
+def test_fault_proxy_is_bounded_and_stops_with_requests_held(upstream: Echo) -> None:
     proxy = FaultProxy("127.0.0.1", upstream.port, max_connections=2).start()
     proxy.set_mode("slow", delay=600)
     errors: list[BaseException] = []

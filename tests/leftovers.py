@@ -1,0 +1,26 @@
+"""What shipit may leave behind in the Docker engine, read with the docker CLI.
+
+(All of a project's containers: `shipit_containers` in tests/conftest.py.)
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+
+def docker_words(*args: str) -> list[str]:
+    """What `docker ARGS` prints, split into words (ids, image references)."""
+    listed = subprocess.run(["docker", *args], capture_output=True, text=True, check=True)
+    return listed.stdout.split()
+
+
+def running_containers_of(image: str) -> list[str]:
+    return docker_words(
+        "ps", "-q", "--filter", f"label=io.shipit.image={image}", "--filter", "status=running"
+    )
+
+
+def image_references(*prefixes: str) -> list[str]:
+    """Local image references (repository:tag) that start with one of `prefixes`."""
+    references = docker_words("images", "--format", "{{.Repository}}:{{.Tag}}")
+    return [reference for reference in references if reference.startswith(prefixes)]
