@@ -17,6 +17,7 @@ import docker
 import docker.auth
 import docker.errors
 import requests
+import urllib3.exceptions
 
 from shipit.config import split_reference
 from shipit.errors import (
@@ -24,6 +25,7 @@ from shipit.errors import (
     EngineError,
     PortBusyError,
     PushError,
+    RegistryUnreachableError,
     RunError,
 )
 
@@ -31,6 +33,12 @@ BUILD_LOG_TAIL = 25
 Progress = Callable[[str], None]
 # (layer, status, bytes done, bytes in all): per-layer push progress for a progress bar.
 LayerProgress = Callable[[str, str, int, int], None]
+
+# What docker-py lets through when the connection to the engine fails: requests' errors from
+# a call, urllib3's own from a stream (docker-py reads streams from the raw urllib3 response).
+# docker.errors.APIError is a requests error too, so it must be caught before these.
+_CONNECTION_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError)
+_READ_TIMEOUTS = (requests.exceptions.ReadTimeout, urllib3.exceptions.ReadTimeoutError)
 
 
 def _quiet(_: str) -> None:
@@ -69,9 +77,23 @@ class PushStream:
     lines: list[str] = field(default_factory=list)
 
 
-def _engine_location() -> str:
+def _engine_location(api: docker.APIClient | None = None) -> str:
     host = os.environ.get("DOCKER_HOST")
-    return f"DOCKER_HOST={host}" if host else "the socket /var/run/docker.sock"
+    if host:
+        return f"DOCKER_HOST={host}"
+    # docker-py names a unix socket http+docker://localhost, which helps nobody.
+    if api is not None and not str(api.base_url).startswith("http+docker:"):
+        return str(api.base_url)
+    return "the socket /var/run/docker.sock"
+
+
+def _timed_out(error: BaseException) -> bool:
+    """Whether the engine stopped answering (rather than the connection going away).
+
+    requests hides a read timeout inside a ConnectionError when it comes while a body is read.
+    """
+    wrapped = [error, *error.args, error.__cause__, error.__context__]
+    return any(isinstance(item, _READ_TIMEOUTS) for item in wrapped)
 
 
 class Engine:
@@ -83,7 +105,7 @@ class Engine:
         try:
             client = docker.from_env(timeout=int(timeout))
             client.ping()
-        except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
+        except (docker.errors.DockerException, *_CONNECTION_ERRORS, OSError) as exc:
             raise EngineError(
                 f"no Docker engine answers at {_engine_location()}",
                 "start the engine (as root: scripts/testenv.sh starts dockerd) or point "
@@ -92,22 +114,33 @@ class Engine:
         return cls(client.api)
 
     def version(self) -> str:
-        return str(self._call(self.api.version).get("Version", "unknown"))
+        return str(self._call("asking its version", self.api.version).get("Version", "unknown"))
 
-    def _call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def _call(self, doing: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         try:
             return function(*args, **kwargs)
-        except requests.ConnectionError as exc:
-            raise EngineError(
-                f"lost the Docker engine at {_engine_location()}",
-                "check that dockerd is still running",
-            ) from exc
+        except docker.errors.APIError:
+            raise
+        except _CONNECTION_ERRORS as exc:
+            raise self._connection_failure(exc, doing) from exc
+
+    def _connection_failure(self, error: BaseException, doing: str) -> EngineError:
+        where = _engine_location(self.api)
+        if _timed_out(error):
+            return EngineError(
+                f"the Docker engine at {where} sent nothing for {self.api.timeout} s while {doing}",
+                "check that dockerd answers (`docker info`) and is not overloaded, then run again",
+            )
+        return EngineError(
+            f"lost the Docker engine at {where} while {doing}",
+            "check that dockerd is still running (`docker info`), then run again",
+        )
 
     # Images
 
     def image(self, reference: str) -> ImageInfo | None:
         try:
-            data = self._call(self.api.inspect_image, reference)
+            data = self._call(f"inspecting image {reference}", self.api.inspect_image, reference)
         except docker.errors.NotFound:
             return None
         except docker.errors.APIError as exc:
@@ -125,27 +158,33 @@ class Engine:
         )
 
     def images_with_label(self, key: str, value: str) -> list[ImageInfo]:
-        summaries = self._call(self.api.images, filters={"label": f"{key}={value}"})
+        summaries = self._call(
+            "listing images", self.api.images, filters={"label": f"{key}={value}"}
+        )
         found = [self.image(summary["Id"]) for summary in summaries]
         return [image for image in found if image is not None]
 
     def pull(self, reference: str, progress: Progress = _quiet) -> None:
         repository, tag = split_reference(reference)
         try:
-            for event in self._call(self.api.pull, repository, tag=tag, stream=True, decode=True):
+            for event in self.api.pull(repository, tag=tag, stream=True, decode=True):
                 if "error" in event:
                     raise EngineError(f"cannot pull {reference}: {event['error']}")
                 if event.get("status") and not event.get("progressDetail"):
                     progress(f"pull: {event['status']}")
         except docker.errors.APIError as exc:
             raise EngineError(f"cannot pull {reference}: {exc.explanation}") from exc
+        except _CONNECTION_ERRORS as exc:
+            raise self._connection_failure(exc, f"pulling {reference}") from exc
 
     def tag(self, image_id: str, repository: str, tag: str) -> None:
-        self._call(self.api.tag, image_id, repository, tag, force=True)
+        self._call(
+            f"tagging {repository}:{tag}", self.api.tag, image_id, repository, tag, force=True
+        )
 
     def untag(self, reference: str) -> None:
         try:
-            self._call(self.api.remove_image, reference, noprune=True)
+            self._call(f"removing tag {reference}", self.api.remove_image, reference, noprune=True)
         except docker.errors.NotFound:
             pass
         except docker.errors.APIError as exc:
@@ -162,8 +201,7 @@ class Engine:
         log: deque[str] = deque(maxlen=BUILD_LOG_TAIL)
         image_id = ""
         try:
-            stream = self._call(
-                self.api.build,
+            stream = self.api.build(
                 fileobj=io.BytesIO(context_tar),
                 custom_context=True,
                 tag=tag,
@@ -194,6 +232,8 @@ class Engine:
                 "check the base image (--base-image) and the Dockerfile template",
                 details="\n".join(log),
             ) from exc
+        except _CONNECTION_ERRORS as exc:
+            raise self._connection_failure(exc, f"building {tag}") from exc
         if not image_id:
             info = self.image(tag)
             if info is None:
@@ -205,13 +245,17 @@ class Engine:
 
     def containers_with_labels(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
         filters = {"label": [f"{key}={value}" for key, value in labels.items()]}
-        summaries = self._call(self.api.containers, all=True, filters=filters)
+        summaries = self._call("listing containers", self.api.containers, all=True, filters=filters)
         found = [self.container(summary["Id"]) for summary in summaries]
         return [container for container in found if container is not None]
 
     def container(self, container_id: str) -> ContainerInfo | None:
         try:
-            data = self._call(self.api.inspect_container, container_id)
+            data = self._call(
+                f"inspecting container {container_id[:12]}",
+                self.api.inspect_container,
+                container_id,
+            )
         except docker.errors.NotFound:
             return None
         state = data.get("State") or {}
@@ -225,7 +269,13 @@ class Engine:
 
     def remove_container(self, container_id: str) -> None:
         try:
-            self._call(self.api.remove_container, container_id, force=True, v=True)
+            self._call(
+                f"removing container {container_id[:12]}",
+                self.api.remove_container,
+                container_id,
+                force=True,
+                v=True,
+            )
         except docker.errors.NotFound:
             pass
         except docker.errors.APIError as exc:
@@ -237,7 +287,14 @@ class Engine:
 
     def logs_tail(self, container_id: str, lines: int = 20) -> str:
         try:
-            raw = self._call(self.api.logs, container_id, tail=lines, stdout=True, stderr=True)
+            raw = self._call(
+                f"reading the log of container {container_id[:12]}",
+                self.api.logs,
+                container_id,
+                tail=lines,
+                stdout=True,
+                stderr=True,
+            )
         except docker.errors.APIError:
             return ""
         return bytes(raw).decode("utf-8", "replace").rstrip()
@@ -262,6 +319,7 @@ class Engine:
         )
         try:
             created = self._call(
+                f"creating container {name}",
                 self.api.create_container,
                 image,
                 name=name,
@@ -274,7 +332,7 @@ class Engine:
             raise RunError(f"cannot create container {name}: {exc.explanation}") from exc
         container_id = str(created["Id"])
         try:
-            self._call(self.api.start, container_id)
+            self._call(f"starting container {name}", self.api.start, container_id)
         except docker.errors.APIError as exc:
             self.remove_container(container_id)
             explanation = str(exc.explanation or exc)
@@ -320,8 +378,7 @@ class Engine:
         refuses, the refusal is only a line in the stream."""
         result = PushStream()
         try:
-            events: Iterator[dict[str, Any]] = self._call(
-                self.api.push,
+            events: Iterator[dict[str, Any]] = self.api.push(
                 repository,
                 tag=tag,
                 stream=True,
@@ -332,11 +389,24 @@ class Engine:
                 _read_push_event(event, result, progress, layer_progress)
         except docker.errors.APIError as exc:
             result.error = str(exc.explanation or exc)
-        except requests.RequestException as exc:
-            raise PushError(
-                f"lost the Docker engine while pushing {repository}:{tag}: {exc}"
-            ) from exc
+        except _CONNECTION_ERRORS as exc:
+            raise self._push_failure(exc, f"{repository}:{tag}") from exc
         return result
+
+    def _push_failure(self, error: BaseException, reference: str) -> PushError:
+        if _timed_out(error):
+            # The engine says nothing while an upload waits on the registry, so this is most
+            # likely a registry that stopped taking the upload: worth a retry, like a registry
+            # that does not answer shipit's own requests. (A hung engine instead fails the
+            # retry's first engine call.)
+            return RegistryUnreachableError(
+                f"the push of {reference} made no progress for {self.api.timeout} s",
+                "check that the registry answers and accepts uploads, then push again",
+            )
+        return PushError(
+            f"lost the Docker engine at {_engine_location(self.api)} while pushing {reference}",
+            "check that dockerd is still running (`docker info`), then push again",
+        )
 
 
 def _read_push_event(

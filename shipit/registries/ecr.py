@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import boto3
 import botocore.exceptions
+import botocore.parsers
 from botocore.config import Config
 
-from shipit.errors import AuthError, AwsError, ConfigError, RootUserError
+from shipit.errors import AuthError, AwsError, ConfigError, RootUserError, ShipitError
 from shipit.iam.refusal import refused_action
 from shipit.redact import register_secret
 
@@ -35,6 +37,7 @@ _DENIED_CODES = frozenset(
 )
 _EXPIRED_CODES = frozenset({"ExpiredToken", "ExpiredTokenException", "RequestExpired"})
 _AWS_RETRIES = {"max_attempts": 5, "mode": "adaptive"}
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -78,9 +81,25 @@ def root_refusal(identity: CallerIdentity) -> RootUserError:
     )
 
 
-def _explain(
-    error: botocore.exceptions.BotoCoreError | botocore.exceptions.ClientError, doing: str
-) -> Exception:
+# What botocore raises for an answer it cannot read, instead of a BotoCoreError: its parser's
+# own error, or a lookup error from inside the parser when XML lacks what AWS always sends.
+# The same errors from reading a parsed answer mean a field that AWS always sends is missing.
+_UNREADABLE_ANSWER = (
+    botocore.parsers.ResponseParserError,
+    KeyError,
+    IndexError,
+    TypeError,
+    ValueError,
+)
+_AWS_FAILURES = (
+    botocore.exceptions.BotoCoreError,
+    botocore.exceptions.ClientError,
+    *_UNREADABLE_ANSWER,
+)
+_NOT_AWS_HINT = "check AWS_ENDPOINT_URL and any HTTP(S) proxy between here and AWS, then run again"
+
+
+def _explain(error: Exception, doing: str) -> ShipitError:
     if isinstance(error, botocore.exceptions.NoCredentialsError):
         return AuthError(
             f"no AWS credentials found while {doing}",
@@ -90,29 +109,55 @@ def _explain(
         return ConfigError(
             f"no AWS region while {doing}", "set AWS_REGION or aws_region in shipit.toml"
         )
-    if isinstance(error, botocore.exceptions.EndpointConnectionError):
+    if isinstance(error, botocore.exceptions.ProfileNotFound):
+        return ConfigError(
+            f"{error} while {doing}", "check AWS_PROFILE (`aws configure list-profiles`)"
+        )
+    if isinstance(error, botocore.exceptions.ReadTimeoutError):
         return AwsError(
-            f"cannot reach AWS while {doing}: {error}", "check the network or AWS_ENDPOINT_URL"
+            f"AWS did not answer in time while {doing}: {error}",
+            "check the network path to AWS and AWS_ENDPOINT_URL, then run again",
+        )
+    if isinstance(error, botocore.exceptions.ConnectionError | botocore.exceptions.HTTPClientError):
+        return AwsError(
+            f"cannot reach AWS while {doing}: {error}",
+            "check the network, any HTTP(S) proxy and AWS_ENDPOINT_URL, then run again",
         )
     if isinstance(error, botocore.exceptions.ClientError):
-        code = str(error.response.get("Error", {}).get("Code", ""))
-        message = str(error.response.get("Error", {}).get("Message", ""))
-        if code in _DENIED_CODES:
-            refusal = refused_action(message)
-            if refusal is None:
-                return AuthError(
-                    f"AWS refused {doing}: {message}",
-                    "grant the identity the policy printed by `shipit iam policy`",
-                )
+        return _explain_refusal(error, doing)
+    if isinstance(error, _UNREADABLE_ANSWER):
+        return AwsError(
+            f"could not read the answer while {doing}: it is not an AWS response", _NOT_AWS_HINT
+        )
+    return AwsError(
+        f"AWS error while {doing}: {error}",
+        "check the AWS settings with `shipit doctor`, then run again",
+    )
+
+
+def _explain_refusal(error: botocore.exceptions.ClientError, doing: str) -> ShipitError:
+    code = str(error.response.get("Error", {}).get("Code", ""))
+    message = str(error.response.get("Error", {}).get("Message", ""))
+    if code in _DENIED_CODES:
+        refusal = refused_action(message)
+        if refusal is None:
             return AuthError(
-                f"AWS refused {doing} ({refusal.describe()}): {message}", refusal.hint()
+                f"AWS refused {doing}: {message}",
+                "grant the identity the policy printed by `shipit iam policy`",
             )
-        if code in _EXPIRED_CODES:
-            return AuthError(
-                f"the AWS credentials have expired while {doing}", "refresh them and run again"
-            )
-        return AwsError(f"AWS error while {doing}: {code}: {message}")
-    return AwsError(f"AWS error while {doing}: {error}")
+        return AuthError(f"AWS refused {doing} ({refusal.describe()}): {message}", refusal.hint())
+    if code in _EXPIRED_CODES:
+        return AuthError(
+            f"the AWS credentials have expired while {doing}", "refresh them and run again"
+        )
+    status = str(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+    if not code or code == status:
+        # botocore makes the status the code when the body holds no AWS error.
+        return AwsError(
+            f"got HTTP {status or '?'} without an AWS error while {doing}",
+            _NOT_AWS_HINT,
+        )
+    return AwsError(f"AWS error while {doing}: {code}: {message}")
 
 
 class Ecr:
@@ -123,50 +168,68 @@ class Ecr:
             )
         self.region = region
         config = Config(region_name=region, retries=_AWS_RETRIES)  # type: ignore[arg-type]
-        session = boto3.session.Session()
-        self._ecr: ECRClient = session.client("ecr", config=config)
-        self._sts: STSClient = session.client("sts", config=config)
-
-    def _call(self, doing: str, function: Any, **kwargs: Any) -> Any:
         try:
-            return function(**kwargs)
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+            session = boto3.session.Session()
+            self._ecr: ECRClient = session.client("ecr", config=config)
+            self._sts: STSClient = session.client("sts", config=config)
+        except ValueError as error:  # botocore's "Invalid endpoint: ..."
+            raise ConfigError(
+                f"cannot use the AWS endpoint: {error}",
+                "set AWS_ENDPOINT_URL to a URL such as https://ecr.us-east-1.amazonaws.com, "
+                "or unset it",
+            ) from error
+        except botocore.exceptions.BotoCoreError as error:
+            raise _explain(error, "setting up the AWS clients") from error
+
+    def _call(self, doing: str, call: Callable[[], T]) -> T:
+        """`call` makes one AWS request and reads its answer; every failure becomes one
+        ShipitError naming `doing`."""
+        try:
+            return call()
+        except _AWS_FAILURES as error:
             raise _explain(error, doing) from error
 
     def caller(self) -> CallerIdentity:
-        answer = self._call("asking STS who the caller is", self._sts.get_caller_identity)
-        return CallerIdentity(account=str(answer["Account"]), arn=str(answer["Arn"]))
+        def ask() -> CallerIdentity:
+            answer = self._sts.get_caller_identity()
+            return CallerIdentity(account=str(answer["Account"]), arn=str(answer["Arn"]))
+
+        return self._call("asking STS who the caller is", ask)
 
     def repository(self, name: str) -> Repository | None:
-        try:
-            answer = self._ecr.describe_repositories(repositoryNames=[name])
-        except self._ecr.exceptions.RepositoryNotFoundException:
-            return None
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
-            raise _explain(error, f"describing ECR repository {name}") from error
-        return _repository(answer["repositories"][0])
+        def describe() -> Repository | None:
+            try:
+                answer = self._ecr.describe_repositories(repositoryNames=[name])
+            except self._ecr.exceptions.RepositoryNotFoundException:
+                return None
+            return _repository(answer["repositories"][0])
+
+        return self._call(f"describing ECR repository {name}", describe)
 
     def create_repository(self, name: str, tag_mutability: str, scan_on_push: bool) -> Repository:
-        answer = self._call(
-            f"creating ECR repository {name}",
-            self._ecr.create_repository,
-            repositoryName=name,
-            imageTagMutability=tag_mutability,
-            imageScanningConfiguration={"scanOnPush": scan_on_push},
-        )
-        return _repository(answer["repository"])
+        def create() -> Repository:
+            answer = self._ecr.create_repository(
+                repositoryName=name,
+                imageTagMutability=tag_mutability,  # type: ignore[arg-type]
+                imageScanningConfiguration={"scanOnPush": scan_on_push},
+            )
+            return _repository(answer["repository"])
+
+        return self._call(f"creating ECR repository {name}", create)
 
     def token(self) -> RegistryToken:
-        answer = self._call("getting an ECR authorization token", self._ecr.get_authorization_token)
-        data = answer["authorizationData"][0]
-        decoded = base64.b64decode(data["authorizationToken"]).decode("utf-8")
-        username, _, password = decoded.partition(":")
-        register_secret(password)
-        register_secret(str(data["authorizationToken"]))
-        endpoint = (
-            str(data.get("proxyEndpoint", "")).removeprefix("https://").removeprefix("http://")
-        )
-        return RegistryToken(username=username, password=password, endpoint=endpoint.rstrip("/"))
+        def fetch() -> RegistryToken:
+            data = self._ecr.get_authorization_token()["authorizationData"][0]
+            token = str(data["authorizationToken"])
+            decoded = base64.b64decode(token, validate=True).decode("utf-8")
+            username, _, password = decoded.partition(":")
+            register_secret(password)
+            register_secret(token)
+            endpoint = str(data.get("proxyEndpoint", ""))
+            endpoint = endpoint.removeprefix("https://").removeprefix("http://").rstrip("/")
+            return RegistryToken(username=username, password=password, endpoint=endpoint)
+
+        return self._call("getting an ECR authorization token", fetch)
 
 
 def _repository(data: Any) -> Repository:
