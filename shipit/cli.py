@@ -18,7 +18,7 @@ import typer
 
 from shipit import __version__
 from shipit.entry import HELP_WIDTH
-from shipit.errors import ExitCode, Interrupted, ShipitError, UsageError
+from shipit.errors import ExitCode, Interrupted, OutputClosed, ShipitError, UsageError
 from shipit.ui import Ui
 
 if TYPE_CHECKING:
@@ -669,7 +669,8 @@ def main(argv: list[str] | None = None) -> int:
         if returned == ExitCode.INTERRUPTED:
             raise KeyboardInterrupt
     except ShipitError as error:
-        _ui.error(error)
+        if not isinstance(error, OutputClosed):
+            _ui.error(error)
         return int(error.exit_code)
     except (KeyboardInterrupt, typer.Abort):
         _ui.error(Interrupted("interrupted; containers this command started were removed"))

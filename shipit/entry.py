@@ -50,7 +50,12 @@ def run() -> None:
     When main() returns, every container, tag, temporary file and connection shipit opened
     has been dealt with by its own code; what remains is tearing down the modules of docker
     and botocore, about 0.09 s of every command. Output is flushed first."""
-    code = main()
+    try:
+        code = main()
+    except BrokenPipeError:
+        from shipit.errors import ExitCode
+
+        code = ExitCode.BROKEN_PIPE
     import contextlib
 
     for stream in (sys.stdout, sys.stderr):

@@ -27,6 +27,9 @@ class ExitCode(IntEnum):
     REGISTRY_UNREACHABLE = 14
     DOCTOR = 15
     INTERRUPTED = 130
+    # The reader of stdout went away (`shipit config --json | head -1`): 128 + SIGPIPE, as a
+    # shell reports a tool killed by that signal.
+    BROKEN_PIPE = 141
 
 
 class ShipitError(Exception):
@@ -127,4 +130,11 @@ class DoctorError(ShipitError):
 
 class Interrupted(ShipitError):
     exit_code = ExitCode.INTERRUPTED
+    default_hint = ""
+
+
+class OutputClosed(ShipitError):
+    """stdout's reader went away; there is nobody to tell, so the CLI prints nothing."""
+
+    exit_code = ExitCode.BROKEN_PIPE
     default_hint = ""

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from shipit.errors import ShipitError
+from shipit.errors import OutputClosed, ShipitError
 from shipit.redact import redact
 
 
@@ -35,8 +35,11 @@ class Ui:
         return bool(os.environ.get("CI")) or not sys.stdout.isatty()
 
     def _write(self, stream: TextIO, text: str) -> None:
-        stream.write(redact(text) + "\n")
-        stream.flush()
+        try:
+            stream.write(redact(text) + "\n")
+            stream.flush()
+        except BrokenPipeError as exc:
+            raise OutputClosed("the reader of shipit's output went away") from exc
 
     @property
     def interactive(self) -> bool:

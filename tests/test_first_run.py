@@ -175,3 +175,23 @@ def test_help_on_a_narrow_terminal_comes_from_typer() -> None:
     assert narrow[-1] == "True False False"
     assert narrow[:-1] == _typer_help(60).splitlines()
     assert max(len(line) for line in narrow[:-1]) <= 60
+
+
+def test_a_closed_stdout_ends_quietly_with_141(project: Project) -> None:
+    """`shipit config --json | head -0`: the reader is gone before shipit writes."""
+    for command in (["--version"], ["config", "--json"]):
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        try:
+            completed = subprocess.run(
+                [sys.executable, "-m", "shipit", *command],
+                stdout=write_end,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=project.env(),
+                check=False,
+            )
+        finally:
+            os.close(write_end)
+        assert completed.returncode == ExitCode.BROKEN_PIPE, (command, completed.stderr)
+        assert completed.stderr == "", command
