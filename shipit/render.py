@@ -106,33 +106,46 @@ def _digest_files(files: Mapping[str, bytes]) -> str:
 
 
 def _read_tree(root: Path, label: str, project: Path) -> dict[str, bytes]:
+    """Every file below root, relative path -> bytes, following links that stay inside the
+    project (a linked folder is served like a copied one)."""
     if not root.is_dir():
         return {}
     files: dict[str, bytes] = {}
     project = project.resolve()
-    for path in sorted(root.rglob("*")):
-        relative = path.relative_to(root).as_posix()
-        if path.is_symlink() and not path.resolve().is_relative_to(project):
-            # A link out of the project would bake a host file (a credential) into the image.
-            raise TemplateError(
-                f"{label}/{relative} links outside the project",
-                "copy the file into the project instead of linking to it",
-            )
-        if path.is_dir():
-            continue
-        if not path.is_file():
-            # A FIFO or device would block or never end; only regular files are site content.
-            raise TemplateError(
-                f"{label}/{relative} is not a regular file (or its link is dangling)",
-                "remove it or replace it with a regular file",
-            )
-        try:
-            files[relative] = path.read_bytes()
-        except OSError as exc:
-            raise TemplateError(
-                f"cannot read {label}/{relative}: {exc.strerror}",
-                "fix its permissions or remove it",
-            ) from exc
+
+    def visit(folder: Path, prefix: str, ancestors: frozenset[Path]) -> None:
+        for path in sorted(folder.iterdir()):
+            relative = prefix + path.name
+            if path.is_symlink() and not path.resolve().is_relative_to(project):
+                # A link out of the project would bake a host file (a credential) into the image.
+                raise TemplateError(
+                    f"{label}/{relative} links outside the project",
+                    "copy the file into the project instead of linking to it",
+                )
+            if path.is_dir():
+                real = path.resolve()
+                if real in ancestors:
+                    raise TemplateError(
+                        f"{label}/{relative} links to a folder that contains it (a loop)",
+                        "remove the link or point it at a folder outside its own path",
+                    )
+                visit(path, relative + "/", ancestors | {real})
+                continue
+            if not path.is_file():
+                # A FIFO or device would block or never end; only regular files are content.
+                raise TemplateError(
+                    f"{label}/{relative} is not a regular file (or its link is dangling)",
+                    "remove it or replace it with a regular file",
+                )
+            try:
+                files[relative] = path.read_bytes()
+            except OSError as exc:
+                raise TemplateError(
+                    f"cannot read {label}/{relative}: {exc.strerror}",
+                    "fix its permissions or remove it",
+                ) from exc
+
+    visit(root, "", frozenset({root.resolve()}))
     return files
 
 

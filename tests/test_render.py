@@ -140,3 +140,20 @@ def test_labels_become_one_instruction_outside_the_digest(example: Path) -> None
         'LABEL "a.label"="back\\\\slash" \\\n    "b.label"="say \\"hi\\" to \\$HOME"\n'
     )
     assert dockerfile.count("LABEL ") == 1
+
+
+def test_a_linked_folder_inside_the_project_is_served_like_a_copy(example: Path) -> None:
+    shared = example / "assets"
+    (shared / "img").mkdir(parents=True)
+    (shared / "img" / "dot.svg").write_text("<svg/>")
+    (example / "site" / "static" / "shared").symlink_to(shared)
+    files = render_site(example, BASE).files
+    assert files["shipit/site/static/shared/img/dot.svg"] == b"<svg/>"
+
+
+def test_a_folder_link_that_loops_is_refused(example: Path) -> None:
+    static = example / "site" / "static"
+    (static / "deep").mkdir()
+    (static / "deep" / "again").symlink_to(static)
+    with pytest.raises(TemplateError, match=r"site/static/deep/again links to a folder that"):
+        render_site(example, BASE)
