@@ -496,7 +496,7 @@ def doctor(
         typer.Option(
             "--online",
             help="Also ask IAM to simulate the push's actions for the caller "
-            "(needs iam:SimulatePrincipalPolicy).",
+            "(needs iam:SimulatePrincipalPolicy) and log in to Docker Hub.",
         ),
     ] = False,
     to: Annotated[

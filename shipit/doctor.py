@@ -18,6 +18,7 @@ from shipit.errors import DoctorError, EngineError, ShipitError
 
 if TYPE_CHECKING:
     from shipit.engine import Engine
+    from shipit.registries.dockerhub import Credentials
     from shipit.registries.ecr import CallerIdentity
 
 Outcome = Literal["ok", "warn", "fail"]
@@ -277,9 +278,9 @@ def check_dockerhub_repository(settings: Settings) -> Check:
     )
 
 
-def check_dockerhub_credentials(
+def dockerhub_credentials_of(
     settings: Settings, engine: Engine | None, environ: Mapping[str, str]
-) -> Check:
+) -> tuple[Check, Credentials | None]:
     from shipit.registries.dockerhub import credentials
 
     def no_store(_: str) -> tuple[str, str] | None:
@@ -289,11 +290,41 @@ def check_dockerhub_credentials(
     try:
         found = credentials(settings.dockerhub_registry, environ, stored)
     except ShipitError as error:
-        return Check.failed("dockerhub_credentials", error)
-    return Check(
+        return Check.failed("dockerhub_credentials", error), None
+    check = Check(
         "dockerhub_credentials",
         "ok",
         f"user {found.username} for {settings.dockerhub_registry}, from {found.source}",
+    )
+    return check, found
+
+
+def check_dockerhub_credentials(
+    settings: Settings, engine: Engine | None, environ: Mapping[str, str]
+) -> Check:
+    return dockerhub_credentials_of(settings, engine, environ)[0]
+
+
+def check_dockerhub_login(settings: Settings, found: Credentials | None) -> Check:
+    """Logs in as a push would (the registry's token service, for Docker Hub), so a revoked
+    or mistyped token shows up here rather than halfway through a ship."""
+    if found is None:
+        return _not_checked("dockerhub_login", "no Docker Hub credentials to log in with")
+    from shipit.registries.distribution import RegistryClient
+
+    client = RegistryClient(
+        settings.dockerhub_registry,
+        found.username,
+        found.password,
+        auth_hint="check DOCKERHUB_USERNAME and DOCKERHUB_TOKEN (an access token)",
+    )
+    try:
+        with client:
+            client.ping()
+    except ShipitError as error:
+        return Check.failed("dockerhub_login", error)
+    return Check(
+        "dockerhub_login", "ok", f"{found.username} logged in to {settings.dockerhub_registry}"
     )
 
 
@@ -325,8 +356,9 @@ def diagnose(
             progress("doctor: simulating the push's IAM actions")
             checks.append(check_iam_simulation(settings, identity))
     if to in ("dockerhub", "all"):
-        checks += [
-            check_dockerhub_repository(settings),
-            check_dockerhub_credentials(settings, engine, environ),
-        ]
+        hub_check, found = dockerhub_credentials_of(settings, engine, environ)
+        checks += [check_dockerhub_repository(settings), hub_check]
+        if online:
+            progress(f"doctor: logging in to {settings.dockerhub_registry}")
+            checks.append(check_dockerhub_login(settings, found))
     return DoctorReport(tuple(checks))

@@ -240,3 +240,36 @@ def test_the_root_user_fails_with_the_reason() -> None:
     assert "`shipit iam policy`" in check.hint
     user = judge_identity(CallerIdentity(MOTO_ACCOUNT, f"arn:aws:iam::{MOTO_ACCOUNT}:user/ci"))
     assert user.outcome == "ok"
+
+
+def test_online_logs_in_to_docker_hub_and_names_a_refused_token(
+    engine: Engine, publish_project: PublishProject
+) -> None:
+    project = publish_project
+    good = project.shipit("doctor", "--online", "--to", "dockerhub", "--json")
+    assert good.code == 0, good.output
+    login = check_named(good, "dockerhub_login")
+    assert login == {
+        "name": "dockerhub_login",
+        "outcome": "ok",
+        "detail": f"{HUB_USER} logged in to {project.hub.host if project.hub else ''}",
+        "hint": "",
+    }
+    assert "dockerhub_login" not in outcomes(
+        project.shipit("doctor", "--to", "dockerhub", "--json")
+    )
+
+    wrong_token = "dckr_pat_" + uuid.uuid4().hex
+    bad = project.shipit(
+        "doctor",
+        "--online",
+        "--to",
+        "dockerhub",
+        "--json",
+        env=project.env(DOCKERHUB_TOKEN=wrong_token),
+    )
+    assert bad.code == ExitCode.DOCTOR, bad.output
+    refused = check_named(bad, "dockerhub_login")
+    assert refused["outcome"] == "fail"
+    assert "DOCKERHUB_TOKEN" in refused["hint"]
+    assert wrong_token not in bad.output
