@@ -214,9 +214,9 @@ def test_online_simulation_of_an_assumed_role_is_a_warning_on_moto(
     assert simulated["outcome"] == "warn"
     # The session was mapped back to the role, path included, before IAM was asked.
     assert simulated["detail"] == (
-        "could not simulate (the IAM endpoint gave no API answer while simulating the "
+        "could not simulate (could not read the answer while simulating the "
         f"policies of arn:aws:iam::{MOTO_ACCOUNT}:role/deploy/{role} "
-        "(iam:SimulatePrincipalPolicy))"
+        "(iam:SimulatePrincipalPolicy): it is not an AWS response)"
     )
     assert "`shipit iam check" in simulated["hint"]
     assert "iam_permissions" not in outcomes(project.shipit("doctor", "--json", env=env))

@@ -14,7 +14,7 @@ import botocore.exceptions
 import pytest
 
 from shipit.errors import AuthError, AwsError, ConfigError, ExitCode, ShipitError
-from shipit.registries.ecr import Ecr, _explain
+from shipit.registries.ecr import Ecr, explain_aws_error
 from tests.conftest import Project
 from tests.loopback import HttpService
 from tests.services import AWS_ENV_CLEARED, aws_env
@@ -106,7 +106,7 @@ EXPLAINED: list[tuple[Exception, type[ShipitError], str]] = [
 def test_botocore_errors_name_the_problem_and_what_to_do(
     error: Exception, expected_class: type[ShipitError], words: str
 ) -> None:
-    explained = _explain(error, "getting an ECR authorization token")
+    explained = explain_aws_error(error, "getting an ECR authorization token")
     assert type(explained) is expected_class
     assert words in explained.message
     assert "getting an ECR authorization token" in explained.message

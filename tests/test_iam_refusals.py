@@ -11,7 +11,7 @@ from shipit.errors import AuthError
 from shipit.iam.identity import simulation_principal
 from shipit.iam.refusal import refused_action
 from shipit.publish import _classify_stream_error
-from shipit.registries.ecr import _explain
+from shipit.registries.ecr import explain_aws_error
 
 REFERENCE = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/site:abc123"
 ECR_HINT = "check the AWS identity's ECR permissions (`shipit iam policy`)"
@@ -104,7 +104,7 @@ def test_an_aws_api_refusal_names_the_action() -> None:
         },
         "CreateRepository",
     )
-    error = _explain(client_error, "creating ECR repository site")
+    error = explain_aws_error(client_error, "creating ECR repository site")
     assert isinstance(error, AuthError)
     assert error.message.startswith(
         "AWS refused creating ECR repository site (missing ecr:CreateRepository)"

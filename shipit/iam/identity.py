@@ -1,8 +1,9 @@
 """Who the AWS caller is, and what IAM itself says that caller may do.
 
-The boto3 side of `shipit iam` and `shipit doctor --online`. Every AWS failure becomes an
-AwsError or AuthError that says what was asked; the caller decides whether that is fatal
-(`shipit iam policy` without --account) or only a warning (the doctor's simulation).
+The boto3 side of `shipit iam` and `shipit doctor --online`. Every AWS failure becomes the
+same one-line error with a hint as in ECR (explain_aws_error), saying what was asked; the
+caller decides whether that is fatal (`shipit iam policy` without --account) or only a
+warning (the doctor's simulation).
 """
 
 from __future__ import annotations
@@ -13,13 +14,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import boto3
-import botocore.exceptions
-import botocore.parsers
 from botocore.config import Config
 
-from shipit.errors import AuthError, AwsError
-from shipit.iam.refusal import refused_action
-from shipit.registries.ecr import CallerIdentity, Ecr
+from shipit.errors import AwsError
+from shipit.registries.ecr import AWS_FAILURES, CallerIdentity, Ecr, explain_aws_error
 
 if TYPE_CHECKING:
     from mypy_boto3_iam import IAMClient
@@ -30,7 +28,6 @@ _ASSUMED_ROLE = re.compile(r"arn:(aws[a-z-]*):sts::([0-9]{12}):assumed-role/([^/
 _IAM_USER_OR_ROLE = re.compile(r"arn:aws[a-z-]*:iam::[0-9]{12}:(?:user|role)/.+")
 # A doctor check must not hang on an endpoint that fails: one retry, short timeouts.
 _IAM_CONFIG = {"retries": {"max_attempts": 2, "mode": "standard"}, "connect_timeout": 5}
-_DENIED_CODES = frozenset({"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"})
 
 SIMULATE_ACTION = "iam:SimulatePrincipalPolicy"
 
@@ -83,36 +80,12 @@ def _iam_client(region: str) -> IAMClient:
     return boto3.session.Session().client("iam", config=config)
 
 
-def _explain(error: Exception, doing: str) -> AwsError | AuthError:
-    if isinstance(error, botocore.parsers.ResponseParserError):
-        # moto_server, for one, answers SimulatePrincipalPolicy with an HTML error page.
-        return AwsError(f"the IAM endpoint gave no API answer while {doing}")
-    if isinstance(error, botocore.exceptions.NoCredentialsError):
-        return AuthError(f"no AWS credentials found while {doing}")
-    if isinstance(error, botocore.exceptions.ClientError):
-        code = str(error.response.get("Error", {}).get("Code", ""))
-        message = str(error.response.get("Error", {}).get("Message", ""))
-        if code in _DENIED_CODES:
-            refusal = refused_action(message)
-            what = refusal.describe() if refusal else message
-            return AuthError(f"AWS refused {doing} ({what})")
-        return AwsError(f"AWS error while {doing}: {code}: {message}")
-    return AwsError(f"AWS error while {doing}: {error}")
-
-
-_FAILURES = (
-    botocore.exceptions.BotoCoreError,
-    botocore.exceptions.ClientError,
-    botocore.parsers.ResponseParserError,
-)
-
-
 def _role_arn(client: IAMClient, arn: str) -> str:
     """The role's full ARN (with its path), or `arn` when IAM will not say."""
     name = arn.rsplit("/", 1)[-1]
     try:
         return str(client.get_role(RoleName=name)["Role"]["Arn"])
-    except _FAILURES:
+    except AWS_FAILURES:
         # Reading the role needs iam:GetRole; without it the path-less ARN still works for
         # every role created without a path, which is most of them.
         return arn
@@ -156,6 +129,6 @@ def simulate(region: str, caller_arn: str, accesses: Sequence[RequiredAccess]) -
                     )
                     for result in page["EvaluationResults"]
                 )
-    except _FAILURES as error:
-        raise _explain(error, doing) from error
+    except AWS_FAILURES as error:
+        raise explain_aws_error(error, doing) from error
     return Simulation(principal, tuple(decisions))

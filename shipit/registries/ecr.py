@@ -91,7 +91,7 @@ _UNREADABLE_ANSWER = (
     TypeError,
     ValueError,
 )
-_AWS_FAILURES = (
+AWS_FAILURES = (
     botocore.exceptions.BotoCoreError,
     botocore.exceptions.ClientError,
     *_UNREADABLE_ANSWER,
@@ -99,7 +99,8 @@ _AWS_FAILURES = (
 _NOT_AWS_HINT = "check AWS_ENDPOINT_URL and any HTTP(S) proxy between here and AWS, then run again"
 
 
-def _explain(error: Exception, doing: str) -> ShipitError:
+def explain_aws_error(error: Exception, doing: str) -> ShipitError:
+    """One shipit error, with a hint, for whatever boto3 raised while `doing`."""
     if isinstance(error, botocore.exceptions.NoCredentialsError):
         return AuthError(
             f"no AWS credentials found while {doing}",
@@ -179,15 +180,15 @@ class Ecr:
                 "or unset it",
             ) from error
         except botocore.exceptions.BotoCoreError as error:
-            raise _explain(error, "setting up the AWS clients") from error
+            raise explain_aws_error(error, "setting up the AWS clients") from error
 
     def _call(self, doing: str, call: Callable[[], T]) -> T:
         """`call` makes one AWS request and reads its answer; every failure becomes one
         ShipitError naming `doing`."""
         try:
             return call()
-        except _AWS_FAILURES as error:
-            raise _explain(error, doing) from error
+        except AWS_FAILURES as error:
+            raise explain_aws_error(error, doing) from error
 
     def caller(self) -> CallerIdentity:
         def ask() -> CallerIdentity:
