@@ -1,10 +1,14 @@
 """Publishing the smoke-tested image to ECR and Docker Hub, concurrently and verified.
 
-Per registry: the git-sha tag first, then (only once every registry holds the sha tag) `latest`.
-A tag that already holds this very image is skipped without uploading. Every push stream is
-read to its end and any error line fails the push; the digest the stream reports must be the
-one the registry serves, and the served image config must be the local image. Transient faults
-are retried with bounded exponential backoff and jitter; refusals fail at once.
+Per registry: the engine pushes the git-sha tag; then, only once every registry holds the sha
+tag, `latest` is pointed at the same manifest with one manifest PUT of the exact bytes the
+registry serves under the sha tag (a second engine push would check every layer and upload the
+manifest again). A tag that already holds this very image is skipped without uploading. Every
+push stream is read to its end and any error line fails the push; the digest the stream
+reports must be the one the registry serves, the served image config must be the local image,
+and `latest` must answer that same digest. Each registry gets one API client for the whole
+publish, so the auth challenge (and a Bearer token fetch) is paid once. Transient faults are
+retried with bounded exponential backoff and jitter; refusals fail at once.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from tenacity import (
     Retrying,
@@ -39,6 +43,7 @@ from shipit.iam.refusal import refused_action
 from shipit.labels import LABEL_BUILD_ID, LABEL_VERSION
 from shipit.registries.distribution import (
     Manifest,
+    RegistryAuthError,
     RegistryClient,
     RegistryResponseError,
     is_transient,
@@ -70,9 +75,15 @@ class TokenExpired(AuthError):
     pass
 
 
+_EXPIRED_TOKEN_WORDS = ("token has expired", "expired token")
+# How registries word a refused overwrite of an existing tag (ECR: 400 TAG_INVALID "... already
+# exists ... cannot be overwritten because the tag is immutable"; others: 409 TAG_IMMUTABLE).
+_TAG_CONFLICT_WORDS = ("immutable", "cannot be overwritten", "already exists")
+
+
 def _classify_stream_error(text: str, reference: str, auth_hint: str) -> ShipitError:
     lowered = text.lower()
-    if "token has expired" in lowered or "expired token" in lowered:
+    if any(words in lowered for words in _EXPIRED_TOKEN_WORDS):
         return TokenExpired(f"push of {reference} was refused: the registry token has expired")
     if "immutable" in lowered or "cannot be overwritten" in lowered:
         return TagConflictError(f"push of {reference} was refused: {text}")
@@ -143,17 +154,34 @@ class Target:
     notes: list[str] = field(default_factory=list)
     refresh_auth: Callable[[], dict[str, str]] | None = field(default=None, repr=False)
 
+    _client: RegistryClient | None = field(default=None, init=False, repr=False)
+
     @property
     def reference(self) -> str:
         return f"{self.registry}/{self.repository}"
 
+    @property
     def client(self) -> RegistryClient:
-        return RegistryClient(
-            self.registry,
-            self.auth.get("username"),
-            self.auth.get("password"),
-            auth_hint=self.auth_hint,
-        )
+        """The one API client of this registry for the whole publish: a new client would
+        answer the auth challenge (and fetch a Bearer token) all over again."""
+        if self._client is None:
+            self._client = RegistryClient(
+                self.registry,
+                self.auth.get("username"),
+                self.auth.get("password"),
+                auth_hint=self.auth_hint,
+            )
+        return self._client
+
+    def renew_auth(self) -> None:
+        assert self.refresh_auth is not None
+        self.auth = self.refresh_auth()
+        if self._client is not None:
+            self._client.use_credentials(self.auth.get("username"), self.auth.get("password"))
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
 
 
 @dataclass
@@ -303,7 +331,7 @@ def _dockerhub_target(settings: Settings, engine: Engine, environ: Mapping[str, 
     )
 
 
-# Pushing one tag to one registry
+# Pushing the sha tag to one registry
 
 
 def _served(client: RegistryClient, repository: str, tag: str) -> Manifest | None:
@@ -334,54 +362,56 @@ def _credentials_work(client: RegistryClient) -> bool:
     return True
 
 
-def _push_tag_once(
+def _push_sha_once(
     engine: Engine,
     target: Target,
     image: ImageInfo,
     tag: str,
     progress: Progress,
     layer_progress: LayerProgress | None = None,
-) -> TagOutcome:
+) -> tuple[TagOutcome, Manifest]:
+    """The sha tag's outcome, and the manifest the registry now serves under it (with its
+    exact bytes, which `latest` is then pointed at)."""
     reference = f"{target.reference}:{tag}"
     image_id = image.id
-    with target.client() as client:
-        served = _served(client, target.repository, tag)
-        if served is not None and served.config_digest == image_id:
-            progress(f"{target.name}: {reference} already holds this image; nothing to upload")
-            return TagOutcome(tag, "unchanged", digest=served.digest)
-        if served is not None and target.mutability == "IMMUTABLE":
-            raise TagConflictError(
-                f"{reference} already holds another image ({served.digest[:19]}) and the "
-                "repository's tags are immutable"
-            )
-        progress(f"{target.name}: pushing {reference}")
-        engine.tag(image_id, target.reference, tag)
-        try:
-            stream = engine.push(
-                target.reference,
-                tag,
-                target.auth,
-                lambda line: progress(f"{target.name}: {line}"),
-                None
-                if layer_progress is None
-                else lambda layer, *state: layer_progress(f"{target.name} {layer}", *state),
-            )
-        finally:
-            # The registry-named tag only exists for the push: nothing is left behind.
-            engine.untag(reference)
-        if stream.error:
-            refusal = _classify_stream_error(stream.error, reference, target.auth_hint)
-            if type(refusal) is AuthError and _credentials_work(client):
-                # The engine drops the credentials when its own /v2/ ping fails (a 503, a
-                # reset) and then reports "unauthorized": a fault, not a wrong token.
-                raise PushStreamError(
-                    f"push of {reference} failed after a registry fault: {stream.error}",
-                    transient=True,
-                ) from refusal
-            raise refusal
-        if not stream.digest:
-            raise PushStreamError(f"push of {reference} ended without a digest", transient=True)
-        served = _served(client, target.repository, tag)
+    client = target.client
+    served = _served(client, target.repository, tag)
+    if served is not None and served.config_digest == image_id:
+        progress(f"{target.name}: {reference} already holds this image; nothing to upload")
+        return TagOutcome(tag, "unchanged", digest=served.digest), served
+    if served is not None and target.mutability == "IMMUTABLE":
+        raise TagConflictError(
+            f"{reference} already holds another image ({served.digest[:19]}) and the "
+            "repository's tags are immutable"
+        )
+    progress(f"{target.name}: pushing {reference}")
+    engine.tag(image_id, target.reference, tag)
+    try:
+        stream = engine.push(
+            target.reference,
+            tag,
+            target.auth,
+            lambda line: progress(f"{target.name}: {line}"),
+            None
+            if layer_progress is None
+            else lambda layer, *state: layer_progress(f"{target.name} {layer}", *state),
+        )
+    finally:
+        # The registry-named tag only exists for the push: nothing is left behind.
+        engine.untag(reference)
+    if stream.error:
+        refusal = _classify_stream_error(stream.error, reference, target.auth_hint)
+        if type(refusal) is AuthError and _credentials_work(client):
+            # The engine drops the credentials when its own /v2/ ping fails (a 503, a
+            # reset) and then reports "unauthorized": a fault, not a wrong token.
+            raise PushStreamError(
+                f"push of {reference} failed after a registry fault: {stream.error}",
+                transient=True,
+            ) from refusal
+        raise refusal
+    if not stream.digest:
+        raise PushStreamError(f"push of {reference} ended without a digest", transient=True)
+    served = _served(client, target.repository, tag)
     if served is None or served.digest != stream.digest:
         raise PushError(
             f"{reference}: the registry serves {served.digest if served else 'nothing'}, "
@@ -395,19 +425,103 @@ def _push_tag_once(
             "push again; if it persists the registry rewrote the manifest",
         )
     uploaded = _uploaded_bytes(served, image, stream.pushed_layers)
-    return TagOutcome(tag, "pushed", digest=stream.digest, bytes_uploaded=uploaded)
+    return TagOutcome(tag, "pushed", digest=stream.digest, bytes_uploaded=uploaded), served
 
 
-def _push_tag(
-    engine: Engine,
-    target: Target,
-    image: ImageInfo,
-    tag: str,
-    attempts: int,
-    progress: Progress,
-    layer_progress: LayerProgress | None = None,
-) -> TagOutcome:
-    refreshed = False
+# Pointing `latest` at the sha tag's manifest
+
+
+def _is_tag_conflict(error: RegistryResponseError) -> bool:
+    if error.status == 409 or error.code == "TAG_IMMUTABLE":
+        return True
+    lowered = error.registry_message.lower()
+    return error.status == 400 and any(words in lowered for words in _TAG_CONFLICT_WORDS)
+
+
+def _immutable_latest_hint(target: Target) -> str:
+    if target.name == "ecr":
+        # shipit reads ECR's own mutability setting, so only the repository can change.
+        return "make the repository's tags mutable (`aws ecr put-image-tag-mutability`)"
+    return (
+        f'set {target.name}_tag_mutability = "IMMUTABLE" so shipit leaves latest alone, '
+        "or make the repository's tags mutable"
+    )
+
+
+def _move_latest_once(target: Target, sha_manifest: Manifest, progress: Progress) -> TagOutcome:
+    """One manifest PUT of the sha tag's exact bytes to `latest`, or none when `latest`
+    already serves that digest. A status of "held-back" means the repository's tags are
+    immutable and `latest` holds another image."""
+    reference = f"{target.reference}:{LATEST}"
+    digest = sha_manifest.digest
+    client = target.client
+    # A GET, not a HEAD: a refusal's body says why (an expired token, the IAM action).
+    served = _served(client, target.repository, LATEST)
+    if served is not None and served.digest == digest:
+        progress(f"{target.name}: {reference} already holds this image")
+        return TagOutcome(LATEST, "unchanged", digest=digest)
+    if served is not None and target.mutability == "IMMUTABLE":
+        return TagOutcome(LATEST, "held-back")
+    if sha_manifest.raw_digest != digest:
+        raise PushError(
+            f"{target.reference}: the manifest served for the sha tag hashes to "
+            f"{sha_manifest.raw_digest}, not to its digest {digest}",
+            "push again; if it persists the registry rewrites manifests",
+        )
+    progress(f"{target.name}: pointing {reference} at {digest[:19]}")
+    try:
+        answered = client.put_manifest(target.repository, LATEST, sha_manifest)
+    except RegistryResponseError as error:
+        if _is_tag_conflict(error):
+            raise TagConflictError(
+                f"{reference} cannot be moved: {error.registry_message or error.message}",
+                _immutable_latest_hint(target),
+            ) from error
+        raise
+    if not answered:
+        # Docker-Content-Digest is optional for a PUT in the OCI spec: ask what `latest` is.
+        answered = client.manifest_digest(target.repository, LATEST) or ""
+    if answered != digest:
+        raise PushError(
+            f"{reference}: the registry stored the manifest as {answered or 'no digest'}, "
+            f"not as {digest}",
+            "push again; if it persists the registry rewrites manifests",
+        )
+    return TagOutcome(LATEST, "pushed", digest=digest)
+
+
+# Retries, and one token renewal
+
+
+def _auth_refusal(error: RegistryAuthError, target: Target) -> AuthError:
+    """A 401/403 of shipit's own registry requests, as the AuthError the report names (the
+    client's subclass is an implementation detail), worded as the engine's refusals are."""
+    words = error.registry_message
+    if any(expired in words.lower() for expired in _EXPIRED_TOKEN_WORDS):
+        return TokenExpired(f"{target.reference}: the registry token has expired ({words})")
+    # ECR answers a missing permission with AWS's own sentence naming the action.
+    refusal = refused_action(words)
+    if refusal is None:
+        return AuthError(error.message, error.hint)
+    return AuthError(f"{error.message}: {refusal.describe()}", refusal.hint())
+
+
+Outcome = TypeVar("Outcome")
+
+
+def _with_retries(
+    target: Target, attempts: int, progress: Progress, step: Callable[[], Outcome]
+) -> tuple[Outcome, int]:
+    """`step()`'s result and the attempt it took: transient faults retried with backoff, an
+    expired token renewed once."""
+    renewed = False
+
+    def run_step() -> Outcome:
+        try:
+            return step()
+        except RegistryAuthError as error:
+            raise _auth_refusal(error, target) from error
+
     retrying = Retrying(
         stop=stop_after_attempt(attempts),
         wait=wait_exponential_jitter(initial=RETRY_INITIAL_SECONDS, max=RETRY_MAX_SECONDS),
@@ -421,16 +535,15 @@ def _push_tag(
     for attempt in retrying:
         with attempt:
             try:
-                outcome = _push_tag_once(engine, target, image, tag, progress, layer_progress)
+                result = run_step()
             except TokenExpired:
-                if refreshed or target.refresh_auth is None:
+                if renewed or target.refresh_auth is None:
                     raise
-                refreshed = True
+                renewed = True
                 progress(f"{target.name}: token expired; fetching a fresh one")
-                target.auth = target.refresh_auth()
-                outcome = _push_tag_once(engine, target, image, tag, progress, layer_progress)
-            outcome.attempts = attempt.retry_state.attempt_number
-            return outcome
+                target.renew_auth()
+                result = run_step()
+            return result, attempt.retry_state.attempt_number
     raise AssertionError("unreachable: tenacity reraises the last error")
 
 
@@ -448,25 +561,19 @@ class _Publisher:
     allow_root: bool
     progress: Progress
     layer_progress: LayerProgress | None = None
+    resolved: list[Target] = field(default_factory=list)
 
     def _resolve(self, name: str) -> Target:
         if name == "ecr":
-            return _ecr_target(self.settings, dry_run=self.dry_run, allow_root=self.allow_root)
-        return _dockerhub_target(self.settings, self.engine, self.environ)
+            target = _ecr_target(self.settings, dry_run=self.dry_run, allow_root=self.allow_root)
+        else:
+            target = _dockerhub_target(self.settings, self.engine, self.environ)
+        self.resolved.append(target)
+        return target
 
-    def _push(self, target: Target, tag: str) -> TagOutcome:
-        return _push_tag(
-            self.engine,
-            target,
-            self.image,
-            tag,
-            self.settings.push_attempts,
-            self.progress,
-            self.layer_progress,
-        )
-
-    def push_sha(self, report: TargetReport) -> Target | None:
-        """Resolves the registry and pushes the sha tag; None when that failed."""
+    def push_sha(self, report: TargetReport) -> tuple[Target, Manifest] | None:
+        """Resolves the registry and pushes the sha tag: the registry and the manifest it now
+        serves under the sha tag, or None when nothing was pushed (a failure, a dry run)."""
         started = time.monotonic()
         try:
             target = self._resolve(report.name)
@@ -475,13 +582,26 @@ class _Publisher:
             if self.dry_run:
                 report.status = "planned"
                 report.tags = [TagOutcome(self.sha_tag, "planned"), TagOutcome(LATEST, "planned")]
-                return target
-            outcome = self._push(target, self.sha_tag)
+                return None
+            (outcome, sha_manifest), attempts = _with_retries(
+                target,
+                self.settings.push_attempts,
+                self.progress,
+                lambda: _push_sha_once(
+                    self.engine,
+                    target,
+                    self.image,
+                    self.sha_tag,
+                    self.progress,
+                    self.layer_progress,
+                ),
+            )
+            outcome.attempts = attempts
             report.tags.append(outcome)
             report.digest = outcome.digest
             report.bytes_uploaded += outcome.bytes_uploaded
             report.status = outcome.status
-            return target
+            return target, sha_manifest
         except ShipitError as error:
             report.status = "failed"
             report.error = error
@@ -490,24 +610,37 @@ class _Publisher:
         finally:
             report.seconds = round(time.monotonic() - started, 3)
 
-    def push_latest(self, report: TargetReport, target: Target) -> None:
+    def move_latest(self, report: TargetReport, tagged: tuple[Target, Manifest]) -> None:
+        target, sha_manifest = tagged
         started = time.monotonic() - report.seconds
         try:
-            outcome = self._push(target, LATEST)
+            outcome, attempts = _with_retries(
+                target,
+                self.settings.push_attempts,
+                self.progress,
+                lambda: _move_latest_once(target, sha_manifest, self.progress),
+            )
+            outcome.attempts = attempts
             report.tags.append(outcome)
-            report.bytes_uploaded += outcome.bytes_uploaded
-            if outcome.status == "pushed":
+            if outcome.status == "held-back":
+                # An immutable repository cannot move `latest`; the sha tag is what counts.
+                report.notes.append(
+                    f"latest not moved: {target.reference}:{LATEST} already holds another "
+                    "image and the repository's tags are immutable"
+                )
+            elif outcome.status == "pushed":
                 report.status = "pushed"
-        except TagConflictError as error:
-            # An immutable repository cannot move `latest`; the sha tag is what counts there.
-            report.tags.append(TagOutcome(LATEST, "held-back"))
-            report.notes.append(f"latest not moved: {error.message}")
         except ShipitError as error:
             report.tags.append(TagOutcome(LATEST, "failed"))
             report.status = "failed"
             report.error = error
+            self.progress(f"{report.name}: failed: {error.one_line()}")
         finally:
             report.seconds = round(time.monotonic() - started, 3)
+
+    def close(self) -> None:
+        for target in self.resolved:
+            target.close()
 
 
 def _smoke_tested_image(settings: Settings, engine: Engine, skip_smoke: bool) -> ImageInfo:
@@ -564,16 +697,17 @@ def publish(
     )
     pool = ThreadPoolExecutor(max_workers=len(names), thread_name_prefix="push")
     try:
-        targets = list(pool.map(publisher.push_sha, report.targets))
+        tagged = list(pool.map(publisher.push_sha, report.targets))
         if dry_run:
-            return report
-        # latest moves only once every registry holds the sha tag.
-        if any(target is None for target in targets):
-            for target_report, target in zip(report.targets, targets, strict=True):
-                if target is not None:
+            pass
+        elif any(registry is None for registry in tagged):
+            # latest moves only once every registry holds the sha tag.
+            for target_report, registry in zip(report.targets, tagged, strict=True):
+                if registry is not None:
                     target_report.tags.append(TagOutcome(LATEST, "held-back"))
-            return report
-        list(pool.map(publisher.push_latest, report.targets, targets))
+        else:
+            moved = [registry for registry in tagged if registry is not None]
+            list(pool.map(publisher.move_latest, report.targets, moved))
     except BaseException:
         # Ctrl-C: do not wait for pushes blocked in the engine; the caller cleans up and the
         # CLI ends the process, which closes their connections.
@@ -581,8 +715,9 @@ def publish(
         # The push threads' own clean-up may never run: drop the registry-named tags here.
         for target_report in report.targets:
             if target_report.reference:
-                for tag in (publisher.sha_tag, LATEST):
-                    engine.untag(f"{target_report.reference}:{tag}")
+                engine.untag(f"{target_report.reference}:{publisher.sha_tag}")
         raise
+    finally:
+        publisher.close()
     pool.shutdown(wait=True)
     return report

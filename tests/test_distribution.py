@@ -27,6 +27,8 @@ from shipit.errors import AuthError, ExitCode, PushError, RegistryUnreachableErr
 from shipit.redact import redact
 from shipit.registries.distribution import (
     DOCKER_MANIFEST_V2,
+    Manifest,
+    RegistryAuthError,
     RegistryClient,
     RegistryConnectionError,
     RegistryResponseError,
@@ -315,6 +317,103 @@ def test_silent_server_times_out_as_transient() -> None:
     assert is_transient(caught.value)
 
 
+# -- put_manifest: pointing a tag at a manifest the registry serves ----------------------
+
+MOVED_REPOSITORY = "test/moved"
+
+
+@pytest.fixture(scope="module")
+def basic_moved(docker_api: docker.APIClient, basic_registry: RegistryService) -> Pushed:
+    return push_base_image(docker_api, basic_registry, MOVED_REPOSITORY, TAG)
+
+
+@pytest.fixture(scope="module")
+def token_moved(docker_api: docker.APIClient, token_registry: RegistryService) -> Pushed:
+    return push_base_image(docker_api, token_registry, MOVED_REPOSITORY, TAG)
+
+
+@pytest.fixture(params=["basic", "token"])
+def moved(request: pytest.FixtureRequest) -> Pushed:
+    """An image of its own repository, whose tags the put_manifest tests may move."""
+    result: Pushed = request.getfixturevalue(f"{request.param}_moved")
+    return result
+
+
+def test_manifest_keeps_the_exact_bytes_served(moved: Pushed) -> None:
+    with moved.client() as client:
+        manifest = client.get_manifest(moved.repository, moved.tag)
+    assert manifest.raw
+    assert manifest.raw_digest == manifest.digest == moved.digest
+    assert json.loads(manifest.raw) == manifest.content
+
+
+def test_put_manifest_points_a_tag_at_the_same_digest(moved: Pushed) -> None:
+    with moved.client() as client:
+        manifest = client.get_manifest(moved.repository, moved.tag)
+        answered = client.put_manifest(moved.repository, "latest", manifest)
+        assert answered == moved.digest
+        assert client.manifest_digest(moved.repository, "latest") == moved.digest
+        assert client.get_manifest(moved.repository, "latest").raw == manifest.raw
+        assert sorted(client.tags(moved.repository)) == ["latest", TAG]
+
+
+def test_put_manifest_asks_for_push_access_once(token_moved: Pushed) -> None:
+    tokens = token_moved.registry.token_service
+    assert tokens is not None
+    with token_moved.client() as client:
+        manifest = client.get_manifest(MOVED_REPOSITORY, TAG)
+        before = len(tokens.requests)
+        client.put_manifest(MOVED_REPOSITORY, "again-1", manifest)
+        client.put_manifest(MOVED_REPOSITORY, "again-2", manifest)
+    asked = tokens.requests[before:]
+    assert [request.scopes for request in asked] == [(f"repository:{MOVED_REPOSITORY}:pull,push",)]
+
+
+def test_put_manifest_of_missing_blobs_is_a_lasting_manifest_error(moved: Pushed) -> None:
+    content = {
+        "schemaVersion": 2,
+        "mediaType": DOCKER_MANIFEST_V2,
+        "config": {
+            "mediaType": "application/vnd.docker.container.image.v1+json",
+            "digest": MISSING_DIGEST,
+            "size": 2,
+        },
+        "layers": [],
+    }
+    raw = json.dumps(content).encode()
+    broken = Manifest(digest="", media_type=DOCKER_MANIFEST_V2, content=content, raw=raw)
+    with moved.client() as client, pytest.raises(RegistryResponseError) as caught:
+        client.put_manifest(moved.repository, "broken", broken)
+    error = caught.value
+    assert error.status == 400
+    assert error.code.startswith("MANIFEST_")
+    assert not error.transient
+    assert error.exit_code == ExitCode.PUSH
+    assert f"PUT /v2/{moved.repository}/manifests/broken" in error.message
+    assert "\n" not in error.one_line()
+
+
+def test_put_manifest_needs_the_served_bytes(moved: Pushed) -> None:
+    parsed_only = Manifest(digest=moved.digest, media_type=DOCKER_MANIFEST_V2, content={})
+    with moved.client() as client, pytest.raises(ValueError, match="bytes"):
+        client.put_manifest(moved.repository, "latest", parsed_only)
+
+
+@pytest.mark.parametrize("registry_fixture", ["basic_registry", "token_registry"])
+def test_use_credentials_replaces_refused_ones(
+    request: pytest.FixtureRequest, registry_fixture: str
+) -> None:
+    registry: RegistryService = request.getfixturevalue(registry_fixture)
+    wrong = "old-Pa55word-expired"
+    with RegistryClient(registry.host, registry.username, wrong) as client:
+        with pytest.raises(RegistryAuthError) as caught:
+            client.tags(REPOSITORY)
+        assert caught.value.status == 401
+        client.use_credentials(registry.username, registry.password)
+        client.tags(REPOSITORY)  # the same client, now with the renewed credentials
+        assert wrong not in repr(client)
+
+
 # ---------------------------------------------------------------------------------------
 # Against scripted loopback servers: answers a real registry gives only when failing
 # ---------------------------------------------------------------------------------------
@@ -392,6 +491,21 @@ def test_error_status_carries_the_registry_error_code(
         f"registry {server.host} answered {status} to GET /v2/{REPOSITORY}/tags/list "
         f"({code}: it went wrong)"
     )
+
+
+def test_refusal_keeps_the_registry_words_apart_from_the_message(
+    scripted: Callable[[Callable[[str, str], Reply]], ScriptedServer],
+) -> None:
+    # What ECR answers once its 12-hour token has run out.
+    words = "Your authorization token has expired. Reauthenticate and try again."
+    server = scripted(lambda method, path: (403, JSON, _errors("DENIED", words)))
+    with pytest.raises(RegistryAuthError) as caught:
+        RegistryClient(server.host, "AWS", "stale-token").get_manifest(REPOSITORY, TAG)
+    error = caught.value
+    assert isinstance(error, AuthError)
+    assert error.status == 403
+    assert error.registry_message == words
+    assert error.message == f"registry {server.host} denied access to user 'AWS' (403)"
 
 
 def test_head_without_digest_header_falls_back_to_hashing_the_body(

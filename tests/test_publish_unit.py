@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from shipit.engine import ImageInfo
@@ -16,13 +18,17 @@ from shipit.errors import (
 from shipit.publish import (
     PushReport,
     PushStreamError,
+    Target,
     TargetReport,
     TokenExpired,
+    _auth_refusal,
     _classify_stream_error,
     _is_retryable,
+    _is_tag_conflict,
     _uploaded_bytes,
+    _with_retries,
 )
-from shipit.registries.distribution import Manifest
+from shipit.registries.distribution import Manifest, RegistryAuthError, RegistryResponseError
 from shipit.registries.ecr import CallerIdentity, root_refusal
 
 REFERENCE = "127.0.0.1:5000/site:abc"
@@ -148,3 +154,122 @@ def test_a_port_number_is_not_mistaken_for_a_server_error() -> None:
     error = _classify_stream_error("manifest invalid at 127.0.0.1:5003", REFERENCE, "")
     assert _is_retryable(error) is False
     assert _is_retryable(_classify_stream_error("unexpected status 504", REFERENCE, "")) is True
+
+
+# -- moving `latest`: refusals and retries ------------------------------------------------
+
+ECR_IMMUTABLE = (
+    "The image tag 'latest' already exists in the 'site' repository and cannot be "
+    "overwritten because the tag is immutable."
+)
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "words", "conflict"),
+    [
+        (400, "TAG_INVALID", ECR_IMMUTABLE, True),
+        (409, "TAG_IMMUTABLE", "tag is immutable", True),
+        (409, "", "", True),
+        (400, "TAG_INVALID", "invalid tag", False),
+        (400, "MANIFEST_INVALID", "manifest invalid", False),
+        (400, "MANIFEST_BLOB_UNKNOWN", "blob unknown to registry", False),
+        (404, "NAME_UNKNOWN", "repository name not known to registry", False),
+    ],
+)
+def test_tag_conflicts_are_told_from_other_refusals(
+    status: int, code: str, words: str, conflict: bool
+) -> None:
+    error = RegistryResponseError(
+        f"registry r answered {status}", status=status, code=code, registry_message=words
+    )
+    assert _is_tag_conflict(error) is conflict
+    assert _is_retryable(error) is False
+
+
+def _target(refresh: Callable[[], dict[str, str]] | None = None) -> Target:
+    return Target(
+        name="ecr",
+        registry="127.0.0.1:5000",
+        repository="site",
+        auth={"username": "AWS", "password": "first-token"},
+        mutability="MUTABLE",
+        auth_hint="check the ECR permissions",
+        refresh_auth=refresh,
+    )
+
+
+def _refused(status: int, words: str) -> RegistryAuthError:
+    return RegistryAuthError(
+        f"registry 127.0.0.1:5000 denied access to user 'AWS' ({status})",
+        "check the ECR permissions",
+        status=status,
+        registry_message=words,
+    )
+
+
+def test_registry_refusals_are_plain_auth_errors_naming_what_ecr_names() -> None:
+    target = _target()
+    expired = _auth_refusal(
+        _refused(403, "Your authorization token has expired. Reauthenticate and try again."),
+        target,
+    )
+    assert type(expired) is TokenExpired
+    denied = _auth_refusal(
+        _refused(
+            403,
+            "User: arn:aws:iam::123456789012:user/ci is not authorized to perform: "
+            "ecr:PutImage on resource: arn:aws:ecr:us-east-1:123456789012:repository/site",
+        ),
+        target,
+    )
+    assert type(denied) is AuthError
+    assert "missing ecr:PutImage" in denied.message
+    assert "shipit iam policy" in denied.hint
+    plain = _auth_refusal(_refused(401, "authentication required"), target)
+    assert type(plain) is AuthError  # the report's error class stays "AuthError"
+    assert plain.exit_code == ExitCode.AUTH
+
+
+def test_an_expired_token_is_renewed_once_for_the_same_client() -> None:
+    renewals: list[int] = []
+
+    def refresh() -> dict[str, str]:
+        renewals.append(1)
+        return {"username": "AWS", "password": f"token-{len(renewals) + 1}"}
+
+    target = _target(refresh)
+    client = target.client
+    calls: list[str] = []
+
+    def step() -> str:
+        calls.append(target.auth["password"])
+        if len(calls) == 1:
+            raise _refused(403, "Your authorization token has expired.")
+        return "done"
+
+    assert _with_retries(target, 1, lambda _: None, step) == ("done", 1)
+    assert calls == ["first-token", "token-2"]
+    assert target.client is client  # renewed in place: no second client, no second challenge
+
+    def always_expired() -> str:
+        raise _refused(403, "Your authorization token has expired.")
+
+    with pytest.raises(TokenExpired):
+        _with_retries(_target(refresh), 3, lambda _: None, always_expired)
+
+
+def test_only_transient_faults_are_tried_again() -> None:
+    answers = [
+        RegistryResponseError("503", status=503),
+        RegistryResponseError("400", status=400, code="MANIFEST_INVALID"),
+    ]
+    seen: list[int] = []
+
+    def step() -> str:
+        seen.append(1)
+        raise answers[len(seen) - 1]
+
+    with pytest.raises(RegistryResponseError) as caught:
+        _with_retries(_target(), 4, lambda _: None, step)
+    assert caught.value.status == 400
+    assert len(seen) == 2  # the 503 once more, the 400 never

@@ -1,10 +1,11 @@
 """A small client for the OCI Distribution (Docker Registry v2) HTTP API.
 
-The Docker engine pushes; this module only asks a registry what it holds: the digest a tag
+The Docker engine pushes images; this module asks a registry what it holds: the digest a tag
 points at, an image's config digest (equal to the local image ID), whether a blob exists,
 the tags of a repository. That is what lets shipit verify a push (the pushed digest is the
 one the registry serves) and skip work that is already done, for ECR, Docker Hub and any
-Distribution-compatible registry alike.
+Distribution-compatible registry alike. Its one write is a manifest PUT, which points another
+tag at a manifest the registry already serves, without the engine's second push.
 
 Authentication follows the registry's `WWW-Authenticate` challenge, as the engine does:
 `Basic` (ECR, htpasswd registries) sends the credentials on every request; `Bearer` (Docker
@@ -83,7 +84,11 @@ def is_transient(exc: BaseException) -> bool:
 
 
 class RegistryResponseError(PushError):
-    """A registry answered with a non-2xx status that is neither auth nor absence."""
+    """A registry answered with a non-2xx status that is neither auth nor absence.
+
+    `code` and `registry_message` are the registry's own error code and words (one line,
+    secrets masked), for callers that tell refusals apart, such as an immutable tag.
+    """
 
     def __init__(
         self,
@@ -92,14 +97,31 @@ class RegistryResponseError(PushError):
         *,
         status: int,
         code: str = "",
+        registry_message: str = "",
     ) -> None:
         super().__init__(message, hint)
         self.status = status
         self.code = code
+        self.registry_message = registry_message
 
     @property
     def transient(self) -> bool:
         return is_transient_status(self.status)
+
+
+class RegistryAuthError(AuthError):
+    """A registry (or its token service) answered 401 or 403.
+
+    `registry_message` keeps the registry's own words (one line, secrets masked) out of the
+    message, so callers can recognise an expired token or the IAM action ECR names.
+    """
+
+    def __init__(
+        self, message: str, hint: str | None = None, *, status: int, registry_message: str = ""
+    ) -> None:
+        super().__init__(message, hint)
+        self.status = status
+        self.registry_message = registry_message
 
 
 class RegistryConnectionError(RegistryUnreachableError):
@@ -242,11 +264,18 @@ def _next_link(header: str | None) -> str | None:
 
 @dataclass(frozen=True)
 class Manifest:
-    """A manifest as the registry serves it."""
+    """A manifest as the registry serves it: `raw` holds its exact bytes (empty when the
+    manifest was not fetched from a registry)."""
 
     digest: str
     media_type: str
     content: dict[str, Any]
+    raw: bytes = field(default=b"", repr=False, compare=False)
+
+    @property
+    def raw_digest(self) -> str:
+        """The digest of the exact bytes: what a registry must answer when they are PUT."""
+        return "sha256:" + hashlib.sha256(self.raw).hexdigest()
 
     @property
     def is_index(self) -> bool:
@@ -270,7 +299,7 @@ class _Token:
 
 
 class RegistryClient:
-    """Read-only access to one registry's v2 API.
+    """Access to one registry's v2 API: reads, and put_manifest to point a tag at a manifest.
 
     `host` is what users write ("127.0.0.1:5001", "docker.io",
     "123456789012.dkr.ecr.us-east-1.amazonaws.com"). `auth_hint` is the "what to do" of an
@@ -312,6 +341,14 @@ class RegistryClient:
             f"RegistryClient(host={self.host!r}, username={self.username!r}, "
             f"password={secret!r}, scheme={self.scheme!r})"
         )
+
+    def use_credentials(self, username: str | None, password: str | None) -> None:
+        """Replace the credentials (a renewed ECR token, say); tokens got with the old ones go."""
+        self.username = username or None
+        self._password = password or None
+        register_secret(self._password)
+        with self._lock:
+            self._tokens.clear()
 
     def close(self) -> None:
         self._session.close()
@@ -388,6 +425,22 @@ class RegistryClient:
             )
         return digest
 
+    def put_manifest(self, repository: str, reference: str, manifest: Manifest) -> str:
+        """Store `manifest`'s exact bytes under `reference` (a tag); returns the digest the
+        registry answers in Docker-Content-Digest ("" when it sends none)."""
+        if not manifest.raw:
+            raise ValueError("put_manifest needs the manifest's bytes as a registry served them")
+        repository = self._repository(repository)
+        response = self._request(
+            "PUT",
+            f"/v2/{repository}/manifests/{reference}",
+            scope=repository_scope(repository, "pull,push"),
+            headers={"Content-Type": manifest.media_type},
+            body=manifest.raw,
+        )
+        assert response is not None  # only absent_ok requests answer None
+        return response.headers.get("Docker-Content-Digest", "")
+
     def blob_exists(self, repository: str, digest: str) -> bool:
         repository = self._repository(repository)
         response = self._request(
@@ -448,7 +501,7 @@ class RegistryClient:
             content.get("mediaType", "")
         )
         digest = response.headers.get("Docker-Content-Digest") or computed
-        return Manifest(digest=digest, media_type=media_type, content=content)
+        return Manifest(digest=digest, media_type=media_type, content=content, raw=response.content)
 
     def _json(self, response: requests.Response, *, what: str) -> dict[str, Any]:
         try:
@@ -493,6 +546,7 @@ class RegistryClient:
         scope: str,
         headers: Mapping[str, str] | None = None,
         absent_ok: bool = False,
+        body: bytes | None = None,
     ) -> requests.Response | None:
         """Send one API request, answering at most one auth challenge.
 
@@ -501,11 +555,11 @@ class RegistryClient:
         """
         url = self._url(path)
         sent_auth = self._authorization(scope)
-        response = self._send(method, url, headers, sent_auth)
+        response = self._send(method, url, headers, sent_auth, body)
         if response.status_code == 401:
             challenge = parse_challenge(response.headers.get("WWW-Authenticate", ""))
             retry_auth = self._answer_challenge(challenge, scope, sent_auth, response)
-            response = self._send(method, url, headers, retry_auth)
+            response = self._send(method, url, headers, retry_auth, body)
         return self._check(response, method, path, absent_ok=absent_ok)
 
     def _answer_challenge(
@@ -525,10 +579,8 @@ class RegistryClient:
         self._challenge = challenge
         if challenge.scheme == "basic":
             basic = self._basic_header()
-            if basic is None:
-                raise self._auth_error(401)
-            if sent_auth == basic:
-                raise self._auth_error(401)
+            if basic is None or sent_auth == basic:
+                raise self._auth_error(401, response=response)
             return basic
         # A cached token may have been revoked or expired early: one fresh token per
         # challenge. If that one is refused too, _check reports it.
@@ -578,7 +630,9 @@ class RegistryClient:
             raise self._connection_error(exc, realm_host, "token service of") from exc
         log.debug("GET token %s scope=%r -> %s", realm_host, wanted, response.status_code)
         if response.status_code in (401, 403):
-            raise self._auth_error(response.status_code, f"at token service {realm_host}")
+            raise self._auth_error(
+                response.status_code, f"at token service {realm_host}", response=response
+            )
         if not response.ok:
             raise self._response_error(response, f"token request to {realm_host}")
         body = self._json(response, what=f"token from {realm_host}")
@@ -604,13 +658,19 @@ class RegistryClient:
         url: str,
         headers: Mapping[str, str] | None,
         authorization: str | None,
+        body: bytes | None = None,
     ) -> requests.Response:
         merged = dict(headers or {})
         if authorization is not None:
             merged["Authorization"] = authorization
         try:
             response = self._session.request(
-                method, url, headers=merged, timeout=self.timeout, allow_redirects=True
+                method,
+                url,
+                headers=merged,
+                data=body,
+                timeout=self.timeout,
+                allow_redirects=True,
             )
         except requests.RequestException as exc:
             raise self._connection_error(exc, self.display_host, "") from exc
@@ -624,7 +684,7 @@ class RegistryClient:
         if 200 <= status < 300:
             return response
         if status in (401, 403):
-            raise self._auth_error(status, self._scope_detail(response))
+            raise self._auth_error(status, self._scope_detail(response), response=response)
         code, _ = self._error_body(response)
         if absent_ok and (status == 404 or code in NOT_FOUND_CODES):
             return None
@@ -653,7 +713,9 @@ class RegistryClient:
             text = text.replace(secret, "***")
         return text[:_MAX_MESSAGE]
 
-    def _auth_error(self, status: int, detail: str = "") -> AuthError:
+    def _auth_error(
+        self, status: int, detail: str = "", *, response: requests.Response
+    ) -> RegistryAuthError:
         if self.username is None:
             message = f"registry {self.display_host} requires credentials and none were given"
         elif status == 403:
@@ -664,7 +726,13 @@ class RegistryClient:
             )
         if detail:
             message = f"{message}, {detail}"
-        return AuthError(self._clean(f"{message} ({status})"), self.auth_hint)
+        _, registry_message = self._error_body(response)
+        return RegistryAuthError(
+            self._clean(f"{message} ({status})"),
+            self.auth_hint,
+            status=status,
+            registry_message=registry_message,
+        )
 
     def _response_error(self, response: requests.Response, what: str) -> RegistryResponseError:
         status = response.status_code
@@ -679,7 +747,7 @@ class RegistryClient:
             hint = "check the repository name (and create it first for ECR)"
         else:
             hint = ""
-        return RegistryResponseError(text, hint, status=status, code=code)
+        return RegistryResponseError(text, hint, status=status, code=code, registry_message=message)
 
     def _connection_error(
         self, exc: requests.RequestException, where: str, role: str
@@ -741,6 +809,7 @@ __all__ = [
     "OCI_MANIFEST",
     "Challenge",
     "Manifest",
+    "RegistryAuthError",
     "RegistryClient",
     "RegistryConnectionError",
     "RegistryResponseError",
