@@ -415,14 +415,16 @@ def ship(
 
     An image that already passed its smoke test here (same image id, same shipit version)
     is not run again unless `resmoke`: its id pins every byte that was tested. The
-    container is removed while the push runs, as the push needs only the image."""
-    from shipit.publish import publish
+    container is removed while the push runs, as the push needs only the image. The
+    registries' credentials are looked up meanwhile (RegistryAccess), from the start."""
+    from shipit.publish import RegistryAccess, publish
 
-    built = build(settings, engine, progress)
-    earlier_pass = None if resmoke else smoke_pass_of(settings, built.image_id)
+    access = RegistryAccess(settings, engine, to, allow_root=allow_root)
     ran: RunResult | None = None
     removal: threading.Thread | None = None
     try:
+        built = build(settings, engine, progress)
+        earlier_pass = None if resmoke else smoke_pass_of(settings, built.image_id)
         if earlier_pass is not None:
             progress(
                 f"image {built.image_id[7:19]} passed its smoke test at {earlier_pass['at']}: "
@@ -441,8 +443,10 @@ def ship(
             allow_root=allow_root,
             progress=progress,
             layer_progress=layer_progress,
+            access=access,
         )
     finally:
+        access.close()
         if removal is not None:
             removal.join()
         if ran is not None:

@@ -153,6 +153,9 @@ class Target:
     auth_hint: str
     notes: list[str] = field(default_factory=list)
     refresh_auth: Callable[[], dict[str, str]] | None = field(default=None, repr=False)
+    # Creating a missing ECR repository waits for the first push: the target may be resolved
+    # while the image is still being smoke-tested, and a failed test must change nothing.
+    create_repository: Callable[[], str] | None = field(default=None, repr=False)
 
     _client: RegistryClient | None = field(default=None, init=False, repr=False)
 
@@ -172,6 +175,12 @@ class Target:
                 auth_hint=self.auth_hint,
             )
         return self._client
+
+    def ensure_repository(self) -> None:
+        if self.create_repository is not None:
+            self.mutability = self.create_repository()
+            self.create_repository = None
+            self.notes.append(f"created ECR repository {self.repository}")
 
     def renew_auth(self) -> None:
         assert self.refresh_auth is not None
@@ -281,6 +290,7 @@ def _ecr_target(settings: Settings, *, dry_run: bool, allow_root: bool) -> Targe
     notes = []
     repository = ecr.repository(name)
     mutability = settings.ecr_tag_mutability
+    create: Callable[[], str] | None = None
     if repository is None:
         if not settings.ecr_create_repository:
             raise PushError(
@@ -290,9 +300,12 @@ def _ecr_target(settings: Settings, *, dry_run: bool, allow_root: bool) -> Targe
         if dry_run:
             notes.append(f"would create ECR repository {name} ({mutability}, scan on push)")
         else:
-            repository = ecr.create_repository(name, mutability, settings.ecr_scan_on_push)
-            notes.append(f"created ECR repository {name}")
-    if repository is not None:
+
+            def create() -> str:
+                made = ecr.create_repository(name, mutability, settings.ecr_scan_on_push)
+                return made.tag_mutability
+
+    else:
         mutability = repository.tag_mutability
     token = ecr.token()
     registry = settings.ecr_registry or token.endpoint
@@ -309,7 +322,64 @@ def _ecr_target(settings: Settings, *, dry_run: bool, allow_root: bool) -> Targe
         auth_hint="check the AWS identity's ECR permissions (`shipit iam policy`)",
         notes=notes,
         refresh_auth=refresh,
+        create_repository=create,
     )
+
+
+def _resolve_target(
+    name: str,
+    settings: Settings,
+    engine: Engine,
+    environ: Mapping[str, str],
+    *,
+    dry_run: bool,
+    allow_root: bool,
+) -> Target:
+    if name == "ecr":
+        return _ecr_target(settings, dry_run=dry_run, allow_root=allow_root)
+    return _dockerhub_target(settings, engine, environ)
+
+
+class RegistryAccess:
+    """The registries' credentials and targets, resolved in the background.
+
+    `shipit ship` starts this before it builds, so that importing boto3, asking STS who the
+    caller is, looking up the ECR repository and fetching its token overlap the build and
+    the smoke test instead of following them. Only reads happen here; a missing repository
+    is created by the push. A failure is kept and raised when the push asks for the target.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        to: str,
+        *,
+        allow_root: bool,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        names = TARGETS if to == "all" else (to,)
+        environ = os.environ if environ is None else environ
+        self._pool = ThreadPoolExecutor(max_workers=len(names), thread_name_prefix="resolve")
+        self._futures = {
+            name: self._pool.submit(
+                _resolve_target,
+                name,
+                settings,
+                engine,
+                environ,
+                dry_run=False,
+                allow_root=allow_root,
+            )
+            for name in names
+        }
+
+    def target(self, name: str) -> Target:
+        return self._futures[name].result()
+
+    def close(self) -> None:
+        """Stops waiting for resolutions nobody needs any more (a failed build or smoke)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _dockerhub_target(settings: Settings, engine: Engine, environ: Mapping[str, str]) -> Target:
@@ -561,14 +631,24 @@ class _Publisher:
     allow_root: bool
     progress: Progress
     layer_progress: LayerProgress | None = None
+    access: RegistryAccess | None = None
     resolved: list[Target] = field(default_factory=list)
 
     def _resolve(self, name: str) -> Target:
-        if name == "ecr":
-            target = _ecr_target(self.settings, dry_run=self.dry_run, allow_root=self.allow_root)
+        if self.access is not None:
+            target = self.access.target(name)
         else:
-            target = _dockerhub_target(self.settings, self.engine, self.environ)
+            target = _resolve_target(
+                name,
+                self.settings,
+                self.engine,
+                self.environ,
+                dry_run=self.dry_run,
+                allow_root=self.allow_root,
+            )
         self.resolved.append(target)
+        if not self.dry_run:
+            target.ensure_repository()
         return target
 
     def push_sha(self, report: TargetReport) -> tuple[Target, Manifest] | None:
@@ -674,7 +754,10 @@ def publish(
     progress: Progress = lambda _: None,
     layer_progress: LayerProgress | None = None,
     environ: Mapping[str, str] | None = None,
+    access: RegistryAccess | None = None,
 ) -> PushReport:
+    """Pushes the smoke-tested image; `access`, when given, holds the targets already being
+    resolved for the same `to` (see RegistryAccess)."""
     names = TARGETS if to == "all" else (to,)
     image = _smoke_tested_image(settings, engine, skip_smoke)
     publisher = _Publisher(
@@ -687,6 +770,7 @@ def publish(
         allow_root=allow_root,
         progress=progress,
         layer_progress=layer_progress,
+        access=access,
     )
     report = PushReport(
         image_id=image.id,

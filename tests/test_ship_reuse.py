@@ -14,6 +14,7 @@ from typing import Any
 from shipit.engine import Engine
 from shipit.errors import ExitCode
 from tests.conftest import PublishProject, Result, shipit_containers
+from tests.test_publish import ecr_client
 
 
 def report_of(result: Result) -> dict[str, Any]:
@@ -102,3 +103,23 @@ def test_a_changed_site_is_smoke_tested_again(
     assert again["run"]["smoke"]["ok"] is True
     assert statuses(again) == {"pushed"}
     assert shipit_containers(project.image) == []
+
+
+def test_a_failed_smoke_test_creates_no_ecr_repository(
+    engine: Engine, publish_project: PublishProject
+) -> None:
+    """ship looks up the registries while it builds and tests; creating waits for the push."""
+    project = publish_project
+    nginx_conf = Path(project.root) / "templates" / "nginx.conf.j2"
+    nginx_conf.write_text(
+        "\n".join(
+            line for line in nginx_conf.read_text().splitlines() if "X-Frame-Options" not in line
+        )
+    )
+    failed = project.shipit("ship")
+    assert failed.code == ExitCode.SMOKE, failed.output
+    assert shipit_containers(project.image) == []
+    names = [
+        r["repositoryName"] for r in ecr_client(project).describe_repositories()["repositories"]
+    ]
+    assert project.ecr_repository not in names
