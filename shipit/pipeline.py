@@ -26,6 +26,7 @@ from shipit.errors import (
     RunError,
     SmokeError,
 )
+from shipit.inputs import build_id_of
 from shipit.labels import (
     LABEL_BASE_IMAGE_ID,
     LABEL_BUILD_ID,
@@ -37,15 +38,16 @@ from shipit.labels import (
     LABEL_URL,
     LABEL_VERSION,
 )
-from shipit.render import LISTEN_PORT, RenderedSite, render_site
 from shipit.smoke import SmokeReport, run_smoke, wait_until_ready
 from shipit.state import record_smoke_passed, smoke_pass_of
 from shipit.vcs import revision, source_url
 
 if TYPE_CHECKING:
-    # Only the stages that need them import docker and boto3: render and smoke stay light.
+    # Only the stages that need them import docker, boto3 and Jinja: render and smoke stay
+    # light, and a build of unchanged input renders nothing.
     from shipit.engine import Engine, LayerProgress
     from shipit.publish import PushReport
+    from shipit.render import RenderedSite
 
 LOG_TAIL_LINES = 20
 Progress = Callable[[str], None]
@@ -97,6 +99,8 @@ class RunResult:
 
 
 def render(settings: Settings, out_dir: Path | None = None) -> RenderedSite:
+    from shipit.render import render_site
+
     site = render_site(settings.project_dir, settings.base_image)
     if out_dir is not None:
         site.write_to(out_dir)
@@ -135,22 +139,30 @@ def _resolve_base_image(settings: Settings, engine: Engine, progress: Progress) 
 def build(settings: Settings, engine: Engine, progress: Progress = _quiet) -> BuildResult:
     started = time.monotonic()
     base_image, base_image_id = _resolve_base_image(settings, engine, progress)
-    site = render_site(settings.project_dir, base_image)
+    # The build id digests every input of the render, and rendering is deterministic: an image
+    # with this build id holds exactly what rendering now would give, so nothing is rendered.
+    build_id = build_id_of(settings.project_dir, base_image)
     rev = revision(settings.project_dir)
-    tag = rev.tag or f"build-{site.build_id[:12]}"
+    tag = rev.tag or f"build-{build_id[:12]}"
     commit = rev.commit or "unknown"
-    # Same content, base, name and commit: the labels of the existing image are all still true.
+    # Same input, base, name and commit: the labels of the existing image are all still true.
     reusable = [
         image
-        for image in engine.images_with_label(LABEL_CONTEXT_DIGEST, site.context_digest)
+        for image in engine.images_with_label(LABEL_BUILD_ID, build_id)
         if image.labels.get(LABEL_BASE_IMAGE_ID) == base_image_id
         and image.labels.get(LABEL_TITLE) == settings.image
         and image.labels.get(LABEL_REVISION) == commit
+        and image.labels.get(LABEL_CONTEXT_DIGEST)
     ]
     if reusable:
         image_id = reusable[0].id
+        context_digest = reusable[0].labels[LABEL_CONTEXT_DIGEST]
         progress(f"nothing changed since image {image_id[7:19]}: no docker build needed")
     else:
+        from shipit.render import render_site
+
+        site = render_site(settings.project_dir, base_image)
+        context_digest = site.context_digest
         labels = {
             "org.opencontainers.image.source": source_url(settings.project_dir),
             LABEL_REVISION: commit,
@@ -160,8 +172,8 @@ def build(settings: Settings, engine: Engine, progress: Progress = _quiet) -> Bu
             LABEL_VERSION: tag,
             LABEL_TITLE: settings.image,
             "org.opencontainers.image.base.name": base_image,
-            LABEL_CONTEXT_DIGEST: site.context_digest,
-            LABEL_BUILD_ID: site.build_id,
+            LABEL_CONTEXT_DIGEST: context_digest,
+            LABEL_BUILD_ID: build_id,
             LABEL_BASE_IMAGE_ID: base_image_id,
             "io.shipit.version": __version__,
         }
@@ -174,8 +186,8 @@ def build(settings: Settings, engine: Engine, progress: Progress = _quiet) -> Bu
         image=settings.image,
         image_id=image_id,
         tags=tags,
-        build_id=site.build_id,
-        context_digest=site.context_digest,
+        build_id=build_id,
+        context_digest=context_digest,
         base_image=base_image,
         built=not reusable,
         seconds=round(time.monotonic() - started, 3),
@@ -248,6 +260,8 @@ def run(
         LABEL_BUILD_ID: build_id,
     }
     progress(f"starting {name} on {url}")
+    from shipit.render import LISTEN_PORT
+
     container_id = engine.run(
         image_id, name, settings.host, settings.port, LISTEN_PORT, labels, read_only=read_only
     )

@@ -22,6 +22,7 @@ import jinja2
 
 from shipit import __version__
 from shipit.errors import TemplateError
+from shipit.inputs import build_id_of, digest_files, read_tree
 
 PAGE_SUFFIX = ".html.j2"
 DOCKERFILE_TEMPLATE = "Dockerfile.j2"
@@ -32,7 +33,6 @@ SITE_DATA = "site.toml"
 SERVED = "shipit"
 LISTEN_PORT = 8080
 RUN_AS = "10101:10101"
-BUILD_ID_LENGTH = 16
 # Larger site data is almost always a mistake (a generated dump), and it would be baked
 # into every page of the image.
 MAX_SITE_DATA_BYTES = 4 * 1024 * 1024
@@ -94,59 +94,6 @@ def _deterministic_tar(files: Mapping[str, bytes]) -> bytes:
 def _content_mtime(data: bytes) -> int:
     year_2001 = 978_307_200
     return year_2001 + int.from_bytes(hashlib.sha256(data).digest()[:4], "big") % 600_000_000
-
-
-def _digest_files(files: Mapping[str, bytes]) -> str:
-    digest = hashlib.sha256()
-    for relative in sorted(files):
-        data = files[relative]
-        digest.update(f"{relative}\0{len(data)}\0".encode())
-        digest.update(data)
-    return digest.hexdigest()
-
-
-def _read_tree(root: Path, label: str, project: Path) -> dict[str, bytes]:
-    """Every file below root, relative path -> bytes, following links that stay inside the
-    project (a linked folder is served like a copied one)."""
-    if not root.is_dir():
-        return {}
-    files: dict[str, bytes] = {}
-    project = project.resolve()
-
-    def visit(folder: Path, prefix: str, ancestors: frozenset[Path]) -> None:
-        for path in sorted(folder.iterdir()):
-            relative = prefix + path.name
-            if path.is_symlink() and not path.resolve().is_relative_to(project):
-                # A link out of the project would bake a host file (a credential) into the image.
-                raise TemplateError(
-                    f"{label}/{relative} links outside the project",
-                    "copy the file into the project instead of linking to it",
-                )
-            if path.is_dir():
-                real = path.resolve()
-                if real in ancestors:
-                    raise TemplateError(
-                        f"{label}/{relative} links to a folder that contains it (a loop)",
-                        "remove the link or point it at a folder outside its own path",
-                    )
-                visit(path, relative + "/", ancestors | {real})
-                continue
-            if not path.is_file():
-                # A FIFO or device would block or never end; only regular files are content.
-                raise TemplateError(
-                    f"{label}/{relative} is not a regular file (or its link is dangling)",
-                    "remove it or replace it with a regular file",
-                )
-            try:
-                files[relative] = path.read_bytes()
-            except OSError as exc:
-                raise TemplateError(
-                    f"cannot read {label}/{relative}: {exc.strerror}",
-                    "fix its permissions or remove it",
-                ) from exc
-
-    visit(root, "", frozenset({root.resolve()}))
-    return files
 
 
 def load_site_data(site_dir: Path) -> dict[str, Any]:
@@ -234,17 +181,6 @@ def page_templates(templates_dir: Path) -> list[str]:
     )
 
 
-def source_digest(project_dir: Path, base_image: str) -> str:
-    """What the build id is derived from: every input of the rendered context."""
-    inputs: dict[str, bytes] = {}
-    for label in ("templates", "site"):
-        for relative, data in _read_tree(project_dir / label, label, project_dir).items():
-            inputs[f"{label}/{relative}"] = data
-    inputs["\0base_image"] = base_image.encode()
-    inputs["\0shipit"] = __version__.encode()
-    return _digest_files(inputs)
-
-
 def render_site(project_dir: Path, base_image: str) -> RenderedSite:
     templates_dir = (project_dir / "templates").resolve()
     site_dir = project_dir / "site"
@@ -257,7 +193,7 @@ def render_site(project_dir: Path, base_image: str) -> RenderedSite:
             f"no templates/index.html.j2 in {project_dir}", "add the home page template"
         )
 
-    build_id = source_digest(project_dir, base_image)[:BUILD_ID_LENGTH]
+    build_id = build_id_of(project_dir, base_image)
     build = {"id": build_id, "shipit_version": __version__}
     html_env = _environment(templates_dir, html=True)
     files: dict[str, bytes] = {}
@@ -267,7 +203,7 @@ def render_site(project_dir: Path, base_image: str) -> RenderedSite:
         files[f"{SERVED}/site/{page_name}.html"] = _render_template(
             html_env, template_name, context, templates_dir
         )
-    for relative, data in _read_tree(site_dir / "static", "site/static", project_dir).items():
+    for relative, data in read_tree(site_dir / "static", "site/static", project_dir).items():
         files[f"{SERVED}/site/static/{relative}"] = data
 
     plain_env = _environment(templates_dir, html=False)
@@ -289,5 +225,5 @@ def render_site(project_dir: Path, base_image: str) -> RenderedSite:
         files=ordered,
         pages=tuple(f"{name.removesuffix(PAGE_SUFFIX)}.html" for name in pages),
         build_id=build_id,
-        context_digest=_digest_files(ordered),
+        context_digest=digest_files(ordered),
     )

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 from shipit.engine import Engine
 from shipit.errors import ExitCode
@@ -51,6 +53,40 @@ def test_build_labels_tags_and_no_op_rebuild(engine: Engine, project: Project) -
     assert again["image_id"] == built["image_id"]
     assert "no docker build needed" in second.stderr
     assert "Step 1/" not in second.stderr
+
+
+def test_a_build_of_unchanged_input_renders_nothing(engine: Engine, project: Project) -> None:
+    """The build id digests every input, so the image is found without Jinja."""
+    probe = (
+        "import sys; sys.argv = ['shipit', 'build', '--json']; import shipit.entry as e; "
+        "code = e.main(); print('jinja2' in sys.modules, code, file=sys.stderr)"
+    )
+
+    def build_in_process() -> tuple[dict[str, Any], str]:
+        done = subprocess.run(
+            [sys.executable, "-c", probe],
+            capture_output=True,
+            text=True,
+            env=project.env(),
+            cwd=project.root,
+            check=True,
+        )
+        return json.loads(done.stdout), done.stderr.strip().splitlines()[-1]
+
+    first, first_probe = build_in_process()
+    assert (first["built"], first_probe) == (True, "True 0")
+    again, again_probe = build_in_process()
+    assert (again["built"], again_probe) == (False, "False 0")
+    assert again["image_id"] == first["image_id"]
+    assert again["build_id"] == first["build_id"]
+    assert again["context_digest"] == first["context_digest"]
+
+    # Any input that changes (here a template) changes the build id: rendered and built anew.
+    about = project.root / "templates" / "about.html.j2"
+    about.write_text(about.read_text() + "\n")
+    changed, changed_probe = build_in_process()
+    assert (changed["built"], changed_probe) == (True, "True 0")
+    assert changed["build_id"] != first["build_id"]
 
 
 def test_dirty_tree_gets_a_dirty_tag_and_a_new_image(engine: Engine, project: Project) -> None:
