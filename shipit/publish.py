@@ -594,7 +594,7 @@ def _with_retries(
 
     retrying = Retrying(
         stop=stop_after_attempt(attempts),
-        wait=wait_exponential_jitter(initial=RETRY_INITIAL_SECONDS, max=RETRY_MAX_SECONDS),
+        wait=wait_exponential_jitter(multiplier=RETRY_INITIAL_SECONDS, max=RETRY_MAX_SECONDS),
         retry=retry_if_exception(_is_retryable),
         reraise=True,
         before_sleep=lambda state: progress(
