@@ -6,11 +6,13 @@ which `make test` runs first, installs and starts both.
 
 from __future__ import annotations
 
+import io
 import os
 import secrets
 import shutil
 import subprocess
 import sys
+import tarfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -209,3 +211,24 @@ def publish_project(
         hub=hub_registry,
         hub_token=hub_token,
     )
+
+
+@pytest.fixture(scope="module")
+def tiny_base(engine: Engine) -> Iterator[str]:
+    """A one-file base image: `shipit build` and `push --skip-smoke` need no nginx, and a
+    push uploads a few kB, so a test can afford a registry (and a proxy) of its own."""
+    reference = f"shipit-test/tiny-base-{uuid.uuid4().hex[:10]}:1"
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        data = b"shipit tiny test base\n"
+        info = tarfile.TarInfo("etc/shipit-tiny-base")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    subprocess.run(
+        ["docker", "import", "-", reference],
+        input=buffer.getvalue(),
+        capture_output=True,
+        check=True,
+    )
+    yield reference
+    subprocess.run(["docker", "rmi", reference], capture_output=True, check=False)

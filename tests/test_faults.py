@@ -13,13 +13,11 @@ the background while the others run.
 from __future__ import annotations
 
 import http.client
-import io
 import json
 import signal
 import socket
 import subprocess
 import sys
-import tarfile
 import threading
 import time
 import uuid
@@ -188,26 +186,6 @@ def make_unique(project: Project) -> None:
 
 
 # -- a tiny base image: pushes upload a few kB, so every scenario can have its own proxy ---
-
-
-@pytest.fixture(scope="module")
-def tiny_base(engine: Engine) -> Iterator[str]:
-    """A one-file base image: `shipit build` and `push --skip-smoke` need no nginx."""
-    reference = f"shipit-test/tiny-base-{uuid.uuid4().hex[:10]}:1"
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        data = b"shipit fault-test base\n"
-        info = tarfile.TarInfo("etc/shipit-tiny-base")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    subprocess.run(
-        ["docker", "import", "-", reference],
-        input=buffer.getvalue(),
-        capture_output=True,
-        check=True,
-    )
-    yield reference
-    subprocess.run(["docker", "rmi", reference], capture_output=True, check=False)
 
 
 @dataclass

@@ -8,11 +8,8 @@ token), which a Distribution registry cannot be made to do.
 
 from __future__ import annotations
 
-import io
 import json
 import re
-import subprocess
-import tarfile
 import threading
 import uuid
 from collections.abc import Iterator
@@ -22,7 +19,6 @@ from typing import Any
 
 import pytest
 
-from shipit.engine import Engine
 from shipit.errors import ExitCode
 from shipit.registries.distribution import RegistryClient
 from tests.conftest import HUB_USER, PublishProject, Result
@@ -86,27 +82,6 @@ class RefusingProxy(FaultProxy):
     def requests(self, since: int = 0) -> list[str]:
         """ "METHOD path" of every request that reached the registry, from position `since`."""
         return [f"{seen.method} {seen.path}" for seen in self.seen()[since:]]
-
-
-@pytest.fixture(scope="module")
-def tiny_base(engine: Engine) -> Iterator[str]:
-    """A one-file base image: `shipit build` and `push --skip-smoke` need no nginx, and a
-    push uploads a few kB."""
-    reference = f"shipit-test/tiny-base-{uuid.uuid4().hex[:10]}:1"
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        data = b"shipit latest-test base\n"
-        info = tarfile.TarInfo("etc/shipit-tiny-base")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    subprocess.run(
-        ["docker", "import", "-", reference],
-        input=buffer.getvalue(),
-        capture_output=True,
-        check=True,
-    )
-    yield reference
-    subprocess.run(["docker", "rmi", reference], capture_output=True, check=False)
 
 
 @dataclass
