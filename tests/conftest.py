@@ -107,10 +107,10 @@ def project(tmp_path: Path) -> Iterator[Project]:
     root = copy_example(tmp_path / "site-project")
     image = f"shipit-test/{uuid.uuid4().hex[:10]}"
     yield Project(root=root, image=image)
-    _remove_project_leftovers(image)
+    remove_project_leftovers(image)
 
 
-def _remove_project_leftovers(image: str) -> None:
+def remove_project_leftovers(image: str) -> None:
     subprocess.run(
         f"docker ps -aq --filter label=io.shipit.image={image} | xargs -r docker rm -f",
         shell=True,

@@ -41,7 +41,7 @@ from tests.conftest import (
     copy_example,
     shipit_containers,
 )
-from tests.conftest import _remove_project_leftovers as remove_image_tags
+from tests.conftest import remove_project_leftovers as remove_image_tags
 from tests.faultproxy import FaultProxy, is_blob_upload
 from tests.leftovers import image_references, running_containers_of
 from tests.loopback import HttpService
