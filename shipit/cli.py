@@ -74,10 +74,10 @@ def _setup(
     return load_settings(project, overrides)
 
 
-def _engine() -> Engine:
+def _engine(settings: Settings) -> Engine:
     from shipit.engine import Engine
 
-    return Engine.connect()
+    return Engine.connect(settings.engine_timeout)
 
 
 def _version_callback(value: bool) -> None:
@@ -149,7 +149,7 @@ def build(
     settings = _setup(json_output, quiet, debug, project, base_image=base_image, image=image)
     from shipit.pipeline import build as build_stage
 
-    result = build_stage(settings, _engine(), _ui.progress)
+    result = build_stage(settings, _engine(settings), _ui.progress)
     verb = "built" if result.built else "unchanged, reused"
     _ui.result(
         {"ok": True, **result.to_json()},
@@ -253,7 +253,7 @@ def run(
 
     result = run_stage(
         settings,
-        _engine(),
+        _engine(settings),
         smoke=not no_smoke,
         read_only=read_only,
         screenshot_request=_screenshot_request(screenshot, window),
@@ -287,7 +287,7 @@ def smoke(
     from shipit.pipeline import smoke as smoke_stage
 
     try:
-        engine: Engine | None = _engine()
+        engine: Engine | None = _engine(settings)
     except EngineError:
         if url is None:
             raise
@@ -318,7 +318,7 @@ def stop(
     settings = _setup(json_output, quiet, debug, project, image=image)
     from shipit.pipeline import stop as stop_stage
 
-    removed = stop_stage(settings, _engine())
+    removed = stop_stage(settings, _engine(settings))
     _ui.result(
         {"ok": True, "removed": removed},
         f"removed {', '.join(removed)}" if removed else "no shipit container was running",
@@ -398,7 +398,7 @@ def push(
 
     report = publish(
         settings,
-        _engine(),
+        _engine(settings),
         to,
         dry_run=dry_run,
         skip_smoke=skip_smoke,
@@ -444,7 +444,7 @@ def ship(
 
     result = ship_stage(
         settings,
-        _engine(),
+        _engine(settings),
         to=to.value,
         allow_root=allow_root,
         resmoke=resmoke,

@@ -195,6 +195,14 @@ SPECS: tuple[SettingSpec, ...] = (
         validate=_validate_mutability,
     ),
     SettingSpec(
+        "engine_timeout",
+        float,
+        120.0,
+        "seconds the Docker engine may stay silent (a push making no progress) before shipit "
+        "gives up on that attempt",
+        validate=_validate_positive,
+    ),
+    SettingSpec(
         "push_attempts",
         int,
         4,
@@ -222,6 +230,7 @@ class Settings:
     dockerhub_repository: str
     dockerhub_registry: str
     dockerhub_tag_mutability: str
+    engine_timeout: float
     push_attempts: int
     origins: Mapping[str, str] = field(default_factory=dict, compare=False)
 

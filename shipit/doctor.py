@@ -88,11 +88,11 @@ def _not_checked(name: str, because: str) -> Check:
 # The Docker side
 
 
-def check_engine() -> tuple[Check, Engine | None]:
+def check_engine(timeout: float) -> tuple[Check, Engine | None]:
     from shipit.engine import Engine
 
     try:
-        engine = Engine.connect()
+        engine = Engine.connect(timeout)
         version = engine.version()
     except ShipitError as error:
         return Check.failed("engine", error), None
@@ -338,7 +338,7 @@ def diagnose(
 ) -> DoctorReport:
     """Every check for the registries in `to` ("ecr", "dockerhub" or "all")."""
     environ = os.environ if environ is None else environ
-    engine_check, engine = check_engine()
+    engine_check, engine = check_engine(settings.engine_timeout)
     checks = [
         engine_check,
         check_base_image(settings, engine, progress),

@@ -103,7 +103,7 @@ class Engine:
     @classmethod
     def connect(cls, timeout: float = 120) -> Engine:
         try:
-            client = docker.from_env(timeout=int(timeout))
+            client = docker.from_env(timeout=timeout)  # type: ignore[arg-type]
             client.ping()
         except (docker.errors.DockerException, *_CONNECTION_ERRORS, OSError) as exc:
             raise EngineError(
@@ -128,7 +128,8 @@ class Engine:
         where = _engine_location(self.api)
         if _timed_out(error):
             return EngineError(
-                f"the Docker engine at {where} sent nothing for {self.api.timeout} s while {doing}",
+                f"the Docker engine at {where} sent nothing for {self.api.timeout:g} s "
+                f"while {doing}",
                 "check that dockerd answers (`docker info`) and is not overloaded, then run again",
             )
         return EngineError(
@@ -400,7 +401,7 @@ class Engine:
             # that does not answer shipit's own requests. (A hung engine instead fails the
             # retry's first engine call.)
             return RegistryUnreachableError(
-                f"the push of {reference} made no progress for {self.api.timeout} s",
+                f"the push of {reference} made no progress for {self.api.timeout:g} s",
                 "check that the registry answers and accepts uploads, then push again",
             )
         return PushError(

@@ -248,6 +248,14 @@ CASES = [
         Bad(("ship",), CONFIG, "must be greater than zero", {"SHIPIT_PUSH_ATTEMPTS": "0"}),
     ),
     (
+        "engine timeout of 0 (SHIPIT_ENGINE_TIMEOUT=0)",
+        Bad(("ship",), CONFIG, "must be greater than zero", {"SHIPIT_ENGINE_TIMEOUT": "0"}),
+    ),
+    (
+        "engine timeout not a number (SHIPIT_ENGINE_TIMEOUT=soon)",
+        Bad(("push",), CONFIG, "SHIPIT_ENGINE_TIMEOUT", {"SHIPIT_ENGINE_TIMEOUT": "soon"}),
+    ),
+    (
         "negative ready timeout (--ready-timeout -1)",
         Bad(("run", "--ready-timeout", "-1"), CONFIG, "must be greater than zero"),
     ),

@@ -446,6 +446,30 @@ def test_503_for_every_request_fails_clearly(scenario: PushScenario, reliability
 
 
 @pytest.mark.reliability(
+    "registry stalls every upload (SHIPIT_ENGINE_TIMEOUT=2, SHIPIT_PUSH_ATTEMPTS=2)",
+    "exit 14 naming the stalled push and the 2 s, after 2 attempts; no tag in the registry",
+)
+def test_a_stalled_upload_gives_up_after_the_engine_timeout(
+    scenario: PushScenario, reliability: Recorder
+) -> None:
+    scenario.build()
+    scenario.proxy.set_mode("slow", delay=600, match=r"^(POST|PATCH|PUT) /v2/.*/blobs/uploads/")
+    started = time.monotonic()
+    result = scenario.project.shipit(
+        *scenario.push_args, env=scenario.env(SHIPIT_ENGINE_TIMEOUT="2"), timeout=PUSH_TIMEOUT
+    )
+    took = time.monotonic() - started
+    reliability.result(result)
+    reliability.observe(f"{took:.1f} s")
+    assert result.code == ExitCode.REGISTRY_UNREACHABLE, result.output
+    line = last_error_line(result)
+    assert "made no progress for 2 s" in line, line
+    assert "attempt 1 failed" in result.stderr
+    assert scenario.proxy.seen("slow")
+    scenario.assert_nothing_pushed()
+
+
+@pytest.mark.reliability(
     "503 once on the engine's manifest upload (PUT /v2/.../manifests/)",
     "exit 0: shipit retries the push; whole image under both tags",
 )
