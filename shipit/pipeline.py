@@ -161,7 +161,7 @@ def build(settings: Settings, engine: Engine, progress: Progress = _quiet) -> Bu
     else:
         from shipit.render import render_site
 
-        site = render_site(settings.project_dir, base_image)
+        site = render_site(settings.project_dir, base_image, build_id)
         context_digest = site.context_digest
         labels = {
             "org.opencontainers.image.source": source_url(settings.project_dir),

@@ -181,7 +181,9 @@ def page_templates(templates_dir: Path) -> list[str]:
     )
 
 
-def render_site(project_dir: Path, base_image: str) -> RenderedSite:
+def render_site(project_dir: Path, base_image: str, build_id: str | None = None) -> RenderedSite:
+    """The build context; `build_id`, when the caller already digested the inputs for it
+    (build_id_of), saves reading and hashing every file of the site a second time."""
     templates_dir = (project_dir / "templates").resolve()
     site_dir = project_dir / "site"
     site_data = load_site_data(site_dir)
@@ -193,7 +195,8 @@ def render_site(project_dir: Path, base_image: str) -> RenderedSite:
             f"no templates/index.html.j2 in {project_dir}", "add the home page template"
         )
 
-    build_id = build_id_of(project_dir, base_image)
+    if build_id is None:
+        build_id = build_id_of(project_dir, base_image)
     build = {"id": build_id, "shipit_version": __version__}
     html_env = _environment(templates_dir, html=True)
     files: dict[str, bytes] = {}
