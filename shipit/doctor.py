@@ -299,12 +299,6 @@ def dockerhub_credentials_of(
     return check, found
 
 
-def check_dockerhub_credentials(
-    settings: Settings, engine: Engine | None, environ: Mapping[str, str]
-) -> Check:
-    return dockerhub_credentials_of(settings, engine, environ)[0]
-
-
 def check_dockerhub_login(settings: Settings, found: Credentials | None) -> Check:
     """Logs in as a push would (the registry's token service, for Docker Hub), so a revoked
     or mistyped token shows up here rather than halfway through a ship."""
