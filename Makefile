@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 SHIPIT := $(BIN)/shipit
 STAMP := $(VENV)/.installed
 
-.PHONY: venv env run build smoke push ship stop doctor config check help test test-unit bench clean
+.PHONY: venv env run build smoke push ship stop doctor config check help test test-unit reliability bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,8 +45,8 @@ config: venv
 	$(SHIPIT) config
 
 check: venv
-	$(BIN)/ruff check shipit tests bench
-	$(BIN)/ruff format --check shipit tests bench
+	$(BIN)/ruff check shipit tests bench harness
+	$(BIN)/ruff format --check shipit tests bench harness
 	$(BIN)/mypy
 
 # The stored `shipit --help` (shipit/help.txt), after a change to commands or their help.
@@ -56,11 +56,16 @@ help: venv
 test: venv env
 	$(BIN)/pytest -p no:cacheprovider tests
 
+# The tests that need no Docker engine: DOCKER_HOST points nowhere, so one that does fails.
 test-unit: venv
-	$(BIN)/pytest -p no:cacheprovider -m "not engine" tests
+	DOCKER_HOST=tcp://127.0.0.1:9 $(BIN)/pytest -p no:cacheprovider -m "not engine" tests
+
+# The whole suite, writing what each fault and bad-input case did into docs/RELIABILITY.md.
+reliability: venv env
+	$(BIN)/pytest -p no:cacheprovider --reliability-doc docs/RELIABILITY.md tests
 
 bench: venv env
-	$(BIN)/python bench/run.py
+	$(BIN)/python -m bench.run
 
 clean:
 	-$(SHIPIT) stop

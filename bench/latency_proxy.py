@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import threading
 
-from tests.loopback import ALL_METHODS, LOOPBACK, Background, RequestCounter, free_port
+from harness.loopback import ALL_METHODS, LOOPBACK, Background, RequestCounter, free_port
 
 _METHODS = tuple(method.encode() for method in ALL_METHODS)
 _CHUNK = 64 * 1024

@@ -29,22 +29,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import requests
-
-BENCH = Path(__file__).resolve().parent
-REPO = BENCH.parent
-sys.path.insert(0, str(REPO))
-
-from latency_proxy import LatencyProxy  # noqa: E402 - bench/ is this script's folder
-from report import SIDES, main_table, markdown, median, summarize  # noqa: E402
-
-from tests.services import (  # noqa: E402
+from bench.latency_proxy import LatencyProxy
+from bench.report import SIDES, main_table, markdown, median, summarize
+from harness.registry_reader import RegistryReader
+from harness.services import (
     AWS_ENV_CLEARED,
     MotoService,
     RegistryService,
     free_port,
     moto_ecr_password,
 )
+from shipit.errors import ShipitError
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
 
 VENV_BIN = Path(sys.executable).parent
 SHIPIT = str(VENV_BIN / "shipit") if (VENV_BIN / "shipit").exists() else None
@@ -52,10 +50,6 @@ PYTHON = sys.executable
 PLAIN_SCRIPT = BENCH / "plain_pipeline.sh"
 BASE_IMAGE = "shipit-local/nginx:bookworm"
 HUB_USER = "bench-ci"
-MANIFEST_ACCEPT = (
-    "application/vnd.docker.distribution.manifest.v2+json, "
-    "application/vnd.oci.image.manifest.v1+json"
-)
 
 
 class BenchFailure(RuntimeError):
@@ -139,19 +133,14 @@ def get_manifest(
     registry: RegistryService, repository: str, reference: str
 ) -> tuple[str, dict[str, Any]]:
     """(digest, manifest) that the registry serves, straight from it (never via a proxy)."""
-    assert registry.username and registry.password
-    response = requests.get(
-        f"{registry.url}/v2/{repository}/manifests/{reference}",
-        auth=(registry.username, registry.password),
-        headers={"Accept": MANIFEST_ACCEPT},
-        timeout=10,
-    )
-    if response.status_code != 200:
-        raise BenchFailure(
-            f"{registry.host}/{repository}:{reference} is not served "
-            f"({response.status_code} {response.text[:200]})"
-        )
-    return response.headers["Docker-Content-Digest"], response.json()
+    with RegistryReader(registry.host, registry.username, registry.password) as reader:
+        try:
+            manifest = reader.get_manifest(repository, reference)
+        except ShipitError as error:
+            raise BenchFailure(
+                f"{registry.host}/{repository}:{reference} is not served ({error.message})"
+            ) from error
+    return manifest.digest, manifest.content
 
 
 def stored_blobs(registry: RegistryService) -> dict[str, int]:

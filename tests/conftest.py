@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from harness.services import MotoService, RegistryService, free_port, moto_ecr_password
 from shipit.config import LOCAL_BASE_IMAGE
 from shipit.engine import Engine
 from shipit.errors import EngineError
-from tests.services import MotoService, RegistryService, free_port, moto_ecr_password
 
 pytest_plugins = ["tests.reliability"]
 REPO = Path(__file__).resolve().parent.parent

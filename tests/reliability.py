@@ -1,4 +1,5 @@
-"""pytest plugin: the reliability table in docs/RELIABILITY.md, written from the test run.
+"""pytest plugin: the reliability table in docs/RELIABILITY.md, written from a test run that
+asks for it (`make reliability`, or pytest --reliability-doc PATH).
 
 A test declares the case it checks and the outcome the README promises:
 
@@ -125,13 +126,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--reliability-doc",
         default=None,
-        help="where to write the reliability table (default: docs/RELIABILITY.md)",
-    )
-    group.addoption(
-        "--no-reliability-doc",
-        action="store_true",
-        default=False,
-        help="collect reliability outcomes but do not write the table",
+        help="write the reliability table there (`make reliability` writes "
+        "docs/RELIABILITY.md); without it the outcomes are only collected",
     )
 
 
@@ -142,9 +138,9 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     doc: Path | None = None
     # Under pytest-xdist only the controller writes.
-    if not config.getoption("no_reliability_doc") and not hasattr(config, "workerinput"):
-        chosen = config.getoption("reliability_doc")
-        doc = Path(chosen) if chosen else config.rootpath / "docs" / "RELIABILITY.md"
+    chosen = config.getoption("reliability_doc")
+    if chosen and not hasattr(config, "workerinput"):
+        doc = Path(chosen)
     config.stash[_STATE] = _SessionState(doc=doc, started=_now())
 
 

@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
-from tests.loopback import Background, HttpService, free_port
+from harness.loopback import Background, HttpService, free_port
 
 REGISTRY_BINARY = "/usr/bin/docker-registry"
 TESTENV_HINT = "run scripts/testenv.sh (as root) to install it"

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from tests.loopback import LOOPBACK, HttpService
+from harness.loopback import LOOPBACK, HttpService
 
 MODES = ("pass", "503", "reset-upload", "slow", "latency")
 PIECE = 64 * 1024

@@ -1,0 +1,64 @@
+"""What a registry holds, read the way a test or a benchmark checks a push: tags, blobs and
+the image config digest. shipit's own client reads only what a push needs."""
+
+from __future__ import annotations
+
+import re
+
+from shipit.errors import PushError
+from shipit.registries.distribution import RegistryClient, repository_scope
+
+_MAX_TAG_PAGES = 1000
+
+
+def _next_link(header: str | None) -> str | None:
+    """The target of a `Link: <url>; rel="next"` header (tag list pagination)."""
+    if not header:
+        return None
+    for part in header.split(","):
+        match = re.match(r'\s*<([^>]*)>\s*;.*\brel="?next"?', part)
+        if match:
+            return match.group(1)
+    return None
+
+
+class RegistryReader(RegistryClient):
+    def config_digest(self, repository: str, reference: str) -> str | None:
+        """The image config digest (the local image ID for a docker-pushed image)."""
+        manifest = self._fetch_manifest(self._repository(repository), reference)
+        if manifest is None:
+            return None
+        if manifest.is_index:
+            raise PushError(f"{repository}:{reference} is a multi-platform index")
+        digest = manifest.config_digest
+        if digest is None:
+            raise PushError(f"manifest of {repository}:{reference} has no config digest")
+        return digest
+
+    def blob_exists(self, repository: str, digest: str) -> bool:
+        repository = self._repository(repository)
+        response = self._request(
+            "HEAD",
+            f"/v2/{repository}/blobs/{digest}",
+            scope=repository_scope(repository),
+            absent_ok=True,
+        )
+        return response is not None
+
+    def tags(self, repository: str) -> list[str]:
+        """All tags of `repository`; [] when the repository does not exist."""
+        repository = self._repository(repository)
+        found: list[str] = []
+        path: str | None = f"/v2/{repository}/tags/list"
+        for _ in range(_MAX_TAG_PAGES):
+            if path is None:
+                break
+            response = self._request(
+                "GET", path, scope=repository_scope(repository), absent_ok=True
+            )
+            if response is None:
+                return found
+            body = self._json(response, what=f"tag list of {repository}")
+            found.extend(tag for tag in body.get("tags") or [] if isinstance(tag, str))
+            path = _next_link(response.headers.get("Link"))
+        return found
