@@ -10,15 +10,14 @@ import json
 import os
 import sys
 import threading
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from shipit import __version__
-from shipit.entry import HELP_WIDTH
 from shipit.errors import ExitCode, Interrupted, OutputClosed, ShipitError, UsageError
+from shipit.helptext import HELP_WIDTH
 from shipit.ui import Ui
 
 if TYPE_CHECKING:
@@ -27,7 +26,7 @@ if TYPE_CHECKING:
     from shipit.engine import Engine
     from shipit.iam.access import CheckReport
     from shipit.pipeline import ScreenshotRequest
-    from shipit.publish import PushReport
+    from shipit.push import PushReport
     from shipit.smoke import SmokeReport
 
 app = typer.Typer(
@@ -118,7 +117,7 @@ def render(
     settings = _setup(json_output, quiet, debug, project)
     from shipit.pipeline import render as render_stage
 
-    site = render_stage(settings, out)
+    site = render_stage(settings, out, _ui.progress)
     _ui.result(
         {
             "ok": True,
@@ -325,15 +324,20 @@ def stop(
     )
 
 
-class Destination(StrEnum):
-    ECR = "ecr"
-    DOCKERHUB = "dockerhub"
-    ALL = "all"
-
-
 ToOption = Annotated[
-    Destination, typer.Option("--to", help="Which registries to push to.", case_sensitive=False)
+    str,
+    typer.Option(
+        "--to", help="Registries to push to: ecr, dockerhub, several comma-separated, or all."
+    ),
 ]
+
+
+def _destinations(to: str) -> tuple[str, ...]:
+    from shipit.push.targets import parse_destinations
+
+    return parse_destinations(to)
+
+
 AllowRootOption = Annotated[
     bool, typer.Option("--allow-root", help="Push even with the AWS account's root user.")
 ]
@@ -374,7 +378,7 @@ def _finish_push(report: PushReport) -> None:
 
 @app.command()
 def push(
-    to: ToOption = Destination.ALL,
+    to: ToOption = "all",
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the plan; change nothing.")
     ] = False,
@@ -394,12 +398,12 @@ def push(
     Example: shipit push --to all --dry-run
     """
     settings = _setup(json_output, quiet, debug, project, image=image)
-    from shipit.publish import publish
+    from shipit.pipeline import push as push_stage
 
-    report = publish(
+    report = push_stage(
         settings,
         _engine(settings),
-        to,
+        _destinations(to),
         dry_run=dry_run,
         skip_smoke=skip_smoke,
         allow_root=allow_root,
@@ -411,7 +415,7 @@ def push(
 
 @app.command()
 def ship(
-    to: ToOption = Destination.ALL,
+    to: ToOption = "all",
     allow_root: AllowRootOption = False,
     base_image: BaseImageOption = None,
     port: Annotated[
@@ -445,7 +449,7 @@ def ship(
     result = ship_stage(
         settings,
         _engine(settings),
-        to=to.value,
+        to=_destinations(to),
         allow_root=allow_root,
         resmoke=resmoke,
         progress=_ui.progress,
@@ -500,9 +504,11 @@ def doctor(
         ),
     ] = False,
     to: Annotated[
-        Destination,
-        typer.Option("--to", help="Which registries to check.", case_sensitive=False),
-    ] = Destination.ALL,
+        str,
+        typer.Option(
+            "--to", help="Registries to check: ecr, dockerhub, several comma-separated, or all."
+        ),
+    ] = "all",
     base_image: BaseImageOption = None,
     image: ImageOption = None,
     json_output: JsonOption = False,
@@ -517,7 +523,7 @@ def doctor(
     settings = _setup(json_output, quiet, debug, project, base_image=base_image, image=image)
     from shipit.doctor import diagnose
 
-    report = diagnose(settings, to=to.value, online=online, progress=_ui.progress)
+    report = diagnose(settings, to=_destinations(to), online=online, progress=_ui.progress)
     _ui.result(report.to_json(), _doctor_table(report))
     failure = report.failure()
     if failure is not None:

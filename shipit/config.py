@@ -233,6 +233,14 @@ class Settings:
     engine_timeout: float
     push_attempts: int
     origins: Mapping[str, str] = field(default_factory=dict, compare=False)
+    # The settings the user set (file, environment or flag) rather than left at default.
+    explicit: frozenset[str] = field(default=frozenset(), compare=False)
+
+    @property
+    def base_image_may_fall_back(self) -> bool:
+        """Whether a build may use the local base image when the default cannot be pulled:
+        only when nobody asked for a base image."""
+        return "base_image" not in self.explicit
 
     @property
     def site_dir(self) -> Path:
@@ -254,7 +262,7 @@ class Settings:
         return {
             f.name: str(getattr(self, f.name)) if f.name == "project_dir" else getattr(self, f.name)
             for f in fields(self)
-            if f.name != "origins"
+            if f.name not in ("origins", "explicit")
         }
 
 
@@ -359,4 +367,5 @@ def load_settings(
                 values[spec.name] = spec.validate(values[spec.name])
             except ConfigError as exc:
                 raise ConfigError(f"{origins[spec.name]}: {exc.message}", exc.hint) from exc
-    return Settings(project_dir=project_dir, origins=origins, **values)
+    explicit = frozenset(name for name, origin in origins.items() if origin != "default")
+    return Settings(project_dir=project_dir, origins=origins, explicit=explicit, **values)

@@ -13,8 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from shipit.config import LOCAL_BASE_IMAGE, Settings
-from shipit.errors import DoctorError, EngineError, ShipitError
+from shipit.config import Settings
+from shipit.errors import DoctorError, ShipitError
 
 if TYPE_CHECKING:
     from shipit.engine import Engine
@@ -99,44 +99,32 @@ def check_engine(timeout: float) -> tuple[Check, Engine | None]:
     return Check("engine", "ok", f"Docker engine {version} answers"), engine
 
 
-def check_base_image(settings: Settings, engine: Engine | None, progress: Progress) -> Check:
+def check_base_image(
+    settings: Settings, engine: Engine | None, progress: Progress
+) -> tuple[Check, str]:
+    """The check, and the base image reference a build would use (the configured one when
+    that cannot be told)."""
+    from shipit.base_image import resolve_base_image
+
     name = "base_image"
-    wanted = settings.base_image
     if engine is None:
-        return _not_checked(name, "no Docker engine")
+        return _not_checked(name, "no Docker engine"), settings.base_image
     try:
-        present = engine.image(wanted)
-        if present is not None:
-            return Check(name, "ok", f"{wanted} is present ({present.id[:19]})")
-        progress(f"doctor: base image {wanted} is not here; trying to pull it")
-        try:
-            engine.pull(wanted, progress)
-        except EngineError as error:
-            # `shipit build` falls back to the local base when the default cannot be pulled.
-            if settings.origins.get("base_image") == "default" and engine.image(LOCAL_BASE_IMAGE):
-                return Check(
-                    name,
-                    "warn",
-                    f"{wanted} cannot be pulled ({error.message}); builds use the local "
-                    f"{LOCAL_BASE_IMAGE} instead",
-                )
-            return Check(
-                name,
-                "fail",
-                f"{wanted} is not present and cannot be pulled ({error.message})",
-                f"use a local base image: --base-image {LOCAL_BASE_IMAGE} "
-                "(scripts/testenv.sh builds it)",
-            )
+        base = resolve_base_image(settings, engine, progress)
     except ShipitError as error:
-        return Check.failed(name, error)
-    return Check(name, "ok", f"{wanted} was pulled")
+        return Check.failed(name, error), settings.base_image
+    if base.how == "fallback":
+        return Check(name, "warn", f"builds use {base.reference}: {base.note}"), base.reference
+    return Check(name, "ok", f"{base.reference} is {base.how} ({base.image_id[:19]})"), (
+        base.reference
+    )
 
 
-def check_templates(settings: Settings) -> Check:
+def check_templates(settings: Settings, base_image: str) -> Check:
     from shipit.render import render_site
 
     try:
-        site = render_site(settings.project_dir, settings.base_image)
+        site = render_site(settings.project_dir, base_image)
     except ShipitError as error:
         return Check.failed("templates", error)
     return Check(
@@ -279,16 +267,13 @@ def check_dockerhub_repository(settings: Settings) -> Check:
 
 
 def dockerhub_credentials_of(
-    settings: Settings, engine: Engine | None, environ: Mapping[str, str]
+    settings: Settings, environ: Mapping[str, str]
 ) -> tuple[Check, Credentials | None]:
+    """The same lookup as the push's (shipit.registries.dockerhub.credentials)."""
     from shipit.registries.dockerhub import credentials
 
-    def no_store(_: str) -> tuple[str, str] | None:
-        return None
-
-    stored = engine.stored_credentials if engine is not None else no_store
     try:
-        found = credentials(settings.dockerhub_registry, environ, stored)
+        found = credentials(settings.dockerhub_registry, environ)
     except ShipitError as error:
         return Check.failed("dockerhub_credentials", error), None
     check = Check(
@@ -325,20 +310,17 @@ def check_dockerhub_login(settings: Settings, found: Credentials | None) -> Chec
 def diagnose(
     settings: Settings,
     *,
-    to: str = "all",
+    to: tuple[str, ...] = ("ecr", "dockerhub"),
     online: bool = False,
     environ: Mapping[str, str] | None = None,
     progress: Progress = _quiet,
 ) -> DoctorReport:
-    """Every check for the registries in `to` ("ecr", "dockerhub" or "all")."""
+    """Every check for the registries in `to` (as parse_destinations gives them)."""
     environ = os.environ if environ is None else environ
     engine_check, engine = check_engine(settings.engine_timeout)
-    checks = [
-        engine_check,
-        check_base_image(settings, engine, progress),
-        check_templates(settings),
-    ]
-    if to in ("ecr", "all"):
+    base_check, base_image = check_base_image(settings, engine, progress)
+    checks = [engine_check, base_check, check_templates(settings, base_image)]
+    if "ecr" in to:
         progress("doctor: asking AWS who the caller is")
         credentials_check, identity = check_aws_credentials(settings)
         checks += [
@@ -349,8 +331,8 @@ def diagnose(
         if online:
             progress("doctor: simulating the push's IAM actions")
             checks.append(check_iam_simulation(settings, identity))
-    if to in ("dockerhub", "all"):
-        hub_check, found = dockerhub_credentials_of(settings, engine, environ)
+    if "dockerhub" in to:
+        hub_check, found = dockerhub_credentials_of(settings, environ)
         checks += [check_dockerhub_repository(settings), hub_check]
         if online:
             progress(f"doctor: logging in to {settings.dockerhub_registry}")

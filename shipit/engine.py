@@ -10,11 +10,10 @@ import io
 import os
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import docker
-import docker.auth
 import docker.errors
 import requests
 import urllib3.exceptions
@@ -23,16 +22,16 @@ from shipit.config import split_reference
 from shipit.errors import (
     BuildError,
     EngineError,
+    EngineRefused,
     PortBusyError,
     PushError,
     RegistryUnreachableError,
     RunError,
 )
+from shipit.push_stream import LayerProgress, PushStream, read_push_event
 
 BUILD_LOG_TAIL = 25
 Progress = Callable[[str], None]
-# (layer, status, bytes done, bytes in all): per-layer push progress for a progress bar.
-LayerProgress = Callable[[str, str, int, int], None]
 
 # What docker-py lets through when the connection to the engine fails: requests' errors from
 # a call, urllib3's own from a stream (docker-py reads streams from the raw urllib3 response).
@@ -64,26 +63,14 @@ class ContainerInfo:
     labels: Mapping[str, str]
 
 
-@dataclass
-class PushStream:
-    """What a push stream said, read to its end."""
-
-    digest: str = ""
-    size: int = 0
-    # Short (12 hex) diff ids of the layers this push uploaded, as the stream names them.
-    pushed_layers: set[str] = field(default_factory=set)
-    layers_existing: int = 0
-    error: str = ""
-    lines: list[str] = field(default_factory=list)
-
-
 def _engine_location(api: docker.APIClient | None = None) -> str:
+    """Where the engine is, as the user would name it: the client's own address when it has
+    one (docker-py names a unix socket http+docker://localhost, which helps nobody)."""
+    if api is not None and not str(api.base_url).startswith("http+docker:"):
+        return str(api.base_url)
     host = os.environ.get("DOCKER_HOST")
     if host:
         return f"DOCKER_HOST={host}"
-    # docker-py names a unix socket http+docker://localhost, which helps nobody.
-    if api is not None and not str(api.base_url).startswith("http+docker:"):
-        return str(api.base_url)
     return "the socket /var/run/docker.sock"
 
 
@@ -117,10 +104,20 @@ class Engine:
         return str(self._call("asking its version", self.api.version).get("Version", "unknown"))
 
     def _call(self, doing: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """function(...) with every docker-py and requests exception turned into an
+        EngineError: EngineRefused (with the status) when the engine answered and refused."""
         try:
             return function(*args, **kwargs)
-        except docker.errors.APIError:
-            raise
+        except docker.errors.APIError as exc:
+            explanation = " ".join(str(exc.explanation or exc).split())
+            raise EngineRefused(
+                f"the Docker engine at {_engine_location(self.api)} refused {doing}: {explanation}",
+                "check the engine (`docker info`, its log) and run again",
+                status=int(exc.status_code or 0),
+                explanation=explanation,
+            ) from exc
+        except docker.errors.DockerException as exc:
+            raise EngineError(f"docker-py failed while {doing}: {exc}") from exc
         except _CONNECTION_ERRORS as exc:
             raise self._connection_failure(exc, doing) from exc
 
@@ -142,12 +139,10 @@ class Engine:
     def image(self, reference: str) -> ImageInfo | None:
         try:
             data = self._call(f"inspecting image {reference}", self.api.inspect_image, reference)
-        except docker.errors.NotFound:
-            return None
-        except docker.errors.APIError as exc:
-            if exc.status_code == 404:
+        except EngineRefused as exc:
+            if exc.status == 404:
                 return None
-            raise EngineError(f"cannot inspect image {reference}: {exc.explanation}") from exc
+            raise
         config = data.get("Config") or {}
         return ImageInfo(
             id=data["Id"],
@@ -186,11 +181,9 @@ class Engine:
     def untag(self, reference: str) -> None:
         try:
             self._call(f"removing tag {reference}", self.api.remove_image, reference, noprune=True)
-        except docker.errors.NotFound:
-            pass
-        except docker.errors.APIError as exc:
-            if exc.status_code != 404:
-                raise EngineError(f"cannot remove tag {reference}: {exc.explanation}") from exc
+        except EngineRefused as exc:
+            if exc.status != 404:
+                raise
 
     def build(
         self,
@@ -257,8 +250,10 @@ class Engine:
                 self.api.inspect_container,
                 container_id,
             )
-        except docker.errors.NotFound:
-            return None
+        except EngineRefused as exc:
+            if exc.status == 404:
+                return None
+            raise
         state = data.get("State") or {}
         return ContainerInfo(
             id=data["Id"],
@@ -277,14 +272,10 @@ class Engine:
                 force=True,
                 v=True,
             )
-        except docker.errors.NotFound:
-            pass
-        except docker.errors.APIError as exc:
+        except EngineRefused as exc:
             # 409: removal already in progress, which is what we want.
-            if exc.status_code not in (404, 409):
-                raise EngineError(
-                    f"cannot remove container {container_id[:12]}: {exc.explanation}"
-                ) from exc
+            if exc.status not in (404, 409):
+                raise
 
     def logs_tail(self, container_id: str, lines: int = 20) -> str:
         try:
@@ -296,7 +287,7 @@ class Engine:
                 stdout=True,
                 stderr=True,
             )
-        except docker.errors.APIError:
+        except EngineRefused:
             return ""
         return bytes(raw).decode("utf-8", "replace").rstrip()
 
@@ -329,14 +320,14 @@ class Engine:
                 host_config=host_config,
                 detach=True,
             )
-        except docker.errors.APIError as exc:
+        except EngineRefused as exc:
             raise RunError(f"cannot create container {name}: {exc.explanation}") from exc
         container_id = str(created["Id"])
         try:
             self._call(f"starting container {name}", self.api.start, container_id)
-        except docker.errors.APIError as exc:
+        except EngineRefused as exc:
             self.remove_container(container_id)
-            explanation = str(exc.explanation or exc)
+            explanation = exc.explanation
             if (
                 "address already in use" in explanation
                 or "port is already allocated" in explanation
@@ -352,20 +343,6 @@ class Engine:
         return container_id
 
     # Registries
-
-    def stored_credentials(self, registry: str) -> tuple[str, str] | None:
-        """(user, secret) from the Docker config's credential helper, store or auths entry."""
-        is_docker_hub = registry in ("docker.io", "index.docker.io", "registry-1.docker.io")
-        try:
-            config = docker.auth.load_config()
-            found = docker.auth.resolve_authconfig(config, None if is_docker_hub else registry)
-        except (docker.errors.DockerException, OSError, ValueError):
-            return None
-        if not found:
-            return None
-        username = found.get("Username") or found.get("username")
-        secret = found.get("Password") or found.get("password") or found.get("IdentityToken")
-        return (str(username), str(secret)) if username and secret else None
 
     def push(
         self,
@@ -387,7 +364,7 @@ class Engine:
                 auth_config=dict(auth_config) if auth_config else None,
             )
             for event in events:
-                _read_push_event(event, result, progress, layer_progress)
+                read_push_event(event, result, progress, layer_progress)
         except docker.errors.APIError as exc:
             result.error = str(exc.explanation or exc)
         except _CONNECTION_ERRORS as exc:
@@ -408,40 +385,3 @@ class Engine:
             f"lost the Docker engine at {_engine_location(self.api)} while pushing {reference}",
             "check that dockerd is still running (`docker info`), then push again",
         )
-
-
-def _read_push_event(
-    event: Mapping[str, Any],
-    result: PushStream,
-    progress: Progress,
-    layer_progress: LayerProgress | None,
-) -> None:
-    if "error" in event or "errorDetail" in event:
-        detail = event.get("errorDetail") or {}
-        message = event.get("error") or detail.get("message") or "unknown push error"
-        result.error = str(message).strip()
-        result.lines.append(result.error)
-        return
-    status = str(event.get("status", ""))
-    layer = str(event.get("id", ""))
-    aux = event.get("aux")
-    if isinstance(aux, dict) and aux.get("Digest"):
-        result.digest = str(aux["Digest"])
-        result.size = int(aux.get("Size") or 0)
-    detail = event.get("progressDetail") or {}
-    if (
-        layer_progress is not None
-        and layer
-        and status in ("Pushing", "Pushed", "Layer already exists")
-    ):
-        total = int(detail.get("total") or 0)
-        done = int(detail.get("current") or 0) if status == "Pushing" else total
-        layer_progress(layer, status.lower(), done, total)
-    if status == "Pushed" and layer:
-        result.pushed_layers.add(layer)
-        progress(f"{layer}: pushed")
-    elif status == "Layer already exists" and layer:
-        result.layers_existing += 1
-        progress(f"{layer}: already in the registry")
-    elif status and not detail:
-        result.lines.append(f"{layer}: {status}" if layer else status)

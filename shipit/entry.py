@@ -11,8 +11,7 @@ from __future__ import annotations
 import os
 import sys
 
-HELP_FILE = os.path.join(os.path.dirname(__file__), "help.txt")
-HELP_WIDTH = 80
+from shipit.helptext import HELP_FILE, HELP_WIDTH
 
 
 def _stored_help() -> str | None:

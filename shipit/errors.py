@@ -51,6 +51,15 @@ class ShipitError(Exception):
             text += f"; {self.hint}"
         return " ".join(text.split())
 
+    def to_json(self) -> dict[str, object]:
+        """The error as every JSON document of shipit carries it."""
+        return {
+            "class": type(self).__name__,
+            "exit_code": int(self.exit_code),
+            "message": self.message,
+            "hint": self.hint,
+        }
+
 
 class UsageError(ShipitError):
     exit_code = ExitCode.USAGE
@@ -67,6 +76,18 @@ class TemplateError(ShipitError):
 
 class EngineError(ShipitError):
     exit_code = ExitCode.ENGINE
+
+
+class EngineRefused(EngineError):
+    """The engine answered, and refused the call: `status` is its HTTP status, `explanation`
+    the engine's own words."""
+
+    def __init__(
+        self, message: str, hint: str | None = None, *, status: int, explanation: str = ""
+    ) -> None:
+        super().__init__(message, hint)
+        self.status = status
+        self.explanation = explanation
 
 
 class BuildError(ShipitError):
@@ -93,6 +114,15 @@ class PushError(ShipitError):
     exit_code = ExitCode.PUSH
 
 
+class PushStreamError(PushError):
+    """A refusal that came as a line in the engine's push stream; `transient` says whether
+    another attempt may succeed."""
+
+    def __init__(self, message: str, hint: str | None = None, *, transient: bool) -> None:
+        super().__init__(message, hint)
+        self.transient = transient
+
+
 class TagConflictError(PushError):
     default_hint = "build from a new commit, or use a mutable repository for this tag"
 
@@ -103,6 +133,10 @@ class RegistryUnreachableError(PushError):
 
 class AuthError(ShipitError):
     exit_code = ExitCode.AUTH
+
+
+class TokenExpired(AuthError):
+    """The registry's token ran out during the push: worth one renewal, not a retry."""
 
 
 class AwsError(ShipitError):

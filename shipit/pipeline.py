@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shipit import __version__, screenshot
-from shipit.config import LOCAL_BASE_IMAGE, Settings
+from shipit.base_image import resolve_base_image
+from shipit.config import Settings
 from shipit.errors import (
     ContainerExitedError,
     EngineError,
@@ -45,8 +46,9 @@ from shipit.vcs import revision, source_url
 if TYPE_CHECKING:
     # Only the stages that need them import docker, boto3 and Jinja: render and smoke stay
     # light, and a build of unchanged input renders nothing.
-    from shipit.engine import Engine, LayerProgress
-    from shipit.publish import PushReport
+    from shipit.engine import Engine, ImageInfo
+    from shipit.push import PushReport
+    from shipit.push_stream import LayerProgress
     from shipit.render import RenderedSite
 
 LOG_TAIL_LINES = 20
@@ -59,6 +61,7 @@ def _quiet(_: str) -> None:
 
 @dataclass(frozen=True)
 class BuildResult:
+    info: ImageInfo
     image: str
     image_id: str
     tags: tuple[str, ...]
@@ -69,7 +72,9 @@ class BuildResult:
     seconds: float
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        del data["info"]
+        return data
 
 
 @dataclass(frozen=True)
@@ -98,47 +103,36 @@ class RunResult:
 # Render and build
 
 
-def render(settings: Settings, out_dir: Path | None = None) -> RenderedSite:
+def _render_base_image(settings: Settings, progress: Progress) -> str:
+    """The base image a build would use now. Only the default can fall back, so only then
+    is the engine asked; without one, render says so and uses the default."""
+    if not settings.base_image_may_fall_back:
+        return settings.base_image
+    from shipit.engine import Engine
+
+    try:
+        engine = Engine.connect(settings.engine_timeout)
+    except EngineError as error:
+        progress(f"{error.message}: rendering for {settings.base_image}")
+        return settings.base_image
+    return resolve_base_image(settings, engine, progress).reference
+
+
+def render(
+    settings: Settings, out_dir: Path | None = None, progress: Progress = _quiet
+) -> RenderedSite:
     from shipit.render import render_site
 
-    site = render_site(settings.project_dir, settings.base_image)
+    site = render_site(settings.project_dir, _render_base_image(settings, progress))
     if out_dir is not None:
         site.write_to(out_dir)
     return site
 
 
-def _resolve_base_image(settings: Settings, engine: Engine, progress: Progress) -> tuple[str, str]:
-    """(reference, image id) of the base image: present, pulled, or, when the default official
-    image cannot be pulled here and nobody asked for it explicitly, the local base image."""
-    wanted = settings.base_image
-    base = engine.image(wanted)
-    if base is not None:
-        return wanted, base.id
-    progress(f"base image {wanted} is not here; pulling it")
-    try:
-        engine.pull(wanted, progress)
-    except EngineError as exc:
-        fallback = engine.image(LOCAL_BASE_IMAGE)
-        if settings.origins.get("base_image") == "default" and fallback is not None:
-            progress(
-                f"cannot pull {wanted} ({exc.message}); using the local base image "
-                f"{LOCAL_BASE_IMAGE} instead"
-            )
-            return LOCAL_BASE_IMAGE, fallback.id
-        raise EngineError(
-            f"base image {wanted} is not present and cannot be pulled ({exc.message})",
-            f"pull it by hand, or use a local one: --base-image {LOCAL_BASE_IMAGE} "
-            "(scripts/testenv.sh builds it)",
-        ) from exc
-    pulled = engine.image(wanted)
-    if pulled is None:
-        raise EngineError(f"pulled {wanted} but the engine does not list it")
-    return wanted, pulled.id
-
-
 def build(settings: Settings, engine: Engine, progress: Progress = _quiet) -> BuildResult:
     started = time.monotonic()
-    base_image, base_image_id = _resolve_base_image(settings, engine, progress)
+    base = resolve_base_image(settings, engine, progress)
+    base_image, base_image_id = base.reference, base.image_id
     # The build id digests every input of the render, and rendering is deterministic: an image
     # with this build id holds exactly what rendering now would give, so nothing is rendered.
     build_id = build_id_of(settings.project_dir, base_image)
@@ -150,7 +144,7 @@ def build(settings: Settings, engine: Engine, progress: Progress = _quiet) -> Bu
         image
         for image in engine.images_with_label(LABEL_BUILD_ID, build_id)
         if image.labels.get(LABEL_BASE_IMAGE_ID) == base_image_id
-        and image.labels.get(LABEL_TITLE) == settings.image
+        and image.labels.get(LABEL_IMAGE) == settings.image
         and image.labels.get(LABEL_REVISION) == commit
         and image.labels.get(LABEL_CONTEXT_DIGEST)
     ]
@@ -159,10 +153,11 @@ def build(settings: Settings, engine: Engine, progress: Progress = _quiet) -> Bu
         context_digest = reusable[0].labels[LABEL_CONTEXT_DIGEST]
         progress(f"nothing changed since image {image_id[7:19]}: no docker build needed")
     else:
-        from shipit.render import render_site
+        from shipit.render import load_site_data, render_site
 
         site = render_site(settings.project_dir, base_image, build_id)
         context_digest = site.context_digest
+        title = load_site_data(settings.site_dir).get("title")
         labels = {
             "org.opencontainers.image.source": source_url(settings.project_dir),
             LABEL_REVISION: commit,
@@ -170,7 +165,8 @@ def build(settings: Settings, engine: Engine, progress: Progress = _quiet) -> Bu
                 timespec="seconds"
             ),
             LABEL_VERSION: tag,
-            LABEL_TITLE: settings.image,
+            LABEL_TITLE: str(title or settings.image),
+            LABEL_IMAGE: settings.image,
             "org.opencontainers.image.base.name": base_image,
             LABEL_CONTEXT_DIGEST: context_digest,
             LABEL_BUILD_ID: build_id,
@@ -182,7 +178,11 @@ def build(settings: Settings, engine: Engine, progress: Progress = _quiet) -> Bu
     tags = (f"{settings.image}:{tag}", f"{settings.image}:latest")
     for reference in tags:
         engine.tag(image_id, *reference.rsplit(":", 1))
+    info = reusable[0] if reusable else engine.image(image_id)
+    if info is None:
+        raise EngineError(f"the engine does not list the image {image_id[:19]} it just built")
     return BuildResult(
+        info=info,
         image=settings.image,
         image_id=image_id,
         tags=tags,
@@ -415,11 +415,32 @@ class ShipResult:
         }
 
 
+def push(
+    settings: Settings,
+    engine: Engine,
+    to: tuple[str, ...],
+    *,
+    dry_run: bool = False,
+    skip_smoke: bool = False,
+    allow_root: bool = False,
+    progress: Progress = _quiet,
+    layer_progress: LayerProgress | None = None,
+) -> PushReport:
+    """Pushes the newest build, which must have passed its smoke test (unless skip_smoke)."""
+    from shipit.push import RegistryAccess, image_to_push, publish
+
+    image = image_to_push(settings, engine, skip_smoke=skip_smoke)
+    with RegistryAccess(settings, to, dry_run=dry_run, allow_root=allow_root) as access:
+        return publish(
+            settings, engine, image, access, progress=progress, layer_progress=layer_progress
+        )
+
+
 def ship(
     settings: Settings,
     engine: Engine,
     *,
-    to: str = "all",
+    to: tuple[str, ...],
     allow_root: bool = False,
     resmoke: bool = False,
     progress: Progress = _quiet,
@@ -427,46 +448,44 @@ def ship(
 ) -> ShipResult:
     """build -> run -> smoke -> push -> stop; no container is left behind whatever happens.
 
-    An image that already passed its smoke test here (same image id, same shipit version)
-    is not run again unless `resmoke`: its id pins every byte that was tested. The
-    container is removed while the push runs, as the push needs only the image. The
-    registries' credentials are looked up meanwhile (RegistryAccess), from the start."""
-    from shipit.publish import RegistryAccess, publish
+    An image that already passed its smoke test here (shipit.push.image states the rule) is
+    not run again unless `resmoke`. The container is removed while the push runs, as the
+    push needs only the image. The registries' credentials are looked up meanwhile
+    (RegistryAccess), from the start."""
+    from shipit.push import PushImage, RegistryAccess, publish
 
-    access = RegistryAccess(settings, engine, to, allow_root=allow_root)
     ran: RunResult | None = None
     removal: threading.Thread | None = None
-    try:
-        built = build(settings, engine, progress)
-        earlier_pass = None if resmoke else smoke_pass_of(settings, built.image_id)
-        if earlier_pass is not None:
-            progress(
-                f"image {built.image_id[7:19]} passed its smoke test at {earlier_pass['at']}: "
-                "not running it again (--resmoke to run it)"
+    with RegistryAccess(settings, to, allow_root=allow_root) as access:
+        try:
+            built = build(settings, engine, progress)
+            earlier_pass = None if resmoke else smoke_pass_of(settings, built.image_id)
+            if earlier_pass is not None:
+                progress(
+                    f"image {built.image_id[7:19]} passed its smoke test at "
+                    f"{earlier_pass['at']}: not running it again (--resmoke to run it)"
+                )
+            else:
+                ran = run(settings, engine, smoke=True, progress=progress, built=built)
+                removal = threading.Thread(
+                    target=_stop_quietly, args=(settings, engine, progress), daemon=True
+                )
+                removal.start()
+            pushed = publish(
+                settings,
+                engine,
+                PushImage.of(built.info),
+                access,
+                progress=progress,
+                layer_progress=layer_progress,
             )
-        else:
-            ran = run(settings, engine, smoke=True, progress=progress, built=built)
-            removal = threading.Thread(
-                target=_stop_quietly, args=(settings, engine, progress), daemon=True
-            )
-            removal.start()
-        pushed = publish(
-            settings,
-            engine,
-            to,
-            allow_root=allow_root,
-            progress=progress,
-            layer_progress=layer_progress,
-            access=access,
-        )
-    finally:
-        access.close()
-        if removal is not None:
-            removal.join()
-        if ran is not None:
-            # Whatever the removal thread missed (or an interrupted one never did).
-            for name in stop(settings, engine):
-                progress(f"removed {name}")
+        finally:
+            if removal is not None:
+                removal.join()
+            if ran is not None:
+                # Whatever the removal thread missed (or an interrupted one never did).
+                for name in stop(settings, engine):
+                    progress(f"removed {name}")
     return ShipResult(build=built, run=ran, push=pushed, smoke_reused=earlier_pass)
 
 

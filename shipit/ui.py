@@ -137,15 +137,7 @@ class Ui:
         if error.details:
             self._write(sys.stderr, error.details)
         if self.json_output:
-            payload = {
-                "ok": False,
-                "error": {
-                    "class": type(error).__name__,
-                    "exit_code": int(error.exit_code),
-                    "message": error.message,
-                    "hint": error.hint,
-                },
-            }
+            payload = {"ok": False, "error": error.to_json()}
             self._write(sys.stdout, json.dumps(payload, indent=2, sort_keys=True))
 
     def internal_error(self, error: BaseException) -> None:

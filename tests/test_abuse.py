@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from harness.services import free_port
 from shipit.engine import Engine
 from shipit.errors import ExitCode
 from tests.conftest import Project, Result, shipit_containers
 from tests.leftovers import image_references
 from tests.reliability import Recorder
-from tests.services import free_port
 
 COMMAND_TIMEOUT = 60.0
 HANG_TIMEOUT = 20.0

@@ -21,6 +21,8 @@ from typing import Any
 import docker
 import pytest
 
+from harness.registry_reader import RegistryReader
+from harness.services import RegistryService, free_port, registry_down
 from shipit.config import LOCAL_BASE_IMAGE
 from shipit.engine import Engine
 from shipit.errors import AuthError, ExitCode, PushError, RegistryUnreachableError
@@ -29,7 +31,6 @@ from shipit.registries.distribution import (
     DOCKER_MANIFEST_V2,
     Manifest,
     RegistryAuthError,
-    RegistryClient,
     RegistryConnectionError,
     RegistryResponseError,
     api_host,
@@ -39,7 +40,6 @@ from shipit.registries.distribution import (
     parse_challenges,
     scheme_for,
 )
-from tests.services import RegistryService, free_port, registry_down
 
 REPOSITORY = "test/base"
 TAG = "v1"
@@ -60,8 +60,8 @@ class Pushed:
     image_id: str  # the local image ID (sha256:...)
     stream: tuple[dict[str, Any], ...]
 
-    def client(self, **kwargs: Any) -> RegistryClient:
-        return RegistryClient(
+    def client(self, **kwargs: Any) -> RegistryReader:
+        return RegistryReader(
             self.registry.host, self.registry.username, self.registry.password, **kwargs
         )
 
@@ -129,7 +129,7 @@ def token_pushed(docker_api: docker.APIClient, token_registry: RegistryService) 
 
 
 @pytest.fixture(params=["basic", "token"])
-def pushed(request: pytest.FixtureRequest) -> Pushed:
+def pushed(request: pytest.FixtureRequest, engine: Engine) -> Pushed:
     """The same image in a Basic-auth (ECR-like) and a Bearer-auth (Docker Hub-like) registry."""
     result: Pushed = request.getfixturevalue(f"{request.param}_pushed")
     return result
@@ -196,9 +196,12 @@ def test_blob_exists_for_config_and_layers_only(pushed: Pushed) -> None:
         assert not client.blob_exists(pushed.repository, MISSING_DIGEST)
 
 
-def test_ping_with_good_credentials(pushed: Pushed) -> None:
+def test_good_credentials_ping_and_read_what_no_credentials_may_not(pushed: Pushed) -> None:
     with pushed.client() as client:
         client.ping()
+        assert client.manifest_digest(pushed.repository, pushed.tag) == pushed.digest
+    with RegistryReader(pushed.registry.host) as anonymous, pytest.raises(AuthError):
+        anonymous.manifest_digest(pushed.repository, pushed.tag)
 
 
 @pytest.mark.parametrize("registry_fixture", ["basic_registry", "token_registry"])
@@ -207,7 +210,7 @@ def test_wrong_password_is_an_auth_error_without_the_password(
 ) -> None:
     registry: RegistryService = request.getfixturevalue(registry_fixture)
     wrong = "wrong-Pa55word-91b7"
-    client = RegistryClient(registry.host, registry.username, wrong)
+    client = RegistryReader(registry.host, registry.username, wrong)
     with pytest.raises(AuthError) as caught:
         client.manifest_digest(REPOSITORY, TAG)
     error = caught.value
@@ -228,11 +231,11 @@ def test_wrong_password_is_an_auth_error_without_the_password(
 def test_missing_credentials_say_so(request: pytest.FixtureRequest, registry_fixture: str) -> None:
     registry: RegistryService = request.getfixturevalue(registry_fixture)
     with pytest.raises(AuthError, match="requires credentials and none were given"):
-        RegistryClient(registry.host).manifest_digest(REPOSITORY, TAG)
+        RegistryReader(registry.host).manifest_digest(REPOSITORY, TAG)
 
 
 def test_custom_auth_hint_is_used(basic_registry: RegistryService) -> None:
-    client = RegistryClient(basic_registry.host, "shipit", "nope-nope", auth_hint="renew it")
+    client = RegistryReader(basic_registry.host, "shipit", "nope-nope", auth_hint="renew it")
     with pytest.raises(AuthError) as caught:
         client.ping()
     assert caught.value.hint == "renew it"
@@ -270,7 +273,7 @@ def test_bearer_token_never_shows(token_pushed: Pushed) -> None:
 
 
 def test_anonymous_registry_needs_no_credentials(anonymous_registry: RegistryService) -> None:
-    with RegistryClient(anonymous_registry.host) as client:
+    with RegistryReader(anonymous_registry.host) as client:
         client.ping()
         assert client.manifest_digest(REPOSITORY, TAG) is None
         assert client.tags(REPOSITORY) == []
@@ -295,7 +298,7 @@ def test_stopped_registry_is_unreachable_and_back_after_restart(
 
 
 def test_unresolvable_host_is_unreachable_and_not_transient() -> None:
-    client = RegistryClient("registry.shipit-test.invalid", "u", "p", timeout=10)
+    client = RegistryReader("registry.shipit-test.invalid", "u", "p", timeout=10)
     with pytest.raises(RegistryUnreachableError) as caught:
         client.ping()
     assert "registry.shipit-test.invalid" in caught.value.message
@@ -310,7 +313,7 @@ def test_silent_server_times_out_as_transient() -> None:
         listener.bind(("127.0.0.1", 0))
         listener.listen(8)
         host = f"127.0.0.1:{listener.getsockname()[1]}"
-        client = RegistryClient(host, "u", "p", timeout=0.5)
+        client = RegistryReader(host, "u", "p", timeout=0.5)
         with pytest.raises(RegistryUnreachableError) as caught:
             client.ping()
     assert caught.value.message == f"cannot reach registry {host}: no answer within 0.5 s"
@@ -333,7 +336,7 @@ def token_moved(docker_api: docker.APIClient, token_registry: RegistryService) -
 
 
 @pytest.fixture(params=["basic", "token"])
-def moved(request: pytest.FixtureRequest) -> Pushed:
+def moved(request: pytest.FixtureRequest, engine: Engine) -> Pushed:
     """An image of its own repository, whose tags the put_manifest tests may move."""
     result: Pushed = request.getfixturevalue(f"{request.param}_moved")
     return result
@@ -411,7 +414,7 @@ def test_use_credentials_replaces_refused_ones(
 ) -> None:
     registry: RegistryService = request.getfixturevalue(registry_fixture)
     wrong = "old-Pa55word-expired"
-    with RegistryClient(registry.host, registry.username, wrong) as client:
+    with RegistryReader(registry.host, registry.username, wrong) as client:
         with pytest.raises(RegistryAuthError) as caught:
             client.tags(REPOSITORY)
         assert caught.value.status == 401
@@ -488,7 +491,7 @@ def test_error_status_carries_the_registry_error_code(
 ) -> None:
     server = scripted(lambda method, path: (status, JSON, _errors(code, "it went\nwrong")))
     with pytest.raises(RegistryResponseError) as caught:
-        RegistryClient(server.host, "u", "p").tags(REPOSITORY)
+        RegistryReader(server.host, "u", "p").tags(REPOSITORY)
     error = caught.value
     assert isinstance(error, PushError)
     assert (error.status, error.code, error.transient) == (status, code, transient)
@@ -506,7 +509,7 @@ def test_refusal_keeps_the_registry_words_apart_from_the_message(
     words = "Your authorization token has expired. Reauthenticate and try again."
     server = scripted(lambda method, path: (403, JSON, _errors("DENIED", words)))
     with pytest.raises(RegistryAuthError) as caught:
-        RegistryClient(server.host, "AWS", "stale-token").get_manifest(REPOSITORY, TAG)
+        RegistryReader(server.host, "AWS", "stale-token").get_manifest(REPOSITORY, TAG)
     error = caught.value
     assert isinstance(error, AuthError)
     assert error.status == 403
@@ -532,7 +535,7 @@ def test_head_without_digest_header_falls_back_to_hashing_the_body(
     headers = {"Content-Type": DOCKER_MANIFEST_V2}
     server = scripted(lambda method, path: (200, headers, body))
     expected = "sha256:" + hashlib.sha256(body).hexdigest()
-    client = RegistryClient(server.host)
+    client = RegistryReader(server.host)
     assert client.manifest_digest(REPOSITORY, TAG) == expected
     assert [(method, path) for method, path, _ in server.seen] == [
         ("HEAD", f"/v2/{REPOSITORY}/manifests/{TAG}"),
@@ -545,7 +548,7 @@ def test_name_unknown_body_means_absent(
 ) -> None:
     # Some registries answer an unknown repository with an error body, not a bare 404.
     server = scripted(lambda method, path: (404, JSON, _errors("NAME_UNKNOWN", "no repo")))
-    client = RegistryClient(server.host)
+    client = RegistryReader(server.host)
     assert client.config_digest("no/repo", TAG) is None
     assert client.tags("no/repo") == []
 
@@ -564,7 +567,7 @@ def test_basic_credentials_are_sent_up_front_after_the_first_challenge(
         return 200, JSON, b'{"name": "test/base", "tags": ["a"]}'
 
     server = scripted(answer)
-    client = RegistryClient(server.host, "AWS", "ecr-token-value")
+    client = RegistryReader(server.host, "AWS", "ecr-token-value")
     assert client.tags(REPOSITORY) == ["a"]
     assert client.tags(REPOSITORY) == ["a"]
     assert [auth is not None for _, _, auth in server.seen] == [False, True, True]
@@ -580,7 +583,7 @@ def test_tags_follow_pagination_links(
         return 200, JSON, b'{"tags": ["b"]}'
 
     server = scripted(answer)
-    assert RegistryClient(server.host).tags(REPOSITORY) == ["a", "b"]
+    assert RegistryReader(server.host).tags(REPOSITORY) == ["a", "b"]
 
 
 # ---------------------------------------------------------------------------------------
@@ -647,28 +650,28 @@ def test_ecr_basic_challenge() -> None:
 def test_api_host_and_scheme(host: str, api: str | None, scheme: str) -> None:
     assert api_host(host) == (api or host)
     assert scheme_for(api_host(host)) == scheme
-    assert RegistryClient(host).base_url == f"{scheme}://{api or host}"
+    assert RegistryReader(host).base_url == f"{scheme}://{api or host}"
 
 
 def test_docker_hub_official_images_live_under_library(
     scripted: Callable[[Callable[[str, str], Reply]], ScriptedServer],
 ) -> None:
     # Only the real Docker Hub gets the library/ prefix; a scripted host stays as asked.
-    hub = RegistryClient("docker.io")
+    hub = RegistryReader("docker.io")
     assert hub._repository("nginx") == "library/nginx"
     assert hub._repository("acme/site") == "acme/site"
     server = scripted(lambda method, path: (404, JSON, b"{}"))
-    RegistryClient(server.host).manifest_digest("nginx", TAG)
+    RegistryReader(server.host).manifest_digest("nginx", TAG)
     assert server.seen[0][1] == f"/v2/nginx/manifests/{TAG}"
 
 
 def test_repr_hides_password() -> None:
-    client = RegistryClient("127.0.0.1:5001", "shipit", "hunter2-secret-pw")
+    client = RegistryReader("127.0.0.1:5001", "shipit", "hunter2-secret-pw")
     text = repr(client)
     assert "hunter2-secret-pw" not in text
     assert "password='***'" in text
     assert "username='shipit'" in text
-    assert "password=None" in repr(RegistryClient("127.0.0.1:5001"))
+    assert "password=None" in repr(RegistryReader("127.0.0.1:5001"))
 
 
 @pytest.mark.parametrize(

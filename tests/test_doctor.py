@@ -9,13 +9,13 @@ from typing import Any
 
 import boto3
 
+from harness.services import MOTO_ACCOUNT, MotoService, free_port
 from shipit.config import LOCAL_BASE_IMAGE, load_settings
 from shipit.doctor import check_iam_simulation, dockerhub_credentials_of, judge_identity
 from shipit.engine import Engine
 from shipit.errors import ExitCode
 from shipit.registries.ecr import CallerIdentity
 from tests.conftest import HUB_USER, PublishProject, Result
-from tests.services import MOTO_ACCOUNT, MotoService, free_port
 
 ALL_CHECKS = [
     "engine",
@@ -113,7 +113,7 @@ def test_the_credentials_check_names_the_user_and_source_only(
     # In process, so the Ui's redaction cannot hide a detail that carries the token.
     environ = publish_project.env()
     settings = load_settings(publish_project.root, environ=environ)
-    check, _ = dockerhub_credentials_of(settings, None, environ)
+    check, _ = dockerhub_credentials_of(settings, environ)
     assert check.outcome == "ok"
     assert publish_project.hub_token not in json.dumps(check.to_json())
     assert f"user {HUB_USER} for {settings.dockerhub_registry}" in check.detail

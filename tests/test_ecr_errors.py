@@ -13,11 +13,11 @@ from typing import Any
 import botocore.exceptions
 import pytest
 
+from harness.loopback import HttpService
+from harness.services import AWS_ENV_CLEARED, aws_env
 from shipit.errors import AuthError, AwsError, ConfigError, ExitCode, ShipitError
 from shipit.registries.ecr import Ecr, explain_aws_error
 from tests.conftest import Project
-from tests.loopback import HttpService
-from tests.services import AWS_ENV_CLEARED, aws_env
 
 REGION = "us-east-1"
 

@@ -8,6 +8,7 @@ engine to a registry that stalls every upload.
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import tarfile
 import threading
@@ -19,12 +20,13 @@ from typing import Any
 import docker
 import pytest
 
+from harness.faultproxy import FaultProxy
+from harness.loopback import HttpService
+from harness.services import RegistryService
 from shipit.engine import Engine
 from shipit.errors import EngineError, ExitCode, PushError, RegistryUnreachableError
-from shipit.publish import _is_retryable
-from tests.faultproxy import FaultProxy
-from tests.loopback import HttpService
-from tests.services import RegistryService
+from shipit.push.retry import is_retryable
+from tests.conftest import Project
 
 API_VERSION = "1.41"
 # Seconds the client waits for the engine before it gives up: short, the stand-in never answers.
@@ -140,12 +142,12 @@ def test_push_through_an_engine_that_stalls_or_drops_the_connection(fault: str) 
         assert error.exit_code == ExitCode.REGISTRY_UNREACHABLE
         assert f"no progress for {CLIENT_TIMEOUT} s" in error.message
         assert "127.0.0.1:5000/team/site:abc" in error.message
-        assert _is_retryable(error)
+        assert is_retryable(error)
     else:
         assert type(error) is PushError
         assert error.exit_code == ExitCode.PUSH
         assert error.message.startswith(f"lost the Docker engine at {server.url}")
-        assert not _is_retryable(error)
+        assert not is_retryable(error)
     assert error.hint
 
 
@@ -181,5 +183,69 @@ def test_push_to_a_registry_that_stalls_every_upload_is_a_retryable_error(
             subprocess.run(["docker", "rmi", f"{repository}:1"], capture_output=True, check=False)
     error = caught.value
     assert f"{repository}:1 made no progress for 3 s" in error.message
-    assert _is_retryable(error)
+    assert is_retryable(error)
     assert error.exit_code == ExitCode.REGISTRY_UNREACHABLE
+
+
+class RefusingEngine(HttpService):
+    """An engine that answers its ping and version, then refuses every other call with a
+    500, as a broken or overloaded dockerd does."""
+
+    def __init__(self) -> None:
+        super().__init__(name="refusing-engine")
+
+    def handle(self, request: BaseHTTPRequestHandler) -> None:
+        length = int(request.headers.get("Content-Length") or 0)
+        if length:
+            request.rfile.read(length)
+        path = request.path.split("?")[0]
+        if path.endswith("/_ping"):
+            status, body = 200, b"OK"
+        elif path.endswith("/version"):
+            status, body = 200, json.dumps({"Version": "26.1.5", "ApiVersion": "1.45"}).encode()
+        else:
+            status, body = 500, json.dumps({"message": "engine is broken"}).encode()
+        request.send_response(status)
+        request.send_header("Content-Type", "application/json")
+        request.send_header("Content-Length", str(len(body)))
+        request.end_headers()
+        request.wfile.write(body)
+
+
+REFUSED_COMMANDS = [
+    ("build",),
+    ("run",),
+    ("stop",),
+    ("smoke",),
+    ("push", "--to", "dockerhub"),
+    ("push", "--to", "dockerhub", "--skip-smoke"),
+    ("ship", "--to", "dockerhub"),
+]
+
+
+@pytest.mark.parametrize("command", REFUSED_COMMANDS, ids=" ".join)
+def test_an_engine_that_refuses_every_call_is_a_one_line_engine_error(
+    project: Project, command: tuple[str, ...]
+) -> None:
+    with RefusingEngine() as server:
+        env = project.env(
+            DOCKER_HOST=f"tcp://{server.host}",
+            SHIPIT_DOCKERHUB_REPOSITORY="team/site",
+            DOCKERHUB_USERNAME="u",
+            DOCKERHUB_TOKEN="t0ken-for-the-refusing-engine",
+            SHIPIT_BASE_IMAGE="shipit-local/nginx:bookworm",
+        )
+        result = project.shipit(*command, env=env, timeout=60)
+    assert result.code == ExitCode.ENGINE, result.output
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("shipit: error:"), result.stderr
+    assert "engine is broken" in lines[-1]
+    assert server.host in lines[-1]
+
+
+def test_doctor_reports_an_engine_that_refuses_every_call(project: Project) -> None:
+    with RefusingEngine() as server:
+        env = project.env(DOCKER_HOST=f"tcp://{server.host}")
+        result = project.shipit("doctor", "--to", "dockerhub", "--json", env=env, timeout=60)
+    assert result.code == ExitCode.DOCTOR, result.output
+    assert "engine is broken" in result.stdout

@@ -30,6 +30,10 @@ from typing import Any
 
 import pytest
 
+from harness.faultproxy import FaultProxy, is_blob_upload
+from harness.loopback import HttpService
+from harness.registry_reader import RegistryReader
+from harness.services import MotoService, RegistryService, free_port, moto_ecr_password, wait_until
 from shipit.engine import Engine
 from shipit.errors import ExitCode
 from shipit.registries.distribution import RegistryClient, RegistryResponseError
@@ -42,11 +46,8 @@ from tests.conftest import (
     shipit_containers,
 )
 from tests.conftest import remove_project_leftovers as remove_image_tags
-from tests.faultproxy import FaultProxy, is_blob_upload
 from tests.leftovers import image_references, running_containers_of
-from tests.loopback import HttpService
 from tests.reliability import Recorder, Row, merge_rows, read_rows, render_doc
-from tests.services import MotoService, RegistryService, free_port, moto_ecr_password, wait_until
 
 pytestmark = pytest.mark.engine
 
@@ -293,7 +294,7 @@ class PushScenario:
 
     def client(self) -> RegistryClient:
         """The registry itself, not the proxy."""
-        return RegistryClient(self.registry.host, self.user, self.token)
+        return RegistryReader(self.registry.host, self.user, self.token)
 
     def state(self, *, present: tuple[str, ...] = ()) -> dict[str, str]:
         with self.client() as client:
@@ -643,7 +644,7 @@ def test_ecr_registry_down_docker_hub_completes(
     assert line.startswith("shipit: error: push failed for ecr"), line
     assert dead in line
     sha_tag = by_name["dockerhub"]["tags"][0]["tag"]
-    with RegistryClient(project.hub.host, HUB_USER, project.hub_token) as hub:
+    with RegistryReader(project.hub.host, HUB_USER, project.hub_token) as hub:
         state = assert_whole_or_absent(hub, project.hub_repository, present=(sha_tag,))
         assert "latest" not in state
     assert shipit_containers(project.image) == []
@@ -742,7 +743,7 @@ def test_sigint_during_ship_push(
     assert_interrupted(result, took)
     assert leftover_containers == []
     assert leftover_tags == []
-    with RegistryClient(hub_registry.host, HUB_USER, hub_token) as hub:
+    with RegistryReader(hub_registry.host, HUB_USER, hub_token) as hub:
         assert assert_whole_or_absent(hub, repository) == {}
 
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import typer
 from PIL import Image, ImageChops
 
+from harness.services import free_port
 from shipit import entry
 from shipit.cli import app
 from shipit.engine import Engine
 from shipit.errors import ExitCode
 from tests.conftest import Project, Result, shipit_containers
-from tests.services import free_port
 
 
 def init_demo(tmp_path: Path, image: str) -> Project:

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
+from harness.services import MOTO_ACCOUNT, MotoService
 from shipit.errors import ExitCode
 from tests.conftest import Project, Result
-from tests.services import MOTO_ACCOUNT, MotoService
 
 ACCOUNT = "210987654321"
 

@@ -10,7 +10,7 @@ import pytest
 from shipit.errors import AuthError
 from shipit.iam.identity import simulation_principal
 from shipit.iam.refusal import refused_action
-from shipit.publish import _classify_stream_error
+from shipit.push_stream import classify_stream_error
 from shipit.registries.ecr import explain_aws_error
 
 REFERENCE = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/site:abc123"
@@ -55,7 +55,7 @@ REPOSITORY = "arn:aws:ecr:eu-west-1:123456789012:repository/site"
 def test_an_ecr_refusal_in_the_push_stream_names_the_action(
     stream_error: str, action: str, explicit: bool
 ) -> None:
-    error = _classify_stream_error(stream_error, REFERENCE, ECR_HINT)
+    error = classify_stream_error(stream_error, REFERENCE, ECR_HINT)
     assert type(error) is AuthError
     wanted = f"{action} is explicitly denied" if explicit else f"missing {action}"
     assert f"push of {REFERENCE} was refused ({wanted})" in error.message
@@ -76,14 +76,14 @@ def test_an_ecr_refusal_in_the_push_stream_names_the_action(
     ],
 )
 def test_a_refusal_that_names_no_action_keeps_the_registry_hint(stream_error: str) -> None:
-    error = _classify_stream_error(stream_error, REFERENCE, ECR_HINT)
+    error = classify_stream_error(stream_error, REFERENCE, ECR_HINT)
     assert type(error) is AuthError
     assert error.hint == ECR_HINT
     assert "missing" not in error.message
 
 
 def test_an_expired_ecr_token_is_still_not_a_permission_problem() -> None:
-    error = _classify_stream_error(
+    error = classify_stream_error(
         "denied: Your authorization token has expired. Reauthenticate and try again.",
         REFERENCE,
         ECR_HINT,

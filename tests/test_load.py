@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from harness.services import free_port
 from shipit.engine import Engine
 from tests.conftest import Project
 from tests.reliability import Recorder
-from tests.services import free_port
 
 pytestmark = pytest.mark.engine
 

@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from harness.services import free_port
 from shipit.engine import Engine
 from shipit.errors import ExitCode
 from shipit.smoke import fetch
 from tests.conftest import Project, shipit_containers
-from tests.services import free_port
 
 
 def git(project: Project, *args: str) -> str:
@@ -184,7 +184,9 @@ def test_container_that_crashes_is_reported_with_its_log(engine: Engine, project
     assert shipit_containers(project.image) == []
 
 
-def test_template_typo_exits_non_zero_naming_file_and_line(project: Project) -> None:
+def test_template_typo_exits_non_zero_naming_file_and_line(
+    engine: Engine, project: Project
+) -> None:
     page = project.root / "templates" / "index.html.j2"
     page.write_text(page.read_text().replace("{{ site.message }}", "{{ site.mesage }}"))
     result = project.shipit("build")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import importlib.metadata
+import os
 import re
 import subprocess
 import sys
@@ -56,15 +57,36 @@ def test_the_check_sees_an_undeclared_import() -> None:
     assert "click" not in _declared_distributions()
 
 
-def test_render_needs_neither_docker_nor_boto3(tmp_path: Path) -> None:
-    """`shipit render` is documented as working without Docker, and starts faster for it."""
+def _render_probe(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     argv = ["shipit", "render", "-C", str(PACKAGE.parent), "--out", str(tmp_path / "context")]
     probe = (
         f"import sys; sys.argv = {argv!r}; import shipit.entry as e; code = e.main(); "
         "print(code, [m for m in ('docker', 'boto3', 'botocore') if m in sys.modules])"
     )
-    completed = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SHIPIT_")}
+    return subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**clean, **env},
     )
+
+
+def test_render_of_a_chosen_base_image_needs_neither_docker_nor_boto3(tmp_path: Path) -> None:
+    """`shipit render` is documented as working without Docker, and starts faster for it."""
+    completed = _render_probe(tmp_path, SHIPIT_BASE_IMAGE="nginx:1.27.3-bookworm")
     assert completed.stdout.splitlines()[-1] == "0 []", completed.stderr
     assert (tmp_path / "context" / "Dockerfile").is_file()
+
+
+def test_render_of_the_default_base_without_an_engine_renders_for_the_default(
+    tmp_path: Path,
+) -> None:
+    """The default base image may fall back to the local one, as the build decides; with no
+    engine to ask, render says so and renders for the default."""
+    completed = _render_probe(tmp_path, DOCKER_HOST="tcp://127.0.0.1:9")
+    assert completed.stdout.splitlines()[-1].startswith("0 "), completed.stderr
+    assert "rendering for nginx:1.27.3-bookworm" in completed.stderr
+    dockerfile = (tmp_path / "context" / "Dockerfile").read_text()
+    assert "FROM nginx:1.27.3-bookworm" in dockerfile

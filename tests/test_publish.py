@@ -10,11 +10,11 @@ from typing import Any
 
 import boto3
 
+from harness.registry_reader import RegistryReader
+from harness.services import moto_ecr_password, registry_down
 from shipit.engine import Engine
 from shipit.errors import ExitCode
-from shipit.registries.distribution import RegistryClient
 from tests.conftest import PublishProject, Result, shipit_containers
-from tests.services import moto_ecr_password, registry_down
 
 
 def report_of(result: Result) -> dict[str, Any]:
@@ -33,14 +33,14 @@ def registries(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def served_config(
     registry_host: str, user: str, password: str, repository: str, tag: str
 ) -> str | None:
-    with RegistryClient(registry_host, user, password) as client:
+    with RegistryReader(registry_host, user, password) as client:
         return client.config_digest(repository, tag)
 
 
 def served_digest(
     registry_host: str, user: str, password: str, repository: str, tag: str
 ) -> str | None:
-    with RegistryClient(registry_host, user, password) as client:
+    with RegistryReader(registry_host, user, password) as client:
         return client.manifest_digest(repository, tag)
 
 
@@ -201,7 +201,7 @@ def test_dry_run_changes_nothing(publish_project: PublishProject) -> None:
 
     repositories = ecr_client(project).describe_repositories()["repositories"]
     assert project.ecr_repository not in [repo["repositoryName"] for repo in repositories]
-    with RegistryClient(project.hub.host, project.hub.username, project.hub_token) as hub:
+    with RegistryReader(project.hub.host, project.hub.username, project.hub_token) as hub:
         assert hub.tags(project.hub_repository) == []
 
 

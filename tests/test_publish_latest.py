@@ -19,11 +19,12 @@ from typing import Any
 
 import pytest
 
+from harness.faultproxy import FaultProxy
+from harness.registry_reader import RegistryReader
+from harness.services import RegistryService, moto_ecr_password
 from shipit.errors import ExitCode
 from shipit.registries.distribution import RegistryClient
 from tests.conftest import HUB_USER, PublishProject, Result
-from tests.faultproxy import FaultProxy
-from tests.services import RegistryService, moto_ecr_password
 
 pytestmark = pytest.mark.engine
 
@@ -97,7 +98,7 @@ class Registry:
 
     def client(self) -> RegistryClient:
         """The registry itself, not the proxy: these requests are not counted."""
-        return RegistryClient(self.service.host, self.user, self.password)
+        return RegistryReader(self.service.host, self.user, self.password)
 
     def writes(self, since: int = 0) -> list[str]:
         return [r for r in self.proxy.requests(since) if r.startswith(WRITES)]

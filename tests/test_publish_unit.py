@@ -11,23 +11,18 @@ from shipit.errors import (
     AuthError,
     ExitCode,
     PushError,
+    PushStreamError,
     RegistryUnreachableError,
     ShipitError,
     TagConflictError,
-)
-from shipit.publish import (
-    PushReport,
-    PushStreamError,
-    Target,
-    TargetReport,
     TokenExpired,
-    _auth_refusal,
-    _classify_stream_error,
-    _is_retryable,
-    _is_tag_conflict,
-    _uploaded_bytes,
-    _with_retries,
 )
+from shipit.push.image import PushImage
+from shipit.push.report import PushReport, TargetReport
+from shipit.push.retry import auth_refusal, is_retryable, with_retries
+from shipit.push.steps import is_tag_conflict, uploaded_bytes
+from shipit.push.targets import Target
+from shipit.push_stream import classify_stream_error
 from shipit.registries.distribution import Manifest, RegistryAuthError, RegistryResponseError
 from shipit.registries.ecr import CallerIdentity, root_refusal
 
@@ -71,28 +66,67 @@ REFERENCE = "127.0.0.1:5000/site:abc"
 def test_stream_errors_are_classified(
     stream_error: str, expected_class: type[ShipitError], retryable: bool
 ) -> None:
-    error = _classify_stream_error(stream_error, REFERENCE, "check the token")
+    error = classify_stream_error(stream_error, REFERENCE, "check the token")
     assert type(error) is expected_class
-    assert _is_retryable(error) is retryable
+    assert is_retryable(error) is retryable
     assert REFERENCE in error.message
 
 
 def test_uploaded_bytes_count_only_the_layers_this_push_sent() -> None:
-    image = ImageInfo(
-        id="sha256:c0ffee",
-        tags=(),
-        labels={},
-        repo_digests=(),
-        size=0,
-        layers=("sha256:" + "a" * 64, "sha256:" + "b" * 64, "sha256:" + "c" * 64),
+    image = PushImage.of(
+        ImageInfo(
+            id="sha256:c0ffee",
+            tags=(),
+            labels={},
+            repo_digests=(),
+            size=0,
+            layers=("sha256:" + "a" * 64, "sha256:" + "b" * 64, "sha256:" + "c" * 64),
+        )
     )
     manifest = Manifest(
         digest="sha256:m",
         media_type="application/vnd.docker.distribution.manifest.v2+json",
-        content={"layers": [{"size": 1000}, {"size": 20}, {"size": 3}]},
+        content={
+            "layers": [
+                {"size": 1000, "digest": "sha256:" + "d" * 64},
+                {"size": 20, "digest": "sha256:" + "e" * 64},
+                {"size": 3, "digest": "sha256:" + "f" * 64},
+            ]
+        },
     )
-    assert _uploaded_bytes(manifest, image, {"b" * 12, "c" * 12}) == 23
-    assert _uploaded_bytes(manifest, image, set()) == 0
+    # The classic store's stream names layers by diff id, the containerd store's by blob.
+    assert uploaded_bytes(manifest, image, {"b" * 12, "c" * 12}) == 23
+    assert uploaded_bytes(manifest, image, {"d" * 12}) == 1000
+    assert uploaded_bytes(manifest, image, set()) == 0
+
+
+def test_served_image_is_recognised_on_either_image_store() -> None:
+    image = PushImage.of(
+        ImageInfo(id="sha256:" + "1" * 64, tags=(), labels={}, repo_digests=(), size=0)
+    )
+
+    def manifest(digest: str, config: str) -> Manifest:
+        return Manifest(digest=digest, media_type="", content={"config": {"digest": config}})
+
+    assert image.is_served_by(manifest("sha256:" + "9" * 64, image.id))  # classic: config
+    assert image.is_served_by(manifest(image.id, "sha256:" + "8" * 64))  # containerd
+    assert not image.is_served_by(manifest("sha256:" + "9" * 64, "sha256:" + "8" * 64))
+
+
+def test_same_build_needs_every_input_label_equal() -> None:
+    labels = {
+        "io.shipit.build-id": "b1",
+        "io.shipit.base-image-id": "sha256:base",
+        "org.opencontainers.image.revision": "abc",
+    }
+    image = PushImage.of(ImageInfo(id="sha256:x", tags=(), labels=labels, repo_digests=(), size=0))
+    assert image.same_build_as({"config": {"Labels": dict(labels)}})
+    for key in labels:
+        assert not image.same_build_as({"config": {"Labels": {**labels, key: "other"}}})
+    assert not image.same_build_as({"config": {}})
+    assert not image.same_build_as({})
+    unlabelled = PushImage.of(ImageInfo(id="sha256:y", tags=(), labels={}, repo_digests=(), size=0))
+    assert not unlabelled.same_build_as({"config": {"Labels": {}}})
 
 
 def _report(*errors: ShipitError | None) -> PushReport:
@@ -151,9 +185,9 @@ def test_root_refusal_explains_and_offers_the_override() -> None:
 
 
 def test_a_port_number_is_not_mistaken_for_a_server_error() -> None:
-    error = _classify_stream_error("manifest invalid at 127.0.0.1:5003", REFERENCE, "")
-    assert _is_retryable(error) is False
-    assert _is_retryable(_classify_stream_error("unexpected status 504", REFERENCE, "")) is True
+    error = classify_stream_error("manifest invalid at 127.0.0.1:5003", REFERENCE, "")
+    assert is_retryable(error) is False
+    assert is_retryable(classify_stream_error("unexpected status 504", REFERENCE, "")) is True
 
 
 # -- moving `latest`: refusals and retries ------------------------------------------------
@@ -182,8 +216,8 @@ def test_tag_conflicts_are_told_from_other_refusals(
     error = RegistryResponseError(
         f"registry r answered {status}", status=status, code=code, registry_message=words
     )
-    assert _is_tag_conflict(error) is conflict
-    assert _is_retryable(error) is False
+    assert is_tag_conflict(error) is conflict
+    assert is_retryable(error) is False
 
 
 def _target(refresh: Callable[[], dict[str, str]] | None = None) -> Target:
@@ -209,12 +243,12 @@ def _refused(status: int, words: str) -> RegistryAuthError:
 
 def test_registry_refusals_are_plain_auth_errors_naming_what_ecr_names() -> None:
     target = _target()
-    expired = _auth_refusal(
+    expired = auth_refusal(
         _refused(403, "Your authorization token has expired. Reauthenticate and try again."),
         target,
     )
     assert type(expired) is TokenExpired
-    denied = _auth_refusal(
+    denied = auth_refusal(
         _refused(
             403,
             "User: arn:aws:iam::123456789012:user/ci is not authorized to perform: "
@@ -225,7 +259,7 @@ def test_registry_refusals_are_plain_auth_errors_naming_what_ecr_names() -> None
     assert type(denied) is AuthError
     assert "missing ecr:PutImage" in denied.message
     assert "shipit iam policy" in denied.hint
-    plain = _auth_refusal(_refused(401, "authentication required"), target)
+    plain = auth_refusal(_refused(401, "authentication required"), target)
     assert type(plain) is AuthError  # the report's error class stays "AuthError"
     assert plain.exit_code == ExitCode.AUTH
 
@@ -247,7 +281,7 @@ def test_an_expired_token_is_renewed_once_for_the_same_client() -> None:
             raise _refused(403, "Your authorization token has expired.")
         return "done"
 
-    assert _with_retries(target, 1, lambda _: None, step) == ("done", 1)
+    assert with_retries(target, 1, lambda _: None, step) == ("done", 1)
     assert calls == ["first-token", "token-2"]
     assert target.client is client  # renewed in place: no second client, no second challenge
 
@@ -255,7 +289,7 @@ def test_an_expired_token_is_renewed_once_for_the_same_client() -> None:
         raise _refused(403, "Your authorization token has expired.")
 
     with pytest.raises(TokenExpired):
-        _with_retries(_target(refresh), 3, lambda _: None, always_expired)
+        with_retries(_target(refresh), 3, lambda _: None, always_expired)
 
 
 def test_only_transient_faults_are_tried_again() -> None:
@@ -270,6 +304,6 @@ def test_only_transient_faults_are_tried_again() -> None:
         raise answers[len(seen) - 1]
 
     with pytest.raises(RegistryResponseError) as caught:
-        _with_retries(_target(), 4, lambda _: None, step)
+        with_retries(_target(), 4, lambda _: None, step)
     assert caught.value.status == 400
     assert len(seen) == 2  # the 503 once more, the 400 never

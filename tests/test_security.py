@@ -21,13 +21,13 @@ from pathlib import Path
 
 import pytest
 
+from harness.services import free_port, moto_ecr_password
 from shipit.engine import Engine
 from shipit.errors import ExitCode
 from shipit.render import label_instruction, render_site
 from shipit.smoke import fetch
 from tests.conftest import HUB_USER, Project, PublishProject, Result
 from tests.reliability import Recorder
-from tests.services import free_port, moto_ecr_password
 
 pytestmark = pytest.mark.engine
 

@@ -59,7 +59,6 @@ DEFAULT_AUTH_HINT = (
 _TOKEN_EXPIRY_MARGIN = 10.0
 # Docker's token spec: a token without expires_in is valid for 60 seconds.
 _DEFAULT_TOKEN_LIFETIME = 60.0
-_MAX_TAG_PAGES = 1000
 _MAX_MESSAGE = 200
 
 
@@ -246,17 +245,6 @@ def repository_scope(repository: str, actions: str = "pull") -> str:
     return f"repository:{repository}:{actions}"
 
 
-def _next_link(header: str | None) -> str | None:
-    """The target of a `Link: <url>; rel="next"` header (tag list pagination)."""
-    if not header:
-        return None
-    for part in header.split(","):
-        match = re.match(r'\s*<([^>]*)>\s*;.*\brel="?next"?', part)
-        if match:
-            return match.group(1)
-    return None
-
-
 # ---------------------------------------------------------------------------------------
 # The client
 # ---------------------------------------------------------------------------------------
@@ -404,26 +392,25 @@ class RegistryClient:
             )
         return manifest
 
-    def config_digest(self, repository: str, reference: str) -> str | None:
-        """The image config digest (the local image ID for a docker-pushed image)."""
-        repository = self._repository(repository)
-        manifest = self._fetch_manifest(repository, reference)
-        if manifest is None:
-            return None
-        if manifest.is_index:
-            raise PushError(
-                f"{self.display_host}/{repository}:{reference} is a multi-platform index, "
-                "not a single image",
-                "shipit pushes single-platform images; use another tag",
-            )
+    def image_config(self, repository: str, manifest: Manifest) -> dict[str, Any]:
+        """The image config that `manifest` names (labels, created time, diff ids), checked
+        against its digest; {} for a manifest that names no config (an index)."""
         digest = manifest.config_digest
         if digest is None:
+            return {}
+        repository = self._repository(repository)
+        response = self._request(
+            "GET", f"/v2/{repository}/blobs/{digest}", scope=repository_scope(repository)
+        )
+        assert response is not None  # only absent_ok requests answer None
+        computed = "sha256:" + hashlib.sha256(response.content).hexdigest()
+        if computed != digest:
             raise PushError(
-                f"manifest of {self.display_host}/{repository}:{reference} has no config "
-                f"digest (media type {manifest.media_type or 'unknown'})",
-                "",
+                f"registry {self.display_host} served the config {repository}@{digest} with "
+                f"content that hashes to {computed}",
+                "retry; if it persists the registry storage is damaged",
             )
-        return digest
+        return self._json(response, what=f"image config {repository}@{digest}")
 
     def put_manifest(self, repository: str, reference: str, manifest: Manifest) -> str:
         """Store `manifest`'s exact bytes under `reference` (a tag); returns the digest the
@@ -440,34 +427,6 @@ class RegistryClient:
         )
         assert response is not None  # only absent_ok requests answer None
         return response.headers.get("Docker-Content-Digest", "")
-
-    def blob_exists(self, repository: str, digest: str) -> bool:
-        repository = self._repository(repository)
-        response = self._request(
-            "HEAD",
-            f"/v2/{repository}/blobs/{digest}",
-            scope=repository_scope(repository),
-            absent_ok=True,
-        )
-        return response is not None
-
-    def tags(self, repository: str) -> list[str]:
-        """All tags of `repository`; [] when the repository does not exist."""
-        repository = self._repository(repository)
-        found: list[str] = []
-        path: str | None = f"/v2/{repository}/tags/list"
-        for _ in range(_MAX_TAG_PAGES):
-            if path is None:
-                break
-            response = self._request(
-                "GET", path, scope=repository_scope(repository), absent_ok=True
-            )
-            if response is None:
-                return found
-            body = self._json(response, what=f"tag list of {repository}")
-            found.extend(tag for tag in body.get("tags") or [] if isinstance(tag, str))
-            path = _next_link(response.headers.get("Link"))
-        return found
 
     # -- internals -----------------------------------------------------------------------
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from shipit.errors import AuthError
 from shipit.redact import register_secret
 
+DOCKER_HUB_NAMES = ("docker.io", "index.docker.io", "registry-1.docker.io")
+
 USERNAME_VARIABLE = "DOCKERHUB_USERNAME"
 TOKEN_VARIABLE = "DOCKERHUB_TOKEN"  # noqa: S105 - the variable's name, not a token
 
@@ -29,8 +31,30 @@ class Credentials:
         return {"username": self.username, "password": self.password}
 
 
+def docker_config_credentials(registry: str) -> tuple[str, str] | None:
+    """(user, secret) from the Docker config's credential helper, store or auths entry, read
+    only: shipit never writes there."""
+    import docker.auth
+    import docker.errors
+
+    try:
+        config = docker.auth.load_config()
+        found = docker.auth.resolve_authconfig(
+            config, None if registry in DOCKER_HUB_NAMES else registry
+        )
+    except (docker.errors.DockerException, OSError, ValueError):
+        return None
+    if not found:
+        return None
+    username = found.get("Username") or found.get("username")
+    secret = found.get("Password") or found.get("password") or found.get("IdentityToken")
+    return (str(username), str(secret)) if username and secret else None
+
+
 def credentials(
-    registry: str, environ: Mapping[str, str], stored: StoredCredentials
+    registry: str,
+    environ: Mapping[str, str],
+    stored: StoredCredentials = docker_config_credentials,
 ) -> Credentials:
     username = environ.get(USERNAME_VARIABLE, "").strip()
     token = environ.get(TOKEN_VARIABLE, "").strip()

@@ -1,0 +1,90 @@
+"""What a push did, per registry and tag, and the one error its exit code comes from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from shipit.errors import PushError, ShipitError
+
+LATEST = "latest"
+
+
+@dataclass
+class TagOutcome:
+    tag: str
+    status: str  # pushed | unchanged | held-back | failed | planned
+    digest: str = ""
+    bytes_uploaded: int = 0
+    attempts: int = 0
+
+
+@dataclass
+class TargetReport:
+    name: str
+    reference: str = ""
+    status: str = "pending"  # pushed | unchanged | failed | planned
+    digest: str = ""
+    bytes_uploaded: int = 0
+    seconds: float = 0.0
+    tags: list[TagOutcome] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    error: ShipitError | None = None
+
+    def fail(self, error: ShipitError) -> None:
+        self.status = "failed"
+        self.error = error
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "registry": self.name,
+            "reference": self.reference,
+            "status": self.status,
+            "digest": self.digest,
+            "bytes_uploaded": self.bytes_uploaded,
+            "seconds": self.seconds,
+            "tags": [vars(tag) for tag in self.tags],
+            "notes": self.notes,
+            "error": None if self.error is None else self.error.to_json(),
+        }
+
+
+@dataclass
+class PushReport:
+    image_id: str
+    build_id: str
+    sha_tag: str
+    dry_run: bool
+    targets: list[TargetReport]
+
+    @property
+    def failed(self) -> list[TargetReport]:
+        return [target for target in self.targets if target.status == "failed"]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": not self.failed,
+            "image_id": self.image_id,
+            "build_id": self.build_id,
+            "tags": [self.sha_tag, LATEST],
+            "dry_run": self.dry_run,
+            "registries": [target.to_json() for target in self.targets],
+        }
+
+    def failure(self) -> ShipitError | None:
+        """One error for the exit code: the registries' own class when they agree."""
+        errors = [target.error for target in self.failed if target.error is not None]
+        if not errors:
+            return None
+        names = ", ".join(target.name for target in self.failed)
+        codes = {error.exit_code for error in errors}
+        first = errors[0]
+        summary = f"push failed for {names}: {first.message}"
+        if len(codes) == 1:
+            # Same class (so the same exit code) without calling a subclass's __init__.
+            combined = type(first).__new__(type(first))
+            combined.__dict__.update(first.__dict__)
+            combined.message = summary
+            combined.args = (summary,)
+            return combined
+        return PushError(summary, "see the report above for each registry")

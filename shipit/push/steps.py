@@ -1,0 +1,206 @@
+"""One registry's part of a push: the sha tag, then `latest`, each verified.
+
+The sha tag: a tag that already holds this very image is skipped without uploading, and so
+is one that holds an image built from the same input by an earlier run (a re-run of the same
+commit on a fresh machine rebuilds it with new timestamps; replacing it would change a
+published digest and upload the site again). Otherwise the engine pushes it; its stream is
+read to its end, and the digest it reports must be what the registry serves, which must be
+this image.
+
+`latest`: one manifest PUT of the exact bytes the registry serves under the sha tag (a second
+engine push would check every layer and upload the manifest again), or none when `latest`
+already serves that digest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from shipit.engine import Engine
+from shipit.errors import AuthError, PushError, PushStreamError, ShipitError, TagConflictError
+from shipit.push.image import PushImage
+from shipit.push.report import LATEST, TagOutcome
+from shipit.push.targets import Target
+from shipit.push_stream import LayerProgress, classify_stream_error
+from shipit.registries.distribution import Manifest, RegistryClient, RegistryResponseError
+
+Progress = Callable[[str], None]
+# How registries word a refused overwrite of an existing tag (ECR: 400 TAG_INVALID "... already
+# exists ... cannot be overwritten because the tag is immutable"; others: 409 TAG_IMMUTABLE).
+_TAG_CONFLICT_WORDS = ("immutable", "cannot be overwritten", "already exists")
+
+
+def _served(client: RegistryClient, repository: str, tag: str) -> Manifest | None:
+    try:
+        return client.get_manifest(repository, tag)
+    except RegistryResponseError as error:
+        if error.status == 404:
+            return None
+        raise
+
+
+def uploaded_bytes(manifest: Manifest, image: PushImage, pushed_layers: set[str]) -> int:
+    """Compressed bytes of the layers this push uploaded. The classic store's stream names
+    layers by short diff id (the manifest lists layers in diff-id order), the containerd
+    store's by short blob digest."""
+    layers = manifest.content.get("layers") or []
+    uploaded = 0
+    for index, layer in enumerate(layers):
+        names = {str(layer.get("digest", "")).removeprefix("sha256:")[:12]}
+        if index < len(image.layers):
+            names.add(image.layers[index].removeprefix("sha256:")[:12])
+        if names & pushed_layers:
+            uploaded += int(layer.get("size", 0))
+    return uploaded
+
+
+def _credentials_work(client: RegistryClient) -> bool:
+    try:
+        client.ping()
+    except ShipitError:
+        return False
+    return True
+
+
+def _already_there(
+    target: Target, image: PushImage, served: Manifest, progress: Progress
+) -> TagOutcome | None:
+    """The outcome when the tag needs no push, None when it does; an immutable tag holding
+    another image is an error."""
+    reference = f"{target.reference}:{image.sha_tag}"
+    if image.is_served_by(served):
+        progress(f"{target.name}: {reference} already holds this image; nothing to upload")
+        return TagOutcome(image.sha_tag, "unchanged", digest=served.digest)
+    if not served.is_index and image.same_build_as(
+        target.client.image_config(target.repository, served)
+    ):
+        progress(
+            f"{target.name}: {reference} already holds {served.digest[:19]}, built from the "
+            f"same input (build id {image.build_id}); keeping it"
+        )
+        return TagOutcome(image.sha_tag, "unchanged", digest=served.digest)
+    if target.mutability == "IMMUTABLE":
+        raise TagConflictError(
+            f"{reference} already holds another image ({served.digest[:19]}) and the "
+            "repository's tags are immutable"
+        )
+    return None
+
+
+def push_sha_once(
+    engine: Engine,
+    target: Target,
+    image: PushImage,
+    progress: Progress,
+    layer_progress: LayerProgress | None = None,
+) -> tuple[TagOutcome, Manifest]:
+    """The sha tag's outcome, and the manifest the registry now serves under it (with its
+    exact bytes, which `latest` is then pointed at)."""
+    tag = image.sha_tag
+    reference = f"{target.reference}:{tag}"
+    client = target.client
+    served = _served(client, target.repository, tag)
+    if served is not None:
+        outcome = _already_there(target, image, served, progress)
+        if outcome is not None:
+            return outcome, served
+    progress(f"{target.name}: pushing {reference}")
+    engine.tag(image.id, target.reference, tag)
+    try:
+        stream = engine.push(
+            target.reference,
+            tag,
+            target.auth,
+            lambda line: progress(f"{target.name}: {line}"),
+            None
+            if layer_progress is None
+            else lambda layer, *state: layer_progress(f"{target.name} {layer}", *state),
+        )
+    finally:
+        # The registry-named tag only exists for the push: nothing is left behind.
+        engine.untag(reference)
+    if stream.error:
+        refusal = classify_stream_error(stream.error, reference, target.auth_hint)
+        if type(refusal) is AuthError and _credentials_work(client):
+            # The engine drops the credentials when its own /v2/ ping fails (a 503, a
+            # reset) and then reports "unauthorized": a fault, not a wrong token.
+            raise PushStreamError(
+                f"push of {reference} failed after a registry fault: {stream.error}",
+                transient=True,
+            ) from refusal
+        raise refusal
+    if not stream.digest:
+        raise PushStreamError(f"push of {reference} ended without a digest", transient=True)
+    served = _served(client, target.repository, tag)
+    if served is None or served.digest != stream.digest:
+        raise PushError(
+            f"{reference}: the registry serves {served.digest if served else 'nothing'}, "
+            f"but the push reported {stream.digest}",
+            "something else wrote the tag meanwhile; push again",
+        )
+    if not image.is_served_by(served):
+        raise PushError(
+            f"{reference}: the registry serves {served.digest} with config "
+            f"{served.config_digest}, neither of which is the local image {image.id}",
+            "push again; if it persists the registry rewrote the manifest",
+        )
+    uploaded = uploaded_bytes(served, image, stream.pushed_layers)
+    return TagOutcome(tag, "pushed", digest=stream.digest, bytes_uploaded=uploaded), served
+
+
+def is_tag_conflict(error: RegistryResponseError) -> bool:
+    if error.status == 409 or error.code == "TAG_IMMUTABLE":
+        return True
+    lowered = error.registry_message.lower()
+    return error.status == 400 and any(words in lowered for words in _TAG_CONFLICT_WORDS)
+
+
+def _immutable_latest_hint(target: Target) -> str:
+    if target.name == "ecr":
+        # shipit reads ECR's own mutability setting, so only the repository can change.
+        return "make the repository's tags mutable (`aws ecr put-image-tag-mutability`)"
+    return (
+        f'set {target.name}_tag_mutability = "IMMUTABLE" so shipit leaves latest alone, '
+        "or make the repository's tags mutable"
+    )
+
+
+def move_latest_once(target: Target, sha_manifest: Manifest, progress: Progress) -> TagOutcome:
+    """Points `latest` at the sha tag's manifest. A status of "held-back" means the
+    repository's tags are immutable and `latest` holds another image."""
+    reference = f"{target.reference}:{LATEST}"
+    digest = sha_manifest.digest
+    client = target.client
+    # A GET, not a HEAD: a refusal's body says why (an expired token, the IAM action).
+    served = _served(client, target.repository, LATEST)
+    if served is not None and served.digest == digest:
+        progress(f"{target.name}: {reference} already holds this image")
+        return TagOutcome(LATEST, "unchanged", digest=digest)
+    if served is not None and target.mutability == "IMMUTABLE":
+        return TagOutcome(LATEST, "held-back")
+    if sha_manifest.raw_digest != digest:
+        raise PushError(
+            f"{target.reference}: the manifest served for the sha tag hashes to "
+            f"{sha_manifest.raw_digest}, not to its digest {digest}",
+            "push again; if it persists the registry rewrites manifests",
+        )
+    progress(f"{target.name}: pointing {reference} at {digest[:19]}")
+    try:
+        answered = client.put_manifest(target.repository, LATEST, sha_manifest)
+    except RegistryResponseError as error:
+        if is_tag_conflict(error):
+            raise TagConflictError(
+                f"{reference} cannot be moved: {error.registry_message or error.message}",
+                _immutable_latest_hint(target),
+            ) from error
+        raise
+    if not answered:
+        # Docker-Content-Digest is optional for a PUT in the OCI spec: ask what `latest` is.
+        answered = client.manifest_digest(target.repository, LATEST) or ""
+    if answered != digest:
+        raise PushError(
+            f"{reference}: the registry stored the manifest as {answered or 'no digest'}, "
+            f"not as {digest}",
+            "push again; if it persists the registry rewrites manifests",
+        )
+    return TagOutcome(LATEST, "pushed", digest=digest)

@@ -1,0 +1,215 @@
+"""The push's targets: which registries `--to` names, where each is, how to log in.
+
+Resolution only reads: it asks STS who the caller is, looks up the ECR repository, fetches
+its token, and finds the Docker Hub credentials. A missing ECR repository is created by the
+push itself (Target.ensure_repository), so a failed build or smoke test changes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from shipit.config import Settings
+from shipit.errors import ConfigError, PushError
+from shipit.registries.distribution import RegistryClient
+from shipit.registries.dockerhub import credentials as dockerhub_credentials
+
+DESTINATIONS = ("ecr", "dockerhub")
+ALL = "all"
+
+
+def parse_destinations(to: str) -> tuple[str, ...]:
+    """The registries `--to` names: `all`, or one or more names separated by commas, in the
+    order of DESTINATIONS."""
+    words = {word.strip().lower() for word in to.split(",") if word.strip()}
+    if not words or ALL in words:
+        return DESTINATIONS
+    unknown = sorted(words - set(DESTINATIONS))
+    if unknown:
+        raise ConfigError(
+            f"--to names an unknown registry: {', '.join(unknown)}",
+            f"use {', '.join(DESTINATIONS)} or {ALL}, e.g. --to ecr,dockerhub",
+        )
+    return tuple(name for name in DESTINATIONS if name in words)
+
+
+@dataclass
+class Target:
+    name: str
+    registry: str
+    repository: str
+    auth: dict[str, str] = field(repr=False)
+    mutability: str
+    auth_hint: str
+    notes: list[str] = field(default_factory=list)
+    refresh_auth: Callable[[], dict[str, str]] | None = field(default=None, repr=False)
+    # Creating a missing ECR repository waits for the first push: the target may be resolved
+    # while the image is still being smoke-tested, and a failed test must change nothing.
+    create_repository: Callable[[], str] | None = field(default=None, repr=False)
+
+    _client: RegistryClient | None = field(default=None, init=False, repr=False)
+
+    @property
+    def reference(self) -> str:
+        return f"{self.registry}/{self.repository}"
+
+    @property
+    def client(self) -> RegistryClient:
+        """The one API client of this registry for the whole push: a new client would
+        answer the auth challenge (and fetch a Bearer token) all over again."""
+        if self._client is None:
+            self._client = RegistryClient(
+                self.registry,
+                self.auth.get("username"),
+                self.auth.get("password"),
+                auth_hint=self.auth_hint,
+            )
+        return self._client
+
+    def ensure_repository(self) -> None:
+        if self.create_repository is not None:
+            self.mutability = self.create_repository()
+            self.create_repository = None
+            self.notes.append(f"created ECR repository {self.repository}")
+
+    def renew_auth(self) -> None:
+        assert self.refresh_auth is not None
+        self.auth = self.refresh_auth()
+        if self._client is not None:
+            self._client.use_credentials(self.auth.get("username"), self.auth.get("password"))
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+
+def _ecr_target(settings: Settings, *, dry_run: bool, allow_root: bool) -> Target:
+    from shipit.registries.ecr import Ecr, root_refusal
+
+    ecr = Ecr(settings.aws_region)
+    identity = ecr.caller()
+    if identity.is_root and not allow_root:
+        raise root_refusal(identity)
+    name = settings.ecr_repository_name
+    notes = []
+    repository = ecr.repository(name)
+    mutability = settings.ecr_tag_mutability
+    create: Callable[[], str] | None = None
+    if repository is None:
+        if not settings.ecr_create_repository:
+            raise PushError(
+                f"ECR repository {name} does not exist in {settings.aws_region}",
+                "create it, or set ecr_create_repository = true",
+            )
+        if dry_run:
+            notes.append(f"would create ECR repository {name} ({mutability}, scan on push)")
+        else:
+
+            def create() -> str:
+                made = ecr.create_repository(name, mutability, settings.ecr_scan_on_push)
+                return made.tag_mutability
+
+    else:
+        mutability = repository.tag_mutability
+    token = ecr.token()
+
+    def refresh() -> dict[str, str]:
+        return ecr.token().auth_config()
+
+    return Target(
+        name="ecr",
+        registry=settings.ecr_registry or token.endpoint,
+        repository=name,
+        auth=token.auth_config(),
+        mutability=mutability,
+        auth_hint="check the AWS identity's ECR permissions (`shipit iam policy`)",
+        notes=notes,
+        refresh_auth=refresh,
+        create_repository=create,
+    )
+
+
+def _dockerhub_target(settings: Settings, environ: Mapping[str, str]) -> Target:
+    if not settings.dockerhub_repository:
+        raise ConfigError(
+            "no Docker Hub repository is set",
+            "set SHIPIT_DOCKERHUB_REPOSITORY (namespace/name) or push with --to ecr",
+        )
+    found = dockerhub_credentials(settings.dockerhub_registry, environ)
+    return Target(
+        name="dockerhub",
+        registry=settings.dockerhub_registry,
+        repository=settings.dockerhub_repository,
+        auth=found.auth_config(),
+        mutability=settings.dockerhub_tag_mutability,
+        auth_hint="check DOCKERHUB_USERNAME and DOCKERHUB_TOKEN (an access token with write scope)",
+        notes=[f"credentials from {found.source}"],
+    )
+
+
+def resolve_target(
+    name: str,
+    settings: Settings,
+    environ: Mapping[str, str],
+    *,
+    dry_run: bool,
+    allow_root: bool,
+) -> Target:
+    if name == "ecr":
+        return _ecr_target(settings, dry_run=dry_run, allow_root=allow_root)
+    return _dockerhub_target(settings, environ)
+
+
+class RegistryAccess:
+    """The push's targets, resolved in the background, one thread per registry.
+
+    `shipit ship` starts this before it builds, so that importing boto3, asking STS who the
+    caller is, looking up the ECR repository and fetching its token overlap the build and
+    the smoke test instead of following them; `shipit push` resolves its registries the
+    same way, side by side. A failure is kept and raised when the push asks for the target.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        names: tuple[str, ...],
+        *,
+        dry_run: bool = False,
+        allow_root: bool = False,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.names = names
+        self.dry_run = dry_run
+        environ = os.environ if environ is None else environ
+        self._pool = ThreadPoolExecutor(max_workers=len(names), thread_name_prefix="resolve")
+        self._futures: dict[str, Future[Target]] = {
+            name: self._pool.submit(
+                resolve_target,
+                name,
+                settings,
+                environ,
+                dry_run=dry_run,
+                allow_root=allow_root,
+            )
+            for name in names
+        }
+
+    def target(self, name: str) -> Target:
+        return self._futures[name].result()
+
+    def __enter__(self) -> RegistryAccess:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stops waiting for resolutions nobody needs any more (a failed build or smoke), and
+        closes the registry clients of the targets that were resolved."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for future in self._futures.values():
+            if future.done() and not future.cancelled() and future.exception() is None:
+                future.result().close()
