@@ -136,6 +136,17 @@ class HttpService(Background):
             def log_message(self, format: str, *args: object) -> None:
                 pass  # one line per request floods the test output
 
+            def parse_request(self) -> bool:
+                # A TLS handshake on this plain-HTTP port: answer as Go's servers do, so an
+                # engine that tries HTTPS first (the containerd image store does) sees "HTTP
+                # response to HTTPS client" and falls back to plain HTTP, as it would with
+                # the registry itself. http.server would answer without a status line.
+                if self.raw_requestline.startswith(b"\x16\x03"):
+                    self.wfile.write(b"HTTP/1.0 400 Bad Request\r\n\r\n")
+                    self.close_connection = True
+                    return False
+                return super().parse_request()
+
             def handle_any(self) -> None:
                 service.counter.add(self.command)
                 service.handle(self)

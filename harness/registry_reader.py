@@ -35,6 +35,14 @@ class RegistryReader(RegistryClient):
             raise PushError(f"manifest of {repository}:{reference} has no config digest")
         return digest
 
+    def image_ids(self, repository: str, reference: str) -> set[str]:
+        """The ids a local image of what `reference` serves may carry: its config digest (the
+        classic image store) and its manifest digest (the containerd image store)."""
+        manifest = self._fetch_manifest(self._repository(repository), reference)
+        if manifest is None:
+            return set()
+        return {manifest.digest, manifest.config_digest or manifest.digest}
+
     def blob_exists(self, repository: str, digest: str) -> bool:
         repository = self._repository(repository)
         response = self._request(

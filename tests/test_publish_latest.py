@@ -196,14 +196,15 @@ def test_latest_is_one_manifest_put_of_the_sha_tags_bytes(pushing: Pushing) -> N
             f"PUT /v2/{repository}/manifests/{sha_tag['tag']}",
             f"PUT /v2/{repository}/manifests/latest",
         ]
-        assert registry.proxy.requests().count("GET /v2/") == 1
+        # The classic store's engine pings /v2/ once; the containerd store's does not.
+        assert registry.proxy.requests().count("GET /v2/") <= 1
         with registry.client() as client:
             served_sha = client.get_manifest(repository, sha_tag["tag"])
             served_latest = client.get_manifest(repository, "latest")
         assert served_latest.raw == served_sha.raw
         assert served_latest.digest == entry["digest"]
         assert served_latest.media_type == served_sha.media_type
-        assert served_latest.config_digest == built["image_id"]
+        assert built["image_id"] in (served_latest.config_digest, served_latest.digest)
 
 
 def test_no_change_push_writes_nothing_and_asks_three_times(pushing: Pushing) -> None:
