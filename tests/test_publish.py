@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from harness.registry_reader import RegistryReader
 from harness.services import moto_ecr_password, registry_down
 from shipit.engine import Engine
 from shipit.errors import ExitCode
-from tests.conftest import PublishProject, Result, shipit_containers
+from tests.conftest import PublishProject, Result, remove_project_leftovers, shipit_containers
 
 
 def report_of(result: Result) -> dict[str, Any]:
@@ -225,28 +226,64 @@ def _derived_base(engine: Engine, tag: str) -> str:
     return tag
 
 
+def commit_all(root: Path) -> None:
+    subprocess.run(["git", "-C", str(root), "init", "-q"], check=True)
+    subprocess.run(["git", "-C", str(root), "add", "-A"], check=True)
+    subprocess.run(
+        ["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"],
+        check=True,
+    )
+
+
+def stored_blob_count(project: PublishProject) -> int:
+    assert project.ecr and project.hub and project.ecr.root_dir and project.hub.root_dir
+    return sum(
+        len(list(root.glob("**/blobs/sha256/*/*/data")))
+        for root in (project.ecr.root_dir, project.hub.root_dir)
+    )
+
+
+def test_a_rerun_of_a_shipped_commit_on_a_fresh_engine_uploads_nothing_and_moves_no_tag(
+    engine: Engine, publish_project: PublishProject
+) -> None:
+    """A CI runner that ships the same commit again starts with no image and no .shipit
+    state, and rebuilds an image that differs only in its timestamps."""
+    project = publish_project
+    commit_all(project.root)
+    env = project.env(
+        SHIPIT_ECR_TAG_MUTABILITY="IMMUTABLE", SHIPIT_DOCKERHUB_TAG_MUTABILITY="IMMUTABLE"
+    )
+    first = project.shipit("ship", "--json", env=env)
+    assert first.code == 0, first.output
+    first_report = report_of(first)
+    served_before = {
+        name: (entry["digest"], [tag["digest"] for tag in entry["tags"]])
+        for name, entry in registries(first_report).items()
+    }
+    blobs_before = stored_blob_count(project)
+
+    remove_project_leftovers(project.image)
+    shutil.rmtree(project.root / ".shipit")
+    again = project.shipit("ship", "--json", env=env)
+    assert again.code == 0, again.output
+    report = report_of(again)
+    assert report["build"]["built"] is True
+    assert report["run"] is not None  # the rebuilt image was smoke-tested itself
+    assert report["build"]["image_id"] != first_report["build"]["image_id"]
+    for name, entry in registries(report).items():
+        assert entry["status"] == "unchanged", entry
+        assert entry["bytes_uploaded"] == 0
+        assert (entry["digest"], [tag["digest"] for tag in entry["tags"]]) == served_before[name]
+        assert "built from the same input" in again.stderr
+    assert stored_blob_count(project) == blobs_before
+
+
 def test_immutable_tag_conflict_is_a_clear_error(
     engine: Engine, publish_project: PublishProject
 ) -> None:
     project = publish_project
     assert project.ecr
-    subprocess.run(["git", "-C", str(project.root), "init", "-q"], check=True)
-    subprocess.run(["git", "-C", str(project.root), "add", "-A"], check=True)
-    subprocess.run(
-        [
-            "git",
-            "-C",
-            str(project.root),
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@t",
-            "commit",
-            "-qm",
-            "x",
-        ],
-        check=True,
-    )
+    commit_all(project.root)
     env = project.env(SHIPIT_ECR_TAG_MUTABILITY="IMMUTABLE")
     first = project.shipit("ship", "--to", "ecr", "--json", env=env)
     assert first.code == 0, first.output
