@@ -4,17 +4,15 @@ reached), the local base image. render, build, run and doctor all decide by this
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from shipit.config import LOCAL_BASE_IMAGE, Settings
 from shipit.errors import EngineError
+from shipit.progress import Progress
 
 if TYPE_CHECKING:
     from shipit.engine import Engine
-
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,13 @@ Secrets are looked up, never shown: details name where credentials come from and
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from shipit.config import Settings
 from shipit.errors import DoctorError, ShipitError
+from shipit.progress import Progress, quiet
 
 if TYPE_CHECKING:
     from shipit.engine import Engine
@@ -22,15 +23,10 @@ if TYPE_CHECKING:
     from shipit.registries.ecr import CallerIdentity
 
 Outcome = Literal["ok", "warn", "fail"]
-Progress = Callable[[str], None]
 
 # STS answers the same caller in any region; without a configured one this lets the
 # credentials be checked on their own (the region gets its own failing check).
 STS_FALLBACK_REGION = "us-east-1"
-
-
-def _quiet(_: str) -> None:
-    return None
 
 
 @dataclass(frozen=True)
@@ -313,7 +309,7 @@ def diagnose(
     to: tuple[str, ...] = ("ecr", "dockerhub"),
     online: bool = False,
     environ: Mapping[str, str] | None = None,
-    progress: Progress = _quiet,
+    progress: Progress = quiet,
 ) -> DoctorReport:
     """Every check for the registries in `to` (as parse_destinations gives them)."""
     environ = os.environ if environ is None else environ

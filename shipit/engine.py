@@ -28,20 +28,16 @@ from shipit.errors import (
     RegistryUnreachableError,
     RunError,
 )
-from shipit.push_stream import LayerProgress, PushStream, read_push_event
+from shipit.progress import LayerProgress, Progress, quiet
+from shipit.push_stream import PushStream, read_push_event
 
 BUILD_LOG_TAIL = 25
-Progress = Callable[[str], None]
 
 # What docker-py lets through when the connection to the engine fails: requests' errors from
 # a call, urllib3's own from a stream (docker-py reads streams from the raw urllib3 response).
 # docker.errors.APIError is a requests error too, so it must be caught before these.
 _CONNECTION_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError)
 _READ_TIMEOUTS = (requests.exceptions.ReadTimeout, urllib3.exceptions.ReadTimeoutError)
-
-
-def _quiet(_: str) -> None:
-    return None
 
 
 @dataclass(frozen=True)
@@ -160,7 +156,7 @@ class Engine:
         found = [self.image(summary["Id"]) for summary in summaries]
         return [image for image in found if image is not None]
 
-    def pull(self, reference: str, progress: Progress = _quiet) -> None:
+    def pull(self, reference: str, progress: Progress = quiet) -> None:
         repository, tag = split_reference(reference)
         try:
             for event in self.api.pull(repository, tag=tag, stream=True, decode=True):
@@ -189,7 +185,7 @@ class Engine:
         self,
         context_tar: bytes,
         tag: str,
-        progress: Progress = _quiet,
+        progress: Progress = quiet,
     ) -> str:
         """Builds from an in-memory context and returns the image id."""
         log: deque[str] = deque(maxlen=BUILD_LOG_TAIL)
@@ -349,7 +345,7 @@ class Engine:
         repository: str,
         tag: str,
         auth_config: Mapping[str, str] | None,
-        progress: Progress = _quiet,
+        progress: Progress = quiet,
         layer_progress: LayerProgress | None = None,
     ) -> PushStream:
         """Pushes and reads the stream to its end: docker-py does not raise when a registry

@@ -11,7 +11,6 @@ import errno
 import socket
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,6 +38,7 @@ from shipit.labels import (
     LABEL_URL,
     LABEL_VERSION,
 )
+from shipit.progress import LayerProgress, Progress, quiet
 from shipit.smoke import SmokeReport, run_smoke, wait_until_ready
 from shipit.state import record_smoke_passed, smoke_pass_of
 from shipit.vcs import revision, source_url
@@ -48,15 +48,9 @@ if TYPE_CHECKING:
     # light, and a build of unchanged input renders nothing.
     from shipit.engine import Engine, ImageInfo
     from shipit.push import PushReport
-    from shipit.push_stream import LayerProgress
     from shipit.render import RenderedSite
 
 LOG_TAIL_LINES = 20
-Progress = Callable[[str], None]
-
-
-def _quiet(_: str) -> None:
-    return None
 
 
 @dataclass(frozen=True)
@@ -105,21 +99,22 @@ class RunResult:
 
 def _render_base_image(settings: Settings, progress: Progress) -> str:
     """The base image a build would use now. Only the default can fall back, so only then
-    is the engine asked; without one, render says so and uses the default."""
+    is the engine asked; when none answers, render says so and uses the default."""
     if not settings.base_image_may_fall_back:
         return settings.base_image
     from shipit.engine import Engine
 
     try:
-        engine = Engine.connect(settings.engine_timeout)
+        return resolve_base_image(
+            settings, Engine.connect(settings.engine_timeout), progress
+        ).reference
     except EngineError as error:
         progress(f"{error.message}: rendering for {settings.base_image}")
         return settings.base_image
-    return resolve_base_image(settings, engine, progress).reference
 
 
 def render(
-    settings: Settings, out_dir: Path | None = None, progress: Progress = _quiet
+    settings: Settings, out_dir: Path | None = None, progress: Progress = quiet
 ) -> RenderedSite:
     from shipit.render import render_site
 
@@ -129,7 +124,7 @@ def render(
     return site
 
 
-def build(settings: Settings, engine: Engine, progress: Progress = _quiet) -> BuildResult:
+def build(settings: Settings, engine: Engine, progress: Progress = quiet) -> BuildResult:
     started = time.monotonic()
     base = resolve_base_image(settings, engine, progress)
     base_image, base_image_id = base.reference, base.image_id
@@ -240,7 +235,7 @@ def run(
     smoke: bool = True,
     read_only: bool = False,
     screenshot_request: ScreenshotRequest | None = None,
-    progress: Progress = _quiet,
+    progress: Progress = quiet,
     built: BuildResult | None = None,
 ) -> RunResult:
     started = time.monotonic()
@@ -363,7 +358,7 @@ def smoke(
     url: str | None,
     engine: Engine | None,
     screenshot_request: ScreenshotRequest | None = None,
-    progress: Progress = _quiet,
+    progress: Progress = quiet,
 ) -> SmokeReport:
     """Smoke-tests URL, or the running shipit container, against the newest build's id."""
     expected_build_id = ""
@@ -423,7 +418,7 @@ def push(
     dry_run: bool = False,
     skip_smoke: bool = False,
     allow_root: bool = False,
-    progress: Progress = _quiet,
+    progress: Progress = quiet,
     layer_progress: LayerProgress | None = None,
 ) -> PushReport:
     """Pushes the newest build, which must have passed its smoke test (unless skip_smoke)."""
@@ -443,7 +438,7 @@ def ship(
     to: tuple[str, ...],
     allow_root: bool = False,
     resmoke: bool = False,
-    progress: Progress = _quiet,
+    progress: Progress = quiet,
     layer_progress: LayerProgress | None = None,
 ) -> ShipResult:
     """build -> run -> smoke -> push -> stop; no container is left behind whatever happens.

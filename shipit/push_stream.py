@@ -11,7 +11,7 @@ no `aux` event, and its digest is only in the last status line,
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,10 +25,7 @@ from shipit.errors import (
     TokenExpired,
 )
 from shipit.iam.refusal import refused_action
-
-Progress = Callable[[str], None]
-# (layer, status, bytes done, bytes in all): per-layer push progress for a progress bar.
-LayerProgress = Callable[[str, str, int, int], None]
+from shipit.progress import LayerProgress, Progress
 
 _DIGEST_LINE = re.compile(r"digest: (sha256:[0-9a-f]{64}) size: (\d+)")
 # An HTTP status worth retrying, as a whole number in the engine's message ("... status: 503").

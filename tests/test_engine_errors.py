@@ -243,6 +243,16 @@ def test_an_engine_that_refuses_every_call_is_a_one_line_engine_error(
     assert server.host in lines[-1]
 
 
+def test_render_without_a_working_engine_renders_for_the_default_base(project: Project) -> None:
+    with RefusingEngine() as server:
+        env = project.env(DOCKER_HOST=f"tcp://{server.host}")
+        del env["SHIPIT_BASE_IMAGE"]
+        result = project.shipit("render", "--out", str(project.root / "out"), env=env)
+    assert result.code == 0, result.output
+    assert "engine is broken: rendering for nginx:1.27.3-bookworm" in result.stderr
+    assert "FROM nginx:1.27.3-bookworm" in (project.root / "out" / "Dockerfile").read_text()
+
+
 def test_doctor_reports_an_engine_that_refuses_every_call(project: Project) -> None:
     with RefusingEngine() as server:
         env = project.env(DOCKER_HOST=f"tcp://{server.host}")

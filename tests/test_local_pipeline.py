@@ -265,3 +265,20 @@ def test_run_takes_the_base_image_flag(engine: Engine, project: Project) -> None
     assert json.loads(ran.stdout)["build"]["base_image"] == "shipit-local/nginx:bookworm"
     assert "cannot pull" not in ran.stderr
     assert project.shipit("stop").code == 0
+
+
+def test_render_and_build_agree_on_the_default_base_image(
+    engine: Engine, project: Project
+) -> None:
+    """The default base may fall back to the local one when it cannot be pulled: render
+    decides by the same rule as build, so both describe the same Dockerfile."""
+    env = project.env()
+    del env["SHIPIT_BASE_IMAGE"]
+    out = project.root / "rendered"
+    rendered = project.shipit("render", "--out", str(out), env=env)
+    assert rendered.code == 0, rendered.output
+    built = project.shipit("build", "--json", env=env)
+    assert built.code == 0, built.output
+    base = json.loads(built.stdout)["base_image"]
+    assert f"FROM {base}\n" in (out / "Dockerfile").read_text()
+    assert json.loads(built.stdout)["build_id"] in rendered.stderr + rendered.stdout

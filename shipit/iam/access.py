@@ -25,8 +25,7 @@ from shipit.iam.actions import (
     validate_repository_name,
 )
 from shipit.iam.evaluator import Decision, Verdict, evaluate_all, load_policy
-
-Progress = Callable[[str], None]
+from shipit.progress import Progress, quiet
 
 VERDICT_LABELS: dict[Verdict, str] = {
     "allowed": "allowed",
@@ -34,10 +33,6 @@ VERDICT_LABELS: dict[Verdict, str] = {
     "implicit_deny": "implicit deny",
     "conditional": "conditional",
 }
-
-
-def _quiet(_: str) -> None:
-    return None
 
 
 @dataclass(frozen=True)
@@ -99,7 +94,7 @@ def resolve_scope(
     region: str | None = None,
     repository: str | None = None,
     describe_images: bool = False,
-    progress: Progress = _quiet,
+    progress: Progress = quiet,
 ) -> PushScope:
     """Flags first, then settings; the account from STS only when --account is missing."""
     if account is not None:
@@ -214,7 +209,7 @@ def check_policies(
     region: str | None = None,
     repository: str | None = None,
     describe_images: bool = False,
-    progress: Progress = _quiet,
+    progress: Progress = quiet,
 ) -> CheckReport:
     """Evaluate the policy files, as if attached together to one identity, on each request.
 

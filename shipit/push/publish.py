@@ -5,24 +5,21 @@ auth challenge (and a Bearer token fetch) is paid once."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from shipit.config import Settings
 from shipit.engine import Engine
 from shipit.errors import ShipitError
+from shipit.progress import LayerProgress, Progress
 from shipit.push.image import PushImage, image_to_push
 from shipit.push.report import LATEST, PushReport, TagOutcome, TargetReport
 from shipit.push.retry import with_retries
 from shipit.push.steps import move_latest_once, push_sha_once
 from shipit.push.targets import RegistryAccess, Target
-from shipit.push_stream import LayerProgress
 from shipit.registries.distribution import Manifest
 
 __all__ = ["PushImage", "image_to_push", "publish"]
-
-Progress = Callable[[str], None]
 
 
 @dataclass

@@ -10,11 +10,11 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 
 from shipit.errors import AuthError, PushStreamError, RegistryUnreachableError, TokenExpired
 from shipit.iam.refusal import refused_action
+from shipit.progress import Progress
 from shipit.push.targets import Target
 from shipit.push_stream import EXPIRED_TOKEN_WORDS
 from shipit.registries.distribution import RegistryAuthError, is_transient
 
-Progress = Callable[[str], None]
 Outcome = TypeVar("Outcome")
 # Bounds of the backoff between attempts; the total wait stays under ~15 s at 4 attempts.
 RETRY_INITIAL_SECONDS = 0.5

@@ -14,17 +14,15 @@ already serves that digest.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from shipit.engine import Engine
 from shipit.errors import AuthError, PushError, PushStreamError, ShipitError, TagConflictError
+from shipit.progress import LayerProgress, Progress
 from shipit.push.image import PushImage
 from shipit.push.report import LATEST, TagOutcome
 from shipit.push.targets import Target
-from shipit.push_stream import LayerProgress, classify_stream_error
+from shipit.push_stream import classify_stream_error
 from shipit.registries.distribution import Manifest, RegistryClient, RegistryResponseError
 
-Progress = Callable[[str], None]
 # How registries word a refused overwrite of an existing tag (ECR: 400 TAG_INVALID "... already
 # exists ... cannot be overwritten because the tag is immutable"; others: 409 TAG_IMMUTABLE).
 _TAG_CONFLICT_WORDS = ("immutable", "cannot be overwritten", "already exists")
