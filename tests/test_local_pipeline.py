@@ -267,9 +267,7 @@ def test_run_takes_the_base_image_flag(engine: Engine, project: Project) -> None
     assert project.shipit("stop").code == 0
 
 
-def test_render_and_build_agree_on_the_default_base_image(
-    engine: Engine, project: Project
-) -> None:
+def test_render_and_build_agree_on_the_default_base_image(engine: Engine, project: Project) -> None:
     """The default base may fall back to the local one when it cannot be pulled: render
     decides by the same rule as build, so both describe the same Dockerfile."""
     env = project.env()
