@@ -54,9 +54,11 @@ NO_PERMISSION_ACTIONS = frozenset({"sts:getcalleridentity"})
 MAX_POLICY_CHARACTERS = 10_240
 MANAGED_POLICY_CHARACTERS = 6_144
 
+# Most ARNs name a resource type before the first '/' or ':' of their resource part, but
+# these start it with a name (bucket, queue, topic, API id), where a wildcard is fine.
+_UNTYPED_SERVICES = frozenset({"s3", "sqs", "sns", "execute-api"})
 # Services whose every ARN names a resource type first (user/, repository/, instance/...),
-# so a bare `u*` there is a wildcard in the type. Services such as s3, sqs, sns or
-# execute-api start the resource part with a name, where a wildcard is fine.
+# so a bare `u*` there, without any separator, is a wildcard in the type.
 _TYPED_SERVICES = frozenset(
     {
         "acm",
@@ -363,10 +365,13 @@ def _wildcard_in_resource_type(arn: str) -> bool:
     if len(parts) < 6 or parts[5] == "*":
         return False
     resource = parts[5]
+    service = parts[2].lower()
     separator = re.search(r"[/:]", resource)
+    if service in _UNTYPED_SERVICES or "*" in service or "?" in service:
+        return False
     if separator is not None:
         resource_type = resource[: separator.start()]
-    elif parts[2].lower() in _TYPED_SERVICES:
+    elif service in _TYPED_SERVICES:
         resource_type = resource
     else:
         return False
