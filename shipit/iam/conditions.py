@@ -21,11 +21,10 @@ from typing import Any, Literal
 from shipit.errors import ConfigError, UsageError
 
 _CONTEXT_KEY = re.compile(r"[A-Za-z0-9_.-]+:[^\s=]+")
-_VARIABLE = re.compile(r"\$\{([^}]*)\}")
 # ${key, 'default'}: the default is quoted, and '' inside it is one quote.
 _VARIABLE_WITH_DEFAULT = re.compile(r"\s*([^,\s]+)\s*,\s*'((?:[^']|'')*)'\s*")
 # In the 2012-10-17 language these spell a literal character instead of a wildcard.
-ESCAPES = {"${*}": "*", "${?}": "?", "${$}": "$"}
+_ESCAPES = {"${*}": "*", "${?}": "?", "${$}": "$"}
 _WILDCARD_TOKENS = re.compile(r"(\$\{[^}]*\}|\*|\?)")
 _PLAIN_WILDCARDS = re.compile(r"(\*|\?)")
 
@@ -76,9 +75,6 @@ class RequestContext:
     def to_json(self) -> dict[str, list[str]]:
         return {name: list(values) for name, values in self._entries.values()}
 
-    def __bool__(self) -> bool:
-        return bool(self._entries)
-
 
 # --- policy variables ----------------------------------------------------------------
 
@@ -101,9 +97,10 @@ class Variable:
 
 
 # A glob or text as tokens: literal text, "*" and "?" wildcards, or a policy variable.
+# The wildcards carry a NUL so that a literal "*" (from ${*}) stays a different token.
 Token = str | Variable
-_STAR = "\x00*"
-_QUESTION = "\x00?"
+STAR = "\x00*"
+QUESTION = "\x00?"
 
 
 def tokenize(text: str, *, variables: bool, wildcards: bool) -> tuple[Token, ...]:
@@ -115,10 +112,10 @@ def tokenize(text: str, *, variables: bool, wildcards: bool) -> tuple[Token, ...
         if position % 2 == 0:
             if piece:
                 tokens.append(piece)
-        elif piece in ESCAPES:
-            tokens.append(ESCAPES[piece])
+        elif piece in _ESCAPES:
+            tokens.append(_ESCAPES[piece])
         elif piece in ("*", "?"):
-            tokens.append((_STAR if piece == "*" else _QUESTION) if wildcards else piece)
+            tokens.append((STAR if piece == "*" else QUESTION) if wildcards else piece)
         else:
             tokens.append(Variable.parse(piece[2:-1]))
     return tuple(tokens)
@@ -147,9 +144,9 @@ def glob_regex(
             if value is None:
                 return None
             parts.append(re.escape(value))
-        elif token == _STAR:
+        elif token == STAR:
             parts.append(".*")
-        elif token == _QUESTION:
+        elif token == QUESTION:
             parts.append(".")
         else:
             parts.append(re.escape(token))
@@ -167,7 +164,7 @@ def render(tokens: Sequence[Token], context: RequestContext) -> str | None:
                 return None
             parts.append(value)
         else:
-            parts.append({_STAR: "*", _QUESTION: "?"}.get(token, token))
+            parts.append({STAR: "*", QUESTION: "?"}.get(token, token))
     return "".join(parts)
 
 
@@ -178,7 +175,7 @@ def arn_globs(
     wildcard never reaches past its part (the last part, the resource, takes the rest)."""
     segments: list[list[Token]] = [[]]
     for token in tokens:
-        if isinstance(token, str) and token not in (_STAR, _QUESTION) and len(segments) < 6:
+        if isinstance(token, str) and token not in (STAR, QUESTION) and len(segments) < 6:
             first, *more = token.split(":", 6 - len(segments))
             segments[-1].append(first)
             segments.extend([piece] for piece in more)
@@ -189,8 +186,13 @@ def arn_globs(
         # over the whole value, a trailing `*` reaching across colons as in a Resource.
         whole = glob_regex(tokens, context)
         return None if whole is None else [whole]
-    globs = [glob_regex(segment, context) for segment in segments]
-    return None if any(glob is None for glob in globs) else globs  # type: ignore[return-value]
+    globs: list[re.Pattern[str]] = []
+    for segment in segments:
+        glob = glob_regex(segment, context)
+        if glob is None:
+            return None
+        globs.append(glob)
+    return globs
 
 
 # --- value types ----------------------------------------------------------------------
@@ -248,7 +250,7 @@ def _parse_binary(text: str) -> bytes:
 
 @dataclass(frozen=True)
 class _Kind:
-    """How one family of operators reads values, and what "matches" means for it."""
+    """How one family of operators reads the policy's values and the request's."""
 
     name: str  # for messages: "a date", "an IP address"...
     parse_policy: Callable[[str], Any] | None  # None: compared as text or glob
@@ -267,8 +269,9 @@ _IP = _Kind("an IP address", _parse_network, _parse_address)
 class _Operator:
     kind: _Kind
     negated: bool
-    # policy value (parsed, or tokens for text), request value (parsed) -> matches
-    compare: str  # one of: equals, equals_ignore_case, like, arn, eq, lt, le, gt, ge, in
+    # How a policy value matches a request value: equals, equals_ignore_case, like (glob),
+    # arn (a glob per ARN part), in (address in range), null, or an order in _ORDER.
+    compare: str
 
 
 _OPERATORS: dict[str, _Operator] = {

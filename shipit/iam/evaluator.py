@@ -20,10 +20,13 @@ from typing import Any, Literal, Protocol
 
 from shipit.errors import ConfigError, UsageError
 from shipit.iam.conditions import (
+    QUESTION,
+    STAR,
     ConditionResult,
     ConditionTest,
     RequestContext,
     Token,
+    Variable,
     glob_regex,
     has_variables,
     parse_condition,
@@ -44,7 +47,6 @@ _SID = re.compile(r"[A-Za-z0-9]*")
 # IAM refuses a wildcard in the service prefix (`*:GetBucket`, `s3*:Get*`).
 _ACTION_PATTERN = re.compile(r"\*|[A-Za-z0-9-]+:[A-Za-z0-9*?]+")
 _REQUEST_ACTION = re.compile(r"[A-Za-z0-9-]+:[A-Za-z0-9]+")
-_ESCAPED_WILDCARDS = re.compile(r"\$\{[*?$]\}")
 
 # AWS answers sts:GetCallerIdentity for any caller, even under an explicit Deny.
 NO_PERMISSION_ACTIONS = frozenset({"sts:getcalleridentity"})
@@ -97,6 +99,7 @@ class _Match(Enum):
 class _Pattern:
     """One Action or Resource glob; `*` and `?` only (no [classes]), across ':' and '/'."""
 
+    text: str
     tokens: tuple[Token, ...]
     ignore_case: bool
 
@@ -114,7 +117,7 @@ class _Pattern:
 
 def _compile(text: str, *, ignore_case: bool, variables: bool) -> _Pattern:
     tokens = tokenize(text, variables=variables, wildcards=True)
-    return _Pattern(tokens, ignore_case)
+    return _Pattern(text, tokens, ignore_case)
 
 
 @dataclass(frozen=True)
@@ -344,7 +347,7 @@ def _parse_statement(
     # (`arn:aws:iam::123456789012:u*`). A plain glob would match every user, role and
     # policy there: a false allow. Such a statement matches nothing instead.
     key = "NotResource" if resources.negated else "Resource"
-    void = [t for t in _strings(raw[key]) if _wildcard_in_resource_type(t)]
+    void = [p.text for p in resources.patterns if _wildcard_in_resource_type(p.tokens)]
     for text in void:
         warnings.append(
             f"{where}: {key} {text!r} has a wildcard in its resource type, which IAM does "
@@ -355,19 +358,23 @@ def _parse_statement(
     return Statement(index, sid or None, effect, actions, resources, conditions, bool(void))
 
 
-def _strings(value: object) -> list[str]:
-    """A checked Action or Resource value as a list (it is a string or a list of them)."""
-    return [value] if isinstance(value, str) else [t for t in value if isinstance(t, str)]  # type: ignore[attr-defined]
+def _shape(token: Token) -> str:
+    """A wildcard as "*"; literal text (a ${*} escape, a variable's value) without any."""
+    if isinstance(token, Variable):
+        return "x"
+    if token in (STAR, QUESTION):
+        return "*"
+    return token.replace("*", "x").replace("?", "x")
 
 
-def _wildcard_in_resource_type(arn: str) -> bool:
-    parts = _ESCAPED_WILDCARDS.sub("x", arn).split(":", 5)
+def _wildcard_in_resource_type(tokens: Sequence[Token]) -> bool:
+    parts = "".join(_shape(token) for token in tokens).split(":", 5)
     if len(parts) < 6 or parts[5] == "*":
         return False
     resource = parts[5]
     service = parts[2].lower()
     separator = re.search(r"[/:]", resource)
-    if service in _UNTYPED_SERVICES or "*" in service or "?" in service:
+    if service in _UNTYPED_SERVICES or "*" in service:
         return False
     if separator is not None:
         resource_type = resource[: separator.start()]
@@ -375,7 +382,7 @@ def _wildcard_in_resource_type(arn: str) -> bool:
         resource_type = resource
     else:
         return False
-    return "*" in resource_type or "?" in resource_type
+    return "*" in resource_type
 
 
 def _parse_patterns(
