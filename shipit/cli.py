@@ -592,11 +592,17 @@ def _check_table(report: CheckReport) -> str:
     from shipit.iam.access import VERDICT_LABELS
 
     rows = [
-        (VERDICT_LABELS[decision.decision], decision.action, decision.resource, decision.reason)
+        (
+            VERDICT_LABELS[decision.decision],
+            decision.action,
+            decision.resource,
+            "; ".join(f"{c.test.operator} {c.test.key}" for c in decision.conditions) or "-",
+            decision.reason,
+        )
         for decision in report.decisions
     ]
     title = "IAM check of " + ", ".join(report.policies)
-    return _ui.table(title, ("result", "action", "resource", "why"), rows)
+    return _ui.table(title, ("result", "action", "resource", "condition", "why"), rows)
 
 
 @iam_app.command("check")
@@ -622,6 +628,15 @@ def iam_check(
             "default: the resource shipit performs that action on.",
         ),
     ] = None,
+    context: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--context",
+            help="Request context KEY=VALUE (e.g. aws:username=alice), repeatable; a key "
+            "given twice has two values. With it, Conditions and policy variables are "
+            "judged and any key not given is absent from the request.",
+        ),
+    ] = None,
     account: AccountOption = None,
     region: RegionOption = None,
     repository: RepositoryOption = None,
@@ -633,8 +648,9 @@ def iam_check(
 ) -> None:
     """Evaluate policies locally: would they allow shipit's push (or the given actions)?
 
-    Exits 0 only when every action is allowed, 13 otherwise.
-    Example: shipit iam check --policy ci-role.json --policy boundary.json
+    Exits 0 only when every action is allowed, 13 otherwise; a statement whose Condition
+    needs the request counts as allowed only when --context says it holds.
+    Example: shipit iam check --policy ci-role.json --context aws:MultiFactorAuthPresent=true
     """
     settings = _setup(json_output, quiet, debug, project)
     from shipit.iam.access import check_policies
@@ -648,6 +664,7 @@ def iam_check(
         region=region,
         repository=repository,
         describe_images=describe_images,
+        context=context or (),
         progress=_ui.progress,
     )
     _ui.result(report.to_json(), _check_table(report))

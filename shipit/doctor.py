@@ -233,9 +233,10 @@ def check_iam_simulation(settings: Settings, identity: CallerIdentity | None) ->
         return Check(
             name,
             "ok",
-            f"all {len(simulation.decisions)} push actions allowed for {simulation.principal}",
+            f"all {len(simulation.decisions)} push actions allowed for {simulation.principal} "
+            f"({simulation.context.describe()})",
         )
-    refused = ", ".join(f"{d.action} ({d.decision})" for d in simulation.refused)
+    refused = ", ".join(d.describe() for d in simulation.refused)
     return Check(
         name,
         "fail",

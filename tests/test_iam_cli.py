@@ -385,3 +385,118 @@ def test_help_imports_neither_boto3_nor_docker() -> None:
     )
     assert completed.returncode == 0, completed.stderr
     assert "HEAVY []" in completed.stderr
+
+
+def mfa_policy(project: Project) -> dict[str, Any]:
+    """The push policy behind AWS's own MFA guard (Deny with BoolIfExists ... false)."""
+    policy = printed_policy(project)
+    policy["Statement"].append(
+        {
+            "Sid": "RequireMfa",
+            "Effect": "Deny",
+            "Action": "ecr:PutImage",
+            "Resource": "*",
+            "Condition": {"BoolIfExists": {"aws:MultiFactorAuthPresent": "false"}},
+        }
+    )
+    return policy
+
+
+def test_context_decides_a_condition_and_json_names_it(project: Project, tmp_path: Path) -> None:
+    path = write_policy(tmp_path, "mfa.json", mfa_policy(project))
+    without = check(project, "--policy", str(path), "--json")
+    assert without.code == ExitCode.POLICY_DENIED, without.output
+    checks = {c["action"]: c for c in first_json(without)["checks"]}
+    assert checks["ecr:PutImage"]["decision"] == "conditional"
+    assert first_json(without)["context"] is None
+
+    with_mfa = check(
+        project, "--policy", str(path), "--json", "--context", "aws:MultiFactorAuthPresent=true"
+    )
+    assert with_mfa.code == 0, with_mfa.output
+    document = first_json(with_mfa)
+    assert document["context"] == {"aws:MultiFactorAuthPresent": ["true"]}
+    assert {c["decision"] for c in document["checks"]} == {"allowed"}
+
+    no_mfa = check(project, "--policy", str(path), "--json", "--context", "aws:username=ci")
+    assert no_mfa.code == ExitCode.POLICY_DENIED, no_mfa.output
+    put = {c["action"]: c for c in first_json(no_mfa)["checks"]}["ecr:PutImage"]
+    assert (put["decision"], put["statement"]) == ("explicit_deny", "RequireMfa")
+    assert put["conditions"] == [
+        {
+            "operator": "BoolIfExists",
+            "key": "aws:MultiFactorAuthPresent",
+            "values": ["false"],
+            "request_values": None,
+            "holds": True,
+        }
+    ]
+    assert "ecr:PutImage is denied by RequireMfa" in error_line(no_mfa)
+
+
+def test_the_table_shows_the_deciding_condition(project: Project, tmp_path: Path) -> None:
+    path = write_policy(tmp_path, "mfa.json", mfa_policy(project))
+    result = check(project, "--policy", str(path), "--context", "aws:MultiFactorAuthPresent=false")
+    assert result.code == ExitCode.POLICY_DENIED, result.output
+    (row,) = [line for line in result.stdout.splitlines() if "ecr:PutImage" in line]
+    assert row.startswith("explicit deny")
+    assert "BoolIfExists aws:MultiFactorAuthPresent" in row
+    assert "(the request has 'false')" in row
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("aws:username", "--context 'aws:username' is not KEY=VALUE"),
+        ("username=ci", "--context 'username=ci' is not KEY=VALUE"),
+    ],
+)
+def test_a_malformed_context_is_a_usage_error(
+    project: Project, tmp_path: Path, option: str, message: str
+) -> None:
+    path = write_policy(tmp_path, "push.json", printed_policy(project))
+    result = check(project, "--policy", str(path), "--context", option)
+    assert result.code == ExitCode.USAGE, result.output
+    assert message in error_line(result)
+    assert result.stdout == ""
+
+
+def test_an_unknown_condition_operator_exits_3_naming_the_statement(
+    project: Project, tmp_path: Path
+) -> None:
+    policy = mfa_policy(project)
+    policy["Statement"][-1]["Condition"] = {"BoolIfExist": {"aws:MultiFactorAuthPresent": "no"}}
+    path = write_policy(tmp_path, "typo.json", policy)
+    result = check(project, "--policy", str(path), "--json")
+    assert result.code == ExitCode.CONFIG, result.output
+    line = error_line(result)
+    assert f"{path}: Statement[2] (Sid 'RequireMfa'): unknown condition operator" in line
+    assert "'BoolIfExist'" in line
+
+
+def test_a_policy_over_the_size_limit_exits_3(project: Project, tmp_path: Path) -> None:
+    policy = printed_policy(project)
+    policy["Statement"][1]["Resource"] = [
+        f"arn:aws:ecr:us-east-1:{ACCOUNT}:repository/team-{number:05d}" for number in range(250)
+    ]
+    path = write_policy(tmp_path, "huge.json", policy)
+    result = check(project, "--policy", str(path))
+    assert result.code == ExitCode.CONFIG, result.output
+    assert "more than IAM accepts in any identity policy (10240)" in error_line(result)
+
+
+def test_a_wildcard_resource_type_warns_and_allows_nothing(
+    project: Project, tmp_path: Path
+) -> None:
+    policy = printed_policy(project)
+    policy["Statement"][1]["Resource"] = f"arn:aws:ecr:us-east-1:{ACCOUNT}:*/shipit-example"
+    path = write_policy(tmp_path, "typed.json", policy)
+    result = check(project, "--policy", str(path), "--json")
+    assert result.code == ExitCode.POLICY_DENIED, result.output
+    document = first_json(result)
+    (warning,) = document["warnings"]
+    assert "wildcard in its resource type" in warning
+    assert warning in result.stderr
+    decisions = {c["action"]: c["decision"] for c in document["checks"]}
+    assert decisions.pop("ecr:GetAuthorizationToken") == "allowed"
+    assert set(decisions.values()) == {"implicit_deny"}

@@ -233,6 +233,7 @@ def test_decision_to_json() -> None:
         "statement": "Push",
         "source": "p.json",
         "reason": "Push in p.json allows it",
+        "conditions": [],
     }
     denied = evaluate(policies, "s3:GetObject", "*").to_json()
     assert (denied["decision"], denied["statement"], denied["source"]) == (

@@ -8,7 +8,7 @@ import botocore.exceptions
 import pytest
 
 from shipit.errors import AuthError
-from shipit.iam.identity import simulation_principal
+from shipit.iam.identity import SimulatedDecision, caller_context, simulation_principal
 from shipit.iam.refusal import refused_action
 from shipit.push_stream import classify_stream_error
 from shipit.registries.ecr import explain_aws_error
@@ -141,3 +141,65 @@ def test_messages_without_an_action_name_none(message: str) -> None:
 )
 def test_the_simulated_principal_of_a_caller(caller: str, principal: str | None) -> None:
     assert simulation_principal(caller) == principal
+
+
+def test_the_context_of_an_iam_user_names_the_user() -> None:
+    context = caller_context(
+        "arn:aws:iam::123456789012:user/team/ci", access_key="AKIAIOSFODNN7EXAMPLE"
+    )
+    assert context.entries() == [
+        {"ContextKeyName": "aws:username", "ContextKeyValues": ["ci"], "ContextKeyType": "string"},
+        {
+            "ContextKeyName": "aws:PrincipalArn",
+            "ContextKeyValues": ["arn:aws:iam::123456789012:user/team/ci"],
+            "ContextKeyType": "string",
+        },
+        {
+            "ContextKeyName": "aws:PrincipalAccount",
+            "ContextKeyValues": ["123456789012"],
+            "ContextKeyType": "string",
+        },
+    ]
+    # A long-term key never has aws:MultiFactorAuthPresent: passing "false" would be wrong.
+    assert context.mfa == "absent (long-term access key)"
+    assert context.describe().endswith("MFA absent (long-term access key)")
+
+
+def test_the_context_of_a_role_session_names_role_and_session() -> None:
+    context = caller_context(
+        ROLE_SESSION,
+        role_arn="arn:aws:iam::123456789012:role/deploy/ci-deploy",
+        role_id="AROAEXAMPLEID",
+        access_key="ASIAEXAMPLE",
+        mfa_serial="arn:aws:iam::123456789012:mfa/alice",
+    )
+    values = {entry["ContextKeyName"]: entry["ContextKeyValues"] for entry in context.entries()}
+    session = ROLE_SESSION.rsplit("/", 1)[-1]
+    assert values == {
+        "aws:PrincipalArn": ["arn:aws:iam::123456789012:role/deploy/ci-deploy"],
+        "aws:PrincipalAccount": ["123456789012"],
+        "aws:userid": [f"AROAEXAMPLEID:{session}"],
+        "aws:MultiFactorAuthPresent": ["true"],
+    }
+    assert "aws:username" not in values
+    assert context.mfa == "present"
+
+
+def test_a_role_session_without_role_details_still_names_the_role() -> None:
+    context = caller_context(ROLE_SESSION, access_key="ASIAEXAMPLE")
+    values = {entry["ContextKeyName"]: entry["ContextKeyValues"] for entry in context.entries()}
+    assert values["aws:PrincipalArn"] == ["arn:aws:iam::123456789012:role/ci-deploy"]
+    assert "aws:userid" not in values
+    assert context.mfa == "unknown"
+
+
+def test_a_refused_simulation_names_the_keys_it_lacked() -> None:
+    refused = SimulatedDecision(
+        "ecr:PutImage", "*", "implicitDeny", ("aws:MultiFactorAuthPresent",)
+    )
+    assert refused.describe() == (
+        "ecr:PutImage (implicitDeny; depends on aws:MultiFactorAuthPresent)"
+    )
+    assert SimulatedDecision("ecr:PutImage", "*", "explicitDeny").describe() == (
+        "ecr:PutImage (explicitDeny)"
+    )

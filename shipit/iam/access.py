@@ -24,6 +24,7 @@ from shipit.iam.actions import (
     validate_account_id,
     validate_repository_name,
 )
+from shipit.iam.conditions import RequestContext
 from shipit.iam.evaluator import Decision, Verdict, evaluate_all, load_policy
 from shipit.progress import Progress, quiet
 
@@ -130,6 +131,9 @@ class CheckReport:
     policies: tuple[str, ...]
     decisions: tuple[Decision, ...]
     scope: PushScope | None
+    # None: no --context, so Conditions and policy variables stay "conditional".
+    context: RequestContext | None = None
+    warnings: tuple[str, ...] = ()
 
     @property
     def refused(self) -> tuple[Decision, ...]:
@@ -144,6 +148,8 @@ class CheckReport:
             "ok": self.ok,
             "policies": list(self.policies),
             "scope": None if self.scope is None else self.scope.to_json(),
+            "context": None if self.context is None else self.context.to_json(),
+            "warnings": list(self.warnings),
             "checks": [decision.to_json() for decision in self.decisions],
         }
 
@@ -209,17 +215,24 @@ def check_policies(
     region: str | None = None,
     repository: str | None = None,
     describe_images: bool = False,
+    context: Sequence[str] = (),
     progress: Progress = quiet,
 ) -> CheckReport:
     """Evaluate the policy files, as if attached together to one identity, on each request.
 
     Without --action the requests are shipit's own push to the configured repository.
+    `context` holds the --context KEY=VALUE options: with any, they are the whole request
+    context and every Condition is judged; a key they do not name is absent from the request.
     """
     if not policy_files:
         raise UsageError("no policy to check", "pass --policy FILE (repeat it for several)")
     if account is not None:
         validate_account_id(account)
+    request_context = RequestContext.from_options(context) if context else None
     policies = [load_policy(path) for path in policy_files]
+    warnings = tuple(warning for policy in policies for warning in policy.warnings)
+    for warning in warnings:
+        progress(f"warning: {warning}")
     scopes: list[PushScope] = []
 
     def scope() -> PushScope:
@@ -236,9 +249,11 @@ def check_policies(
         return scopes[-1]
 
     requests = _requests(actions, resources, scope)
-    decisions = evaluate_all(policies, requests)
+    decisions = evaluate_all(policies, requests, request_context)
     return CheckReport(
         policies=tuple(policy.source for policy in policies),
         decisions=tuple(decisions),
         scope=scopes[-1] if scopes else None,
+        context=request_context,
+        warnings=warnings,
     )

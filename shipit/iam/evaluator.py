@@ -3,8 +3,9 @@
 It answers "would these policies, attached to a user, its groups or a role, let a request do
 ACTION on RESOURCE?" as IAM does when only identity policies are involved: no resource
 policies, SCPs, permission boundaries or session policies. Conditions and policy variables
-depend on the request context, which a local check does not have, so a statement that needs
-them is reported as "conditional" and is never silently counted as matching.
+depend on the request context: given one (conditions.RequestContext) they are judged as IAM
+judges them; without one, a statement that needs them is reported as "conditional" and is
+never silently counted as matching.
 """
 
 from __future__ import annotations
@@ -15,9 +16,22 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from shipit.errors import ConfigError, UsageError
+from shipit.iam.conditions import (
+    QUESTION,
+    STAR,
+    ConditionResult,
+    ConditionTest,
+    RequestContext,
+    Token,
+    Variable,
+    glob_regex,
+    has_variables,
+    parse_condition,
+    tokenize,
+)
 
 Verdict = Literal["allowed", "explicit_deny", "implicit_deny", "conditional"]
 Effect = Literal["Allow", "Deny"]
@@ -30,12 +44,49 @@ _STATEMENT_KEYS = frozenset(
     {"Sid", "Effect", "Action", "NotAction", "Resource", "NotResource", "Condition"}
 )
 _SID = re.compile(r"[A-Za-z0-9]*")
-_ACTION_PATTERN = re.compile(r"\*|[A-Za-z0-9*?-]+:[A-Za-z0-9*?]+")
+# IAM refuses a wildcard in the service prefix (`*:GetBucket`, `s3*:Get*`).
+_ACTION_PATTERN = re.compile(r"\*|[A-Za-z0-9-]+:[A-Za-z0-9*?]+")
 _REQUEST_ACTION = re.compile(r"[A-Za-z0-9-]+:[A-Za-z0-9]+")
-_WILDCARDS = re.compile(r"(\*|\?)")
-_WILDCARDS_AND_VARIABLES = re.compile(r"(\$\{[^}]*\}|\*|\?)")
-# In the 2012-10-17 language these spell a literal character instead of a wildcard.
-_ESCAPES = frozenset({"${*}", "${?}", "${$}"})
+
+# AWS answers sts:GetCallerIdentity for any caller, even under an explicit Deny.
+NO_PERMISSION_ACTIONS = frozenset({"sts:getcalleridentity"})
+
+# IAM counts policy size without white space. 10,240 is the most any identity policy may
+# hold (a role's inline policy); a managed policy holds 6,144, a user's inline one 2,048.
+MAX_POLICY_CHARACTERS = 10_240
+MANAGED_POLICY_CHARACTERS = 6_144
+
+# Most ARNs name a resource type before the first '/' or ':' of their resource part, but
+# these start it with a name (bucket, queue, topic, API id), where a wildcard is fine.
+_UNTYPED_SERVICES = frozenset({"s3", "sqs", "sns", "execute-api"})
+# Services whose every ARN names a resource type first (user/, repository/, instance/...),
+# so a bare `u*` there, without any separator, is a wildcard in the type.
+_TYPED_SERVICES = frozenset(
+    {
+        "acm",
+        "autoscaling",
+        "cloudformation",
+        "cloudwatch",
+        "codebuild",
+        "dynamodb",
+        "ec2",
+        "ecr",
+        "ecs",
+        "eks",
+        "elasticloadbalancing",
+        "events",
+        "iam",
+        "kms",
+        "lambda",
+        "logs",
+        "rds",
+        "route53",
+        "secretsmanager",
+        "ssm",
+        "states",
+        "sts",
+    }
+)
 
 
 class _Match(Enum):
@@ -46,36 +97,27 @@ class _Match(Enum):
 
 @dataclass(frozen=True)
 class _Pattern:
-    regex: re.Pattern[str]
-    has_variable: bool
+    """One Action or Resource glob; `*` and `?` only (no [classes]), across ':' and '/'."""
 
-    def match(self, value: str) -> _Match:
-        if self.regex.fullmatch(value) is None:
+    text: str
+    tokens: tuple[Token, ...]
+    ignore_case: bool
+
+    @property
+    def has_variable(self) -> bool:
+        return has_variables(self.tokens)
+
+    def match(self, value: str, context: RequestContext | None) -> _Match:
+        regex = glob_regex(self.tokens, context, ignore_case=self.ignore_case)
+        if regex is None or regex.fullmatch(value) is None:
             return _Match.NO
-        # The variable was matched as "anything"; the real request may not fit it.
-        return _Match.MAYBE if self.has_variable else _Match.YES
+        # Without a request, a variable was matched as "anything"; the request may not fit.
+        return _Match.MAYBE if context is None and self.has_variable else _Match.YES
 
 
 def _compile(text: str, *, ignore_case: bool, variables: bool) -> _Pattern:
-    """IAM globbing: `*` and `?` only (no [classes]), across ':' and '/' alike."""
-    splitter = _WILDCARDS_AND_VARIABLES if variables else _WILDCARDS
-    parts: list[str] = []
-    has_variable = False
-    # re.split with one group alternates literal text (even) and the separators (odd).
-    for position, piece in enumerate(splitter.split(text)):
-        if position % 2 == 0:
-            parts.append(re.escape(piece))
-        elif piece in _ESCAPES:
-            parts.append(re.escape(piece[2]))
-        elif piece == "*":
-            parts.append(".*")
-        elif piece == "?":
-            parts.append(".")
-        else:
-            has_variable = True
-            parts.append(".*")
-    flags = re.DOTALL | (re.IGNORECASE if ignore_case else 0)
-    return _Pattern(re.compile("".join(parts), flags), has_variable)
+    tokens = tokenize(text, variables=variables, wildcards=True)
+    return _Pattern(text, tokens, ignore_case)
 
 
 @dataclass(frozen=True)
@@ -83,8 +125,8 @@ class _PatternList:
     patterns: tuple[_Pattern, ...]
     negated: bool  # NotAction / NotResource: the statement covers everything else
 
-    def match(self, value: str) -> _Match:
-        results = {pattern.match(value) for pattern in self.patterns}
+    def match(self, value: str, context: RequestContext | None) -> _Match:
+        results = {pattern.match(value, context) for pattern in self.patterns}
         found = next((m for m in (_Match.YES, _Match.MAYBE) if m in results), _Match.NO)
         if not self.negated or found is _Match.MAYBE:
             return found
@@ -100,19 +142,41 @@ class Statement:
     effect: Effect
     actions: _PatternList
     resources: _PatternList
-    has_condition: bool
+    conditions: tuple[ConditionTest, ...] = ()
+    matches_nothing: bool = False  # see _wildcard_in_resource_type
 
     @property
     def label(self) -> str:
         return self.sid or f"Statement[{self.index}]"
 
-    def applies_to(self, action: str, resource: str) -> _Match:
-        matches = {self.actions.match(action), self.resources.match(resource)}
+    @property
+    def has_condition(self) -> bool:
+        return bool(self.conditions)
+
+    def applies_to(
+        self, action: str, resource: str, context: RequestContext | None = None
+    ) -> tuple[_Match, tuple[ConditionResult, ...]]:
+        """Whether the statement covers the request, and how its Condition came out.
+
+        With a context every key is judged: all must hold (AND between keys; OR between
+        the values of one key is the operator's business). The results are those that
+        decided: all of them when they hold, else the first that does not.
+        """
+        if self.matches_nothing:
+            return _Match.NO, ()
+        matches = {self.actions.match(action, None), self.resources.match(resource, context)}
         if _Match.NO in matches:
-            return _Match.NO
-        if self.has_condition or _Match.MAYBE in matches:
-            return _Match.MAYBE
-        return _Match.YES
+            return _Match.NO, ()
+        if context is None:
+            unknown = self.has_condition or _Match.MAYBE in matches
+            return (_Match.MAYBE if unknown else _Match.YES), ()
+        results: list[ConditionResult] = []
+        for test in self.conditions:
+            result = test.evaluate(context)
+            if not result.holds:
+                return _Match.NO, (result,)
+            results.append(result)
+        return _Match.YES, tuple(results)
 
 
 @dataclass(frozen=True)
@@ -122,6 +186,8 @@ class Policy:
     source: str
     version: str
     statements: tuple[Statement, ...]
+    # Things IAM accepts but that do not do what they seem to (a wildcard resource type).
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -134,12 +200,14 @@ class Decision:
     statement: str | None
     source: str | None
     reason: str
+    # The Condition tests of `statement` that decided, with the request's values.
+    conditions: tuple[ConditionResult, ...] = ()
 
     @property
     def allowed(self) -> bool:
         return self.decision == "allowed"
 
-    def to_json(self) -> dict[str, str | None]:
+    def to_json(self) -> dict[str, Any]:
         return {
             "action": self.action,
             "resource": self.resource,
@@ -147,6 +215,7 @@ class Decision:
             "statement": self.statement,
             "source": self.source,
             "reason": self.reason,
+            "conditions": [result.to_json() for result in self.conditions],
         }
 
 
@@ -182,7 +251,28 @@ def load_policy(path: str | Path) -> Policy:
             f"{source}: line {error.lineno}, column {error.colno}: invalid JSON ({error.msg})",
             "fix the JSON at that position",
         ) from error
-    return parse_policy(document, source)
+    policy = parse_policy(document, source)
+    size = policy_size(text)
+    if size > MAX_POLICY_CHARACTERS:
+        raise ConfigError(
+            f"{source}: {size} characters without white space, more than IAM accepts in any "
+            f"identity policy ({MAX_POLICY_CHARACTERS})",
+            "split it into several policies (pass each with --policy) or use wildcards",
+        )
+    if size > MANAGED_POLICY_CHARACTERS:
+        warning = (
+            f"{source}: {size} characters without white space: too long for a managed "
+            f"policy ({MANAGED_POLICY_CHARACTERS}); only a role's inline policy holds it"
+        )
+        policy = Policy(
+            policy.source, policy.version, policy.statements, (*policy.warnings, warning)
+        )
+    return policy
+
+
+def policy_size(text: str) -> int:
+    """The size IAM measures a policy by: its characters without white space."""
+    return sum(1 for character in text if not character.isspace())
 
 
 def parse_policy(document: object, source: str) -> Policy:
@@ -211,13 +301,17 @@ def parse_policy(document: object, source: str) -> Policy:
             f"{source}: Statement is missing or is not an object or a list of objects",
             "add a Statement list",
         )
+    warnings: list[str] = []
     statements = tuple(
-        _parse_statement(raw, index, source, version) for index, raw in enumerate(raw_statements)
+        _parse_statement(raw, index, source, version, warnings)
+        for index, raw in enumerate(raw_statements)
     )
-    return Policy(source, version, statements)
+    return Policy(source, version, statements, tuple(warnings))
 
 
-def _parse_statement(raw: object, index: int, source: str, version: str) -> Statement:
+def _parse_statement(
+    raw: object, index: int, source: str, version: str, warnings: list[str]
+) -> Statement:
     where = f"{source}: Statement[{index}]"
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: a statement must be a JSON object", "fix the statement")
@@ -245,19 +339,50 @@ def _parse_statement(raw: object, index: int, source: str, version: str) -> Stat
     actions = _parse_patterns(
         raw, "Action", where, _check_action, ignore_case=True, variables=False
     )
+    variables = version == "2012-10-17"
     resources = _parse_patterns(
-        raw,
-        "Resource",
-        where,
-        _check_resource,
-        ignore_case=False,
-        variables=version == "2012-10-17",
+        raw, "Resource", where, _check_resource, ignore_case=False, variables=variables
     )
-    condition = raw.get("Condition", {})
-    if not isinstance(condition, dict):
-        raise ConfigError(f"{where}: Condition must be a JSON object", "fix the Condition")
+    # The ARN identifiers page forbids a wildcard in the resource type
+    # (`arn:aws:iam::123456789012:u*`). A plain glob would match every user, role and
+    # policy there: a false allow. Such a statement matches nothing instead.
+    key = "NotResource" if resources.negated else "Resource"
+    void = [p.text for p in resources.patterns if _wildcard_in_resource_type(p.tokens)]
+    for text in void:
+        warnings.append(
+            f"{where}: {key} {text!r} has a wildcard in its resource type, which IAM does "
+            "not allow: the statement matches nothing"
+        )
     # An empty Condition block tests nothing, so the statement is unconditional.
-    return Statement(index, sid or None, effect, actions, resources, bool(condition))
+    conditions = parse_condition(raw.get("Condition", {}), where, variables=variables)
+    return Statement(index, sid or None, effect, actions, resources, conditions, bool(void))
+
+
+def _shape(token: Token) -> str:
+    """A wildcard as "*"; literal text (a ${*} escape, a variable's value) without any."""
+    if isinstance(token, Variable):
+        return "x"
+    if token in (STAR, QUESTION):
+        return "*"
+    return token.replace("*", "x").replace("?", "x")
+
+
+def _wildcard_in_resource_type(tokens: Sequence[Token]) -> bool:
+    parts = "".join(_shape(token) for token in tokens).split(":", 5)
+    if len(parts) < 6 or parts[5] == "*":
+        return False
+    resource = parts[5]
+    service = parts[2].lower()
+    separator = re.search(r"[/:]", resource)
+    if service in _UNTYPED_SERVICES or "*" in service:
+        return False
+    if separator is not None:
+        resource_type = resource[: separator.start()]
+    elif service in _TYPED_SERVICES:
+        resource_type = resource
+    else:
+        return False
+    return "*" in resource_type
 
 
 def _parse_patterns(
@@ -311,38 +436,71 @@ def _check_resource(text: str, where: str) -> None:
 class _Hit:
     source: str
     statement: Statement
+    conditions: tuple[ConditionResult, ...] = ()
 
     @property
     def context_needed(self) -> str:
         needed = "its Condition" if self.statement.has_condition else "a policy variable"
-        return f"{needed}, which cannot be judged locally"
+        return f"{needed}, which needs the request context (--context KEY=VALUE)"
+
+    @property
+    def because(self) -> str:
+        return "; ".join(result.describe() for result in self.conditions)
 
     def __str__(self) -> str:
         return f"{self.statement.label} in {self.source}"
 
 
-def evaluate(policies: Sequence[Policy], action: str, resource: str) -> Decision:
-    """IAM's decision for one request: explicit Deny, then Allow, else implicit deny."""
+def evaluate(
+    policies: Sequence[Policy],
+    action: str,
+    resource: str,
+    context: RequestContext | None = None,
+) -> Decision:
+    """IAM's decision for one request: explicit Deny, then Allow, else implicit deny.
+
+    With `context` (the request's condition keys) every Condition and policy variable is
+    judged; without it a statement that depends on them is only "conditional".
+    """
     _check_request(action, resource)
+    if action.lower() in NO_PERMISSION_ACTIONS:
+        return Decision(
+            action,
+            resource,
+            "allowed",
+            None,
+            None,
+            f"{action} needs no permission: AWS answers it even under an explicit Deny",
+        )
     # The first statement (policy order, then statement order) of each kind names the reason.
     first: dict[tuple[Effect, _Match], _Hit] = {}
+    # An Allow that covers the request but whose Condition does not hold, to say why not.
+    failed_allow: _Hit | None = None
     for policy in policies:
         for statement in policy.statements:
-            match = statement.applies_to(action, resource)
-            first.setdefault((statement.effect, match), _Hit(policy.source, statement))
+            match, results = statement.applies_to(action, resource, context)
+            hit = _Hit(policy.source, statement, results)
+            first.setdefault((statement.effect, match), hit)
+            if match is _Match.NO and results and statement.effect == "Allow":
+                failed_allow = failed_allow or hit
     deny = first.get(("Deny", _Match.YES))
     conditional_deny = first.get(("Deny", _Match.MAYBE))
     allow = first.get(("Allow", _Match.YES))
     conditional_allow = first.get(("Allow", _Match.MAYBE))
 
     def decide(verdict: Verdict, hit: _Hit | None, reason: str) -> Decision:
-        statement, source = (hit.statement.label, hit.source) if hit else (None, None)
-        return Decision(action, resource, verdict, statement, source, reason)
+        if hit is None:
+            return Decision(action, resource, verdict, None, None, reason)
+        return Decision(
+            action, resource, verdict, hit.statement.label, hit.source, reason, hit.conditions
+        )
 
     if deny:
-        return decide("explicit_deny", deny, f"{deny} denies it, and a Deny beats any Allow")
+        when = f" ({deny.because})" if deny.conditions else ""
+        return decide("explicit_deny", deny, f"{deny} denies it{when}, and a Deny beats any Allow")
     if allow and not conditional_deny:
-        return decide("allowed", allow, f"{allow} allows it")
+        when = f" ({allow.because})" if allow.conditions else ""
+        return decide("allowed", allow, f"{allow} allows it{when}")
     # Without any Allow the request is denied whatever a conditional Deny would say.
     if conditional_deny and (allow or conditional_allow):
         return decide(
@@ -355,6 +513,13 @@ def evaluate(policies: Sequence[Policy], action: str, resource: str) -> Decision
             "conditional",
             conditional_allow,
             f"{conditional_allow} allows it only depending on {conditional_allow.context_needed}",
+        )
+    if failed_allow:
+        return decide(
+            "implicit_deny",
+            failed_allow,
+            f"no statement allows it (implicit deny): {failed_allow} would, but "
+            f"{failed_allow.because}",
         )
     return decide("implicit_deny", None, "no statement allows it (implicit deny)")
 
@@ -372,9 +537,13 @@ def _check_request(action: str, resource: str) -> None:
         )
 
 
-def evaluate_all(policies: Sequence[Policy], checks: Iterable[AccessRequest]) -> list[Decision]:
+def evaluate_all(
+    policies: Sequence[Policy],
+    checks: Iterable[AccessRequest],
+    context: RequestContext | None = None,
+) -> list[Decision]:
     """One decision per check, in the order of `checks`."""
-    return [evaluate(policies, check.action, check.resource) for check in checks]
+    return [evaluate(policies, check.action, check.resource, context) for check in checks]
 
 
 def all_allowed(decisions: Iterable[Decision]) -> bool:

@@ -11,20 +11,26 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import BotoCoreError
 
 from shipit.errors import AwsError
 from shipit.registries.ecr import AWS_FAILURES, CallerIdentity, Ecr, explain_aws_error
 
 if TYPE_CHECKING:
     from mypy_boto3_iam import IAMClient
+    from mypy_boto3_iam.type_defs import ContextEntryTypeDef
 
     from shipit.iam.actions import RequiredAccess
 
-_ASSUMED_ROLE = re.compile(r"arn:(aws[a-z-]*):sts::([0-9]{12}):assumed-role/([^/]+)/[^/]+")
+_ASSUMED_ROLE = re.compile(r"arn:(aws[a-z-]*):sts::([0-9]{12}):assumed-role/([^/]+)/([^/]+)")
+_IAM_USER = re.compile(r"arn:aws[a-z-]*:iam::([0-9]{12}):user/(?:.*/)?([^/]+)")
+# Access key ids of long-term credentials (an IAM user's keys) start with AKIA; temporary
+# ones (a role session, GetSessionToken) with ASIA.
+_LONG_TERM_KEY_PREFIX = "AKIA"
 _IAM_USER_OR_ROLE = re.compile(r"arn:aws[a-z-]*:iam::[0-9]{12}:(?:user|role)/.+")
 # A doctor check must not hang on an endpoint that fails: one retry, short timeouts.
 _IAM_CONFIG = {"retries": {"max_attempts": 2, "mode": "standard"}, "connect_timeout": 5}
@@ -46,7 +52,7 @@ def simulation_principal(caller_arn: str) -> str | None:
     """
     assumed = _ASSUMED_ROLE.fullmatch(caller_arn)
     if assumed is not None:
-        partition, account, name = assumed.groups()
+        partition, account, name, _ = assumed.groups()
         return f"arn:{partition}:iam::{account}:role/{name}"
     if _IAM_USER_OR_ROLE.fullmatch(caller_arn):
         return caller_arn
@@ -54,20 +60,95 @@ def simulation_principal(caller_arn: str) -> str | None:
 
 
 @dataclass(frozen=True)
+class CallerContext:
+    """The request context keys shipit knows about its caller, for IAM's simulation.
+
+    Without them IAM simulates a request that has no aws:username and no MFA, and a policy
+    that names the user or demands MFA (as AWS's own examples do) looks broken or fine for
+    the wrong reason.
+    """
+
+    # (key, IAM's ContextKeyType, value)
+    keys: tuple[tuple[str, Literal["string", "boolean"], str], ...]
+    # "present", "absent (long-term access key)" or "unknown": MFA is in no ARN or key id.
+    mfa: str
+
+    def entries(self) -> list[ContextEntryTypeDef]:
+        return [
+            {"ContextKeyName": key, "ContextKeyValues": [value], "ContextKeyType": kind}
+            for key, kind, value in self.keys
+        ]
+
+    def describe(self) -> str:
+        known = ", ".join(f"{key}={value}" for key, _, value in self.keys)
+        return f"{known}; MFA {self.mfa}" if known else f"MFA {self.mfa}"
+
+
+def caller_context(
+    caller_arn: str,
+    *,
+    role_arn: str | None = None,
+    role_id: str | None = None,
+    access_key: str | None = None,
+    mfa_serial: str | None = None,
+) -> CallerContext:
+    """The caller's own context: aws:username for an IAM user; for a role session the role
+    (aws:PrincipalArn) and, when IAM told the role id, aws:userid (ROLEID:SESSION).
+
+    aws:MultiFactorAuthPresent is "true" when the profile assumed its role with an MFA
+    device (mfa_serial); an IAM user's long-term access key never carries the key at all.
+    """
+    keys: list[tuple[str, Literal["string", "boolean"], str]] = []
+    user = _IAM_USER.fullmatch(caller_arn)
+    assumed = _ASSUMED_ROLE.fullmatch(caller_arn)
+    if user is not None:
+        keys += [
+            ("aws:username", "string", user.group(2)),
+            ("aws:PrincipalArn", "string", caller_arn),
+            ("aws:PrincipalAccount", "string", user.group(1)),
+        ]
+    elif assumed is not None:
+        partition, account, name, session = assumed.groups()
+        principal = role_arn or f"arn:{partition}:iam::{account}:role/{name}"
+        keys += [
+            ("aws:PrincipalArn", "string", principal),
+            ("aws:PrincipalAccount", "string", account),
+        ]
+        if role_id:
+            keys.append(("aws:userid", "string", f"{role_id}:{session}"))
+    if mfa_serial:
+        keys.append(("aws:MultiFactorAuthPresent", "boolean", "true"))
+        mfa = "present"
+    elif access_key is not None and access_key.startswith(_LONG_TERM_KEY_PREFIX):
+        mfa = "absent (long-term access key)"
+    else:
+        mfa = "unknown"
+    return CallerContext(tuple(keys), mfa)
+
+
+@dataclass(frozen=True)
 class SimulatedDecision:
     action: str
     resource: str
     decision: str  # IAM's words: allowed, explicitDeny or implicitDeny
+    # Condition keys a policy asked about that the simulation had no value for.
+    missing_context: tuple[str, ...] = ()
 
     @property
     def allowed(self) -> bool:
         return self.decision == "allowed"
+
+    def describe(self) -> str:
+        if not self.missing_context:
+            return f"{self.action} ({self.decision})"
+        return f"{self.action} ({self.decision}; depends on {', '.join(self.missing_context)})"
 
 
 @dataclass(frozen=True)
 class Simulation:
     principal: str
     decisions: tuple[SimulatedDecision, ...]
+    context: CallerContext = CallerContext((), "unknown")
 
     @property
     def refused(self) -> tuple[SimulatedDecision, ...]:
@@ -80,15 +161,28 @@ def _iam_client(region: str) -> IAMClient:
     return boto3.session.Session().client("iam", config=config)
 
 
-def _role_arn(client: IAMClient, arn: str) -> str:
-    """The role's full ARN (with its path), or `arn` when IAM will not say."""
+def _role(client: IAMClient, arn: str) -> tuple[str, str | None]:
+    """The role's full ARN (with its path) and id, or `arn` and None when IAM will not say."""
     name = arn.rsplit("/", 1)[-1]
     try:
-        return str(client.get_role(RoleName=name)["Role"]["Arn"])
+        role = client.get_role(RoleName=name)["Role"]
+        return str(role["Arn"]), str(role["RoleId"])
     except AWS_FAILURES:
         # Reading the role needs iam:GetRole; without it the path-less ARN still works for
         # every role created without a path, which is most of them.
-        return arn
+        return arn, None
+
+
+def _own_credentials() -> tuple[str | None, str | None]:
+    """The access key id boto3 signs with, and the profile's mfa_serial if it has one."""
+    session = boto3.session.Session()
+    credentials = session.get_credentials()
+    access_key = None if credentials is None else credentials.access_key
+    try:
+        serial = session._session.get_scoped_config().get("mfa_serial")
+    except BotoCoreError:  # a profile that cannot be read has no MFA device that we know of
+        serial = None
+    return access_key, (str(serial) if serial else None)
 
 
 def simulate(region: str, caller_arn: str, accesses: Sequence[RequiredAccess]) -> Simulation:
@@ -102,8 +196,17 @@ def simulate(region: str, caller_arn: str, accesses: Sequence[RequiredAccess]) -
             f"{caller_arn} is not an IAM user or role session, which is all IAM can simulate"
         )
     client = _iam_client(region)
+    role_id = None
     if ":role/" in principal:
-        principal = _role_arn(client, principal)
+        principal, role_id = _role(client, principal)
+    access_key, mfa_serial = _own_credentials()
+    context = caller_context(
+        caller_arn,
+        role_arn=principal if role_id else None,
+        role_id=role_id,
+        access_key=access_key,
+        mfa_serial=mfa_serial,
+    )
     by_resource: dict[str, list[str]] = {}
     for access in accesses:
         by_resource.setdefault(access.resource, []).append(access.action)
@@ -114,10 +217,17 @@ def simulate(region: str, caller_arn: str, accesses: Sequence[RequiredAccess]) -
         for resource, actions in by_resource.items():
             # Without ResourceArns IAM simulates on "*", where the token action is granted.
             pages = (
-                paginator.paginate(PolicySourceArn=principal, ActionNames=actions)
+                paginator.paginate(
+                    PolicySourceArn=principal,
+                    ActionNames=actions,
+                    ContextEntries=context.entries(),
+                )
                 if resource == "*"
                 else paginator.paginate(
-                    PolicySourceArn=principal, ActionNames=actions, ResourceArns=[resource]
+                    PolicySourceArn=principal,
+                    ActionNames=actions,
+                    ResourceArns=[resource],
+                    ContextEntries=context.entries(),
                 )
             )
             for page in pages:
@@ -126,9 +236,10 @@ def simulate(region: str, caller_arn: str, accesses: Sequence[RequiredAccess]) -
                         action=result["EvalActionName"],
                         resource=result.get("EvalResourceName", resource),
                         decision=result["EvalDecision"],
+                        missing_context=tuple(result.get("MissingContextValues", [])),
                     )
                     for result in page["EvaluationResults"]
                 )
     except AWS_FAILURES as error:
         raise explain_aws_error(error, doing) from error
-    return Simulation(principal, tuple(decisions))
+    return Simulation(principal, tuple(decisions), context)
