@@ -16,6 +16,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+# typer 0.26+ carries its own click; this is the error its no_args_is_help raises.
+from typer._click.exceptions import NoArgsIsHelpError
+
 from shipit import __version__
 from shipit.entry import HELP_WIDTH
 from shipit.errors import ExitCode, Interrupted, OutputClosed, ShipitError, UsageError
@@ -661,13 +664,28 @@ def top_level_help() -> str:
         return context.get_help() + "\n"
 
 
+def _wants_json(argv: list[str]) -> bool:
+    """--json among the options: a usage error, found before any command ran, is JSON too."""
+    options = argv[: argv.index("--")] if "--" in argv else argv
+    return "--json" in options
+
+
 def main(argv: list[str] | None = None) -> int:
+    global _ui  # noqa: PLW0603 - errors before a command chose its Ui still honour --json
+    argv = sys.argv[1:] if argv is None else argv
+    _ui = Ui(json_output=_wants_json(argv))
     command = typer.main.get_command(app)
     try:
         returned = command.main(args=argv, prog_name="shipit", standalone_mode=False)
         # Typer turns Ctrl-C into a returned 130 when it does not own the exit.
         if returned == ExitCode.INTERRUPTED:
             raise KeyboardInterrupt
+        _ui.finish()
+    except NoArgsIsHelpError as missing:
+        # `shipit` or `shipit iam` alone: the help, as git prints it, on stdout; still a
+        # usage error (2) for a script that forgot the command.
+        sys.stdout.write(missing.ctx.get_help() + "\n")
+        return int(ExitCode.USAGE)
     except ShipitError as error:
         if not isinstance(error, OutputClosed):
             _ui.error(error)

@@ -30,8 +30,8 @@ ALL_CHECKS = [
 
 
 def report_of(result: Result) -> dict[str, Any]:
-    """The doctor's report: the first document on stdout (an error document may follow)."""
-    document, _ = json.JSONDecoder().raw_decode(result.stdout.lstrip())
+    """The doctor's report: the one document on stdout, with the error inside on failure."""
+    document = json.loads(result.stdout)
     assert isinstance(document, dict)
     return document
 
