@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from shipit.errors import ConfigError
+from shipit.reference import TAG_HINT, is_valid_host, is_valid_tag, parse_name, parse_reference
 
 DEFAULT_BASE_IMAGE = "nginx:1.27.3-bookworm"
 # Built by scripts/testenv.sh from Debian packages where the official image cannot be pulled.
@@ -24,56 +25,32 @@ LOCAL_BASE_IMAGE = "shipit-local/nginx:bookworm"
 DEFAULT_DOCKERHUB_REGISTRY = "docker.io"
 CONFIG_FILE = "shipit.toml"
 
-# The Docker reference grammar (distribution/reference), without digests: shipit names tags.
-_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_DOMAIN = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9-]+)*(?::[0-9]+)?)"
-_PATH_RE = re.compile(rf"^{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*$")
-_TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$")
 _REGION_RE = re.compile(r"^[a-z]{2}(?:-gov|-iso[a-z]*)?-[a-z]+-\d{1,2}$")
-_HOST_RE = re.compile(rf"^{_DOMAIN}$")
 _MUTABILITY = ("MUTABLE", "IMMUTABLE")
 _KIND_NAMES = {str: "a string", int: "a whole number", float: "a number", bool: "true or false"}
 _SECRET_WORDS = ("token", "password", "secret", "access_key")
 
 
-def _is_valid_repository(value: str) -> bool:
-    first, _, rest = value.partition("/")
-    # As in Docker: the first component is a registry host only if it looks like one.
-    if rest and ("." in first or ":" in first or first == "localhost"):
-        return bool(_HOST_RE.match(first) and _PATH_RE.match(rest))
-    return bool(_PATH_RE.match(value))
-
-
 def validate_repository(value: str, what: str = "image name") -> str:
-    if len(value) > 255 or not _is_valid_repository(value):
-        raise ConfigError(
-            f"{what} {value!r} is not a valid image repository name",
-            "use lowercase letters, digits and . _ - separators, e.g. 'shipit-site' or "
-            "'registry.example.com/team/site'",
-        )
+    parse_name(value, what)
     return value
 
 
 def validate_tag(value: str) -> str:
-    if not _TAG_RE.match(value):
-        raise ConfigError(
-            f"image tag {value!r} is not valid",
-            "a tag is 1-128 letters, digits, '_', '.' or '-', not starting with '.' or '-'",
-        )
+    if not is_valid_tag(value):
+        raise ConfigError(f"image tag {value!r} is not valid", TAG_HINT)
     return value
 
 
 def split_reference(reference: str) -> tuple[str, str]:
-    """'host:5000/name:tag' -> ('host:5000/name', 'tag'); no tag means 'latest'."""
-    last = reference.rsplit("/", 1)[-1]
-    if ":" in last:
-        repository, tag = reference.rsplit(":", 1)
-        return validate_repository(repository, "image reference"), validate_tag(tag)
-    return validate_repository(reference, "image reference"), "latest"
+    """'host:5000/name:tag' -> ('host:5000/name', 'tag'), no tag means 'latest'; a pinned
+    'name:tag@sha256:...' -> ('name', 'sha256:...'), since the digest decides what is pulled."""
+    parsed = parse_reference(reference)
+    return parsed.repository, parsed.pull_version
 
 
 def validate_reference(value: str) -> str:
-    split_reference(value)
+    parse_reference(value)
     return value
 
 
@@ -99,9 +76,10 @@ def _validate_mutability(value: str) -> str:
 
 
 def _validate_host(value: str) -> str:
-    if not _HOST_RE.match(value):
+    if not is_valid_host(value):
         raise ConfigError(
-            f"registry host {value!r} is not a host name", "use host[:port], e.g. '127.0.0.1:5000'"
+            f"registry host {value!r} is not a host name",
+            "use host[:port], e.g. '127.0.0.1:5000' or '[::1]:5000'",
         )
     return value
 
