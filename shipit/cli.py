@@ -337,6 +337,14 @@ class Destination(StrEnum):
 ToOption = Annotated[
     Destination, typer.Option("--to", help="Which registries to push to.", case_sensitive=False)
 ]
+TagOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--tag",
+        help="Tag template, repeatable; replaces the tags setting (SHIPIT_TAGS). "
+        "Placeholders: {sha} {sha_long} {branch} {version} {major} {minor} {patch} {date}.",
+    ),
+]
 AllowRootOption = Annotated[
     bool, typer.Option("--allow-root", help="Push even with the AWS account's root user.")
 ]
@@ -386,6 +394,7 @@ def push(
         typer.Option("--skip-smoke", help="Push even if the image has not passed a smoke test."),
     ] = False,
     allow_root: AllowRootOption = False,
+    tag: TagOption = None,
     image: ImageOption = None,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
@@ -396,7 +405,7 @@ def push(
 
     Example: shipit push --to all --dry-run
     """
-    settings = _setup(json_output, quiet, debug, project, image=image)
+    settings = _setup(json_output, quiet, debug, project, image=image, tags=tag or None)
     from shipit.publish import publish
 
     report = publish(
@@ -416,6 +425,7 @@ def push(
 def ship(
     to: ToOption = Destination.ALL,
     allow_root: AllowRootOption = False,
+    tag: TagOption = None,
     base_image: BaseImageOption = None,
     port: Annotated[
         int | None, typer.Option("--port", help="Host port for the smoke test.")
@@ -441,7 +451,14 @@ def ship(
     Example: shipit ship --to all
     """
     settings = _setup(
-        json_output, quiet, debug, project, base_image=base_image, port=port, image=image
+        json_output,
+        quiet,
+        debug,
+        project,
+        base_image=base_image,
+        port=port,
+        image=image,
+        tags=tag or None,
     )
     from shipit.pipeline import ship as ship_stage
 
@@ -479,7 +496,14 @@ def show_config(
     """
     settings = _setup(json_output, quiet, debug, project)
     values = settings.as_dict()
-    rows = [(name, str(value), settings.origins.get(name, "")) for name, value in values.items()]
+    rows = [
+        (
+            name,
+            ", ".join(value) if isinstance(value, tuple) else str(value),
+            settings.origins.get(name, ""),
+        )
+        for name, value in values.items()
+    ]
     _ui.result(
         {"ok": True, "settings": values, "origins": dict(settings.origins)},
         _ui.table("shipit settings", ("setting", "value", "from"), rows),

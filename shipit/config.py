@@ -18,6 +18,7 @@ from typing import Any
 
 from shipit.errors import ConfigError
 from shipit.reference import TAG_HINT, is_valid_host, is_valid_tag, parse_name, parse_reference
+from shipit.tags import DEFAULT_TAGS, validate_templates
 
 DEFAULT_BASE_IMAGE = "nginx:1.27.3-bookworm"
 # Built by scripts/testenv.sh from Debian packages where the official image cannot be pulled.
@@ -27,8 +28,16 @@ CONFIG_FILE = "shipit.toml"
 
 _REGION_RE = re.compile(r"^[a-z]{2}(?:-gov|-iso[a-z]*)?-[a-z]+-\d{1,2}$")
 _MUTABILITY = ("MUTABLE", "IMMUTABLE")
-_KIND_NAMES = {str: "a string", int: "a whole number", float: "a number", bool: "true or false"}
+_KIND_NAMES = {
+    str: "a string",
+    int: "a whole number",
+    float: "a number",
+    bool: "true or false",
+    tuple: "a list of strings",
+}
 _SECRET_WORDS = ("token", "password", "secret", "access_key")
+# Flags whose name is not the setting's: --tag is repeated, once per template.
+_FLAGS = {"tags": "--tag"}
 
 
 def validate_repository(value: str, what: str = "image name") -> str:
@@ -181,6 +190,14 @@ SPECS: tuple[SettingSpec, ...] = (
         validate=_validate_positive,
     ),
     SettingSpec(
+        "tags",
+        tuple,
+        DEFAULT_TAGS,
+        "tag templates for the pushed image: {sha} {sha_long} {branch} {version} {major} "
+        "{minor} {patch} {date} and literal text",
+        validate=validate_templates,
+    ),
+    SettingSpec(
         "push_attempts",
         int,
         4,
@@ -210,6 +227,7 @@ class Settings:
     dockerhub_tag_mutability: str
     engine_timeout: float
     push_attempts: int
+    tags: tuple[str, ...]
     origins: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @property
@@ -257,6 +275,15 @@ def _coerce(spec: SettingSpec, raw: Any, origin: str) -> Any:
             pass
     elif spec.kind is str and isinstance(raw, str):
         return raw.strip()
+    elif spec.kind is tuple and isinstance(raw, str):
+        # The environment's form: comma-separated.
+        return tuple(item.strip() for item in raw.split(",") if item.strip())
+    elif (
+        spec.kind is tuple
+        and isinstance(raw, list | tuple)
+        and all(isinstance(item, str) for item in raw)
+    ):
+        return tuple(item.strip() for item in raw)
     raise ConfigError(
         f"{origin}: {spec.name} = {raw!r} is not {_KIND_NAMES[spec.kind]}",
         f"give {spec.name} {_KIND_NAMES[spec.kind]}",
@@ -327,7 +354,7 @@ def load_settings(
         if raw is None:
             continue
         spec = SPECS_BY_NAME[name]
-        flag = "--" + name.replace("_", "-")
+        flag = _FLAGS.get(name, "--" + name.replace("_", "-"))
         values[name] = _coerce(spec, raw, f"flag {flag}")
         origins[name] = f"flag {flag}"
 
