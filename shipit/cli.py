@@ -10,7 +10,6 @@ import json
 import os
 import sys
 import threading
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -21,7 +20,14 @@ from typer._click.exceptions import NoArgsIsHelpError
 
 from shipit import __version__
 from shipit.entry import HELP_WIDTH
-from shipit.errors import ExitCode, Interrupted, OutputClosed, ShipitError, UsageError
+from shipit.errors import (
+    ConfigError,
+    ExitCode,
+    Interrupted,
+    OutputClosed,
+    ShipitError,
+    UsageError,
+)
 from shipit.ui import Ui
 
 if TYPE_CHECKING:
@@ -328,15 +334,36 @@ def stop(
     )
 
 
-class Destination(StrEnum):
-    ECR = "ecr"
-    DOCKERHUB = "dockerhub"
-    ALL = "all"
-
-
 ToOption = Annotated[
-    Destination, typer.Option("--to", help="Which registries to push to.", case_sensitive=False)
+    str,
+    typer.Option(
+        "--to",
+        help="Registries to push to: all, or names separated by commas "
+        "(ecr, dockerhub and each [[registries]] name in shipit.toml).",
+    ),
 ]
+
+
+def _selected_registries(settings: Settings, to: str) -> str:
+    """--to, read once against the configured registries (an unknown name is exit 3).
+
+    Returns the form today's publish and doctor take ("ecr", "dockerhub" or "all") until
+    they take the selection itself."""
+    from shipit.registries.catalog import configured_registries, select_registries
+
+    selected = [spec.name for spec in select_registries(settings, to)]
+    beyond = [name for name in selected if name not in ("ecr", "dockerhub")]
+    if beyond:
+        raise ConfigError(
+            f"--to {to}: pushing to {', '.join(beyond)} ([[registries]] in shipit.toml) is not "
+            "wired into this push yet",
+            "push with --to ecr,dockerhub",
+        )
+    if len(selected) == len(configured_registries(settings)) or len(selected) == 2:
+        return "all"
+    return selected[0]
+
+
 TagOption = Annotated[
     list[str] | None,
     typer.Option(
@@ -385,7 +412,7 @@ def _finish_push(report: PushReport) -> None:
 
 @app.command()
 def push(
-    to: ToOption = Destination.ALL,
+    to: ToOption = "all",
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the plan; change nothing.")
     ] = False,
@@ -408,10 +435,11 @@ def push(
     settings = _setup(json_output, quiet, debug, project, image=image, tags=tag or None)
     from shipit.publish import publish
 
+    destination = _selected_registries(settings, to)
     report = publish(
         settings,
         _engine(settings),
-        to,
+        destination,
         dry_run=dry_run,
         skip_smoke=skip_smoke,
         allow_root=allow_root,
@@ -423,7 +451,7 @@ def push(
 
 @app.command()
 def ship(
-    to: ToOption = Destination.ALL,
+    to: ToOption = "all",
     allow_root: AllowRootOption = False,
     tag: TagOption = None,
     base_image: BaseImageOption = None,
@@ -465,7 +493,7 @@ def ship(
     result = ship_stage(
         settings,
         _engine(settings),
-        to=to.value,
+        to=_selected_registries(settings, to),
         allow_root=allow_root,
         resmoke=resmoke,
         progress=_ui.progress,
@@ -483,6 +511,14 @@ def ship(
         raise failure
 
 
+def _setting_text(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ", ".join(value)
+    if isinstance(value, list):  # [[registries]] tables
+        return ", ".join(f"{entry['name']} = {entry['repository']}" for entry in value)
+    return str(value)
+
+
 @app.command("config")
 def show_config(
     json_output: JsonOption = False,
@@ -497,11 +533,7 @@ def show_config(
     settings = _setup(json_output, quiet, debug, project)
     values = settings.as_dict()
     rows = [
-        (
-            name,
-            ", ".join(value) if isinstance(value, tuple) else str(value),
-            settings.origins.get(name, ""),
-        )
+        (name, _setting_text(value), settings.origins.get(name, ""))
         for name, value in values.items()
     ]
     _ui.result(
@@ -527,9 +559,9 @@ def doctor(
         ),
     ] = False,
     to: Annotated[
-        Destination,
-        typer.Option("--to", help="Which registries to check.", case_sensitive=False),
-    ] = Destination.ALL,
+        str,
+        typer.Option("--to", help="Registries to check: all, or names separated by commas."),
+    ] = "all",
     base_image: BaseImageOption = None,
     image: ImageOption = None,
     json_output: JsonOption = False,
@@ -544,7 +576,9 @@ def doctor(
     settings = _setup(json_output, quiet, debug, project, base_image=base_image, image=image)
     from shipit.doctor import diagnose
 
-    report = diagnose(settings, to=to.value, online=online, progress=_ui.progress)
+    report = diagnose(
+        settings, to=_selected_registries(settings, to), online=online, progress=_ui.progress
+    )
     _ui.result(report.to_json(), _doctor_table(report))
     failure = report.failure()
     if failure is not None:

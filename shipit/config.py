@@ -208,6 +208,106 @@ SPECS: tuple[SettingSpec, ...] = (
 SPECS_BY_NAME = {spec.name: spec for spec in SPECS}
 
 
+RESERVED_REGISTRY_NAMES = ("ecr", "dockerhub", "all")
+_REGISTRY_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_EXAMPLE_ENV = {"username_env": "GHCR_USER", "password_env": "GHCR_TOKEN"}
+_REGISTRY_KEYS = ("name", "repository", "username_env", "password_env", "tag_mutability")
+
+
+@dataclass(frozen=True)
+class RegistryEntry:
+    """One [[registries]] table: any OCI registry beside ECR and Docker Hub."""
+
+    name: str
+    repository: str  # full name with the registry host, e.g. ghcr.io/acme/site
+    username_env: str = ""
+    password_env: str = ""
+    tag_mutability: str = "MUTABLE"
+
+    def as_dict(self) -> dict[str, str]:
+        return {key: getattr(self, key) for key in _REGISTRY_KEYS}
+
+
+def _registry_entry(raw: Any, index: int, origin: str, seen: set[str]) -> RegistryEntry:
+    where = f"{origin}: [[registries]] #{index + 1}"
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{where} is not a table", "write each registry as a [[registries]] table"
+        )
+    name = raw.get("name")
+    if isinstance(name, str):
+        where = f"{origin}: registry {name!r}"
+    for key in raw:
+        if key not in _REGISTRY_KEYS:
+            secret = any(word in key.lower() for word in _SECRET_WORDS)
+            raise ConfigError(
+                f"{where}: unknown key '{key}'"
+                + (
+                    ", and credentials do not belong in a file that gets committed"
+                    if secret
+                    else ""
+                ),
+                "name the environment variables that hold them with username_env and password_env"
+                if secret
+                else f"known keys: {', '.join(_REGISTRY_KEYS)}",
+            )
+        if not isinstance(raw[key], str):
+            raise ConfigError(f"{where}: {key} = {raw[key]!r} is not a string", f"quote {key}")
+    if not isinstance(name, str) or not _REGISTRY_NAME_RE.match(name):
+        raise ConfigError(
+            f"{where}: name {name!r} is not a registry name",
+            "use 1-32 lowercase letters, digits, '-' or '_', e.g. name = \"ghcr\"",
+        )
+    if name in RESERVED_REGISTRY_NAMES or name in seen:
+        raise ConfigError(
+            f"{where}: the name {name!r} is already taken",
+            "ecr, dockerhub and all are shipit's own; give each [[registries]] entry its own name",
+        )
+    seen.add(name)
+    repository = raw.get("repository", "")
+    if not repository:
+        raise ConfigError(
+            f"{where}: repository is missing",
+            'give the full name with the registry host, e.g. repository = "ghcr.io/acme/site"',
+        )
+    try:
+        parse_name(repository, "repository")
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc.message}", exc.hint) from exc
+    username_env = raw.get("username_env", "")
+    password_env = raw.get("password_env", "")
+    if bool(username_env) != bool(password_env):
+        given, wanted = (
+            ("username_env", "password_env") if username_env else ("password_env", "username_env")
+        )
+        raise ConfigError(
+            f"{where}: {given} is set but {wanted} is not",
+            "set both, or neither to use the credentials `docker login` stored",
+        )
+    for key, variable in (("username_env", username_env), ("password_env", password_env)):
+        if variable and not _ENV_NAME_RE.match(variable):
+            raise ConfigError(
+                f"{where}: {key} = {variable!r} is not an environment variable name",
+                f"name the variable, e.g. {key} = {_EXAMPLE_ENV[key]!r}",
+            )
+    try:
+        mutability = _validate_mutability(raw.get("tag_mutability", "MUTABLE"))
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc.message}", exc.hint) from exc
+    return RegistryEntry(name, repository, username_env, password_env, mutability)
+
+
+def _registry_entries(raw: Any, origin: str) -> tuple[RegistryEntry, ...]:
+    if not isinstance(raw, list):
+        raise ConfigError(
+            f"{origin}: registries is not a list of tables",
+            "write each registry as a [[registries]] table",
+        )
+    seen: set[str] = set()
+    return tuple(_registry_entry(item, index, origin, seen) for index, item in enumerate(raw))
+
+
 @dataclass(frozen=True)
 class Settings:
     project_dir: Path
@@ -228,6 +328,7 @@ class Settings:
     engine_timeout: float
     push_attempts: int
     tags: tuple[str, ...]
+    registries: tuple[RegistryEntry, ...] = ()
     origins: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @property
@@ -247,11 +348,10 @@ class Settings:
         return self.ecr_repository or self.image.rsplit("/", 1)[-1]
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            f.name: str(getattr(self, f.name)) if f.name == "project_dir" else getattr(self, f.name)
-            for f in fields(self)
-            if f.name != "origins"
-        }
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "origins"}
+        values["project_dir"] = str(self.project_dir)
+        values["registries"] = [entry.as_dict() for entry in self.registries]
+        return values
 
 
 def _coerce(spec: SettingSpec, raw: Any, origin: str) -> Any:
@@ -327,6 +427,10 @@ def load_settings(
     origins: dict[str, str] = {spec.name: "default" for spec in SPECS}
 
     file_values, file_name = _file_settings(project_dir)
+    registries: tuple[RegistryEntry, ...] = ()
+    if "registries" in file_values:
+        registries = _registry_entries(file_values.pop("registries"), file_name)
+        origins["registries"] = file_name
     for key, raw in file_values.items():
         if any(word in key.lower() for word in _SECRET_WORDS):
             raise ConfigError(
@@ -364,4 +468,4 @@ def load_settings(
                 values[spec.name] = spec.validate(values[spec.name])
             except ConfigError as exc:
                 raise ConfigError(f"{origins[spec.name]}: {exc.message}", exc.hint) from exc
-    return Settings(project_dir=project_dir, origins=origins, **values)
+    return Settings(project_dir=project_dir, origins=origins, registries=registries, **values)

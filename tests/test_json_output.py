@@ -33,7 +33,7 @@ def failures(tmp_path: Path) -> dict[str, tuple[list[str], dict[str, str], int]]
         "run": (["run", "--port", "0"], {}, ExitCode.CONFIG),
         "smoke": (["smoke", unused], {}, ExitCode.SMOKE),
         "stop": (["stop"], bad_image, ExitCode.CONFIG),
-        "push": (["push", "--to", "nowhere"], {}, ExitCode.USAGE),
+        "push": (["push", "--to", "nowhere"], {}, ExitCode.CONFIG),
         "ship": (["ship"], bad_image, ExitCode.CONFIG),
         "config": (["config"], {"SHIPIT_PORT": "eighty"}, ExitCode.CONFIG),
         "doctor": (["doctor"], {"DOCKER_HOST": "unix:///nonexistent.sock"}, ExitCode.DOCTOR),
