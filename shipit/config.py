@@ -8,6 +8,7 @@ plaintext-credential mistake shipit exists to prevent.
 
 from __future__ import annotations
 
+import configparser
 import os
 import re
 import tomllib
@@ -416,6 +417,29 @@ def _file_settings(project_dir: Path) -> tuple[dict[str, Any], str]:
     return {}, ""
 
 
+def aws_profile(environ: Mapping[str, str]) -> str:
+    return environ.get("AWS_PROFILE") or environ.get("AWS_DEFAULT_PROFILE") or "default"
+
+
+def _aws_profile_region(environ: Mapping[str, str]) -> tuple[str, str]:
+    """(region, origin) of the AWS profile in use, read as boto3's session reads it, without
+    importing boto3 (a command that never talks to AWS should not pay for it)."""
+    home = environ.get("HOME") or os.path.expanduser("~")
+    path = Path(environ.get("AWS_CONFIG_FILE") or os.path.join(home, ".aws", "config"))
+    parser = configparser.RawConfigParser()
+    try:
+        parser.read_string(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, configparser.Error):
+        return "", ""
+    profile = aws_profile(environ)
+    # As botocore: "[profile NAME]", and for the default profile "[default]" too.
+    sections = ("default", "profile default") if profile == "default" else (f"profile {profile}",)
+    for section in sections:
+        if parser.has_option(section, "region"):
+            return parser.get(section, "region").strip(), f"AWS profile {profile} ({path})"
+    return "", ""
+
+
 def load_settings(
     project_dir: Path,
     overrides: Mapping[str, Any] | None = None,
@@ -453,6 +477,12 @@ def load_settings(
                 values[spec.name] = _coerce(spec, raw, f"environment {env_name}")
                 origins[spec.name] = f"environment {env_name}"
                 break
+
+    if not values["aws_region"]:
+        region, origin = _aws_profile_region(environ)
+        if region:
+            values["aws_region"] = _coerce(SPECS_BY_NAME["aws_region"], region, origin)
+            origins["aws_region"] = origin
 
     for name, raw in (overrides or {}).items():
         if raw is None:
