@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import threading
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -185,25 +186,44 @@ def _screenshot_request(path: Path | None, window: str) -> ScreenshotRequest | N
     return ScreenshotRequest(path=path, window=parse_window(window))
 
 
+class CiChoice(StrEnum):
+    GITHUB = "github"
+    GITLAB = "gitlab"
+    NONE = "none"
+
+
 @app.command()
 def init(
     directory: Annotated[Path, typer.Argument(help="Folder for the new site.")] = Path("."),
     force: Annotated[
         bool, typer.Option("--force", help="Overwrite files that already exist.")
     ] = False,
+    ci: Annotated[
+        CiChoice,
+        typer.Option("--ci", help="CI definition to write: github, gitlab or none."),
+    ] = CiChoice.GITHUB,
+    install: Annotated[
+        str | None,
+        typer.Option(
+            "--install",
+            envvar="SHIPIT_INSTALL",
+            help="How CI installs shipit, pinned: git+https://HOST/OWNER/shipit@COMMIT or "
+            "shipit==VERSION (default: where this shipit came from).",
+        ),
+    ] = None,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
     debug: DebugOption = False,
 ) -> None:
-    """Create a new site project (site data, templates, shipit.toml, Makefile, CI workflow).
+    """Create a new site project (site data, templates, shipit.toml, CI definition).
 
     Example: shipit init demo && cd demo && shipit run --screenshot page.png
     """
     global _ui  # noqa: PLW0603 - main() reports errors through the Ui the command chose
     _ui = Ui(json_output=json_output, quiet=quiet, debug=debug)
-    from shipit.scaffold import init_project
+    from shipit.scaffold import Ci, init_project
 
-    written = init_project(directory, force=force)
+    written = init_project(directory, force=force, ci=Ci(ci.value), install=install)
     _ui.result(
         {"ok": True, "directory": str(directory), "files": written},
         f"created {len(written)} files in {directory}; next: cd {directory} && shipit run",
