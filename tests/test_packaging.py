@@ -68,3 +68,14 @@ def test_render_needs_neither_docker_nor_boto3(tmp_path: Path) -> None:
     )
     assert completed.stdout.splitlines()[-1] == "0 []", completed.stderr
     assert (tmp_path / "context" / "Dockerfile").is_file()
+
+
+def test_the_metadata_carries_the_license_and_classifiers() -> None:
+    meta = importlib.metadata.metadata("shipit")
+    assert meta["License-Expression"] == "MIT"
+    assert "LICENSE" in (meta.get_all("License-File") or [])
+    license_text = (PACKAGE.parent / "LICENSE").read_text()
+    assert license_text.startswith("MIT License")
+    classifiers = meta.get_all("Classifier") or []
+    assert "Programming Language :: Python :: 3.11" in classifiers
+    assert not [c for c in classifiers if c.startswith("License ::")]  # the expression says it
