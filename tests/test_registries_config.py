@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import secrets
 import stat
 import sys
 from pathlib import Path
@@ -14,11 +15,13 @@ from pathlib import Path
 import pytest
 
 from shipit.config import load_settings
+from shipit.engine import Engine
 from shipit.errors import AuthError, ConfigError, ExitCode
 from shipit.redact import redact
 from shipit.registries.catalog import configured_registries, credentials_of, select_registries
 from shipit.registries.credentials import dockerhub_credentials, stored_credentials
 from tests.conftest import Project
+from tests.services import RegistryService, TokenService
 
 REGISTRIES = """
 ecr_repository = "site"
@@ -266,3 +269,33 @@ def test_to_on_the_command_line(project: Project) -> None:
         "ghcr",
         "local",
     ]
+
+
+def test_an_identity_token_from_docker_login_pushes_through_a_real_engine(
+    engine: Engine, tiny_base: str, tmp_path: Path
+) -> None:
+    """What Docker Hub's `docker login` stores (an identitytoken, no password) is what the
+    engine is given, and the engine trades it at the token service (OAuth2 refresh grant)."""
+    identity_token = "idt-" + secrets.token_urlsafe(16)
+    tokens = TokenService({"shipit": "not-used-here"})
+    tokens.refresh_tokens[identity_token] = "shipit"
+    with tokens, RegistryService(auth="token", token_service=tokens) as registry:
+        environ = docker_config(
+            tmp_path, {"auths": {registry.host: {"identitytoken": identity_token}}}
+        )
+        found = stored_credentials(registry.host, environ)
+        assert found is not None
+        assert "password" not in found.auth_config()
+        repository = f"{registry.host}/team/identity-{secrets.token_hex(4)}"
+        engine.tag(tiny_base, repository, "1")
+        try:
+            pushed = engine.push(repository, "1", found.auth_config())
+            assert pushed.error == "", pushed.lines
+            assert pushed.digest.startswith("sha256:")
+            assert any(request.authenticated for request in tokens.requests)
+            # A token that is not the one stored is refused: the engine really used it.
+            wrong = {"username": "<token>", "identitytoken": "idt-wrong"}
+            refused = engine.push(repository, "1", wrong)
+            assert refused.error
+        finally:
+            engine.untag(f"{repository}:1")
