@@ -10,7 +10,6 @@ import json
 import os
 import sys
 import threading
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -29,6 +28,7 @@ from shipit.errors import (
     ShipitError,
     UsageError,
 )
+from shipit.scaffold import Ci
 from shipit.ui import Ui
 
 if TYPE_CHECKING:
@@ -186,12 +186,6 @@ def _screenshot_request(path: Path | None, window: str) -> ScreenshotRequest | N
     return ScreenshotRequest(path=path, window=parse_window(window))
 
 
-class CiChoice(StrEnum):
-    GITHUB = "github"
-    GITLAB = "gitlab"
-    NONE = "none"
-
-
 @app.command()
 def init(
     directory: Annotated[Path, typer.Argument(help="Folder for the new site.")] = Path("."),
@@ -199,9 +193,9 @@ def init(
         bool, typer.Option("--force", help="Overwrite files that already exist.")
     ] = False,
     ci: Annotated[
-        CiChoice,
+        Ci,
         typer.Option("--ci", help="CI definition to write: github, gitlab or none."),
-    ] = CiChoice.GITHUB,
+    ] = Ci.GITHUB,
     install: Annotated[
         str | None,
         typer.Option(
@@ -221,9 +215,9 @@ def init(
     """
     global _ui  # noqa: PLW0603 - main() reports errors through the Ui the command chose
     _ui = Ui(json_output=json_output, quiet=quiet, debug=debug)
-    from shipit.scaffold import Ci, init_project
+    from shipit.scaffold import init_project
 
-    written = init_project(directory, force=force, ci=Ci(ci.value), install=install)
+    written = init_project(directory, force=force, ci=ci, install=install)
     _ui.result(
         {"ok": True, "directory": str(directory), "files": written},
         f"created {len(written)} files in {directory}; next: cd {directory} && shipit run",
@@ -369,7 +363,7 @@ def _selected_registries(settings: Settings, to: str) -> str:
 
     Returns the form today's publish and doctor take ("ecr", "dockerhub" or "all") until
     they take the selection itself."""
-    from shipit.registries.catalog import configured_registries, select_registries
+    from shipit.registries.catalog import select_registries
 
     selected = [spec.name for spec in select_registries(settings, to)]
     beyond = [name for name in selected if name not in ("ecr", "dockerhub")]
@@ -379,9 +373,7 @@ def _selected_registries(settings: Settings, to: str) -> str:
             "wired into this push yet",
             "push with --to ecr,dockerhub",
         )
-    if len(selected) == len(configured_registries(settings)) or len(selected) == 2:
-        return "all"
-    return selected[0]
+    return "all" if len(selected) == 2 else selected[0]
 
 
 TagOption = Annotated[
