@@ -25,7 +25,7 @@ import re
 import string
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from shipit.errors import ConfigError
@@ -286,19 +286,39 @@ def _ci_branch(environ: Mapping[str, str]) -> str:
     return environ.get("CI_COMMIT_BRANCH", "")
 
 
-def git_facts(project_dir: Path, environ: Mapping[str, str] | None = None) -> GitFacts:
+def git_facts(
+    project_dir: Path, environ: Mapping[str, str] | None = None, commit: str = "HEAD"
+) -> GitFacts:
+    """What git knows of `commit` (default HEAD). The branch is HEAD's, and "dirty" is
+    whether the work tree below the project differs from HEAD."""
     environ = os.environ if environ is None else environ
-    commit = _git(project_dir, "rev-parse", "--verify", "-q", "HEAD")
-    if not commit:
+    full = _git(project_dir, "rev-parse", "--verify", "-q", f"{commit}^{{commit}}")
+    if not full:
         return GitFacts()
     # Only what is below the project counts, as for the build's own tag (vcs.revision).
     dirty = bool(_git(project_dir, "status", "--porcelain", "--", "."))
     branch = _git(project_dir, "symbolic-ref", "-q", "--short", "HEAD") or _ci_branch(environ)
-    tags = tuple(_git(project_dir, "tag", "--points-at", "HEAD").split())
-    seconds = _git(project_dir, "show", "-s", "--format=%ct", "HEAD")
+    tags = tuple(_git(project_dir, "tag", "--points-at", full).split())
+    seconds = _git(project_dir, "show", "-s", "--format=%ct", full)
     date = (
         datetime.datetime.fromtimestamp(int(seconds), datetime.UTC).strftime("%Y%m%d")
         if seconds.isdigit()
         else ""
     )
-    return GitFacts(commit, dirty, branch, tags, date)
+    return GitFacts(full, dirty, branch, tags, date)
+
+
+def plan_for_image(
+    project_dir: Path,
+    templates: Sequence[str],
+    revision: str,
+    built_as: str,
+    environ: Mapping[str, str] | None = None,
+) -> TagPlan:
+    """The tags of an image that shipit built: from the commit it was built from (its
+    org.opencontainers.image.revision label), not whatever HEAD is now, with {sha} the tag it
+    was built as (its org.opencontainers.image.version label: the 12-digit id, "-dirty", or
+    "build-<id>" outside git)."""
+    facts = git_facts(project_dir, environ, revision) if revision else GitFacts()
+    facts = replace(facts, short_id=built_as, dirty=built_as.endswith("-dirty"))
+    return plan_tags(templates, facts)

@@ -9,7 +9,14 @@ import pytest
 
 from shipit.config import load_settings
 from shipit.errors import ConfigError, ExitCode
-from shipit.tags import GitFacts, git_facts, plan_tags, safe_branch, validate_templates
+from shipit.tags import (
+    GitFacts,
+    git_facts,
+    plan_for_image,
+    plan_tags,
+    safe_branch,
+    validate_templates,
+)
 from tests.conftest import Project
 
 ALL = ["{sha}", "{sha_long}", "{branch}", "{version}", "{major}.{minor}", "{major}", "{date}"]
@@ -189,3 +196,19 @@ def test_bad_templates_on_the_command_line_exit_3_before_anything_else(project: 
     flagged = project.shipit("ship", "--tag", "{sha}", "--tag", "bad tag", "--json")
     assert flagged.code == ExitCode.CONFIG
     assert "flag --tag: tags: tag template 'bad tag'" in flagged.stderr
+
+
+def test_an_image_is_tagged_from_the_commit_it_was_built_from(repo: Path) -> None:
+    git(repo, "tag", "v1.4.2")
+    released = git(repo, "rev-parse", "HEAD")
+    (repo / "index.html").write_text("next\n")
+    git(repo, "commit", "-q", "-am", "next")
+    templates = ["{sha}", "{sha_long}", "{version}", "latest"]
+    # Built at the release, pushed after HEAD moved on: still the release's tags.
+    old = plan_for_image(repo, templates, released, released[:12], environ={})
+    assert old.ordered == (released[:12], released, "1.4.2", "latest")
+    head = git(repo, "rev-parse", "HEAD")
+    new = plan_for_image(repo, templates, head, head[:12] + "-dirty", environ={})
+    assert new.ordered == (f"{head[:12]}-dirty", f"{head}-dirty", "latest")
+    outside = plan_for_image(repo, templates, "", "build-0123456789ab", environ={})
+    assert outside.ordered == ("build-0123456789ab", "latest")
