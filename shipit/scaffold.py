@@ -34,7 +34,7 @@ CI_FILES = {Ci.GITHUB: ".github/workflows/shipit.yml", Ci.GITLAB: ".gitlab-ci.ym
 GITHUB_ACTIONS = {
     "CHECKOUT": ("3d3c42e5aac5ba805825da76410c181273ba90b1", "v7.0.1"),
     "SETUP_PYTHON": ("5fda3b95a4ea91299a34e894583c3862153e4b97", "v7.0.0"),
-    "CONFIGURE_AWS_CREDENTIALS": ("8df5847569e6427dd6c4fb1cf565c83acfa8afa7", "v6.0.0"),
+    "CONFIGURE_AWS_CREDENTIALS": ("e6de054238d6b7531b4efff3b6587d9aade6a06c", "v6.2.3"),
 }
 _PINNED_VCS = re.compile(r"^git\+(?:https|http|ssh)://(?:[\w.-]+@)?[^\s\"'$@{}]+@[0-9a-f]{40}$")
 _PINNED_VERSION = re.compile(r"^shipit(?:\[[a-z,]+\])?==[0-9][0-9A-Za-z.+-]*$")
