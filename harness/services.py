@@ -140,10 +140,12 @@ class TokenService(HttpService):
     on 127.0.0.1, in a thread: Basic credentials in, ES256 JWT out.
 
     Known users get every action they ask for; anonymous callers get a token with no access
-    (like a private repository on Docker Hub); a wrong password gets 401.
+    (like a private repository on Docker Hub); a wrong password gets 401. As Docker Hub's auth
+    server, it also takes a POST with an OAuth2 refresh token (grant_type=refresh_token): what
+    `docker login` stores as an identitytoken, and an engine sends when given one.
     """
 
-    methods = ("GET",)
+    methods = ("GET", "POST")
 
     def __init__(
         self,
@@ -161,6 +163,8 @@ class TokenService(HttpService):
         self.issuer = issuer
         self.expires_in = expires_in
         self.requests: list[TokenRequest] = []
+        # refresh token -> account, for identity tokens
+        self.refresh_tokens: dict[str, str] = {}
         self._key = ec.generate_private_key(ec.SECP256R1())
         self.key_id = libtrust_key_id(self._key.public_key())
         self._lock = threading.Lock()
@@ -222,6 +226,9 @@ class TokenService(HttpService):
         if url.path != "/token":
             handler.send_error(404)
             return
+        if handler.command == "POST":
+            self._handle_refresh(handler)
+            return
         query = parse_qs(url.query)
         scopes = tuple(query.get("scope", []))
         service = query.get("service", [""])[0]
@@ -243,6 +250,24 @@ class TokenService(HttpService):
             handler,
             200,
             {"token": token, "access_token": token, "expires_in": self.expires_in},
+        )
+
+    def _handle_refresh(self, handler: BaseHTTPRequestHandler) -> None:
+        length = int(handler.headers.get("Content-Length") or 0)
+        form = parse_qs(handler.rfile.read(length).decode())
+        scopes = tuple(" ".join(form.get("scope", [])).split())
+        service = form.get("service", [""])[0]
+        account = self.refresh_tokens.get(form.get("refresh_token", [""])[0])
+        if form.get("grant_type") != ["refresh_token"] or account is None:
+            with self._lock:
+                self.requests.append(TokenRequest(None, service, scopes, False))
+            self._reply(handler, 401, {"error": "invalid_grant"})
+            return
+        with self._lock:
+            self.requests.append(TokenRequest(account, service, scopes, True))
+        token = self.issue(account, scopes, granted=True)
+        self._reply(
+            handler, 200, {"access_token": token, "expires_in": self.expires_in, "scope": ""}
         )
 
     @staticmethod

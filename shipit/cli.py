@@ -15,9 +15,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+# typer 0.26+ carries its own click; this is the error its no_args_is_help raises.
+from typer._click.exceptions import NoArgsIsHelpError
+
 from shipit import __version__
 from shipit.errors import ExitCode, Interrupted, OutputClosed, ShipitError, UsageError
 from shipit.helptext import HELP_WIDTH
+from shipit.scaffold import Ci
 from shipit.ui import Ui
 
 if TYPE_CHECKING:
@@ -27,6 +31,7 @@ if TYPE_CHECKING:
     from shipit.iam.access import CheckReport
     from shipit.pipeline import ScreenshotRequest
     from shipit.push import PushReport
+    from shipit.registries.catalog import RegistrySpec
     from shipit.smoke import SmokeReport
 
 app = typer.Typer(
@@ -181,11 +186,24 @@ def init(
     force: Annotated[
         bool, typer.Option("--force", help="Overwrite files that already exist.")
     ] = False,
+    ci: Annotated[
+        Ci,
+        typer.Option("--ci", help="CI definition to write: github, gitlab or none."),
+    ] = Ci.GITHUB,
+    install: Annotated[
+        str | None,
+        typer.Option(
+            "--install",
+            envvar="SHIPIT_INSTALL",
+            help="How CI installs shipit, pinned: git+https://HOST/OWNER/shipit@COMMIT or "
+            "shipit==VERSION (default: where this shipit came from).",
+        ),
+    ] = None,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
     debug: DebugOption = False,
 ) -> None:
-    """Create a new site project (site data, templates, shipit.toml, Makefile, CI workflow).
+    """Create a new site project (site data, templates, shipit.toml, CI definition).
 
     Example: shipit init demo && cd demo && shipit run --screenshot page.png
     """
@@ -193,7 +211,7 @@ def init(
     _ui = Ui(json_output=json_output, quiet=quiet, debug=debug)
     from shipit.scaffold import init_project
 
-    written = init_project(directory, force=force)
+    written = init_project(directory, force=force, ci=ci, install=install)
     _ui.result(
         {"ok": True, "directory": str(directory), "files": written},
         f"created {len(written)} files in {directory}; next: cd {directory} && shipit run",
@@ -327,15 +345,28 @@ def stop(
 ToOption = Annotated[
     str,
     typer.Option(
-        "--to", help="Registries to push to: ecr, dockerhub, several comma-separated, or all."
+        "--to",
+        help="Registries to push to: all, or names separated by commas "
+        "(ecr, dockerhub and each [[registries]] name in shipit.toml).",
     ),
 ]
 
 
-def _destinations(to: str) -> tuple[str, ...]:
-    from shipit.push.targets import parse_destinations
+def _selected_registries(settings: Settings, to: str) -> tuple[RegistrySpec, ...]:
+    """--to, read once against the configured registries (an unknown name is exit 3)."""
+    from shipit.registries.catalog import select_registries
 
-    return parse_destinations(to)
+    return select_registries(settings, to)
+
+
+TagOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--tag",
+        help="Tag template, repeatable; replaces the tags setting (SHIPIT_TAGS). "
+        "Placeholders: {sha} {sha_long} {branch} {version} {major} {minor} {patch} {date}.",
+    ),
+]
 
 
 AllowRootOption = Annotated[
@@ -387,6 +418,7 @@ def push(
         typer.Option("--skip-smoke", help="Push even if the image has not passed a smoke test."),
     ] = False,
     allow_root: AllowRootOption = False,
+    tag: TagOption = None,
     image: ImageOption = None,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
@@ -397,13 +429,14 @@ def push(
 
     Example: shipit push --to all --dry-run
     """
-    settings = _setup(json_output, quiet, debug, project, image=image)
+    settings = _setup(json_output, quiet, debug, project, image=image, tags=tag or None)
     from shipit.pipeline import push as push_stage
 
+    selected = _selected_registries(settings, to)
     report = push_stage(
         settings,
         _engine(settings),
-        _destinations(to),
+        selected,
         dry_run=dry_run,
         skip_smoke=skip_smoke,
         allow_root=allow_root,
@@ -417,6 +450,7 @@ def push(
 def ship(
     to: ToOption = "all",
     allow_root: AllowRootOption = False,
+    tag: TagOption = None,
     base_image: BaseImageOption = None,
     port: Annotated[
         int | None, typer.Option("--port", help="Host port for the smoke test.")
@@ -442,14 +476,22 @@ def ship(
     Example: shipit ship --to all
     """
     settings = _setup(
-        json_output, quiet, debug, project, base_image=base_image, port=port, image=image
+        json_output,
+        quiet,
+        debug,
+        project,
+        base_image=base_image,
+        port=port,
+        image=image,
+        tags=tag or None,
     )
     from shipit.pipeline import ship as ship_stage
 
+    selected = _selected_registries(settings, to)
     result = ship_stage(
         settings,
         _engine(settings),
-        to=_destinations(to),
+        to=selected,
         allow_root=allow_root,
         resmoke=resmoke,
         progress=_ui.progress,
@@ -467,6 +509,14 @@ def ship(
         raise failure
 
 
+def _setting_text(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ", ".join(value)
+    if isinstance(value, list):  # [[registries]] tables
+        return ", ".join(f"{entry['name']} = {entry['repository']}" for entry in value)
+    return str(value)
+
+
 @app.command("config")
 def show_config(
     json_output: JsonOption = False,
@@ -480,7 +530,10 @@ def show_config(
     """
     settings = _setup(json_output, quiet, debug, project)
     values = settings.as_dict()
-    rows = [(name, str(value), settings.origins.get(name, "")) for name, value in values.items()]
+    rows = [
+        (name, _setting_text(value), settings.origins.get(name, ""))
+        for name, value in values.items()
+    ]
     _ui.result(
         {"ok": True, "settings": values, "origins": dict(settings.origins)},
         _ui.table("shipit settings", ("setting", "value", "from"), rows),
@@ -505,9 +558,7 @@ def doctor(
     ] = False,
     to: Annotated[
         str,
-        typer.Option(
-            "--to", help="Registries to check: ecr, dockerhub, several comma-separated, or all."
-        ),
+        typer.Option("--to", help="Registries to check: all, or names separated by commas."),
     ] = "all",
     base_image: BaseImageOption = None,
     image: ImageOption = None,
@@ -523,7 +574,9 @@ def doctor(
     settings = _setup(json_output, quiet, debug, project, base_image=base_image, image=image)
     from shipit.doctor import diagnose
 
-    report = diagnose(settings, to=_destinations(to), online=online, progress=_ui.progress)
+    report = diagnose(
+        settings, to=_selected_registries(settings, to), online=online, progress=_ui.progress
+    )
     _ui.result(report.to_json(), _doctor_table(report))
     failure = report.failure()
     if failure is not None:
@@ -684,13 +737,28 @@ def top_level_help() -> str:
         return context.get_help() + "\n"
 
 
+def _wants_json(argv: list[str]) -> bool:
+    """--json among the options: a usage error, found before any command ran, is JSON too."""
+    options = argv[: argv.index("--")] if "--" in argv else argv
+    return "--json" in options
+
+
 def main(argv: list[str] | None = None) -> int:
+    global _ui  # noqa: PLW0603 - errors before a command chose its Ui still honour --json
+    argv = sys.argv[1:] if argv is None else argv
+    _ui = Ui(json_output=_wants_json(argv))
     command = typer.main.get_command(app)
     try:
         returned = command.main(args=argv, prog_name="shipit", standalone_mode=False)
         # Typer turns Ctrl-C into a returned 130 when it does not own the exit.
         if returned == ExitCode.INTERRUPTED:
             raise KeyboardInterrupt
+        _ui.finish()
+    except NoArgsIsHelpError as missing:
+        # `shipit` or `shipit iam` alone: the help, as git prints it, on stdout; still a
+        # usage error (2) for a script that forgot the command.
+        sys.stdout.write(missing.ctx.get_help() + "\n")
+        return int(ExitCode.USAGE)
     except ShipitError as error:
         if not isinstance(error, OutputClosed):
             _ui.error(error)

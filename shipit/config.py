@@ -8,6 +8,7 @@ plaintext-credential mistake shipit exists to prevent.
 
 from __future__ import annotations
 
+import configparser
 import os
 import re
 import tomllib
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from shipit.errors import ConfigError
+from shipit.reference import TAG_HINT, is_valid_host, is_valid_tag, parse_name, parse_reference
+from shipit.tags import DEFAULT_TAGS, validate_templates
 
 DEFAULT_BASE_IMAGE = "nginx:1.27.3-bookworm"
 # Built by scripts/testenv.sh from Debian packages where the official image cannot be pulled.
@@ -24,56 +27,40 @@ LOCAL_BASE_IMAGE = "shipit-local/nginx:bookworm"
 DEFAULT_DOCKERHUB_REGISTRY = "docker.io"
 CONFIG_FILE = "shipit.toml"
 
-# The Docker reference grammar (distribution/reference), without digests: shipit names tags.
-_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_DOMAIN = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9-]+)*(?::[0-9]+)?)"
-_PATH_RE = re.compile(rf"^{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*$")
-_TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$")
 _REGION_RE = re.compile(r"^[a-z]{2}(?:-gov|-iso[a-z]*)?-[a-z]+-\d{1,2}$")
-_HOST_RE = re.compile(rf"^{_DOMAIN}$")
 _MUTABILITY = ("MUTABLE", "IMMUTABLE")
-_KIND_NAMES = {str: "a string", int: "a whole number", float: "a number", bool: "true or false"}
+_KIND_NAMES = {
+    str: "a string",
+    int: "a whole number",
+    float: "a number",
+    bool: "true or false",
+    tuple: "a list of strings",
+}
 _SECRET_WORDS = ("token", "password", "secret", "access_key")
-
-
-def _is_valid_repository(value: str) -> bool:
-    first, _, rest = value.partition("/")
-    # As in Docker: the first component is a registry host only if it looks like one.
-    if rest and ("." in first or ":" in first or first == "localhost"):
-        return bool(_HOST_RE.match(first) and _PATH_RE.match(rest))
-    return bool(_PATH_RE.match(value))
+# Flags whose name is not the setting's: --tag is repeated, once per template.
+_FLAGS = {"tags": "--tag"}
 
 
 def validate_repository(value: str, what: str = "image name") -> str:
-    if len(value) > 255 or not _is_valid_repository(value):
-        raise ConfigError(
-            f"{what} {value!r} is not a valid image repository name",
-            "use lowercase letters, digits and . _ - separators, e.g. 'shipit-site' or "
-            "'registry.example.com/team/site'",
-        )
+    parse_name(value, what)
     return value
 
 
 def validate_tag(value: str) -> str:
-    if not _TAG_RE.match(value):
-        raise ConfigError(
-            f"image tag {value!r} is not valid",
-            "a tag is 1-128 letters, digits, '_', '.' or '-', not starting with '.' or '-'",
-        )
+    if not is_valid_tag(value):
+        raise ConfigError(f"image tag {value!r} is not valid", TAG_HINT)
     return value
 
 
 def split_reference(reference: str) -> tuple[str, str]:
-    """'host:5000/name:tag' -> ('host:5000/name', 'tag'); no tag means 'latest'."""
-    last = reference.rsplit("/", 1)[-1]
-    if ":" in last:
-        repository, tag = reference.rsplit(":", 1)
-        return validate_repository(repository, "image reference"), validate_tag(tag)
-    return validate_repository(reference, "image reference"), "latest"
+    """'host:5000/name:tag' -> ('host:5000/name', 'tag'), no tag means 'latest'; a pinned
+    'name:tag@sha256:...' -> ('name', 'sha256:...'), since the digest decides what is pulled."""
+    parsed = parse_reference(reference)
+    return parsed.repository, parsed.pull_version
 
 
 def validate_reference(value: str) -> str:
-    split_reference(value)
+    parse_reference(value)
     return value
 
 
@@ -99,9 +86,10 @@ def _validate_mutability(value: str) -> str:
 
 
 def _validate_host(value: str) -> str:
-    if not _HOST_RE.match(value):
+    if not is_valid_host(value):
         raise ConfigError(
-            f"registry host {value!r} is not a host name", "use host[:port], e.g. '127.0.0.1:5000'"
+            f"registry host {value!r} is not a host name",
+            "use host[:port], e.g. '127.0.0.1:5000' or '[::1]:5000'",
         )
     return value
 
@@ -203,6 +191,14 @@ SPECS: tuple[SettingSpec, ...] = (
         validate=_validate_positive,
     ),
     SettingSpec(
+        "tags",
+        tuple,
+        DEFAULT_TAGS,
+        "tag templates for the pushed image: {sha} {sha_long} {branch} {version} {major} "
+        "{minor} {patch} {date} and literal text",
+        validate=validate_templates,
+    ),
+    SettingSpec(
         "push_attempts",
         int,
         4,
@@ -211,6 +207,106 @@ SPECS: tuple[SettingSpec, ...] = (
     ),
 )
 SPECS_BY_NAME = {spec.name: spec for spec in SPECS}
+
+
+RESERVED_REGISTRY_NAMES = ("ecr", "dockerhub", "all")
+_REGISTRY_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_EXAMPLE_ENV = {"username_env": "GHCR_USER", "password_env": "GHCR_TOKEN"}
+_REGISTRY_KEYS = ("name", "repository", "username_env", "password_env", "tag_mutability")
+
+
+@dataclass(frozen=True)
+class RegistryEntry:
+    """One [[registries]] table: any OCI registry beside ECR and Docker Hub."""
+
+    name: str
+    repository: str  # full name with the registry host, e.g. ghcr.io/acme/site
+    username_env: str = ""
+    password_env: str = ""
+    tag_mutability: str = "MUTABLE"
+
+    def as_dict(self) -> dict[str, str]:
+        return {key: getattr(self, key) for key in _REGISTRY_KEYS}
+
+
+def _registry_entry(raw: Any, index: int, origin: str, seen: set[str]) -> RegistryEntry:
+    where = f"{origin}: [[registries]] #{index + 1}"
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{where} is not a table", "write each registry as a [[registries]] table"
+        )
+    name = raw.get("name")
+    if isinstance(name, str):
+        where = f"{origin}: registry {name!r}"
+    for key in raw:
+        if key not in _REGISTRY_KEYS:
+            secret = any(word in key.lower() for word in _SECRET_WORDS)
+            raise ConfigError(
+                f"{where}: unknown key '{key}'"
+                + (
+                    ", and credentials do not belong in a file that gets committed"
+                    if secret
+                    else ""
+                ),
+                "name the environment variables that hold them with username_env and password_env"
+                if secret
+                else f"known keys: {', '.join(_REGISTRY_KEYS)}",
+            )
+        if not isinstance(raw[key], str):
+            raise ConfigError(f"{where}: {key} = {raw[key]!r} is not a string", f"quote {key}")
+    if not isinstance(name, str) or not _REGISTRY_NAME_RE.match(name):
+        raise ConfigError(
+            f"{where}: name {name!r} is not a registry name",
+            "use 1-32 lowercase letters, digits, '-' or '_', e.g. name = \"ghcr\"",
+        )
+    if name in RESERVED_REGISTRY_NAMES or name in seen:
+        raise ConfigError(
+            f"{where}: the name {name!r} is already taken",
+            "ecr, dockerhub and all are shipit's own; give each [[registries]] entry its own name",
+        )
+    seen.add(name)
+    repository = raw.get("repository", "")
+    if not repository:
+        raise ConfigError(
+            f"{where}: repository is missing",
+            'give the full name with the registry host, e.g. repository = "ghcr.io/acme/site"',
+        )
+    try:
+        parse_name(repository, "repository")
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc.message}", exc.hint) from exc
+    username_env = raw.get("username_env", "")
+    password_env = raw.get("password_env", "")
+    if bool(username_env) != bool(password_env):
+        given, wanted = (
+            ("username_env", "password_env") if username_env else ("password_env", "username_env")
+        )
+        raise ConfigError(
+            f"{where}: {given} is set but {wanted} is not",
+            "set both, or neither to use the credentials `docker login` stored",
+        )
+    for key, variable in (("username_env", username_env), ("password_env", password_env)):
+        if variable and not _ENV_NAME_RE.match(variable):
+            raise ConfigError(
+                f"{where}: {key} = {variable!r} is not an environment variable name",
+                f"name the variable, e.g. {key} = {_EXAMPLE_ENV[key]!r}",
+            )
+    try:
+        mutability = _validate_mutability(raw.get("tag_mutability", "MUTABLE"))
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc.message}", exc.hint) from exc
+    return RegistryEntry(name, repository, username_env, password_env, mutability)
+
+
+def _registry_entries(raw: Any, origin: str) -> tuple[RegistryEntry, ...]:
+    if not isinstance(raw, list):
+        raise ConfigError(
+            f"{origin}: registries is not a list of tables",
+            "write each registry as a [[registries]] table",
+        )
+    seen: set[str] = set()
+    return tuple(_registry_entry(item, index, origin, seen) for index, item in enumerate(raw))
 
 
 @dataclass(frozen=True)
@@ -232,6 +328,8 @@ class Settings:
     dockerhub_tag_mutability: str
     engine_timeout: float
     push_attempts: int
+    tags: tuple[str, ...]
+    registries: tuple[RegistryEntry, ...] = ()
     origins: Mapping[str, str] = field(default_factory=dict, compare=False)
     # The settings the user set (file, environment or flag) rather than left at default.
     explicit: frozenset[str] = field(default=frozenset(), compare=False)
@@ -259,11 +357,14 @@ class Settings:
         return self.ecr_repository or self.image.rsplit("/", 1)[-1]
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            f.name: str(getattr(self, f.name)) if f.name == "project_dir" else getattr(self, f.name)
+        values = {
+            f.name: getattr(self, f.name)
             for f in fields(self)
             if f.name not in ("origins", "explicit")
         }
+        values["project_dir"] = str(self.project_dir)
+        values["registries"] = [entry.as_dict() for entry in self.registries]
+        return values
 
 
 def _coerce(spec: SettingSpec, raw: Any, origin: str) -> Any:
@@ -287,6 +388,15 @@ def _coerce(spec: SettingSpec, raw: Any, origin: str) -> Any:
             pass
     elif spec.kind is str and isinstance(raw, str):
         return raw.strip()
+    elif spec.kind is tuple and isinstance(raw, str):
+        # The environment's form: comma-separated.
+        return tuple(item.strip() for item in raw.split(",") if item.strip())
+    elif (
+        spec.kind is tuple
+        and isinstance(raw, list | tuple)
+        and all(isinstance(item, str) for item in raw)
+    ):
+        return tuple(item.strip() for item in raw)
     raise ConfigError(
         f"{origin}: {spec.name} = {raw!r} is not {_KIND_NAMES[spec.kind]}",
         f"give {spec.name} {_KIND_NAMES[spec.kind]}",
@@ -319,6 +429,29 @@ def _file_settings(project_dir: Path) -> tuple[dict[str, Any], str]:
     return {}, ""
 
 
+def aws_profile(environ: Mapping[str, str]) -> str:
+    return environ.get("AWS_PROFILE") or environ.get("AWS_DEFAULT_PROFILE") or "default"
+
+
+def _aws_profile_region(environ: Mapping[str, str]) -> tuple[str, str]:
+    """(region, origin) of the AWS profile in use, read as boto3's session reads it, without
+    importing boto3 (a command that never talks to AWS should not pay for it)."""
+    home = environ.get("HOME") or os.path.expanduser("~")
+    path = Path(environ.get("AWS_CONFIG_FILE") or os.path.join(home, ".aws", "config"))
+    parser = configparser.RawConfigParser()
+    try:
+        parser.read_string(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, configparser.Error):
+        return "", ""
+    profile = aws_profile(environ)
+    # As botocore: "[profile NAME]", and for the default profile "[default]" too.
+    sections = ("default", "profile default") if profile == "default" else (f"profile {profile}",)
+    for section in sections:
+        if parser.has_option(section, "region"):
+            return parser.get(section, "region").strip(), f"AWS profile {profile} ({path})"
+    return "", ""
+
+
 def load_settings(
     project_dir: Path,
     overrides: Mapping[str, Any] | None = None,
@@ -330,6 +463,10 @@ def load_settings(
     origins: dict[str, str] = {spec.name: "default" for spec in SPECS}
 
     file_values, file_name = _file_settings(project_dir)
+    registries: tuple[RegistryEntry, ...] = ()
+    if "registries" in file_values:
+        registries = _registry_entries(file_values.pop("registries"), file_name)
+        origins["registries"] = file_name
     for key, raw in file_values.items():
         if any(word in key.lower() for word in _SECRET_WORDS):
             raise ConfigError(
@@ -353,11 +490,17 @@ def load_settings(
                 origins[spec.name] = f"environment {env_name}"
                 break
 
+    if not values["aws_region"]:
+        region, origin = _aws_profile_region(environ)
+        if region:
+            values["aws_region"] = _coerce(SPECS_BY_NAME["aws_region"], region, origin)
+            origins["aws_region"] = origin
+
     for name, raw in (overrides or {}).items():
         if raw is None:
             continue
         spec = SPECS_BY_NAME[name]
-        flag = "--" + name.replace("_", "-")
+        flag = _FLAGS.get(name, "--" + name.replace("_", "-"))
         values[name] = _coerce(spec, raw, f"flag {flag}")
         origins[name] = f"flag {flag}"
 
@@ -368,4 +511,10 @@ def load_settings(
             except ConfigError as exc:
                 raise ConfigError(f"{origins[spec.name]}: {exc.message}", exc.hint) from exc
     explicit = frozenset(name for name, origin in origins.items() if origin != "default")
-    return Settings(project_dir=project_dir, origins=origins, explicit=explicit, **values)
+    return Settings(
+        project_dir=project_dir,
+        origins=origins,
+        explicit=explicit,
+        registries=registries,
+        **values,
+    )

@@ -19,7 +19,8 @@ from shipit.progress import Progress, quiet
 
 if TYPE_CHECKING:
     from shipit.engine import Engine
-    from shipit.registries.dockerhub import Credentials
+    from shipit.registries.catalog import RegistrySpec
+    from shipit.registries.credentials import Credentials
     from shipit.registries.ecr import CallerIdentity
 
 Outcome = Literal["ok", "warn", "fail"]
@@ -245,93 +246,90 @@ def check_iam_simulation(settings: Settings, identity: CallerIdentity | None) ->
     )
 
 
-# The Docker Hub side
+# Docker Hub and every other OCI registry
 
 
-def check_dockerhub_repository(settings: Settings) -> Check:
-    if not settings.dockerhub_repository:
-        return Check(
-            "dockerhub_repository",
-            "fail",
-            "no Docker Hub repository is set",
-            "set SHIPIT_DOCKERHUB_REPOSITORY (namespace/name), or check only ECR with --to ecr",
+def check_repository(spec: RegistrySpec) -> Check:
+    name = f"{spec.name}_repository"
+    if not spec.repository:
+        hint = (
+            "set SHIPIT_DOCKERHUB_REPOSITORY (namespace/name), or check only ECR with --to ecr"
+            if spec.name == "dockerhub"
+            else f"give [[registries]] {spec.name!r} a repository"
         )
-    return Check(
-        "dockerhub_repository",
-        "ok",
-        f"{settings.dockerhub_repository} on {settings.dockerhub_registry}",
-    )
+        return Check(name, "fail", f"no {spec.name} repository is set", hint)
+    return Check(name, "ok", f"{spec.repository} on {spec.host}")
 
 
-def dockerhub_credentials_of(
-    settings: Settings, environ: Mapping[str, str]
+def credentials_check(
+    spec: RegistrySpec, environ: Mapping[str, str]
 ) -> tuple[Check, Credentials | None]:
-    """The same lookup as the push's (shipit.registries.dockerhub.credentials)."""
-    from shipit.registries.dockerhub import credentials
+    """The same lookup as the push's (registries/catalog.credentials_of)."""
+    from shipit.registries.catalog import credentials_of
 
+    name = f"{spec.name}_credentials"
     try:
-        found = credentials(settings.dockerhub_registry, environ)
+        found = credentials_of(spec, environ)
     except ShipitError as error:
-        return Check.failed("dockerhub_credentials", error), None
-    check = Check(
-        "dockerhub_credentials",
-        "ok",
-        f"user {found.username} for {settings.dockerhub_registry}, from {found.source}",
-    )
-    return check, found
+        return Check.failed(name, error), None
+    return Check(name, "ok", f"user {found.username} for {spec.host}, from {found.source}"), found
 
 
-def check_dockerhub_login(settings: Settings, found: Credentials | None) -> Check:
+def check_login(spec: RegistrySpec, found: Credentials | None) -> Check:
     """Logs in as a push would (the registry's token service, for Docker Hub), so a revoked
     or mistyped token shows up here rather than halfway through a ship."""
+    name = f"{spec.name}_login"
     if found is None:
-        return _not_checked("dockerhub_login", "no Docker Hub credentials to log in with")
+        return _not_checked(name, f"no {spec.name} credentials to log in with")
     from shipit.registries.distribution import RegistryClient
 
     client = RegistryClient(
-        settings.dockerhub_registry,
+        spec.host,
         found.username,
         found.password,
-        auth_hint="check DOCKERHUB_USERNAME and DOCKERHUB_TOKEN (an access token)",
+        identity_token=found.identity_token or None,
+        auth_hint=f"check the {spec.name} credentials ({spec.credential_source})",
     )
     try:
         with client:
             client.ping()
     except ShipitError as error:
-        return Check.failed("dockerhub_login", error)
-    return Check(
-        "dockerhub_login", "ok", f"{found.username} logged in to {settings.dockerhub_registry}"
-    )
+        return Check.failed(name, error)
+    return Check(name, "ok", f"{found.username} logged in to {spec.host}")
 
 
 def diagnose(
     settings: Settings,
     *,
-    to: tuple[str, ...] = ("ecr", "dockerhub"),
+    to: tuple[RegistrySpec, ...] = (),
     online: bool = False,
     environ: Mapping[str, str] | None = None,
     progress: Progress = quiet,
 ) -> DoctorReport:
-    """Every check for the registries in `to` (as parse_destinations gives them)."""
+    """Every check for the engine, the templates and the registries in `to` (default: every
+    configured one)."""
+    from shipit.registries.catalog import configured_registries
+
     environ = os.environ if environ is None else environ
     engine_check, engine = check_engine(settings.engine_timeout)
     base_check, base_image = check_base_image(settings, engine, progress)
     checks = [engine_check, base_check, check_templates(settings, base_image)]
-    if "ecr" in to:
-        progress("doctor: asking AWS who the caller is")
-        credentials_check, identity = check_aws_credentials(settings)
-        checks += [
-            check_region(settings),
-            credentials_check,
-            check_ecr_repository(settings, identity),
-        ]
+    for spec in to or configured_registries(settings):
+        if spec.kind == "ecr":
+            progress("doctor: asking AWS who the caller is")
+            aws_check, identity = check_aws_credentials(settings)
+            checks += [
+                check_region(settings),
+                aws_check,
+                check_ecr_repository(settings, identity),
+            ]
+            if online:
+                progress("doctor: simulating the push's IAM actions")
+                checks.append(check_iam_simulation(settings, identity))
+            continue
+        hub_check, found = credentials_check(spec, environ)
+        checks += [check_repository(spec), hub_check]
         if online:
-            progress("doctor: simulating the push's IAM actions")
-            checks.append(check_iam_simulation(settings, identity))
-    if "dockerhub" in to:
-        hub_check, found = dockerhub_credentials_of(settings, environ)
-        checks += [check_dockerhub_repository(settings), hub_check]
-        if online:
-            progress(f"doctor: logging in to {settings.dockerhub_registry}")
-            checks.append(check_dockerhub_login(settings, found))
+            progress(f"doctor: logging in to {spec.host}")
+            checks.append(check_login(spec, found))
     return DoctorReport(tuple(checks))

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     # light, and a build of unchanged input renders nothing.
     from shipit.engine import Engine, ImageInfo
     from shipit.push import PushReport
+    from shipit.registries.catalog import RegistrySpec
     from shipit.render import RenderedSite
 
 LOG_TAIL_LINES = 20
@@ -413,7 +414,7 @@ class ShipResult:
 def push(
     settings: Settings,
     engine: Engine,
-    to: tuple[str, ...],
+    to: tuple[RegistrySpec, ...],
     *,
     dry_run: bool = False,
     skip_smoke: bool = False,
@@ -435,7 +436,7 @@ def ship(
     settings: Settings,
     engine: Engine,
     *,
-    to: tuple[str, ...],
+    to: tuple[RegistrySpec, ...],
     allow_root: bool = False,
     resmoke: bool = False,
     progress: Progress = quiet,
@@ -469,7 +470,7 @@ def ship(
             pushed = publish(
                 settings,
                 engine,
-                PushImage.of(built.info),
+                PushImage.of(built.info, settings),
                 access,
                 progress=progress,
                 layer_progress=layer_progress,

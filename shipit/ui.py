@@ -28,6 +28,9 @@ class Ui:
     _bars: Any = field(default=None, repr=False)
     _bar_tasks: dict[str, Any] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # With --json the result is held until the command ends: a failure that follows the
+    # report (a failing doctor, smoke or push) goes into the same document, not a second one.
+    _pending: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
     def plain(self) -> bool:
@@ -96,9 +99,18 @@ class Ui:
     def result(self, data: dict[str, Any], human: str) -> None:
         self.close()
         if self.json_output:
-            self._write(sys.stdout, json.dumps(data, indent=2, sort_keys=True, default=str))
+            self._pending = data
         else:
             self._write(sys.stdout, human)
+
+    def finish(self) -> None:
+        """Write the held JSON document; the command succeeded."""
+        if self._pending is not None:
+            document, self._pending = self._pending, None
+            self._write_json(document)
+
+    def _write_json(self, document: dict[str, Any]) -> None:
+        self._write(sys.stdout, json.dumps(document, indent=2, sort_keys=True, default=str))
 
     def table(self, title: str, headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
         """A table as text: rich in a terminal, aligned plain columns otherwise."""
@@ -137,15 +149,25 @@ class Ui:
         if error.details:
             self._write(sys.stderr, error.details)
         if self.json_output:
-            payload = {"ok": False, "error": error.to_json()}
-            self._write(sys.stdout, json.dumps(payload, indent=2, sort_keys=True))
+            self._fail_json(error.to_json())
+
+    def _fail_json(self, error: dict[str, Any]) -> None:
+        document, self._pending = self._pending or {}, None
+        self._write_json({**document, "ok": False, "error": error})
 
     def internal_error(self, error: BaseException) -> None:
         self.close()
         if self.debug:
             self._write(sys.stderr, "".join(traceback.format_exception(error)).rstrip())
-        self._write(
-            sys.stderr,
-            f"shipit: internal error: {type(error).__name__}: {error}; "
-            "run again with --debug and report it",
-        )
+        hint = "run again with --debug and report it"
+        message = f"internal error: {type(error).__name__}: {error}"
+        self._write(sys.stderr, f"shipit: {message}; {hint}")
+        if self.json_output:
+            self._fail_json(
+                {
+                    "class": "InternalError",
+                    "exit_code": 1,
+                    "message": message,
+                    "hint": hint,
+                }
+            )

@@ -214,12 +214,14 @@ CASES = [
     (
         "base image with an invalid tag (--base-image nginx:bad tag!)",
         Bad(
-            ("ship", "--base-image", "nginx:bad tag!"), CONFIG, "image tag 'bad tag!' is not valid"
+            ("ship", "--base-image", "nginx:bad tag!"),
+            CONFIG,
+            "has a tag that is not valid: 'bad tag!'",
         ),
     ),
     (
         "base image with an empty tag (--base-image nginx:)",
-        Bad(("build", "--base-image", "nginx:"), CONFIG, "image tag '' is not valid"),
+        Bad(("build", "--base-image", "nginx:"), CONFIG, "has a tag that is not valid: ''"),
     ),
     (
         "base image with a tag longer than 128 characters",

@@ -11,9 +11,10 @@ import boto3
 
 from harness.services import MOTO_ACCOUNT, MotoService, free_port
 from shipit.config import LOCAL_BASE_IMAGE, load_settings
-from shipit.doctor import check_iam_simulation, dockerhub_credentials_of, judge_identity
+from shipit.doctor import check_iam_simulation, credentials_check, judge_identity
 from shipit.engine import Engine
 from shipit.errors import ExitCode
+from shipit.registries.catalog import select_registries
 from shipit.registries.ecr import CallerIdentity
 from tests.conftest import HUB_USER, PublishProject, Result
 
@@ -30,8 +31,8 @@ ALL_CHECKS = [
 
 
 def report_of(result: Result) -> dict[str, Any]:
-    """The doctor's report: the first document on stdout (an error document may follow)."""
-    document, _ = json.JSONDecoder().raw_decode(result.stdout.lstrip())
+    """The doctor's report: the one document on stdout, with the error inside on failure."""
+    document = json.loads(result.stdout)
     assert isinstance(document, dict)
     return document
 
@@ -113,7 +114,7 @@ def test_the_credentials_check_names_the_user_and_source_only(
     # In process, so the Ui's redaction cannot hide a detail that carries the token.
     environ = publish_project.env()
     settings = load_settings(publish_project.root, environ=environ)
-    check, _ = dockerhub_credentials_of(settings, environ)
+    check, _ = credentials_check(select_registries(settings, "dockerhub")[0], environ)
     assert check.outcome == "ok"
     assert publish_project.hub_token not in json.dumps(check.to_json())
     assert f"user {HUB_USER} for {settings.dockerhub_registry}" in check.detail

@@ -74,7 +74,7 @@ def error_line(result: Result) -> str:
 
 
 def report_of(result: Result) -> dict[str, Any]:
-    document, _ = json.JSONDecoder().raw_decode(result.stdout.lstrip())
+    document = json.loads(result.stdout)
     assert isinstance(document, dict)
     return document
 

@@ -18,12 +18,15 @@ from shipit.engine import Engine
 from shipit.errors import ExitCode
 from tests.conftest import Project, Result, shipit_containers
 
+# What CI would install; this checkout may have no remote to name.
+PINNED_INSTALL = "git+https://github.com/acme/shipit@" + "0" * 40
+
 
 def init_demo(tmp_path: Path, image: str) -> Project:
     demo = tmp_path / "demo"
     env = Project(root=tmp_path, image=image).env()
     completed = subprocess.run(
-        [sys.executable, "-m", "shipit", "init", str(demo)],
+        [sys.executable, "-m", "shipit", "init", str(demo), "--install", PINNED_INSTALL],
         env=env,
         capture_output=True,
         text=True,
@@ -100,7 +103,7 @@ def test_init_refuses_to_overwrite(tmp_path: Path, project: Project) -> None:
     again = demo.shipit("init", str(demo.root))
     assert again.code == ExitCode.PRECONDITION
     assert "--force" in again.stderr
-    assert demo.shipit("init", str(demo.root), "--force").code == 0
+    assert demo.shipit("init", str(demo.root), "--force", "--install", PINNED_INSTALL).code == 0
 
 
 def _commands(group: object, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:

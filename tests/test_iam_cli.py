@@ -36,8 +36,8 @@ def aws_project(project: Project, moto: MotoService) -> AwsProject:
 
 
 def first_json(result: Result) -> dict[str, Any]:
-    """The result document; an error document may follow it on stdout."""
-    document, _ = json.JSONDecoder().raw_decode(result.stdout.lstrip())
+    """The one document on stdout, with the error inside it on failure."""
+    document = json.loads(result.stdout)
     assert isinstance(document, dict)
     return document
 

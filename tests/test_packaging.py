@@ -90,3 +90,14 @@ def test_render_of_the_default_base_without_an_engine_renders_for_the_default(
     assert "rendering for nginx:1.27.3-bookworm" in completed.stderr
     dockerfile = (tmp_path / "context" / "Dockerfile").read_text()
     assert "FROM nginx:1.27.3-bookworm" in dockerfile
+
+
+def test_the_metadata_carries_the_license_and_classifiers() -> None:
+    meta = importlib.metadata.metadata("shipit")
+    assert meta["License-Expression"] == "MIT"
+    assert "LICENSE" in (meta.get_all("License-File") or [])
+    license_text = (PACKAGE.parent / "LICENSE").read_text()
+    assert license_text.startswith("MIT License")
+    classifiers = meta.get_all("Classifier") or []
+    assert "Programming Language :: Python :: 3.11" in classifiers
+    assert not [c for c in classifiers if c.startswith("License ::")]  # the expression says it

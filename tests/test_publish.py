@@ -12,10 +12,16 @@ from typing import Any
 import boto3
 
 from harness.registry_reader import RegistryReader
-from harness.services import moto_ecr_password, registry_down
+from harness.services import RegistryService, moto_ecr_password, registry_down
 from shipit.engine import Engine
 from shipit.errors import ExitCode
-from tests.conftest import PublishProject, Result, remove_project_leftovers, shipit_containers
+from tests.conftest import (
+    HUB_USER,
+    PublishProject,
+    Result,
+    remove_project_leftovers,
+    shipit_containers,
+)
 
 
 def report_of(result: Result) -> dict[str, Any]:
@@ -310,3 +316,46 @@ def test_ecr_token_comes_from_boto3_and_is_decoded_in_memory(
     token = ecr_client(publish_project).get_authorization_token()["authorizationData"][0]
     user, password = base64.b64decode(token["authorizationToken"]).decode().split(":", 1)
     assert (user, password) == ("AWS", moto_ecr_password())
+
+
+def test_three_registries_and_version_tags_from_a_git_tag(
+    engine: Engine, publish_project: PublishProject
+) -> None:
+    """A third Distribution registry with htpasswd, declared as [[registries]], gets the same
+    digest as ECR and Docker Hub under every tag a v1.4.2 git tag gives."""
+    project = publish_project
+    with RegistryService(username="quay-bot", password="quay-s3cret-token-77") as quay:
+        (project.root / "shipit.toml").write_text(
+            "tags = ['{sha}', '{version}', '{major}.{minor}', '{major}', 'latest']\n"
+            "[[registries]]\n"
+            'name = "quay"\n'
+            f'repository = "{quay.host}/acme/site"\n'
+            'username_env = "QUAY_USER"\n'
+            'password_env = "QUAY_TOKEN"\n'
+        )
+        commit_all(project.root)
+        subprocess.run(["git", "-C", str(project.root), "tag", "v1.4.2"], check=True)
+        env = project.env(QUAY_USER="quay-bot", QUAY_TOKEN="quay-s3cret-token-77")
+        result = project.shipit("ship", "--json", env=env)
+        assert result.code == 0, result.output
+        report = report_of(result)
+        sha_tag = report["build"]["tags"][0].rsplit(":", 1)[1]
+        assert report["push"]["tags"] == [sha_tag, "1.4.2", "1.4", "1", "latest"]
+        by_name = registries(report)
+        assert sorted(by_name) == ["dockerhub", "ecr", "quay"]
+        digests = {entry["digest"] for entry in by_name.values()}
+        assert len(digests) == 1, by_name
+        (digest,) = digests
+        served = {
+            "ecr": (project.ecr.host, "AWS", moto_ecr_password(), project.ecr_repository),
+            "dockerhub": (project.hub.host, HUB_USER, project.hub_token, project.hub_repository),
+            "quay": (quay.host, "quay-bot", "quay-s3cret-token-77", "acme/site"),
+        }
+        for name, (host, user, password, repository) in served.items():
+            statuses = [(tag["tag"], tag["status"]) for tag in by_name[name]["tags"]]
+            assert statuses == [(tag, "pushed") for tag in report["push"]["tags"]], name
+            with RegistryReader(host, user, password) as client:
+                assert sorted(client.tags(repository)) == sorted(report["push"]["tags"])
+                for tag in report["push"]["tags"]:
+                    assert client.manifest_digest(repository, tag) == digest, (name, tag)
+        assert "quay-s3cret-token-77" not in result.output

@@ -25,8 +25,21 @@ from shipit.push.targets import Target
 from shipit.push_stream import classify_stream_error
 from shipit.registries.distribution import Manifest, RegistryAuthError, RegistryResponseError
 from shipit.registries.ecr import CallerIdentity, root_refusal
+from shipit.tags import PlannedTag, TagPlan
 
 REFERENCE = "127.0.0.1:5000/site:abc"
+
+
+def push_image(info: ImageInfo) -> PushImage:
+    """The PushImage of `info` under the default tags, without a project to plan them from."""
+    plan = TagPlan((PlannedTag("abc", "{sha}", False), PlannedTag("latest", "latest", True)), ())
+    return PushImage(
+        id=info.id,
+        build_id=info.labels.get("io.shipit.build-id", ""),
+        labels=dict(info.labels),
+        layers=info.layers,
+        tags=plan,
+    )
 
 
 @pytest.mark.parametrize(
@@ -73,7 +86,7 @@ def test_stream_errors_are_classified(
 
 
 def test_uploaded_bytes_count_only_the_layers_this_push_sent() -> None:
-    image = PushImage.of(
+    image = push_image(
         ImageInfo(
             id="sha256:c0ffee",
             tags=(),
@@ -101,7 +114,7 @@ def test_uploaded_bytes_count_only_the_layers_this_push_sent() -> None:
 
 
 def test_served_image_is_recognised_on_either_image_store() -> None:
-    image = PushImage.of(
+    image = push_image(
         ImageInfo(id="sha256:" + "1" * 64, tags=(), labels={}, repo_digests=(), size=0)
     )
 
@@ -119,13 +132,13 @@ def test_same_build_needs_every_input_label_equal() -> None:
         "io.shipit.base-image-id": "sha256:base",
         "org.opencontainers.image.revision": "abc",
     }
-    image = PushImage.of(ImageInfo(id="sha256:x", tags=(), labels=labels, repo_digests=(), size=0))
+    image = push_image(ImageInfo(id="sha256:x", tags=(), labels=labels, repo_digests=(), size=0))
     assert image.same_build_as({"config": {"Labels": dict(labels)}})
     for key in labels:
         assert not image.same_build_as({"config": {"Labels": {**labels, key: "other"}}})
     assert not image.same_build_as({"config": {}})
     assert not image.same_build_as({})
-    unlabelled = PushImage.of(ImageInfo(id="sha256:y", tags=(), labels={}, repo_digests=(), size=0))
+    unlabelled = push_image(ImageInfo(id="sha256:y", tags=(), labels={}, repo_digests=(), size=0))
     assert not unlabelled.same_build_as({"config": {"Labels": {}}})
 
 
@@ -135,7 +148,7 @@ def _report(*errors: ShipitError | None) -> PushReport:
         status = "pushed" if error is None else "failed"
         targets.append(TargetReport(name=name, reference=name, status=status, error=error))
     return PushReport(
-        image_id="sha256:x", build_id="b", sha_tag="t", dry_run=False, targets=targets
+        image_id="sha256:x", build_id="b", tags=("t", "latest"), dry_run=False, targets=targets
     )
 
 

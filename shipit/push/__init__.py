@@ -11,13 +11,12 @@ The engine's push stream is read and classified beside the engine (shipit/push_s
 
 from shipit.push.publish import PushImage, image_to_push, publish
 from shipit.push.report import PushReport
-from shipit.push.targets import RegistryAccess, parse_destinations
+from shipit.push.targets import RegistryAccess
 
 __all__ = [
     "PushImage",
     "PushReport",
     "RegistryAccess",
     "image_to_push",
-    "parse_destinations",
     "publish",
 ]

@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from shipit.config import Settings
-from shipit.errors import PreconditionError
+from shipit.errors import ConfigError, PreconditionError
 from shipit.labels import LABEL_BASE_IMAGE_ID, LABEL_BUILD_ID, LABEL_REVISION, LABEL_VERSION
 from shipit.state import smoke_pass_of
+from shipit.tags import TagPlan, plan_for_image
 
 if TYPE_CHECKING:
     from shipit.engine import Engine, ImageInfo
@@ -24,23 +25,48 @@ SAME_BUILD_LABELS = (LABEL_BUILD_ID, LABEL_BASE_IMAGE_ID, LABEL_REVISION)
 
 @dataclass(frozen=True)
 class PushImage:
+    """The image to push and the tags to push it under (the tags setting, planned from the
+    commit the image was built from)."""
+
     id: str
-    sha_tag: str
     build_id: str
     labels: dict[str, str]
     # Uncompressed layer digests (diff ids), base first: the push reports bytes per layer.
     layers: tuple[str, ...]
+    tags: TagPlan
 
     @classmethod
-    def of(cls, image: ImageInfo) -> PushImage:
+    def of(cls, image: ImageInfo, settings: Settings) -> PushImage:
         labels = dict(image.labels)
+        built_as = labels.get(LABEL_VERSION, "")
+        if not built_as:
+            raise PreconditionError(
+                f"image {image.id[7:19]} was not built by shipit (no version label)",
+                "build it with `shipit build`",
+            )
+        plan = plan_for_image(
+            settings.project_dir, settings.tags, labels.get(LABEL_REVISION, ""), built_as
+        )
+        if not plan.fixed:
+            raise ConfigError(
+                "no tag template of the tags setting names this commit "
+                f"({', '.join(settings.tags) or 'none'}; skipped: "
+                f"{'; '.join(skip.one_line() for skip in plan.skipped) or 'none'})",
+                "add {sha} to tags (SHIPIT_TAGS, --tag): the engine pushes under a tag that "
+                "does not move, and moving tags follow it",
+            )
         return cls(
             id=image.id,
-            sha_tag=labels.get(LABEL_VERSION, ""),
             build_id=labels.get(LABEL_BUILD_ID, ""),
             labels=labels,
             layers=image.layers,
+            tags=plan,
         )
+
+    @property
+    def first_tag(self) -> str:
+        """The tag the engine pushes; the other tags point at the manifest it leaves."""
+        return self.tags.fixed[0]
 
     def is_served_by(self, manifest: Manifest) -> bool:
         """Whether the registry serves this very image. The local image id is the config's
@@ -69,12 +95,7 @@ def image_to_push(settings: Settings, engine: Engine, *, skip_smoke: bool) -> Pu
             f"no image {settings.image}:latest has been built here",
             "run `shipit ship` or `shipit build` first",
         )
-    image = PushImage.of(found)
-    if not image.sha_tag:
-        raise PreconditionError(
-            f"{settings.image}:latest was not built by shipit (no version label)",
-            "build it with `shipit build`",
-        )
+    image = PushImage.of(found, settings)
     if not skip_smoke and smoke_pass_of(settings, image.id) is None:
         raise PreconditionError(
             f"image {image.id[7:19]} ({settings.image}:latest) has not passed a smoke test "

@@ -1,6 +1,7 @@
-"""The whole push: the sha tag to every registry concurrently, then, only once every registry
-holds it, `latest` everywhere. Each registry gets one API client for the whole push, so the
-auth challenge (and a Bearer token fetch) is paid once."""
+"""The whole push: the fixed tags ({sha} by default) to every registry concurrently, then,
+only once every registry holds every fixed tag, the moving ones (`latest`). Each registry
+gets one API client for the whole push, so the auth challenge (and a Bearer token fetch) is
+paid once."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ from dataclasses import dataclass
 from shipit.config import Settings
 from shipit.engine import Engine
 from shipit.errors import ShipitError
-from shipit.progress import LayerProgress, Progress
+from shipit.progress import LayerProgress, Progress, quiet
 from shipit.push.image import PushImage, image_to_push
-from shipit.push.report import LATEST, PushReport, TagOutcome, TargetReport
+from shipit.push.report import PushReport, TagOutcome, TargetReport
 from shipit.push.retry import with_retries
-from shipit.push.steps import move_latest_once, push_sha_once
+from shipit.push.steps import point_tag_once, push_first_tag_once
 from shipit.push.targets import RegistryAccess, Target
 from shipit.registries.distribution import Manifest
 
@@ -35,9 +36,16 @@ class _Publisher:
         report.fail(error)
         self.progress(f"{report.name}: failed: {error.one_line()}")
 
-    def push_sha(self, report: TargetReport) -> tuple[Target, Manifest] | None:
-        """Pushes the sha tag: the registry and the manifest it now serves under the sha tag,
-        or None when nothing was pushed (a failure, a dry run)."""
+    def _record(self, report: TargetReport, outcome: TagOutcome, attempts: int) -> None:
+        outcome.attempts = attempts
+        report.tags.append(outcome)
+        report.bytes_uploaded += outcome.bytes_uploaded
+        if outcome.status == "pushed":
+            report.status = "pushed"
+
+    def push_fixed(self, report: TargetReport) -> tuple[Target, Manifest] | None:
+        """Pushes the first tag and points the other fixed tags at it: the registry and the
+        manifest it serves under them, or None when nothing was pushed (a failure, a dry run)."""
         started = time.monotonic()
         try:
             target = self.access.target(report.name)
@@ -45,55 +53,58 @@ class _Publisher:
             if self.access.dry_run:
                 report.notes = list(target.notes)
                 report.status = "planned"
-                report.tags = [
-                    TagOutcome(self.image.sha_tag, "planned"),
-                    TagOutcome(LATEST, "planned"),
-                ]
+                report.tags = [TagOutcome(tag, "planned") for tag in self.image.tags.ordered]
                 return None
             target.ensure_repository()
             report.notes = list(target.notes)
-            (outcome, sha_manifest), attempts = with_retries(
+            (outcome, manifest), attempts = with_retries(
                 target,
                 self.attempts,
                 self.progress,
-                lambda: push_sha_once(
+                lambda: push_first_tag_once(
                     self.engine, target, self.image, self.progress, self.layer_progress
                 ),
             )
-            outcome.attempts = attempts
-            report.tags.append(outcome)
-            report.digest = outcome.digest
-            report.bytes_uploaded += outcome.bytes_uploaded
             report.status = outcome.status
-            return target, sha_manifest
+            report.digest = outcome.digest
+            self._record(report, outcome, attempts)
+            for tag in self.image.tags.fixed[1:]:
+                self._point(report, target, tag, manifest, moving=False)
+            return target, manifest
         except ShipitError as error:
             self._failed(report, error)
             return None
         finally:
             report.seconds = round(time.monotonic() - started, 3)
 
-    def move_latest(self, report: TargetReport, tagged: tuple[Target, Manifest]) -> None:
-        target, sha_manifest = tagged
-        started = time.monotonic() - report.seconds
+    def _point(
+        self, report: TargetReport, target: Target, tag: str, manifest: Manifest, *, moving: bool
+    ) -> None:
         try:
             outcome, attempts = with_retries(
                 target,
                 self.attempts,
                 self.progress,
-                lambda: move_latest_once(target, sha_manifest, self.progress),
+                lambda: point_tag_once(target, tag, manifest, self.progress, moving=moving),
             )
-            outcome.attempts = attempts
-            report.tags.append(outcome)
-            if outcome.status == "held-back":
-                # An immutable repository cannot move `latest`; the sha tag is what counts.
-                report.notes.append(
-                    f"latest not moved: {target.reference}:{LATEST} already holds another "
-                    "image and the repository's tags are immutable"
-                )
-            elif outcome.status == "pushed":
-                report.status = "pushed"
+        except ShipitError:
+            report.tags.append(TagOutcome(tag, "failed"))
+            raise
+        self._record(report, outcome, attempts)
+        if outcome.status == "held-back":
+            # An immutable repository cannot move the tag; the fixed tags are what count.
+            report.notes.append(
+                f"{tag} not moved: {target.reference}:{tag} already holds another image and "
+                "the repository's tags are immutable"
+            )
+
+    def move_tags(self, report: TargetReport, pushed: tuple[Target, Manifest]) -> None:
+        target, manifest = pushed
+        started = time.monotonic() - report.seconds
+        try:
+            for tag in self.image.tags.moving:
+                self._point(report, target, tag, manifest, moving=True)
         except ShipitError as error:
-            report.tags.append(TagOutcome(LATEST, "failed"))
             self._failed(report, error)
         finally:
             report.seconds = round(time.monotonic() - started, 3)
@@ -105,11 +116,13 @@ def publish(
     image: PushImage,
     access: RegistryAccess,
     *,
-    progress: Progress = lambda _: None,
+    progress: Progress = quiet,
     layer_progress: LayerProgress | None = None,
 ) -> PushReport:
-    """Pushes `image` (which passed its smoke test: see image_to_push) to the registries that
-    `access` resolves, and reports per registry."""
+    """Pushes `image` (which passed its smoke test: see image_to_push) under its tags to the
+    registries that `access` resolves, and reports per registry."""
+    for skipped in image.tags.skipped:
+        progress(skipped.one_line())
     publisher = _Publisher(
         engine=engine,
         image=image,
@@ -121,23 +134,26 @@ def publish(
     report = PushReport(
         image_id=image.id,
         build_id=image.build_id,
-        sha_tag=image.sha_tag,
+        tags=image.tags.ordered,
         dry_run=access.dry_run,
         targets=[TargetReport(name=name) for name in access.names],
+        skipped_tags=[skipped.one_line() for skipped in image.tags.skipped],
     )
-    pool = ThreadPoolExecutor(max_workers=len(access.names), thread_name_prefix="push")
+    pool = ThreadPoolExecutor(max_workers=max(1, len(access.names)), thread_name_prefix="push")
     try:
-        tagged = list(pool.map(publisher.push_sha, report.targets))
+        pushed = list(pool.map(publisher.push_fixed, report.targets))
         if access.dry_run:
             pass
-        elif any(registry is None for registry in tagged):
-            # latest moves only once every registry holds the sha tag.
-            for target_report, registry in zip(report.targets, tagged, strict=True):
+        elif any(registry is None for registry in pushed):
+            # Moving tags move only once every registry holds every fixed tag.
+            for target_report, registry in zip(report.targets, pushed, strict=True):
                 if registry is not None:
-                    target_report.tags.append(TagOutcome(LATEST, "held-back"))
+                    target_report.tags += [
+                        TagOutcome(tag, "held-back") for tag in image.tags.moving
+                    ]
         else:
-            moved = [registry for registry in tagged if registry is not None]
-            list(pool.map(publisher.move_latest, report.targets, moved))
+            ready = [registry for registry in pushed if registry is not None]
+            list(pool.map(publisher.move_tags, report.targets, ready))
     except BaseException:
         # Ctrl-C: do not wait for pushes blocked in the engine; the caller cleans up and the
         # CLI ends the process, which closes their connections.
@@ -145,7 +161,7 @@ def publish(
         # The push threads' own clean-up may never run: drop the registry-named tags here.
         for target_report in report.targets:
             if target_report.reference:
-                engine.untag(f"{target_report.reference}:{image.sha_tag}")
+                engine.untag(f"{target_report.reference}:{image.first_tag}")
         raise
     pool.shutdown(wait=True)
     return report

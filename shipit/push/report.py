@@ -7,8 +7,6 @@ from typing import Any
 
 from shipit.errors import PushError, ShipitError
 
-LATEST = "latest"
-
 
 @dataclass
 class TagOutcome:
@@ -53,9 +51,11 @@ class TargetReport:
 class PushReport:
     image_id: str
     build_id: str
-    sha_tag: str
+    tags: tuple[str, ...]  # fixed first, then moving
     dry_run: bool
     targets: list[TargetReport]
+    # Tag templates with no value for this commit ({version} without a version tag), why.
+    skipped_tags: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> list[TargetReport]:
@@ -66,7 +66,8 @@ class PushReport:
             "ok": not self.failed,
             "image_id": self.image_id,
             "build_id": self.build_id,
-            "tags": [self.sha_tag, LATEST],
+            "tags": list(self.tags),
+            "skipped_tags": self.skipped_tags,
             "dry_run": self.dry_run,
             "registries": [target.to_json() for target in self.targets],
         }

@@ -1,15 +1,17 @@
-"""One registry's part of a push: the sha tag, then `latest`, each verified.
+"""One registry's part of a push: the first tag by the engine, every other tag by a manifest
+PUT, each verified.
 
-The sha tag: a tag that already holds this very image is skipped without uploading, and so
-is one that holds an image built from the same input by an earlier run (a re-run of the same
-commit on a fresh machine rebuilds it with new timestamps; replacing it would change a
-published digest and upload the site again). Otherwise the engine pushes it; its stream is
-read to its end, and the digest it reports must be what the registry serves, which must be
-this image.
+The first tag (the first fixed one, {sha} by default): a tag that already holds this very
+image is skipped without uploading, and so is one that holds an image built from the same
+input by an earlier run (a re-run of the same commit on a fresh machine rebuilds it with
+new timestamps; replacing it would change a published digest and upload the site again).
+Otherwise the engine pushes it; its stream is read to its end, and the digest it reports
+must be what the registry serves, which must be this image.
 
-`latest`: one manifest PUT of the exact bytes the registry serves under the sha tag (a second
-engine push would check every layer and upload the manifest again), or none when `latest`
-already serves that digest.
+Every other tag: one manifest PUT of the exact bytes the registry serves under the first tag
+(a second engine push would check every layer and upload the manifest again), or none when
+the tag already serves that digest. A fixed tag that holds another image in an immutable
+repository is a conflict; a moving tag there (`latest`) is held back.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from shipit.engine import Engine
 from shipit.errors import AuthError, PushError, PushStreamError, ShipitError, TagConflictError
 from shipit.progress import LayerProgress, Progress
 from shipit.push.image import PushImage
-from shipit.push.report import LATEST, TagOutcome
+from shipit.push.report import TagOutcome
 from shipit.push.targets import Target
 from shipit.push_stream import classify_stream_error
 from shipit.registries.distribution import Manifest, RegistryClient, RegistryResponseError
@@ -65,10 +67,10 @@ def _already_there(
 ) -> TagOutcome | None:
     """The outcome when the tag needs no push, None when it does; an immutable tag holding
     another image is an error."""
-    reference = f"{target.reference}:{image.sha_tag}"
+    reference = f"{target.reference}:{image.first_tag}"
     if image.is_served_by(served):
         progress(f"{target.name}: {reference} already holds this image; nothing to upload")
-        return TagOutcome(image.sha_tag, "unchanged", digest=served.digest)
+        return TagOutcome(image.first_tag, "unchanged", digest=served.digest)
     if not served.is_index and image.same_build_as(
         target.client.image_config(target.repository, served)
     ):
@@ -76,7 +78,7 @@ def _already_there(
             f"{target.name}: {reference} already holds {served.digest[:19]}, built from the "
             f"same input (build id {image.build_id}); keeping it"
         )
-        return TagOutcome(image.sha_tag, "unchanged", digest=served.digest)
+        return TagOutcome(image.first_tag, "unchanged", digest=served.digest)
     if target.mutability == "IMMUTABLE":
         raise TagConflictError(
             f"{reference} already holds another image ({served.digest[:19]}) and the "
@@ -85,16 +87,16 @@ def _already_there(
     return None
 
 
-def push_sha_once(
+def push_first_tag_once(
     engine: Engine,
     target: Target,
     image: PushImage,
     progress: Progress,
     layer_progress: LayerProgress | None = None,
 ) -> tuple[TagOutcome, Manifest]:
-    """The sha tag's outcome, and the manifest the registry now serves under it (with its
-    exact bytes, which `latest` is then pointed at)."""
-    tag = image.sha_tag
+    """The first tag's outcome, and the manifest the registry now serves under it (with its
+    exact bytes, which every other tag is then pointed at)."""
+    tag = image.first_tag
     reference = f"{target.reference}:{tag}"
     client = target.client
     served = _served(client, target.repository, tag)
@@ -153,52 +155,59 @@ def is_tag_conflict(error: RegistryResponseError) -> bool:
     return error.status == 400 and any(words in lowered for words in _TAG_CONFLICT_WORDS)
 
 
-def _immutable_latest_hint(target: Target) -> str:
+def _immutable_tag_hint(target: Target) -> str:
     if target.name == "ecr":
         # shipit reads ECR's own mutability setting, so only the repository can change.
         return "make the repository's tags mutable (`aws ecr put-image-tag-mutability`)"
     return (
-        f'set {target.name}_tag_mutability = "IMMUTABLE" so shipit leaves latest alone, '
+        f'set {target.name}_tag_mutability = "IMMUTABLE" so shipit leaves moving tags alone, '
         "or make the repository's tags mutable"
     )
 
 
-def move_latest_once(target: Target, sha_manifest: Manifest, progress: Progress) -> TagOutcome:
-    """Points `latest` at the sha tag's manifest. A status of "held-back" means the
-    repository's tags are immutable and `latest` holds another image."""
-    reference = f"{target.reference}:{LATEST}"
-    digest = sha_manifest.digest
+def point_tag_once(
+    target: Target, tag: str, manifest: Manifest, progress: Progress, *, moving: bool
+) -> TagOutcome:
+    """Points `tag` at `manifest` (what the first tag serves). A status of "held-back" means a
+    moving tag in an immutable repository already holds another image."""
+    reference = f"{target.reference}:{tag}"
+    digest = manifest.digest
     client = target.client
     # A GET, not a HEAD: a refusal's body says why (an expired token, the IAM action).
-    served = _served(client, target.repository, LATEST)
+    served = _served(client, target.repository, tag)
     if served is not None and served.digest == digest:
         progress(f"{target.name}: {reference} already holds this image")
-        return TagOutcome(LATEST, "unchanged", digest=digest)
+        return TagOutcome(tag, "unchanged", digest=digest)
     if served is not None and target.mutability == "IMMUTABLE":
-        return TagOutcome(LATEST, "held-back")
-    if sha_manifest.raw_digest != digest:
+        if moving:
+            return TagOutcome(tag, "held-back")
+        raise TagConflictError(
+            f"{reference} already holds another image ({served.digest[:19]}) and the "
+            "repository's tags are immutable"
+        )
+    if manifest.raw_digest != digest:
         raise PushError(
-            f"{target.reference}: the manifest served for the sha tag hashes to "
-            f"{sha_manifest.raw_digest}, not to its digest {digest}",
+            f"{target.reference}: the manifest served for the first tag hashes to "
+            f"{manifest.raw_digest}, not to its digest {digest}",
             "push again; if it persists the registry rewrites manifests",
         )
     progress(f"{target.name}: pointing {reference} at {digest[:19]}")
     try:
-        answered = client.put_manifest(target.repository, LATEST, sha_manifest)
+        answered = client.put_manifest(target.repository, tag, manifest)
     except RegistryResponseError as error:
         if is_tag_conflict(error):
             raise TagConflictError(
                 f"{reference} cannot be moved: {error.registry_message or error.message}",
-                _immutable_latest_hint(target),
+                _immutable_tag_hint(target),
             ) from error
         raise
     if not answered:
-        # Docker-Content-Digest is optional for a PUT in the OCI spec: ask what `latest` is.
-        answered = client.manifest_digest(target.repository, LATEST) or ""
+        # Docker-Content-Digest is optional for a PUT in the OCI spec: ask what the tag is.
+        answered = client.manifest_digest(target.repository, tag) or ""
     if answered != digest:
         raise PushError(
             f"{reference}: the registry stored the manifest as {answered or 'no digest'}, "
             f"not as {digest}",
             "push again; if it persists the registry rewrites manifests",
         )
-    return TagOutcome(LATEST, "pushed", digest=digest)
+    return TagOutcome(tag, "pushed", digest=digest)

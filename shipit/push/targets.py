@@ -1,4 +1,4 @@
-"""The push's targets: which registries `--to` names, where each is, how to log in.
+"""The push's targets: where each selected registry is and how to log in to it.
 
 Resolution only reads: it asks STS who the caller is, looks up the ECR repository, fetches
 its token, and finds the Docker Hub credentials. A missing ECR repository is created by the
@@ -14,26 +14,8 @@ from dataclasses import dataclass, field
 
 from shipit.config import Settings
 from shipit.errors import ConfigError, PushError
+from shipit.registries.catalog import RegistrySpec, credentials_of
 from shipit.registries.distribution import RegistryClient
-from shipit.registries.dockerhub import credentials as dockerhub_credentials
-
-DESTINATIONS = ("ecr", "dockerhub")
-ALL = "all"
-
-
-def parse_destinations(to: str) -> tuple[str, ...]:
-    """The registries `--to` names: `all`, or one or more names separated by commas, in the
-    order of DESTINATIONS."""
-    words = {word.strip().lower() for word in to.split(",") if word.strip()}
-    if not words or ALL in words:
-        return DESTINATIONS
-    unknown = sorted(words - set(DESTINATIONS))
-    if unknown:
-        raise ConfigError(
-            f"--to names an unknown registry: {', '.join(unknown)}",
-            f"use {', '.join(DESTINATIONS)} or {ALL}, e.g. --to ecr,dockerhub",
-        )
-    return tuple(name for name in DESTINATIONS if name in words)
 
 
 @dataclass
@@ -65,6 +47,7 @@ class Target:
                 self.registry,
                 self.auth.get("username"),
                 self.auth.get("password"),
+                identity_token=self.auth.get("identitytoken"),
                 auth_hint=self.auth_hint,
             )
         return self._client
@@ -132,35 +115,43 @@ def _ecr_target(settings: Settings, *, dry_run: bool, allow_root: bool) -> Targe
     )
 
 
-def _dockerhub_target(settings: Settings, environ: Mapping[str, str]) -> Target:
-    if not settings.dockerhub_repository:
-        raise ConfigError(
-            "no Docker Hub repository is set",
-            "set SHIPIT_DOCKERHUB_REPOSITORY (namespace/name) or push with --to ecr",
-        )
-    found = dockerhub_credentials(settings.dockerhub_registry, environ)
+def _oci_target(spec: RegistrySpec, environ: Mapping[str, str]) -> Target:
+    if not spec.repository:
+        if spec.name == "dockerhub":
+            raise ConfigError(
+                "no Docker Hub repository is set",
+                "set SHIPIT_DOCKERHUB_REPOSITORY (namespace/name) or push with --to ecr",
+            )
+        raise ConfigError(f"registry {spec.name!r} names no repository")
+    found = credentials_of(spec, environ)
+    if spec.name == "dockerhub":
+        hint = "check DOCKERHUB_USERNAME and DOCKERHUB_TOKEN (an access token with write scope)"
+    elif spec.username_env:
+        hint = f"check {spec.username_env} and {spec.password_env} (a token with push scope)"
+    else:
+        hint = f"log in again with `docker login {spec.host}`"
     return Target(
-        name="dockerhub",
-        registry=settings.dockerhub_registry,
-        repository=settings.dockerhub_repository,
+        name=spec.name,
+        registry=spec.host,
+        repository=spec.repository,
         auth=found.auth_config(),
-        mutability=settings.dockerhub_tag_mutability,
-        auth_hint="check DOCKERHUB_USERNAME and DOCKERHUB_TOKEN (an access token with write scope)",
+        mutability=spec.tag_mutability,
+        auth_hint=hint,
         notes=[f"credentials from {found.source}"],
     )
 
 
 def resolve_target(
-    name: str,
+    spec: RegistrySpec,
     settings: Settings,
     environ: Mapping[str, str],
     *,
     dry_run: bool,
     allow_root: bool,
 ) -> Target:
-    if name == "ecr":
+    if spec.kind == "ecr":
         return _ecr_target(settings, dry_run=dry_run, allow_root=allow_root)
-    return _dockerhub_target(settings, environ)
+    return _oci_target(spec, environ)
 
 
 class RegistryAccess:
@@ -175,26 +166,28 @@ class RegistryAccess:
     def __init__(
         self,
         settings: Settings,
-        names: tuple[str, ...],
+        registries: tuple[RegistrySpec, ...],
         *,
         dry_run: bool = False,
         allow_root: bool = False,
         environ: Mapping[str, str] | None = None,
     ) -> None:
-        self.names = names
+        self.names = tuple(spec.name for spec in registries)
         self.dry_run = dry_run
         environ = os.environ if environ is None else environ
-        self._pool = ThreadPoolExecutor(max_workers=len(names), thread_name_prefix="resolve")
+        self._pool = ThreadPoolExecutor(
+            max_workers=max(1, len(registries)), thread_name_prefix="resolve"
+        )
         self._futures: dict[str, Future[Target]] = {
-            name: self._pool.submit(
+            spec.name: self._pool.submit(
                 resolve_target,
-                name,
+                spec,
                 settings,
                 environ,
                 dry_run=dry_run,
                 allow_root=allow_root,
             )
-            for name in names
+            for spec in registries
         }
 
     def target(self, name: str) -> Target:

@@ -302,6 +302,7 @@ class RegistryClient:
         username: str | None = None,
         password: str | None = None,
         *,
+        identity_token: str | None = None,
         timeout: float = 30.0,
         scheme: str | None = None,
         auth_hint: str = DEFAULT_AUTH_HINT,
@@ -311,6 +312,9 @@ class RegistryClient:
         self.display_host = host.strip().rstrip("/") or self.host
         self.username = username or None
         self._password = password or None
+        # What `docker login` stores for registries that log in with OAuth2: a refresh
+        # token, traded at the token service for access tokens (never sent as a password).
+        self._identity_token = identity_token or None
         self.timeout = timeout
         self.scheme = scheme or scheme_for(self.host)
         self.base_url = f"{self.scheme}://{self.host}"
@@ -322,6 +326,7 @@ class RegistryClient:
         self._tokens: dict[str, _Token] = {}
         self._lock = threading.Lock()
         register_secret(self._password)
+        register_secret(self._identity_token)
 
     def __repr__(self) -> str:
         secret = "***" if self._password else None
@@ -582,9 +587,20 @@ class RegistryClient:
             headers["Authorization"] = basic
         realm_host = urlsplit(realm).netloc or realm
         try:
-            response = self._session.get(
-                realm, params=params, headers=headers, timeout=self.timeout
-            )
+            if self._identity_token:
+                # Docker's token spec, OAuth2 flavour: POST a refresh-token grant.
+                form = {
+                    "grant_type": "refresh_token",
+                    "refresh_token": self._identity_token,
+                    "client_id": "shipit",
+                    **params,
+                }
+                form.pop("account", None)
+                response = self._session.post(realm, data=form, timeout=self.timeout)
+            else:
+                response = self._session.get(
+                    realm, params=params, headers=headers, timeout=self.timeout
+                )
         except requests.RequestException as exc:
             raise self._connection_error(exc, realm_host, "token service of") from exc
         log.debug("GET token %s scope=%r -> %s", realm_host, wanted, response.status_code)

@@ -8,6 +8,7 @@ nothing is written to ~/.docker/config.json.
 from __future__ import annotations
 
 import base64
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -99,8 +100,22 @@ AWS_FAILURES = (
 _NOT_AWS_HINT = "check AWS_ENDPOINT_URL and any HTTP(S) proxy between here and AWS, then run again"
 
 
+def _sso_profile() -> str:
+    return os.environ.get("AWS_PROFILE") or os.environ.get("AWS_DEFAULT_PROFILE") or "default"
+
+
 def explain_aws_error(error: Exception, doing: str) -> ShipitError:
     """One shipit error, with a hint, for whatever boto3 raised while `doing`."""
+    if isinstance(error, botocore.exceptions.SSOError) or (
+        isinstance(error, botocore.exceptions.TokenRetrievalError)
+        and error.kwargs.get("provider") == "sso"
+    ):
+        # No cached SSO token, an expired one that cannot be refreshed, or one AWS refused.
+        profile = _sso_profile()
+        return AuthError(
+            f"the AWS SSO login of profile {profile} has expired or is missing while {doing}",
+            f"run `aws sso login --profile {profile}` and try again",
+        )
     if isinstance(error, botocore.exceptions.NoCredentialsError):
         return AuthError(
             f"no AWS credentials found while {doing}",
