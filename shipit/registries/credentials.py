@@ -223,9 +223,7 @@ def dockerhub_credentials(registry: str, environ: Mapping[str, str] | None = Non
     try:
         found = from_environment(DOCKERHUB_USERNAME, DOCKERHUB_TOKEN, environ)
     except ConfigError as exc:
-        raise AuthError(
-            exc.message, f"set {DOCKERHUB_USERNAME} to the account the access token belongs to"
-        ) from exc
+        raise AuthError(exc.message, exc.hint) from exc
     found = found or stored_credentials(registry, environ)
     if found is None:
         raise AuthError(
