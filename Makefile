@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 SHIPIT := $(BIN)/shipit
 STAMP := $(VENV)/.installed
 
-.PHONY: venv env run build smoke push ship stop doctor config check help test test-unit bench clean
+.PHONY: venv env engines engines-down run build smoke push ship stop doctor config check help test test-unit bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,15 @@ venv: $(STAMP)
 # Engine, registry tools and the local nginx base image (installed and started when missing).
 env:
 	bash scripts/testenv.sh
+
+# Two more engines for the tests (needs root): a containerd-image-store engine (Docker 26) at
+# unix:///run/shipit-ctrd.sock in the network namespace shipit-ctrd, and a remote engine at
+# tcp://10.251.0.2:2375 and, with TLS, :2376. Does nothing when they are up already.
+engines: venv env
+	PYTHON=$(BIN)/python bash scripts/engines.sh up all
+
+engines-down:
+	bash scripts/engines.sh down all
 
 # Build, run and smoke-test the bundled example site on 127.0.0.1:8080.
 run: venv env
