@@ -19,6 +19,7 @@ from tests.services import MOTO_ACCOUNT, MotoService, free_port
 
 ALL_CHECKS = [
     "engine",
+    "published_ports",
     "base_image",
     "templates",
     "aws_region",
@@ -132,7 +133,7 @@ def test_a_missing_docker_hub_token_fails_with_15_naming_the_check(
     failed = check_named(result, "dockerhub_credentials")
     assert "DOCKERHUB_TOKEN" in failed["hint"]
     assert error_line(result) == (
-        "shipit: error: 1 of 8 checks failed: dockerhub_credentials; fix what the table says "
+        "shipit: error: 1 of 9 checks failed: dockerhub_credentials; fix what the table says "
         "for each and run `shipit doctor` again"
     )
     # Only ECR: Docker Hub is not checked at all.
