@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 SHIPIT := $(BIN)/shipit
 STAMP := $(VENV)/.installed
 
-.PHONY: venv env engines engines-down run build smoke push ship stop doctor config check help test test-unit bench clean
+.PHONY: venv env engines engines-down test-containerd run build smoke push ship stop doctor config check help test test-unit bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -62,8 +62,20 @@ check: venv
 help: venv
 	$(BIN)/python -c 'import pathlib, shipit.cli as c; pathlib.Path("shipit/help.txt").write_text(c.top_level_help())'
 
-test: venv env
+# CI runs this: the whole suite on the classic engine (the remote-engine tests included), then
+# the engine tests again on the containerd image store engine.
+test: venv env engines
 	$(BIN)/pytest -p no:cacheprovider tests
+	$(MAKE) --no-print-directory test-containerd
+
+# The tests that drive the engine, on Docker 26 with the containerd image store. They run in
+# that engine's network namespace: what it publishes, and the registries and moto_server the
+# tests start, are reachable only there. The reliability table stays the classic run's.
+CONTAINERD_TESTS := tests/test_local_pipeline.py tests/test_publish.py tests/test_faults.py \
+	tests/test_security.py
+test-containerd: venv env engines
+	bash scripts/engines.sh exec containerd $(BIN)/pytest -p no:cacheprovider \
+		--no-reliability-doc $(CONTAINERD_TESTS)
 
 test-unit: venv
 	$(BIN)/pytest -p no:cacheprovider -m "not engine" tests
