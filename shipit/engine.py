@@ -360,7 +360,8 @@ class Engine:
     @classmethod
     def connect(cls, timeout: float = 120) -> Engine:
         address = EngineAddress.resolve()
-        if address.tls:
+        # A context's TLS files live in its own store, checked by docker-py as it loads them.
+        if address.tls and address.source == "DOCKER_HOST":
             problem = _tls_files_problem(address)
             if problem is not None:
                 raise problem
