@@ -8,7 +8,9 @@
 #   remote       Docker 20.10 (this machine's dockerd) in the network namespace shipit-remote,
 #                joined to this one by a veth pair (10.251.0.1 here, 10.251.0.2 there):
 #                tcp://10.251.0.2:2375 (plain) and tcp://10.251.0.2:2376 (TLS, client
-#                certificates in $STATE_DIR/remote-tls/client for DOCKER_CERT_PATH).
+#                certificates in $STATE_DIR/remote-tls/client for DOCKER_CERT_PATH), and
+#                ssh://root@10.251.0.2 (an sshd whose one key may only run
+#                `docker system dial-stdio`; client settings in $STATE_DIR/remote-ssh/ssh_config).
 #
 # Usage: engines.sh up|down|status|env [containerd|remote|all]
 #        engines.sh exec containerd|remote CMD...   (CMD in that engine's network namespace,
@@ -33,6 +35,7 @@ REMOTE_IP=10.251.0.2
 LOCAL_IP=10.251.0.1
 REMOTE_VETH=shipit-rmt0 # this namespace's end; the other end is called eth0 in there
 REMOTE_TLS="$STATE_DIR/remote-tls"
+REMOTE_SSH="$STATE_DIR/remote-ssh"
 
 say() { printf 'engines: %s\n' "$*" >&2; }
 die() { printf 'engines: error: %s\n' "$*" >&2; exit 1; }
@@ -187,12 +190,69 @@ ensure_remote_link() {
   nsenter --net="/var/run/netns/$REMOTE" ip link set eth0 up
 }
 
+ensure_sshd_binary() {
+  [ -x "$REMOTE_SSH/root/usr/sbin/sshd" ] && return
+  mkdir -p "$REMOTE_SSH/debs"
+  if ! ls "$REMOTE_SSH"/debs/openssh-server_*.deb >/dev/null 2>&1; then
+    # Downloaded, not installed: an installed openssh-server would also serve this machine.
+    (cd "$REMOTE_SSH/debs" && apt-get download openssh-server >"$REMOTE_SSH/apt.log" 2>&1) || {
+      apt-get update -qq >>"$REMOTE_SSH/apt.log" 2>&1
+      (cd "$REMOTE_SSH/debs" && apt-get download openssh-server >>"$REMOTE_SSH/apt.log" 2>&1)
+    } || die "apt-get download openssh-server failed, see $REMOTE_SSH/apt.log"
+  fi
+  dpkg-deb -x "$REMOTE_SSH"/debs/openssh-server_*.deb "$REMOTE_SSH/root"
+}
+
+ensure_remote_sshd() {
+  # ssh://root@10.251.0.2: an sshd in the remote namespace whose one key may only run
+  # `docker system dial-stdio` against the remote engine. Clients use $REMOTE_SSH/ssh_config.
+  local pidfile=/run/$REMOTE-sshd.pid
+  running "$pidfile" && return
+  command -v ssh-keygen >/dev/null || die "ssh-keygen missing: apt-get install openssh-client"
+  ensure_sshd_binary
+  getent passwd sshd >/dev/null \
+    || useradd --system --no-create-home --home-dir /run/sshd --shell /usr/sbin/nologin sshd
+  mkdir -p /run/sshd "$REMOTE_SSH"
+  chmod 0755 /run/sshd
+  [ -s "$REMOTE_SSH/host_key" ] || ssh-keygen -q -t ed25519 -N '' -C shipit-remote-host -f "$REMOTE_SSH/host_key"
+  [ -s "$REMOTE_SSH/client_key" ] || ssh-keygen -q -t ed25519 -N '' -C shipit-tests -f "$REMOTE_SSH/client_key"
+  printf 'command="DOCKER_HOST=unix://%s exec docker system dial-stdio",restrict %s\n' \
+    "$REMOTE_SOCK" "$(cat "$REMOTE_SSH/client_key.pub")" >"$REMOTE_SSH/authorized_keys"
+  printf '%s %s\n' "$REMOTE_IP" "$(cut -d' ' -f1,2 "$REMOTE_SSH/host_key.pub")" >"$REMOTE_SSH/known_hosts"
+  cat >"$REMOTE_SSH/sshd_config" <<EOF2
+ListenAddress $REMOTE_IP:22
+HostKey $REMOTE_SSH/host_key
+AuthorizedKeysFile $REMOTE_SSH/authorized_keys
+PidFile $pidfile
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+EOF2
+  cat >"$REMOTE_SSH/ssh_config" <<EOF2
+Host $REMOTE_IP
+  User root
+  IdentityFile $REMOTE_SSH/client_key
+  IdentitiesOnly yes
+  UserKnownHostsFile $REMOTE_SSH/known_hosts
+  StrictHostKeyChecking yes
+  BatchMode yes
+EOF2
+  nsenter --net="/var/run/netns/$REMOTE" "$REMOTE_SSH/root/usr/sbin/sshd" \
+    -f "$REMOTE_SSH/sshd_config" -E "$REMOTE_SSH/sshd.log" \
+    || die "sshd did not start, see $REMOTE_SSH/sshd.log"
+  wait_for "sshd on $REMOTE_IP:22" "$REMOTE_SSH/sshd.log" remote_sshd_listens
+}
+
+remote_sshd_listens() { timeout 2 bash -c "</dev/tcp/$REMOTE_IP/22" 2>/dev/null; }
+
 remote_tls_answers() {
   DOCKER_TLS_VERIFY=1 DOCKER_CERT_PATH="$REMOTE_TLS/client" answers "tcp://$REMOTE_IP:2376"
 }
 
 remote_up() {
-  if answers "tcp://$REMOTE_IP:2375" && remote_tls_answers; then
+  if answers "tcp://$REMOTE_IP:2375" && remote_tls_answers && running "/run/$REMOTE-sshd.pid"; then
     load_base_image "unix://$REMOTE_SOCK"
     return
   fi
@@ -228,10 +288,12 @@ remote_up() {
   fi
   wait_for "tcp://$REMOTE_IP:2375" "$dir/socat.log" answers "tcp://$REMOTE_IP:2375"
   wait_for "tcp://$REMOTE_IP:2376" "$dir/dockerd.log" remote_tls_answers
+  ensure_remote_sshd
   load_base_image "unix://$REMOTE_SOCK"
 }
 
 remote_down() {
+  stop_pidfile "/run/$REMOTE-sshd.pid"
   stop_pidfile "$STATE_DIR/$REMOTE/socat.pid"
   stop_pidfile "/run/$REMOTE.pid"
   rm -f "$REMOTE_SOCK"
@@ -249,8 +311,8 @@ status() {
   printf 'containerd  unix://%s  netns %s  %s\n' "$CTRD_SOCK" "$CTRD" "$state"
   state=down
   answers "tcp://$REMOTE_IP:2375" && state="up ($(docker -H "tcp://$REMOTE_IP:2375" version --format '{{.Server.Version}}'))"
-  printf 'remote      tcp://%s:2375, tcp://%s:2376 (TLS, DOCKER_CERT_PATH=%s/client)  %s\n' \
-    "$REMOTE_IP" "$REMOTE_IP" "$REMOTE_TLS" "$state"
+  printf 'remote      tcp://%s:2375, tcp://%s:2376 (TLS, DOCKER_CERT_PATH=%s/client), ssh://root@%s (ssh -F %s/ssh_config)  %s\n' \
+    "$REMOTE_IP" "$REMOTE_IP" "$REMOTE_TLS" "$REMOTE_IP" "$REMOTE_SSH" "$state"
 }
 
 print_env() { # shell lines that point docker (and shipit) at one engine

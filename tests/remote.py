@@ -28,6 +28,8 @@ TLS = f"tcp://{REMOTE_IP}:2376"
 REMOTE_CERTS = Path(os.environ.get("SHIPIT_TESTENV_DIR", "/var/tmp/shipit-testenv")) / (
     "remote-tls/client"
 )
+REMOTE_SSH = REMOTE_CERTS.parent.parent / "remote-ssh"
+SSH = f"ssh://root@{REMOTE_IP}"
 START_HINT = "start it with `make engines` (scripts/engines.sh up, as root)"
 
 
@@ -37,6 +39,16 @@ def plain_env() -> dict[str, str]:
 
 def tls_env(cert_path: Path = REMOTE_CERTS) -> dict[str, str]:
     return {"DOCKER_HOST": TLS, "DOCKER_TLS_VERIFY": "1", "DOCKER_CERT_PATH": str(cert_path)}
+
+
+def ssh_env(folder: Path, config: Path = REMOTE_SSH / "ssh_config") -> dict[str, str]:
+    """DOCKER_HOST=ssh://..., with an `ssh` first on PATH that reads `config`: what a user's
+    ~/.ssh/config does (key, known_hosts), without touching this machine's."""
+    folder.mkdir(parents=True, exist_ok=True)
+    wrapper = folder / "ssh"
+    wrapper.write_text(f'#!/bin/sh\nexec /usr/bin/ssh -F {config} "$@"\n')
+    wrapper.chmod(0o755)
+    return {"DOCKER_HOST": SSH, "PATH": f"{folder}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
 
 
 def docker(engine_env: Mapping[str, str], *args: str, check: bool = True) -> str:

@@ -20,14 +20,21 @@ import requests
 from shipit.errors import ExitCode
 from tests import remote
 from tests.conftest import REPO, Project, PublishProject, Result
-from tests.remote import REMOTE_CERTS, REMOTE_IP, RemoteLoopback, plain_env, tls_env
+from tests.remote import (
+    REMOTE_CERTS,
+    REMOTE_IP,
+    RemoteLoopback,
+    plain_env,
+    ssh_env,
+    tls_env,
+)
 from tests.services import free_port, wait_until
 
 
 @pytest.fixture(scope="module", autouse=True)
-def remote_engine() -> None:
+def remote_engine(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Fails (never skips) when the remote engine is not up."""
-    for env in (plain_env(), tls_env()):
+    for env in (plain_env(), tls_env(), ssh_env(tmp_path_factory.mktemp("ssh-bin"))):
         done = subprocess.run(
             ["docker", "version", "--format", "{{.Server.Version}}"],
             env={**_without_engine_variables(), **env},
@@ -79,11 +86,12 @@ def status_of(url: str) -> int:
     return requests.get(url, timeout=5).status_code
 
 
-@pytest.mark.parametrize("engine_env", [plain_env(), tls_env()], ids=["tcp", "tls"])
+@pytest.mark.parametrize("kind", ["tcp", "tls", "ssh"])
 def test_run_smoke_stop_on_a_remote_engine(
-    remote_project: Project, engine_env: dict[str, str]
+    remote_project: Project, kind: str, tmp_path: Path
 ) -> None:
     project = remote_project
+    engine_env = {"tcp": plain_env(), "tls": tls_env()}.get(kind) or ssh_env(tmp_path / "bin")
     env = at(project, engine_env)
     port = free_port()
     ran = project.shipit("run", "--port", str(port), "--json", env=env)
@@ -235,6 +243,20 @@ def _cert_dir(tmp_path: Path, name: str, **files: Path | bytes) -> Path:
         else:
             shutil.copy(source, target)
     return folder
+
+
+def _stranger_ssh_config(tmp_path: Path) -> Path:
+    """The remote's ssh settings, with a key that machine has never seen."""
+    key = tmp_path / "stranger_key"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)],
+        check=True,
+        capture_output=True,
+    )
+    ours = (remote.REMOTE_SSH / "ssh_config").read_text()
+    config = tmp_path / "stranger_ssh_config"
+    config.write_text(ours.replace(str(remote.REMOTE_SSH / "client_key"), str(key)))
+    return config
 
 
 def bad_connections(tmp_path: Path) -> list[tuple[str, dict[str, str], str]]:
