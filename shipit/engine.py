@@ -14,6 +14,9 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from shipit import paramiko_deferred  # noqa: F401 - before docker, see that module
+
+# isort: split
 import docker
 import docker.auth
 import docker.errors
@@ -264,7 +267,12 @@ def _connect_failure(address: EngineAddress, error: BaseException) -> EngineErro
         )
     if "paramiko" in lowered:
         return EngineError(
-            f"cannot reach the engine at {where}: ssh:// needs the OpenSSH client (`ssh`)",
+            f"cannot reach the engine at {where}: docker-py's ssh:// support is not installed",
+            "pip install 'docker[ssh]' next to shipit, or use tcp:// with TLS",
+        )
+    if address.scheme == "ssh" and any(isinstance(item, FileNotFoundError) for item in causes):
+        return EngineError(
+            f"cannot reach the engine at {where}: ssh:// needs the OpenSSH client (`ssh`) on PATH",
             "install it (apt-get install openssh-client), or use tcp:// with TLS",
         )
     if "invalid bind address" in lowered or "invalid port" in lowered:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -88,3 +90,20 @@ def test_no_host_and_no_context_is_the_local_socket(
     address = EngineAddress.resolve({})
     assert address.url == "unix:///var/run/docker.sock"
     assert not address.is_remote
+
+
+def test_importing_the_engine_module_does_not_load_paramiko() -> None:
+    """docker-py imports paramiko for ssh:// (about 0.25 s of every command's start-up);
+    shipit's ssh:// goes through the OpenSSH client and never needs it."""
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, shipit.engine, docker.transport; "
+            "print(sorted(m for m in sys.modules if m.startswith('paramiko.')))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert probe.stdout.strip() == "[]"
