@@ -321,6 +321,16 @@ def bad_connections(tmp_path: Path) -> list[tuple[str, dict[str, str], str]]:
             "cannot reach the engine over ssh",
         ),
         (
+            "an ssh key the engine's machine does not accept",
+            ssh_env(tmp_path / "stranger-bin", _stranger_ssh_config(tmp_path)),
+            "cannot reach the engine over ssh",
+        ),
+        (
+            "no ssh client on PATH",
+            {"DOCKER_HOST": remote.SSH, "PATH": str(tmp_path / "empty-bin")},
+            "needs the OpenSSH client (`ssh`) on PATH",
+        ),
+        (
             "a docker context that does not exist",
             {"DOCKER_CONTEXT": "no-such-context"},
             "docker context 'no-such-context' does not exist",
