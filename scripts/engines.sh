@@ -101,7 +101,7 @@ trixie_mirror() {
 
 ensure_trixie_binaries() {
   local bin="$CTRD_TRIXIE/bin"
-  if [ -x "$bin/dockerd" ] && [ -x "$bin/containerd" ] && [ -x "$bin/runc" ]; then return; fi
+  if [ -x "$bin/dockerd" ] && [ -x "$bin/containerd" ] && [ -x "$bin/ctr" ] && [ -x "$bin/runc" ]; then return; fi
   local apt_dir="$CTRD_TRIXIE/apt" debs="$CTRD_TRIXIE/debs" root="$CTRD_TRIXIE/root"
   mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial" "$debs"
   if ! ls "$debs"/docker.io_*.deb "$debs"/containerd_*.deb >/dev/null 2>&1; then
@@ -120,7 +120,7 @@ ensure_trixie_binaries() {
   for deb in "$debs"/docker.io_*.deb "$debs"/containerd_*.deb; do dpkg-deb -x "$deb" "$root"; done
   local tool found
   for tool in dockerd docker-proxy containerd containerd-shim-runc-v2 ctr; do
-    found=$(find "$root/usr" -name "$tool" -type f | head -n1)
+    found=$(find "$root/usr/bin" "$root/usr/sbin" -name "$tool" -type f 2>/dev/null | head -n1)
     [ -n "$found" ] || die "$tool is not in the trixie packages (see $root)"
     ln -sf "$found" "$bin/$tool"
   done
