@@ -235,6 +235,13 @@ def _smoke_table(report: SmokeReport) -> str:
 def run(
     port: Annotated[int | None, typer.Option("--port", help="Host port (SHIPIT_PORT).")] = None,
     host: Annotated[str | None, typer.Option("--host", help="Host address (SHIPIT_HOST).")] = None,
+    reach_host: Annotated[
+        str | None,
+        typer.Option(
+            "--reach-host",
+            help="Address where this machine reaches the site (SHIPIT_REACH_HOST).",
+        ),
+    ] = None,
     no_smoke: Annotated[bool, typer.Option("--no-smoke", help="Skip the smoke test.")] = False,
     read_only: Annotated[
         bool, typer.Option("--read-only", help="Run with a read-only root file system.")
@@ -262,6 +269,7 @@ def run(
         project,
         port=port,
         host=host,
+        reach_host=reach_host,
         image=image,
         base_image=base_image,
         ready_timeout=ready_timeout,

@@ -119,9 +119,22 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec(
         "base_image", str, DEFAULT_BASE_IMAGE, "nginx base image", validate=validate_reference
     ),
-    SettingSpec("host", str, "127.0.0.1", "address the container is published on"),
+    SettingSpec(
+        "host",
+        str,
+        "127.0.0.1",
+        "address the container is published on, on the engine's machine (a remote engine's "
+        "default: 0.0.0.0)",
+    ),
     SettingSpec(
         "port", int, 8080, "host port the container is published on", validate=_validate_port
+    ),
+    SettingSpec(
+        "reach_host",
+        str,
+        "",
+        "address where this machine reaches the published port (default: the engine's host "
+        "for a remote engine, else --host)",
     ),
     SettingSpec(
         "ready_timeout",
@@ -316,6 +329,7 @@ class Settings:
     base_image: str
     host: str
     port: int
+    reach_host: str
     ready_timeout: float
     ecr_repository: str
     ecr_registry: str

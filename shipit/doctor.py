@@ -90,10 +90,40 @@ def check_engine(timeout: float) -> tuple[Check, Engine | None]:
 
     try:
         engine = Engine.connect(timeout)
-        version = engine.version()
+        facts = engine.facts()
     except ShipitError as error:
         return Check.failed("engine", error), None
-    return Check("engine", "ok", f"Docker engine {version} answers"), engine
+    return Check(
+        "engine",
+        "ok",
+        f"Docker engine {facts.version} answers at {engine.address.describe()}; "
+        f"image store: {facts.image_store}",
+    ), engine
+
+
+def check_published_ports(settings: Settings, engine: Engine | None) -> Check:
+    """Where `shipit run` publishes the site and where this machine reaches it."""
+    from shipit.pipeline import container_name, publish_host, reach_host
+
+    name = "published_ports"
+    if engine is None:
+        return _not_checked(name, "no Docker engine")
+    published_on = publish_host(settings, engine)
+    url = f"http://{reach_host(settings, engine, published_on)}:{settings.port}"
+    where = "the engine's machine" if engine.address.is_remote else "this machine"
+    detail = f"run publishes on {published_on}:{settings.port} of {where}, reached at {url}"
+    try:
+        owner = engine.container_publishing(published_on, settings.port)
+    except ShipitError as error:
+        return Check.failed(name, error)
+    if owner is not None and owner != container_name(settings):
+        return Check(
+            name,
+            "warn",
+            f"{detail}; port {settings.port} is in use by container {owner}",
+            "stop that container or choose another port with --port",
+        )
+    return Check(name, "ok", detail)
 
 
 def check_base_image(
@@ -313,7 +343,12 @@ def diagnose(
     environ = os.environ if environ is None else environ
     engine_check, engine = check_engine(settings.engine_timeout)
     base_check, base_image = check_base_image(settings, engine, progress)
-    checks = [engine_check, base_check, check_templates(settings, base_image)]
+    checks = [
+        engine_check,
+        check_published_ports(settings, engine),
+        base_check,
+        check_templates(settings, base_image),
+    ]
     for spec in to or configured_registries(settings):
         if spec.kind == "ecr":
             progress("doctor: asking AWS who the caller is")

@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import io
 import os
+import ssl
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from shipit import paramiko_deferred  # noqa: F401 - before docker, see that module
+
+# isort: split
 import docker
 import docker.errors
+import docker.utils
 import requests
 import urllib3.exceptions
 
@@ -59,15 +64,98 @@ class ContainerInfo:
     labels: Mapping[str, str]
 
 
-def _engine_location(api: docker.APIClient | None = None) -> str:
-    """Where the engine is, as the user would name it: the client's own address when it has
-    one (docker-py names a unix socket http+docker://localhost, which helps nobody)."""
-    if api is not None and not str(api.base_url).startswith("http+docker:"):
-        return str(api.base_url)
-    host = os.environ.get("DOCKER_HOST")
-    if host:
-        return f"DOCKER_HOST={host}"
-    return "the socket /var/run/docker.sock"
+# Seconds to wait for an engine to answer the first time: an address that swallows packets
+# should fail in seconds, not after engine_timeout (which is about pushes that stall).
+CONNECT_TIMEOUT = 15.0
+_LOCAL_SCHEMES = ("unix", "npipe", "http+unix")
+_LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+_TLS_FILES = ("ca.pem", "cert.pem", "key.pem")
+# How an engine names "every address of this machine" (noqa: it binds nothing).
+_ALL_ADDRESSES = frozenset({"0.0.0.0", "::", ""})  # noqa: S104
+
+
+@dataclass(frozen=True)
+class EngineAddress:
+    """Where the engine is and who said so, resolved the way the docker CLI does it:
+    DOCKER_HOST (with DOCKER_TLS_VERIFY and DOCKER_CERT_PATH), else the current docker
+    context (DOCKER_CONTEXT, or `docker context use`), else the local socket."""
+
+    url: str
+    source: str
+    tls: bool = False
+    cert_path: str = ""
+
+    @classmethod
+    def resolve(cls, environ: Mapping[str, str] | None = None) -> EngineAddress:
+        environ = os.environ if environ is None else environ
+        host = environ.get("DOCKER_HOST", "")
+        cert_path = environ.get("DOCKER_CERT_PATH", "")
+        verify = environ.get("DOCKER_TLS_VERIFY", "") != ""
+        if host:
+            tls = bool(cert_path or verify)
+            if tls and not cert_path:
+                cert_path = os.path.join(os.path.expanduser("~"), ".docker")
+            return cls(host, "DOCKER_HOST", tls, cert_path if tls else "")
+        context = _current_context(environ)
+        if context is not None:
+            return context
+        return cls("unix:///var/run/docker.sock", "the default socket")
+
+    @property
+    def scheme(self) -> str:
+        return self.url.split("://", 1)[0].lower() if "://" in self.url else "tcp"
+
+    @property
+    def host(self) -> str:
+        """The engine's host name or address; empty for a local socket."""
+        if self.scheme in _LOCAL_SCHEMES:
+            return ""
+        rest = self.url.split("://", 1)[-1].split("/", 1)[0].rsplit("@", 1)[-1]
+        if rest.startswith("["):
+            return rest[1 : rest.find("]")]
+        return rest.rsplit(":", 1)[0] if rest.count(":") == 1 else rest
+
+    @property
+    def is_remote(self) -> bool:
+        """Whether the engine's published ports live on another machine than this one."""
+        return bool(self.host) and self.host not in _LOOPBACK_HOSTS
+
+    def describe(self) -> str:
+        """DOCKER_HOST=tcp://host:2376 (TLS), or the address and the context that names it."""
+        shown = f"{self.url} (TLS)" if self.tls else self.url
+        if self.source == "DOCKER_HOST":
+            return f"DOCKER_HOST={shown}"
+        return shown if self.source == "the default socket" else f"{shown} ({self.source})"
+
+
+def _current_context(environ: Mapping[str, str]) -> EngineAddress | None:
+    """The docker context in use, when it is not the built-in default."""
+    from docker.context import ContextAPI
+    from docker.context.config import get_current_context_name
+
+    name = environ.get("DOCKER_CONTEXT", "")
+    try:
+        name = name or str(get_current_context_name() or "")
+        if not name or name == "default":
+            return None
+        context = ContextAPI.get_context(name)
+    except (docker.errors.DockerException, OSError, ValueError, KeyError) as exc:
+        raise EngineError(
+            f"cannot read the docker context {name!r}: {exc}",
+            "check `docker context ls`, or set DOCKER_HOST",
+        ) from exc
+    if context is None:
+        raise EngineError(
+            f"the docker context {name!r} does not exist",
+            "pick one from `docker context ls` (`docker context use NAME`) or unset DOCKER_CONTEXT",
+        )
+    tls = context.TLSConfig
+    return EngineAddress(
+        str(context.Host),
+        f"docker context {name}",
+        tls=tls is not None,
+        cert_path=os.path.dirname(tls.ca_cert) if tls is not None and tls.ca_cert else "",
+    )
 
 
 def _timed_out(error: BaseException) -> bool:
@@ -79,22 +167,212 @@ def _timed_out(error: BaseException) -> bool:
     return any(isinstance(item, _READ_TIMEOUTS) for item in wrapped)
 
 
+def _causes(error: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in chain and len(chain) < 10:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def _tls_files_problem(address: EngineAddress) -> EngineError | None:
+    """What is wrong with the TLS files, said before docker-py says it less clearly."""
+    variable = "DOCKER_CERT_PATH" if address.source == "DOCKER_HOST" else address.source
+    folder = address.cert_path
+    if not os.path.isdir(folder):
+        return EngineError(
+            f"{variable}={folder} is not a folder; TLS to {address.url} needs ca.pem, "
+            "cert.pem and key.pem from there",
+            "point DOCKER_CERT_PATH at the engine's client certificates "
+            "(or unset DOCKER_TLS_VERIFY for an engine without TLS)",
+        )
+    missing = [name for name in _TLS_FILES if not os.path.isfile(os.path.join(folder, name))]
+    if missing:
+        return EngineError(
+            f"{variable}={folder} has no {', '.join(missing)}",
+            "put the engine's CA (ca.pem) and your client certificate and key "
+            "(cert.pem, key.pem) there",
+        )
+    for name in _TLS_FILES:
+        path = os.path.join(folder, name)
+        try:
+            with open(path, "rb") as handle:
+                head = handle.read(4096)
+        except OSError as exc:
+            return EngineError(f"cannot read {path}: {exc.strerror}", "check its permissions")
+        if b"-----BEGIN " not in head:
+            return EngineError(f"{path} is not a PEM file", f"replace it with the PEM {name}")
+    return None
+
+
+_UNREACHABLE_REASONS = (
+    (("name or service not known", "failed to resolve", "name resolution"), "cannot resolve"),
+    (("connection refused",), "nothing listens there (connection refused)"),
+    (("no route to host", "network is unreachable"), "the host is unreachable (no route)"),
+    (("timed out", "timeout"), f"no answer within {CONNECT_TIMEOUT:g} s (unreachable?)"),
+    (
+        ("connection reset", "connection aborted", "remote end closed"),
+        "the engine closed the connection at once (a TLS port without DOCKER_TLS_VERIFY?)",
+    ),
+)
+
+_TLS_REASONS = (
+    ("certificate required", "the engine wants a client certificate (DOCKER_CERT_PATH)"),
+    ("unknown ca", "the engine does not trust the client certificate's CA"),
+    ("bad certificate", "the engine refused the client certificate"),
+    ("hostname mismatch", "the engine's certificate does not name this host"),
+    ("doesn't match", "the engine's certificate does not name this host"),
+    ("expired", "a certificate has expired"),
+)
+
+
+def _connect_failure(address: EngineAddress, error: BaseException) -> EngineError:
+    """The real reason an engine does not answer, in one line."""
+    where = address.describe()
+    causes = _causes(error)
+    lowered = " ".join(str(item) for item in causes).lower()
+    if isinstance(error, docker.errors.TLSParameterError):
+        return _tls_files_problem(address) or EngineError(
+            f"the TLS settings for {where} are incomplete: {error}",
+            "set DOCKER_CERT_PATH to a folder with ca.pem, cert.pem and key.pem",
+        )
+    if "paramiko" in lowered:
+        return EngineError(
+            f"cannot reach the engine at {where}: docker-py's ssh:// support is not installed",
+            "pip install 'docker[ssh]' next to shipit, or use tcp:// with TLS",
+        )
+    if address.scheme == "ssh" and any(isinstance(item, FileNotFoundError) for item in causes):
+        return EngineError(
+            f"cannot reach the engine at {where}: ssh:// needs the OpenSSH client (`ssh`) on PATH",
+            "install it (apt-get install openssh-client), or use tcp:// with TLS",
+        )
+    if "invalid bind address" in lowered or "invalid port" in lowered:
+        return EngineError(
+            f"{where} is not an engine address",
+            "use unix:///path, tcp://host:port or ssh://user@host",
+        )
+    if any(isinstance(item, ssl.SSLError | requests.exceptions.SSLError) for item in causes):
+        return _tls_failure(address, lowered)
+    if "client sent an http request to an https server" in lowered:
+        return EngineError(
+            f"the engine at {where} wants TLS",
+            "set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH to its client certificates",
+        )
+    if address.scheme == "ssh":
+        return EngineError(
+            f"cannot reach the engine over ssh at {where} (ssh said why above)",
+            f"check that `docker -H {address.url} version` works: ssh keys, known_hosts, "
+            "docker on that machine",
+        )
+    if address.scheme not in _LOCAL_SCHEMES:
+        reason = next(
+            (
+                text if text != "cannot resolve" else f"cannot resolve the host {address.host}"
+                for markers, text in _UNREACHABLE_REASONS
+                if any(marker in lowered for marker in markers)
+            ),
+            str(error).splitlines()[0][:200] if str(error) else type(error).__name__,
+        )
+        return EngineError(
+            f"cannot reach the Docker engine at {where}: {reason}",
+            "check the address and that dockerd listens there, or unset DOCKER_HOST for the "
+            "local engine",
+        )
+    return EngineError(
+        f"no Docker engine answers at {where}",
+        "start the engine (as root: scripts/testenv.sh starts dockerd) or point "
+        "DOCKER_HOST at a running one",
+    )
+
+
+def _tls_failure(address: EngineAddress, lowered: str) -> EngineError:
+    where = address.describe()
+    if "wrong version number" in lowered or "record layer failure" in lowered:
+        return EngineError(
+            f"TLS handshake with {where} failed: the engine does not speak TLS there",
+            "unset DOCKER_TLS_VERIFY and DOCKER_CERT_PATH for this engine, or use its TLS port "
+            "(usually 2376)",
+        )
+    if "certificate verify failed" in lowered:
+        return EngineError(
+            f"TLS handshake with {where} failed: the engine's certificate is not signed by "
+            f"{os.path.join(address.cert_path, 'ca.pem')}",
+            "put the engine's CA certificate there (DOCKER_CERT_PATH)",
+        )
+    reason = next(
+        (text for marker, text in _TLS_REASONS if marker in lowered),
+        "the engine refused the connection's certificates",
+    )
+    return EngineError(
+        f"TLS handshake with {where} failed: {reason}",
+        "check that DOCKER_CERT_PATH holds a client certificate signed by the engine's CA",
+    )
+
+
+class _EngineClient(docker.APIClient):
+    """docker-py's client, minus one trap: requests lets REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE
+    (set on many CI runners) replace the session's CA, so a TLS engine's own CA from
+    DOCKER_CERT_PATH would be ignored and its certificate rejected."""
+
+    def merge_environment_settings(
+        self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
+    ) -> Any:
+        settings: Any = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        if verify is None and isinstance(self.verify, str):
+            settings["verify"] = self.verify
+        return settings
+
+
+@dataclass(frozen=True)
+class EngineFacts:
+    """What `shipit doctor` tells about the engine."""
+
+    version: str
+    image_store: str  # "containerd" or "classic"
+
+
 class Engine:
-    def __init__(self, api: docker.APIClient) -> None:
+    def __init__(self, api: docker.APIClient, address: EngineAddress | None = None) -> None:
         self.api = api
+        self.address = address or EngineAddress(str(api.base_url), "a client")
 
     @classmethod
     def connect(cls, timeout: float = 120) -> Engine:
+        address = EngineAddress.resolve()
+        # A context's TLS files live in its own store, checked by docker-py as it loads them.
+        if address.tls and address.source == "DOCKER_HOST":
+            problem = _tls_files_problem(address)
+            if problem is not None:
+                raise problem
         try:
-            client = docker.from_env(timeout=timeout)  # type: ignore[arg-type]
-            client.ping()
+            params: dict[str, Any] = dict(docker.utils.kwargs_from_env())
+            if "base_url" not in params:
+                from docker.context import ContextAPI
+
+                params.update(ContextAPI.kwargs_from_context())
+            api = _EngineClient(
+                timeout=min(timeout, CONNECT_TIMEOUT),  # type: ignore[arg-type]
+                # The OpenSSH client reads ~/.ssh/config, keys and agents as the docker CLI does.
+                use_ssh_client=address.scheme == "ssh",
+                **params,
+            )
+            api.ping()
         except (docker.errors.DockerException, *_CONNECTION_ERRORS, OSError) as exc:
-            raise EngineError(
-                f"no Docker engine answers at {_engine_location()}",
-                "start the engine (as root: scripts/testenv.sh starts dockerd) or point "
-                "DOCKER_HOST at a running one",
-            ) from exc
-        return cls(client.api)
+            raise _connect_failure(address, exc) from exc
+        api.timeout = timeout  # type: ignore[assignment]
+        return cls(api, address)
+
+    def facts(self) -> EngineFacts:
+        info = self._call("asking what it is", self.api.info)
+        driver_status = {
+            str(pair[0]): str(pair[1]) for pair in info.get("DriverStatus") or () if len(pair) == 2
+        }
+        containerd = "snapshotter" in driver_status.get("driver-type", "")
+        return EngineFacts(
+            version=str(info.get("ServerVersion", "unknown")),
+            image_store="containerd" if containerd else "classic",
+        )
 
     def version(self) -> str:
         return str(self._call("asking its version", self.api.version).get("Version", "unknown"))
@@ -107,7 +385,7 @@ class Engine:
         except docker.errors.APIError as exc:
             explanation = " ".join(str(exc.explanation or exc).split())
             raise EngineRefused(
-                f"the Docker engine at {_engine_location(self.api)} refused {doing}: {explanation}",
+                f"the Docker engine at {self.address.describe()} refused {doing}: {explanation}",
                 "check the engine (`docker info`, its log) and run again",
                 status=int(exc.status_code or 0),
                 explanation=explanation,
@@ -118,7 +396,7 @@ class Engine:
             raise self._connection_failure(exc, doing) from exc
 
     def _connection_failure(self, error: BaseException, doing: str) -> EngineError:
-        where = _engine_location(self.api)
+        where = self.address.describe()
         if _timed_out(error):
             return EngineError(
                 f"the Docker engine at {where} sent nothing for {self.api.timeout:g} s "
@@ -259,6 +537,23 @@ class Engine:
             labels=dict((data.get("Config") or {}).get("Labels") or {}),
         )
 
+    def container_publishing(self, host: str, port: int) -> str | None:
+        """The name of a container that publishes `port` on `host` (or on all addresses)."""
+        summaries = self._call(
+            f"listing containers that publish port {port}",
+            self.api.containers,
+            filters={"publish": str(port)},
+        )
+        for summary in summaries:
+            for binding in summary.get("Ports") or ():
+                if int(binding.get("PublicPort") or 0) != port:
+                    continue
+                bound = str(binding.get("IP") or "")
+                if bound == host or {bound, host} & _ALL_ADDRESSES:
+                    names = summary.get("Names") or [summary.get("Id", "")[:12]]
+                    return str(names[0]).lstrip("/")
+        return None
+
     def remove_container(self, container_id: str) -> None:
         try:
             self._call(
@@ -332,6 +627,12 @@ class Engine:
                     f"port {host}:{port} is already in use",
                     "stop what listens there or choose another port with --port",
                 ) from exc
+            if "cannot assign requested address" in explanation.lower():
+                raise RunError(
+                    f"cannot publish on {host}:{port}: the engine's machine has no address "
+                    f"{host} (Cannot assign requested address)",
+                    "use one of its addresses with --host, e.g. 127.0.0.1, or 0.0.0.0 for all",
+                ) from exc
             raise RunError(f"cannot start container {name}: {explanation}") from exc
         except BaseException:
             self.remove_container(container_id)
@@ -378,6 +679,6 @@ class Engine:
                 "check that the registry answers and accepts uploads, then push again",
             )
         return PushError(
-            f"lost the Docker engine at {_engine_location(self.api)} while pushing {reference}",
+            f"lost the Docker engine at {self.address.describe()} while pushing {reference}",
             "check that dockerd is still running (`docker info`), then push again",
         )

@@ -7,8 +7,6 @@ half-set tag behind.
 from __future__ import annotations
 
 import datetime as dt
-import errno
-import socket
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -198,21 +196,39 @@ def _url(host: str, port: int) -> str:
     return f"http://{shown}:{port}"
 
 
-def _ensure_port_free(host: str, port: int) -> None:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise PortBusyError(
-                    f"port {host}:{port} is already in use",
-                    "stop what listens there or choose another port with --port",
-                ) from exc
-            raise RunError(
-                f"cannot publish on {host}:{port}: {exc.strerror}",
-                "use an address of this machine with --host, e.g. 127.0.0.1",
-            ) from exc
+_ANY_ADDRESS = ("0.0.0.0", "::")  # noqa: S104 - names the wildcard, binds nothing
+
+
+def publish_host(settings: Settings, engine: Engine) -> str:
+    """Where the engine publishes the port. On a remote engine 127.0.0.1 is that machine's
+    loopback, which nobody else reaches: unless told otherwise, publish on all its addresses."""
+    if settings.origins.get("host", "default") == "default" and engine.address.is_remote:
+        return "0.0.0.0"  # noqa: S104 - a remote engine's port must be reachable from here
+    return settings.host
+
+
+def reach_host(settings: Settings, engine: Engine, published_on: str) -> str:
+    """Where this machine reaches the published port: the engine's own host for a remote
+    engine, unless a NAT or tunnel puts it elsewhere (reach_host)."""
+    if settings.reach_host:
+        return settings.reach_host
+    if engine.address.is_remote:
+        return engine.address.host
+    if published_on in _ANY_ADDRESS:
+        return "::1" if ":" in published_on else "127.0.0.1"
+    return published_on
+
+
+def _ensure_port_free(engine: Engine, host: str, port: int) -> None:
+    """Asks the engine, which is where the port is published: a probe socket on this machine
+    tests the wrong machine for a remote engine, and fails on the TIME_WAIT connections that
+    a site just served leaves behind. Anything else holding the port fails `docker run`."""
+    owner = engine.container_publishing(host, port)
+    if owner is not None:
+        raise PortBusyError(
+            f"port {host}:{port} is already in use (by container {owner})",
+            f"stop it (docker rm -f {owner}) or choose another port with --port",
+        )
 
 
 def container_name(settings: Settings) -> str:
@@ -246,8 +262,9 @@ def run(
     image_id, build_id = built.image_id, built.build_id
     for name in stop(settings, engine):
         progress(f"replaced the previous container {name}")
-    _ensure_port_free(settings.host, settings.port)
-    url = _url(settings.host, settings.port)
+    published_on = publish_host(settings, engine)
+    _ensure_port_free(engine, published_on, settings.port)
+    url = _url(reach_host(settings, engine, published_on), settings.port)
     name = container_name(settings)
     labels = {
         LABEL_MANAGED: "true",
@@ -255,11 +272,16 @@ def run(
         LABEL_URL: url,
         LABEL_BUILD_ID: build_id,
     }
+    if published_on != settings.host:
+        progress(
+            f"the engine is remote: publishing on {published_on}:{settings.port} there, "
+            "so whoever reaches that machine sees the site (--host to narrow it)"
+        )
     progress(f"starting {name} on {url}")
     from shipit.render import LISTEN_PORT
 
     container_id = engine.run(
-        image_id, name, settings.host, settings.port, LISTEN_PORT, labels, read_only=read_only
+        image_id, name, published_on, settings.port, LISTEN_PORT, labels, read_only=read_only
     )
     try:
         report = _wait_and_smoke(

@@ -20,6 +20,7 @@ from tests.conftest import HUB_USER, PublishProject, Result
 
 ALL_CHECKS = [
     "engine",
+    "published_ports",
     "base_image",
     "templates",
     "aws_region",
@@ -133,7 +134,7 @@ def test_a_missing_docker_hub_token_fails_with_15_naming_the_check(
     failed = check_named(result, "dockerhub_credentials")
     assert "DOCKERHUB_TOKEN" in failed["hint"]
     assert error_line(result) == (
-        "shipit: error: 1 of 8 checks failed: dockerhub_credentials; fix what the table says "
+        "shipit: error: 1 of 9 checks failed: dockerhub_credentials; fix what the table says "
         "for each and run `shipit doctor` again"
     )
     # Only ECR: Docker Hub is not checked at all.

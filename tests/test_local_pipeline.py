@@ -167,6 +167,38 @@ def test_busy_port_is_a_clear_error_and_leaves_nothing(engine: Engine, project: 
     assert shipit_containers(project.image) == []
 
 
+def _time_wait_sockets_on(port: int) -> int:
+    """Connections of this network namespace in TIME_WAIT whose local port is `port`."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in Path(table).read_text().splitlines()[1:]:
+            fields = row.split()
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            if local_port == port and fields[3] == "06":
+                count += 1
+    return count
+
+
+def test_a_second_run_on_a_port_the_site_just_served(engine: Engine, project: Project) -> None:
+    """The site closes connections itself (a 400 here; any browser session's keep-alive
+    timeout does the same), which leaves its side's sockets in TIME_WAIT for a minute. The
+    engine can publish that port again at once, so shipit must not call it busy."""
+    port = free_port()
+    first = project.shipit("run", "--port", str(port))
+    assert first.code == 0, first.output
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+            connection.sendall(b"GET /../x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            answer = b""
+            while chunk := connection.recv(4096):  # until the server closes
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 400"), answer[:100]
+    assert _time_wait_sockets_on(port) > 0, "the site's side closed nothing: no repro"
+    second = project.shipit("run", "--port", str(port))
+    assert second.code == 0, second.output
+    assert len(shipit_containers(project.image)) == 1
+
+
 def test_port_out_of_range_is_a_config_error(project: Project) -> None:
     result = project.shipit("run", "--port", "70000")
     assert result.code == ExitCode.CONFIG
