@@ -219,6 +219,10 @@ def reach_host(settings: Settings, engine: Engine, published_on: str) -> str:
     return published_on
 
 
+def _is_loopback(host: str) -> bool:
+    return host in {"localhost", "::1"} or host.startswith("127.")
+
+
 def _ensure_port_free(engine: Engine, host: str, port: int) -> None:
     """Asks the engine, which is where the port is published: a probe socket on this machine
     tests the wrong machine for a remote engine, and fails on the TIME_WAIT connections that
@@ -263,6 +267,13 @@ def run(
     for name in stop(settings, engine):
         progress(f"replaced the previous container {name}")
     published_on = publish_host(settings, engine)
+    if engine.address.is_remote and _is_loopback(published_on) and not settings.reach_host:
+        raise RunError(
+            f"--host {published_on} is the loopback of the engine's machine "
+            f"({engine.address.host}), which this machine cannot reach",
+            "publish on one of its addresses (--host 0.0.0.0 for all), or tunnel the port "
+            "and pass --reach-host",
+        )
     _ensure_port_free(engine, published_on, settings.port)
     url = _url(reach_host(settings, engine, published_on), settings.port)
     name = container_name(settings)

@@ -155,6 +155,20 @@ def test_reach_host_is_where_readiness_and_smoke_go(remote_project: Project) -> 
     assert "publishing on 0.0.0.0" not in right.stderr
 
 
+def test_publishing_on_the_remote_loopback_is_refused_unless_reached_through_a_tunnel(
+    remote_project: Project,
+) -> None:
+    project = remote_project
+    result = project.shipit(
+        "run", "--host", "127.0.0.1", "--port", str(free_port()), env=at(project, plain_env())
+    )
+    assert result.code == ExitCode.RUN, result.output
+    line = one_error_line(result)
+    assert f"--host 127.0.0.1 is the loopback of the engine's machine ({REMOTE_IP})" in line
+    assert "--reach-host" in line
+    assert remote.containers_of(project.image) == []
+
+
 def test_a_port_busy_on_the_engines_machine_is_found_there(remote_project: Project) -> None:
     project = remote_project
     port = free_port()  # free here: only the engine's machine has it in use
