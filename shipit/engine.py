@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import ssl
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -660,13 +661,35 @@ class Engine:
                 decode=True,
                 auth_config=dict(auth_config) if auth_config else None,
             )
+            # The containerd image store keeps sending the same progress while an upload
+            # waits on the registry, so silence alone (the read timeout) does not show a
+            # stall there: any event that says nothing new counts as silence too.
+            said: set[tuple[str, str, int]] = set()
+            last_news = time.monotonic()
             for event in events:
                 read_push_event(event, result, progress, layer_progress)
+                detail = event.get("progressDetail") or {}
+                news = (
+                    str(event.get("id", "")),
+                    str(event.get("status", "")),
+                    int(detail.get("current") or 0),
+                )
+                if news not in said:
+                    said.add(news)
+                    last_news = time.monotonic()
+                elif time.monotonic() - last_news > float(self.api.timeout):
+                    raise self._stalled(f"{repository}:{tag}")
         except docker.errors.APIError as exc:
             result.error = str(exc.explanation or exc)
         except _CONNECTION_ERRORS as exc:
             raise self._push_failure(exc, f"{repository}:{tag}") from exc
         return result
+
+    def _stalled(self, reference: str) -> RegistryUnreachableError:
+        return RegistryUnreachableError(
+            f"the push of {reference} made no progress for {self.api.timeout:g} s",
+            "check that the registry answers and accepts uploads, then push again",
+        )
 
     def _push_failure(self, error: BaseException, reference: str) -> PushError:
         if _timed_out(error):
@@ -674,10 +697,7 @@ class Engine:
             # likely a registry that stopped taking the upload: worth a retry, like a registry
             # that does not answer shipit's own requests. (A hung engine instead fails the
             # retry's first engine call.)
-            return RegistryUnreachableError(
-                f"the push of {reference} made no progress for {self.api.timeout:g} s",
-                "check that the registry answers and accepts uploads, then push again",
-            )
+            return self._stalled(reference)
         return PushError(
             f"lost the Docker engine at {self.address.describe()} while pushing {reference}",
             "check that dockerd is still running (`docker info`), then push again",

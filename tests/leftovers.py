@@ -24,3 +24,11 @@ def image_references(*prefixes: str) -> list[str]:
     """Local image references (repository:tag) that start with one of `prefixes`."""
     references = docker_words("images", "--format", "{{.Repository}}:{{.Tag}}")
     return [reference for reference in references if reference.startswith(prefixes)]
+
+
+def engine_image_store() -> str:
+    """ "containerd" or "classic": the engine's image store, as `docker info` reports it.
+    The two stores' engines talk to registries differently (the containerd store's does not
+    ping /v2/, and retries a failed upload fewer times)."""
+    driver_status = docker_words("info", "--format", "{{json .DriverStatus}}")
+    return "containerd" if "io.containerd.snapshotter" in "".join(driver_status) else "classic"
