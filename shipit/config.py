@@ -106,6 +106,27 @@ def _validate_host(value: str) -> str:
     return value
 
 
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+
+
+def parse_size(value: str | int) -> int:
+    """Bytes from '10GB', '500 MB', '2GiB' or a plain number of bytes."""
+    match = _SIZE_RE.match(str(value))
+    if not match:
+        raise ConfigError(
+            f"size {value!r} is not a size", "use a number of bytes or e.g. '500MB', '10GB'"
+        )
+    number, unit = match.group(1), (match.group(2) or "").lower()
+    scale = _SIZE_UNITS[unit[:1]]
+    if "i" in unit:
+        scale = 1024 ** "bkmgt".index(unit[0])
+    size = int(float(number) * scale)
+    if size <= 0:
+        raise ConfigError(f"size {value!r} must be greater than zero", "use a positive size")
+    return size
+
+
 def _validate_positive(value: float) -> float:
     if value <= 0:
         raise ConfigError(f"{value} must be greater than zero", "use a positive number")
@@ -203,6 +224,13 @@ SPECS: tuple[SettingSpec, ...] = (
         validate=_validate_positive,
     ),
     SettingSpec(
+        "max_site_size",
+        str,
+        "10GB",
+        "largest site (site/ and templates/) shipit builds; bytes or e.g. '500MB', '10GB'",
+        validate=parse_size,
+    ),
+    SettingSpec(
         "push_attempts",
         int,
         4,
@@ -232,6 +260,7 @@ class Settings:
     dockerhub_tag_mutability: str
     engine_timeout: float
     push_attempts: int
+    max_site_size: int
     origins: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @property
@@ -279,6 +308,8 @@ def _coerce(spec: SettingSpec, raw: Any, origin: str) -> Any:
             pass
     elif spec.kind is str and isinstance(raw, str):
         return raw.strip()
+    elif spec.validate is parse_size and isinstance(raw, int) and not isinstance(raw, bool):
+        return str(raw)  # a size may be written as a plain number of bytes in shipit.toml
     raise ConfigError(
         f"{origin}: {spec.name} = {raw!r} is not {_KIND_NAMES[spec.kind]}",
         f"give {spec.name} {_KIND_NAMES[spec.kind]}",

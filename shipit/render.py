@@ -9,11 +9,10 @@ escaping, by a second environment.
 from __future__ import annotations
 
 import hashlib
-import io
 import tarfile
 import tomllib
 import types
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,12 +21,20 @@ import jinja2
 
 from shipit import __version__
 from shipit.errors import TemplateError
-from shipit.inputs import build_id_of, digest_files, read_tree
+from shipit.inputs import (
+    CHUNK_BYTES,
+    SourceFile,
+    build_id_from,
+    digest_entries,
+    scan_sources,
+    torn,
+)
 
 PAGE_SUFFIX = ".html.j2"
 DOCKERFILE_TEMPLATE = "Dockerfile.j2"
 NGINX_TEMPLATE = "nginx.conf.j2"
 SITE_DATA = "site.toml"
+STATIC_PREFIX = "site/static/"
 # Everything the image serves or reads lives under this folder of the context, so that one
 # COPY (one layer) puts it in /srv/shipit; the Dockerfile stays outside it.
 SERVED = "shipit"
@@ -38,28 +45,132 @@ RUN_AS = "10101:10101"
 MAX_SITE_DATA_BYTES = 4 * 1024 * 1024
 
 
+class ContextFiles(Mapping[str, bytes]):
+    """Every file of the build context by path, in name order. Rendered files are held in
+    memory; static files stay on disk and are read (and checked against their hash) only
+    when asked for, so a site of any size costs no more memory than its pages."""
+
+    def __init__(self, generated: Mapping[str, bytes], static: Mapping[str, SourceFile]) -> None:
+        self.generated = dict(generated)
+        self.static = dict(static)
+        self._order = sorted({*self.generated, *self.static})
+
+    def __getitem__(self, relative: str) -> bytes:
+        if relative in self.generated:
+            return self.generated[relative]
+        return b"".join(self.chunks(relative))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._order)
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def size(self, relative: str) -> int:
+        if relative in self.generated:
+            return len(self.generated[relative])
+        return self.static[relative].size
+
+    def sha256(self, relative: str) -> str:
+        if relative in self.generated:
+            return hashlib.sha256(self.generated[relative]).hexdigest()
+        return self.static[relative].sha256
+
+    def chunks(self, relative: str) -> Iterator[bytes]:
+        """The file's bytes in pieces; a static file that no longer holds exactly what was
+        hashed (written to since, or while being read) raises TornFileError after its last
+        piece, so a torn file never completes a context."""
+        if relative in self.generated:
+            yield self.generated[relative]
+            return
+        source = self.static[relative]
+        label = relative.removeprefix(f"{SERVED}/")
+        digest = hashlib.sha256()
+        left = source.size
+        try:
+            with open(source.path, "rb") as stream:
+                while left:
+                    chunk = stream.read(min(CHUNK_BYTES, left))
+                    if not chunk:
+                        raise torn(label)
+                    left -= len(chunk)
+                    digest.update(chunk)
+                    yield chunk
+                if stream.read(1):
+                    raise torn(label)
+        except OSError as exc:
+            raise TemplateError(
+                f"cannot read {label}: {exc.strerror}", "fix its permissions or remove it"
+            ) from exc
+        if digest.hexdigest() != source.sha256:
+            raise torn(label)
+
+    def digest(self) -> str:
+        return digest_entries([(name, self.size(name), self.sha256(name)) for name in self._order])
+
+
 @dataclass(frozen=True)
 class RenderedSite:
-    """The build context as bytes, keyed by path: the same input gives the same bytes."""
+    """The build context: the same input gives the same bytes."""
 
-    files: Mapping[str, bytes]
+    files: ContextFiles
     pages: tuple[str, ...]
     build_id: str
     context_digest: str
 
     def write_to(self, out_dir: Path) -> None:
-        for relative, data in self.files.items():
+        for relative in self.files:
             target = out_dir / relative
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
+            with target.open("wb") as stream:
+                for chunk in self.files.chunks(relative):
+                    stream.write(chunk)
+
+    def tar_chunks(self, labels: Mapping[str, str] | None = None) -> Iterator[bytes]:
+        """The context as a tar, in pieces of at most about a megabyte; labels become one
+        LABEL instruction appended to the Dockerfile (one build step instead of one per
+        label, and the digest is unaffected)."""
+        files = self.files
+        dockerfile = files.generated["Dockerfile"]
+        if labels:
+            dockerfile += label_instruction(labels).encode()
+        offset = 0
+        for relative in files:
+            if relative == "Dockerfile":
+                size, sha256 = len(dockerfile), hashlib.sha256(dockerfile).hexdigest()
+                pieces: Iterator[bytes] = iter((dockerfile,))
+            else:
+                size, sha256 = files.size(relative), files.sha256(relative)
+                pieces = files.chunks(relative)
+            header = _tar_header(relative, size, sha256)
+            offset += len(header)
+            yield header
+            for piece in pieces:
+                offset += len(piece)
+                yield piece
+            padding = -size % tarfile.BLOCKSIZE
+            if padding:
+                offset += padding
+                yield tarfile.NUL * padding
+        # As tarfile.close(): two empty blocks, then zeros up to a whole record.
+        end = tarfile.NUL * (tarfile.BLOCKSIZE * 2)
+        offset += len(end)
+        yield end + tarfile.NUL * (-offset % tarfile.RECORDSIZE)
 
     def to_tar(self, labels: Mapping[str, str] | None = None) -> bytes:
-        """The context as a tar; labels become one LABEL instruction appended to the
-        Dockerfile (one build step instead of one per label, and the digest is unaffected)."""
-        files = dict(self.files)
-        if labels:
-            files["Dockerfile"] = files["Dockerfile"] + label_instruction(labels).encode()
-        return _deterministic_tar(files)
+        return b"".join(self.tar_chunks(labels))
+
+
+def _tar_header(relative: str, size: int, sha256: str) -> bytes:
+    info = tarfile.TarInfo(relative)
+    info.size = size
+    info.mode = 0o644
+    # nginx derives ETag and Last-Modified from mtime and size: a time taken from the
+    # content keeps the tar deterministic and still changes the ETag with the content.
+    info.mtime = _content_mtime(sha256)
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
 
 
 def label_instruction(labels: Mapping[str, str]) -> str:
@@ -74,26 +185,9 @@ def label_instruction(labels: Mapping[str, str]) -> str:
     return f"LABEL {pairs}\n"
 
 
-def _deterministic_tar(files: Mapping[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for relative in sorted(files):
-            data = files[relative]
-            info = tarfile.TarInfo(relative)
-            info.size = len(data)
-            info.mode = 0o644
-            # nginx derives ETag and Last-Modified from mtime and size: a time taken from the
-            # content keeps the tar deterministic and still changes the ETag with the content.
-            info.mtime = _content_mtime(data)
-            info.uid = info.gid = 0
-            info.uname = info.gname = "root"
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
-
-
-def _content_mtime(data: bytes) -> int:
+def _content_mtime(sha256: str) -> int:
     year_2001 = 978_307_200
-    return year_2001 + int.from_bytes(hashlib.sha256(data).digest()[:4], "big") % 600_000_000
+    return year_2001 + int(sha256[:8], 16) % 600_000_000
 
 
 def load_site_data(site_dir: Path) -> dict[str, Any]:
@@ -181,9 +275,16 @@ def page_templates(templates_dir: Path) -> list[str]:
     )
 
 
-def render_site(project_dir: Path, base_image: str, build_id: str | None = None) -> RenderedSite:
-    """The build context; `build_id`, when the caller already digested the inputs for it
-    (build_id_of), saves reading and hashing every file of the site a second time."""
+def render_site(
+    project_dir: Path,
+    base_image: str,
+    build_id: str | None = None,
+    *,
+    sources: Mapping[str, SourceFile] | None = None,
+    max_size: int | None = None,
+) -> RenderedSite:
+    """The build context. `sources` (scan_sources) and `build_id` (build_id_from), when the
+    caller already has them, save listing and hashing every file of the site again."""
     templates_dir = (project_dir / "templates").resolve()
     site_dir = project_dir / "site"
     site_data = load_site_data(site_dir)
@@ -195,19 +296,24 @@ def render_site(project_dir: Path, base_image: str, build_id: str | None = None)
             f"no templates/index.html.j2 in {project_dir}", "add the home page template"
         )
 
+    if sources is None:
+        sources = scan_sources(project_dir, max_size=max_size)
     if build_id is None:
-        build_id = build_id_of(project_dir, base_image)
+        build_id = build_id_from(sources, base_image)
     build = {"id": build_id, "shipit_version": __version__}
     html_env = _environment(templates_dir, html=True)
-    files: dict[str, bytes] = {}
+    generated: dict[str, bytes] = {}
     for template_name in pages:
         page_name = template_name.removesuffix(PAGE_SUFFIX)
         context = {"site": site_data, "build": build, "page": {"name": page_name}}
-        files[f"{SERVED}/site/{page_name}.html"] = _render_template(
+        generated[f"{SERVED}/site/{page_name}.html"] = _render_template(
             html_env, template_name, context, templates_dir
         )
-    for relative, data in read_tree(site_dir / "static", "site/static", project_dir).items():
-        files[f"{SERVED}/site/static/{relative}"] = data
+    static = {
+        f"{SERVED}/{key}": source
+        for key, source in sources.items()
+        if key.startswith(STATIC_PREFIX)
+    }
 
     plain_env = _environment(templates_dir, html=False)
     infra_context = {
@@ -221,12 +327,12 @@ def render_site(project_dir: Path, base_image: str, build_id: str | None = None)
         (DOCKERFILE_TEMPLATE, "Dockerfile"),
         (NGINX_TEMPLATE, f"{SERVED}/nginx.conf"),
     ):
-        files[output] = _render_template(plain_env, template_name, infra_context, templates_dir)
+        generated[output] = _render_template(plain_env, template_name, infra_context, templates_dir)
 
-    ordered = {relative: files[relative] for relative in sorted(files)}
+    files = ContextFiles(generated, static)
     return RenderedSite(
-        files=ordered,
+        files=files,
         pages=tuple(f"{name.removesuffix(PAGE_SUFFIX)}.html" for name in pages),
         build_id=build_id,
-        context_digest=digest_files(ordered),
+        context_digest=files.digest(),
     )
