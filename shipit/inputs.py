@@ -155,7 +155,7 @@ def _listed(root: str, label: str, project: str) -> Iterator[tuple[str, str, os.
 class FileIndex:
     """Hashes of input files by their stat, kept in .shipit/ between builds."""
 
-    def __init__(self, folder: Path | None) -> None:
+    def __init__(self, folder: Path | None, racy_nanoseconds: int = RACY_NANOSECONDS) -> None:
         self.path = folder / INDEX_FILE if folder is not None else None
         self._old: dict[str, list[object]] = {}
         self._new: dict[str, list[object]] = {}
@@ -166,10 +166,15 @@ class FileIndex:
                 data = json.loads(self.path.read_text(encoding="utf-8"))
                 if data.get("version") == INDEX_VERSION and isinstance(data["entries"], dict):
                     self._old = data["entries"]
-                    trusted_before = int(data["written_ns"]) - RACY_NANOSECONDS
+                    trusted_before = int(data["written_ns"]) - racy_nanoseconds
             except (OSError, ValueError, KeyError, TypeError):
                 self._old = {}
         self._trusted_before = trusted_before
+
+    @property
+    def files_hashed(self) -> int:
+        """How many files were read and hashed (not trusted from the index)."""
+        return self._hashed
 
     def sha256(self, key: str, path: str, info: os.stat_result) -> str:
         stamp = [info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino, info.st_dev]
@@ -192,10 +197,13 @@ class FileIndex:
         if self.path is None or (not self._hashed and self._new.keys() == self._old.keys()):
             return
         temporary = self.path.with_name(f".{INDEX_FILE}.{os.getpid()}.tmp")
+        # The state folder ignores itself, so it never makes a user's tree dirty.
+        ignore = self.path.parent / ".gitignore"
+        made_ignore = False
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            ignore = self.path.parent / ".gitignore"
             if not ignore.exists():
+                made_ignore = True
                 ignore.write_text("*\n", encoding="utf-8")
             document = {
                 "version": INDEX_VERSION,
@@ -206,6 +214,8 @@ class FileIndex:
             temporary.replace(self.path)
         except OSError as exc:
             temporary.unlink(missing_ok=True)
+            if made_ignore:  # possibly empty, and then it would never be written again
+                ignore.unlink(missing_ok=True)
             if exc.errno in _DISK_FULL:
                 raise BuildError(
                     f"no space left on the disk of {self.path.parent} ({exc.strerror})",
