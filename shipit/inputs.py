@@ -20,8 +20,8 @@ import os
 import stat as stat_module
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from shipit import __version__
 from shipit.errors import BuildError, SiteTooLargeError, TemplateError
@@ -37,9 +37,9 @@ RACY_NANOSECONDS = 2_000_000_000
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
-@dataclass(frozen=True)
-class SourceFile:
-    """One input file: where it is, and the size and hash of what it held when hashed."""
+class SourceFile(NamedTuple):
+    """One input file: where it is, and the size and hash of what it held when hashed.
+    (A named tuple: a site has tens of thousands of them, and tuples are made fastest.)"""
 
     path: str
     size: int
@@ -117,6 +117,11 @@ def _listed(root: str, label: str, project: str) -> Iterator[tuple[str, str, os.
             entries = sorted(listing, key=lambda entry: entry.name)
         for entry in entries:
             relative = prefix + entry.name
+            # The common case first, without a second stat: a regular file, not a link
+            # (both answered by the directory listing's file type).
+            if entry.is_file(follow_symlinks=False):
+                yield relative, entry.path, entry.stat(follow_symlinks=False)
+                continue
             if entry.is_symlink():
                 real = os.path.realpath(entry.path)
                 if not (real == project or real.startswith(project + os.sep)):
@@ -177,15 +182,20 @@ class FileIndex:
         return self._hashed
 
     def sha256(self, key: str, path: str, info: os.stat_result) -> str:
-        stamp = [info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino, info.st_dev]
         old = self._old.get(key)
         if (
             old is not None
-            and old[:5] == stamp
-            and max(info.st_mtime_ns, info.st_ctime_ns) < self._trusted_before
+            and old[1] == info.st_mtime_ns
+            and old[2] == info.st_ctime_ns
+            and old[0] == info.st_size
+            and old[3] == info.st_ino
+            and old[4] == info.st_dev
+            and info.st_mtime_ns < self._trusted_before
+            and info.st_ctime_ns < self._trusted_before
         ):
             self._new[key] = old
             return str(old[5])
+        stamp = [info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino, info.st_dev]
         digest = hash_file(path, key, info)
         self._new[key] = [*stamp, digest]
         self._hashed += 1

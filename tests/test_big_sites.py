@@ -9,17 +9,20 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
+import docker
 import pytest
 
 from shipit.engine import Engine
-from shipit.errors import ExitCode
+from shipit.errors import BuildError, ExitCode
 from shipit.inputs import CHUNK_BYTES, TornFileError
 from shipit.labels import LABEL_BUILD_ID
 from shipit.render import render_site
-from tests.conftest import Project, remove_project_leftovers, shipit_containers
+from tests.conftest import Project, copy_example, remove_project_leftovers, shipit_containers
 from tests.leftovers import image_references
+from tests.loopback import HttpService
 
 MB = 1024 * 1024
 # Address space for `shipit build` (prlimit --as): enough for the interpreter, docker-py
@@ -141,3 +144,55 @@ def test_a_file_written_during_the_upload_fails_the_build_and_ships_nothing(
     whole = render_site(project.root, "shipit-local/nginx:bookworm")
     image_id = engine.build(whole.tar_chunks(), f"{torn_image}:2")
     assert image_id.startswith("sha256:")
+
+
+class FullDiskEngine(HttpService):
+    """A stand-in engine whose disk fills while it builds: it reads the whole (chunked)
+    context, then answers with the build stream dockerd gives when a COPY hits ENOSPC."""
+
+    protocol_version = "HTTP/1.1"
+
+    def __init__(self) -> None:
+        super().__init__(name="full-disk-engine")
+        self.received = 0
+
+    def handle(self, request: BaseHTTPRequestHandler) -> None:
+        while size := int(request.rfile.readline().split(b";")[0].strip() or b"0", 16):
+            self.received += len(request.rfile.read(size))
+            request.rfile.readline()
+        request.rfile.readline()
+        error = (
+            "failed to copy files: copy file range failed: write "
+            "/var/lib/docker/overlay2/x/diff/srv/shipit/site/static/big.bin: "
+            "no space left on device"
+        )
+        lines = [
+            {"stream": "Step 7/8 : COPY shipit/ /srv/shipit/\n"},
+            {"errorDetail": {"message": error}, "error": error},
+        ]
+        request.send_response(200)
+        request.send_header("Content-Type", "application/json")
+        request.send_header("Transfer-Encoding", "chunked")
+        request.end_headers()
+        for line in lines:  # one JSON document per chunk, as dockerd streams them
+            data = json.dumps(line).encode() + b"\r\n"
+            request.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        request.wfile.write(b"0\r\n\r\n")
+
+
+def test_the_engine_disk_filling_during_a_build_is_one_line_that_says_so(
+    tmp_path: Path,
+) -> None:
+    project = copy_example(tmp_path / "p")
+    big_file(project / "site" / "static" / "big.bin", 3 * CHUNK_BYTES)
+    site = render_site(project, "shipit-local/nginx:bookworm")
+    with FullDiskEngine() as server, pytest.raises(BuildError) as caught:
+        Engine(docker.APIClient(base_url=f"tcp://{server.host}", version="1.41")).build(
+            site.tar_chunks(), "shipit-test/full-disk:1"
+        )
+    assert server.received > 3 * CHUNK_BYTES  # the context was streamed in full
+    error = caught.value
+    assert error.exit_code == ExitCode.BUILD
+    assert "no space left on device" in error.message
+    assert "disk is full" in error.hint and "docker system prune" in error.hint
+    assert "\n" not in error.one_line()
