@@ -9,57 +9,69 @@ the project's .shipit/ folder together with its stat (size, mtime, ctime, inode,
 as git's index does: a file whose stat is unchanged is not read again. A stat can stay the
 same across a write that lands within the file system's time granularity ("racy git"), so a
 file changed shortly before the index was written is never trusted from it.
+
+Memory does not grow with the number of files: the listing is walked in one fixed order
+(path components compared one by one, as `path_order` gives), the old index is read along
+with it in the same order, and what the walk found is written to an anonymous temporary
+file that later stages read back in pieces.
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
-import json
 import os
 import stat as stat_module
+import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import NamedTuple
+from typing import IO, NamedTuple
 
 from shipit import __version__
 from shipit.errors import BuildError, SiteTooLargeError, TemplateError
 
 BUILD_ID_LENGTH = 16
 CHUNK_BYTES = 1024 * 1024
-INDEX_FILE = "inputs-index.json"
-INDEX_VERSION = 1
+INDEX_FILE = "inputs-index"
+INDEX_HEADER = b"shipit-inputs 2"
 # A file whose mtime or ctime is this close to the index's writing (or later) may have been
 # written again within the same time stamp: it is hashed again rather than trusted.
 RACY_NANOSECONDS = 2_000_000_000
+LABELS = ("site", "templates")  # in path order
 # errnos that mean the disk is full rather than the cache being merely unwritable.
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 class SourceFile(NamedTuple):
-    """One input file: where it is, and the size and hash of what it held when hashed.
-    (A named tuple: a site has tens of thousands of them, and tuples are made fastest.)"""
+    """One input file: where it is, and the size and hash of what it held when hashed."""
 
     path: str
     size: int
     sha256: str
 
 
-def digest_files(files: Mapping[str, bytes]) -> str:
-    """The digest of in-memory files, the same as `digest_sources` of files on disk with the
-    same names and bytes."""
-    return digest_entries(
-        (relative, len(data), hashlib.sha256(data).hexdigest()) for relative, data in files.items()
-    )
+def path_order(name: str) -> list[str]:
+    """The one order of files everywhere (listing, index, digests, the tar): a folder's
+    files come together, right where the folder's name sorts among its siblings."""
+    return name.split("/")
 
 
-def digest_entries(entries: Iterator[tuple[str, int, str]] | list[tuple[str, int, str]]) -> str:
-    """One digest over (name, size, sha256) of every file, in name order."""
+def digest_entries(entries: Iterable[tuple[str, int, str]]) -> str:
+    """One digest over (name, size, sha256) of every file, given in path order."""
     digest = hashlib.sha256()
-    for relative, size, sha256 in sorted(entries):
-        digest.update(f"{relative}\0{size}\0{sha256}\n".encode())
+    for relative, size, sha256 in entries:
+        digest.update(f"{relative}\0{size}\0{sha256}\n".encode("utf-8", "surrogateescape"))
     return digest.hexdigest()
+
+
+def digest_files(files: Mapping[str, bytes]) -> str:
+    """The digest of in-memory files, the same as that of files on disk with the same names
+    and bytes."""
+    return digest_entries(
+        (name, len(files[name]), hashlib.sha256(files[name]).hexdigest())
+        for name in sorted(files, key=path_order)
+    )
 
 
 def human_size(size: int) -> str:
@@ -77,27 +89,20 @@ def torn(label: str) -> TornFileError:
     return TornFileError(f"{label} changed while shipit was reading it; nothing was shipped")
 
 
-def _same_stat(before: os.stat_result, after: os.stat_result) -> bool:
-    return (
-        before.st_size == after.st_size
-        and before.st_mtime_ns == after.st_mtime_ns
-        and before.st_ctime_ns == after.st_ctime_ns
-        and before.st_ino == after.st_ino
-        and before.st_dev == after.st_dev
-    )
-
-
-def hash_file(path: str, label: str, expected: os.stat_result) -> str:
-    """The sha256 of a file that must still have the stat it had when it was listed: a file
-    written to while it is read would give the hash of neither version."""
+def hash_file(path: str, label: str, expected: os.stat_result | bytes) -> str:
+    """The sha256 of a file that must still have the stat it had when it was listed (a
+    stat_result or its stamp): a file written to while it is read would give the hash of
+    neither version."""
+    if isinstance(expected, os.stat_result):
+        expected = _stamp(expected)
     digest = hashlib.sha256()
     try:
         with open(path, "rb") as stream:
-            if not _same_stat(expected, os.fstat(stream.fileno())):
+            if _stamp(os.fstat(stream.fileno())) != expected:
                 raise torn(label)
             while chunk := stream.read(CHUNK_BYTES):
                 digest.update(chunk)
-            if not _same_stat(expected, os.fstat(stream.fileno())):
+            if _stamp(os.fstat(stream.fileno())) != expected:
                 raise torn(label)
     except OSError as exc:
         raise TemplateError(
@@ -106,9 +111,10 @@ def hash_file(path: str, label: str, expected: os.stat_result) -> str:
     return digest.hexdigest()
 
 
-def _listed(root: str, label: str, project: str) -> Iterator[tuple[str, str, os.stat_result]]:
-    """(relative, path, stat) of every file below root, following links that stay inside the
-    project (a linked folder is served like a copied one)."""
+def _listed(project_dir: str) -> Iterator[tuple[str, str, os.stat_result]]:
+    """("label/relative", path, stat) of every input file in path order, following links that
+    stay inside the project (a linked folder is served like a copied one)."""
+    project = os.path.realpath(project_dir)
 
     def visit(
         folder: str, prefix: str, ancestors: frozenset[str]
@@ -128,7 +134,7 @@ def _listed(root: str, label: str, project: str) -> Iterator[tuple[str, str, os.
                     # A link out of the project would bake a host file (a credential) into
                     # the image.
                     raise TemplateError(
-                        f"{label}/{relative} links outside the project",
+                        f"{relative} links outside the project",
                         "copy the file into the project instead of linking to it",
                     )
             try:
@@ -139,7 +145,7 @@ def _listed(root: str, label: str, project: str) -> Iterator[tuple[str, str, os.
                 real = os.path.realpath(entry.path)
                 if real in ancestors:
                     raise TemplateError(
-                        f"{label}/{relative} links to a folder that contains it (a loop)",
+                        f"{relative} links to a folder that contains it (a loop)",
                         "remove the link or point it at a folder outside its own path",
                     )
                 yield from visit(entry.path, relative + "/", ancestors | {real})
@@ -147,14 +153,150 @@ def _listed(root: str, label: str, project: str) -> Iterator[tuple[str, str, os.
             if info is None or not stat_module.S_ISREG(info.st_mode):
                 # A FIFO or device would block or never end; only regular files are content.
                 raise TemplateError(
-                    f"{label}/{relative} is not a regular file (or its link is dangling)",
+                    f"{relative} is not a regular file (or its link is dangling)",
                     "remove it or replace it with a regular file",
                 )
             yield relative, entry.path, info
 
-    if not os.path.isdir(root):
-        return
-    yield from visit(root, "", frozenset({os.path.realpath(root)}))
+    for label in LABELS:
+        root = os.path.join(project_dir, label)
+        if os.path.isdir(root):
+            yield from visit(root, label + "/", frozenset({os.path.realpath(root)}))
+
+
+# Records: three NUL-terminated fields per file, the key (a file name holds any byte but NUL),
+# its stat "size mtime_ns ctime_ns inode device" and its sha256 (hex).
+_SEPARATOR = b"\0"
+
+
+class _Record(NamedTuple):
+    key: bytes
+    stamp: bytes
+    sha256: bytes
+
+
+def _stamp(info: os.stat_result) -> bytes:
+    return b"%d %d %d %d %d" % (
+        info.st_size,
+        info.st_mtime_ns,
+        info.st_ctime_ns,
+        info.st_ino,
+        info.st_dev,
+    )
+
+
+def _read_records(stream: IO[bytes], offset: int = 0) -> Iterator[_Record]:
+    """The records of a file from `offset`, read by position (os.pread), so that several
+    readers of one file never move each other's place. ValueError when damaged."""
+    descriptor = stream.fileno()
+    rest = b""
+    while block := os.pread(descriptor, CHUNK_BYTES, offset):
+        offset += len(block)
+        fields = (rest + block).split(_SEPARATOR)
+        rest = fields.pop()
+        whole = len(fields) - len(fields) % 3
+        for index in range(0, whole, 3):
+            yield _Record(fields[index], fields[index + 1], fields[index + 2])
+        if whole < len(fields):
+            rest = _SEPARATOR.join([*fields[whole:], rest])
+    if rest:
+        raise ValueError("a record is cut short")
+
+
+def _size_of(record: _Record) -> int:
+    return int(record.stamp.split(b" ", 1)[0])
+
+
+class Sources:
+    """Every input file as ("label/relative", SourceFile), in path order, kept in an
+    anonymous temporary file rather than in memory."""
+
+    def __init__(self, project_dir: Path, records: IO[bytes], count: int, digest: str) -> None:
+        self.project_dir = str(project_dir)
+        self._records = records
+        self.count = count
+        # The digest over (key, size, sha256) of every file: the build id is made from it.
+        self.digest = digest
+
+    def items(self, prefix: str = "") -> Iterator[tuple[str, SourceFile]]:
+        """Files whose key starts with `prefix` (a folder, ending in "/")."""
+        wanted = prefix.encode("utf-8", "surrogateescape")
+        for record in _read_records(self._records):
+            if record.key.startswith(wanted):
+                key = record.key.decode("utf-8", "surrogateescape")
+                path = os.path.join(self.project_dir, key)
+                yield key, SourceFile(path, _size_of(record), record.sha256.decode())
+
+    def __len__(self) -> int:
+        return self.count
+
+    def copy_to(self, stream: IO[bytes]) -> None:
+        offset = 0
+        while block := os.pread(self._records.fileno(), CHUNK_BYTES, offset):
+            stream.write(block)
+            offset += len(block)
+
+
+class _OldIndex:
+    """The index of the last build, read in path order alongside the listing."""
+
+    def __init__(self, path: Path | None, racy_nanoseconds: int) -> None:
+        self.trusted_before = 0
+        self.count = 0
+        self._records: Iterator[_Record] = iter(())
+        self._current: _Record | None = None
+        if path is None:
+            return
+        try:
+            stream = path.open("rb")
+        except OSError:
+            return
+        try:
+            header = stream.readline()
+            fields = header.split()
+            if fields[:2] != INDEX_HEADER.split() or len(fields) != 3:
+                raise ValueError("not an index of this shipit")
+            self.trusted_before = int(fields[2]) - racy_nanoseconds
+        except (OSError, ValueError):
+            stream.close()
+            return
+        self._records = self._read(stream, len(header))
+        self._current = self._next()
+
+    def _read(self, stream: IO[bytes], offset: int) -> Iterator[_Record]:
+        with stream:
+            try:
+                yield from _read_records(stream, offset)
+            except ValueError:
+                return  # a damaged end: nothing after the damage is trusted
+
+    def _next(self) -> _Record | None:
+        record = next(self._records, None)
+        if record is not None:
+            self.count += 1
+        return record
+
+    def find(self, key: bytes) -> _Record | None:
+        """The record of `key`; keys must be asked for in path order."""
+        current = self._current
+        if current is None:
+            return None
+        if current.key == key:
+            self._current = self._next()
+            return current
+        order = key.split(b"/")
+        while current is not None and current.key.split(b"/") < order:  # files now gone
+            current = self._current = self._next()
+        if current is not None and current.key == key:
+            self._current = self._next()
+            return current
+        return None
+
+    def finish(self) -> int:
+        """How many records the old index held."""
+        while self._current is not None:
+            self._current = self._next()
+        return self.count
 
 
 class FileIndex:
@@ -162,49 +304,78 @@ class FileIndex:
 
     def __init__(self, folder: Path | None, racy_nanoseconds: int = RACY_NANOSECONDS) -> None:
         self.path = folder / INDEX_FILE if folder is not None else None
-        self._old: dict[str, list[object]] = {}
-        self._new: dict[str, list[object]] = {}
+        self.racy_nanoseconds = racy_nanoseconds
         self._hashed = 0
-        trusted_before = 0
-        if self.path is not None:
-            try:
-                data = json.loads(self.path.read_text(encoding="utf-8"))
-                if data.get("version") == INDEX_VERSION and isinstance(data["entries"], dict):
-                    self._old = data["entries"]
-                    trusted_before = int(data["written_ns"]) - racy_nanoseconds
-            except (OSError, ValueError, KeyError, TypeError):
-                self._old = {}
-        self._trusted_before = trusted_before
+        self._changed = False
+        self._sources: Sources | None = None
 
     @property
     def files_hashed(self) -> int:
         """How many files were read and hashed (not trusted from the index)."""
         return self._hashed
 
-    def sha256(self, key: str, path: str, info: os.stat_result) -> str:
-        old = self._old.get(key)
-        if (
-            old is not None
-            and old[1] == info.st_mtime_ns
-            and old[2] == info.st_ctime_ns
-            and old[0] == info.st_size
-            and old[3] == info.st_ino
-            and old[4] == info.st_dev
-            and info.st_mtime_ns < self._trusted_before
-            and info.st_ctime_ns < self._trusted_before
-        ):
-            self._new[key] = old
-            return str(old[5])
-        stamp = [info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino, info.st_dev]
-        digest = hash_file(path, key, info)
-        self._new[key] = [*stamp, digest]
-        self._hashed += 1
-        return digest
+    def scan(self, project_dir: Path, max_size: int | None = None) -> Sources:
+        """Lists every input file into one temporary file (and checks the whole size before
+        anything is read), then takes each file's hash from the old index when its stat is
+        unchanged and not racy, or reads it, into a second temporary file."""
+        # Anonymous, so nothing is ever left behind; `records` lives as long as the Sources.
+        with tempfile.TemporaryFile() as listing:
+            records = tempfile.TemporaryFile()  # noqa: SIM115
+            try:
+                old = _OldIndex(self.path, self.racy_nanoseconds)
+                trusted_before = old.trusted_before
+                count, total = 0, 0
+                for key, _, info in _listed(str(project_dir)):
+                    # Racy: changed too close to the old index's writing to trust its stat.
+                    racy = info.st_mtime_ns >= trusted_before or info.st_ctime_ns >= trusted_before
+                    listing.write(
+                        b"%s\0%s\0%s\0"
+                        % (
+                            key.encode("utf-8", "surrogateescape"),
+                            _stamp(info),
+                            b"r" if racy else b"",
+                        )
+                    )
+                    total += info.st_size
+                    count += 1
+                listing.flush()
+                if max_size is not None and total > max_size:
+                    raise _too_large(total, max_size)
+                digest = self._hash(project_dir, listing, records, old)
+                records.flush()
+            except OSError as exc:
+                records.close()
+                if exc.errno in _DISK_FULL:
+                    raise _disk_full(Path(tempfile.gettempdir()), exc) from exc
+                raise
+            except BaseException:
+                records.close()
+                raise
+        self._changed = bool(self._hashed) or old.finish() != count
+        self._sources = Sources(project_dir, records, count, digest)
+        return self._sources
+
+    def _hash(
+        self, project_dir: Path, listing: IO[bytes], records: IO[bytes], old: _OldIndex
+    ) -> str:
+        digest = hashlib.sha256()
+        for key, stamp, racy in _read_records(listing):
+            cached = old.find(key)
+            if cached is not None and cached.stamp == stamp and not racy:
+                sha256 = cached.sha256
+            else:
+                name = key.decode("utf-8", "surrogateescape")
+                sha256 = hash_file(os.path.join(project_dir, name), name, stamp).encode()
+                self._hashed += 1
+            records.write(b"%s\0%s\0%s\0" % (key, stamp, sha256))
+            size = stamp[: stamp.index(b" ")]
+            digest.update(b"%s\0%s\0%s\n" % (key, size, sha256))
+        return digest.hexdigest()
 
     def save(self) -> None:
         """Writes the index when anything was hashed or is gone. Only a full disk is an
         error: an unwritable cache just means hashing again next time."""
-        if self.path is None or (not self._hashed and self._new.keys() == self._old.keys()):
+        if self.path is None or self._sources is None or not self._changed:
             return
         temporary = self.path.with_name(f".{INDEX_FILE}.{os.getpid()}.tmp")
         # The state folder ignores itself, so it never makes a user's tree dirty.
@@ -215,62 +386,51 @@ class FileIndex:
             if not ignore.exists():
                 made_ignore = True
                 ignore.write_text("*\n", encoding="utf-8")
-            document = {
-                "version": INDEX_VERSION,
-                "written_ns": time.time_ns(),
-                "entries": self._new,
-            }
-            temporary.write_text(json.dumps(document, separators=(",", ":")), encoding="utf-8")
+            with temporary.open("wb") as stream:
+                stream.write(INDEX_HEADER + b" %d\n" % time.time_ns())
+                self._sources.copy_to(stream)
             temporary.replace(self.path)
         except OSError as exc:
             temporary.unlink(missing_ok=True)
             if made_ignore:  # possibly empty, and then it would never be written again
                 ignore.unlink(missing_ok=True)
             if exc.errno in _DISK_FULL:
-                raise BuildError(
-                    f"no space left on the disk of {self.path.parent} ({exc.strerror})",
-                    "free some space on that disk and build again",
-                ) from exc
+                raise _disk_full(self.path.parent, exc) from exc
+
+
+def _disk_full(where: Path, exc: OSError) -> BuildError:
+    return BuildError(
+        f"no space left on the disk of {where} ({exc.strerror})",
+        "free some space on that disk and build again",
+    )
 
 
 def scan_sources(
     project_dir: Path,
-    labels: tuple[str, ...] = ("templates", "site"),
     *,
     index: FileIndex | None = None,
     max_size: int | None = None,
-) -> dict[str, SourceFile]:
-    """Every input file as "label/relative" -> SourceFile. The whole size is checked against
-    `max_size` from the listing alone, before any file is read."""
-    project = os.path.realpath(project_dir)
-    listed = [
-        (f"{label}/{relative}", path, info)
-        for label in labels
-        for relative, path, info in _listed(os.path.join(project_dir, label), label, project)
-    ]
-    if max_size is not None:
-        total = sum(info.st_size for _, _, info in listed)
-        if total > max_size:
-            raise SiteTooLargeError(
-                f"the site is {human_size(total)}, over the limit of {human_size(max_size)} "
-                "(setting max_site_size)",
-                "make the site smaller, or raise the limit with SHIPIT_MAX_SITE_SIZE or "
-                "max_site_size in shipit.toml",
-            )
-    index = index or FileIndex(None)
-    return {
-        key: SourceFile(path, info.st_size, index.sha256(key, path, info))
-        for key, path, info in listed
-    }
+) -> Sources:
+    """Every input file (templates/ and site/). The whole size is checked against
+    `max_size` from a listing alone, before any file is read."""
+    return (index or FileIndex(None)).scan(project_dir, max_size)
 
 
-def source_digest(sources: Mapping[str, SourceFile], base_image: str) -> str:
+def _too_large(total: int, max_size: int) -> SiteTooLargeError:
+    return SiteTooLargeError(
+        f"the site is {human_size(total)}, over the limit of {human_size(max_size)} "
+        "(setting max_site_size)",
+        "make the site smaller, or raise the limit with SHIPIT_MAX_SITE_SIZE or "
+        "max_site_size in shipit.toml",
+    )
+
+
+def source_digest(sources: Sources, base_image: str) -> str:
     """What the build id is derived from: every input of the rendered context."""
-    entries = [(key, source.size, source.sha256) for key, source in sources.items()]
-    for name, value in (("\0base_image", base_image), ("\0shipit", __version__)):
-        data = value.encode()
-        entries.append((name, len(data), hashlib.sha256(data).hexdigest()))
-    return digest_entries(entries)
+    digest = hashlib.sha256(sources.digest.encode())
+    for name, value in (("base_image", base_image), ("shipit", __version__)):
+        digest.update(f"\0{name}\0{value}".encode())
+    return digest.hexdigest()
 
 
 def build_id_of(
@@ -280,9 +440,8 @@ def build_id_of(
     index: FileIndex | None = None,
     max_size: int | None = None,
 ) -> str:
-    sources = scan_sources(project_dir, index=index, max_size=max_size)
-    return build_id_from(sources, base_image)
+    return build_id_from(scan_sources(project_dir, index=index, max_size=max_size), base_image)
 
 
-def build_id_from(sources: Mapping[str, SourceFile], base_image: str) -> str:
+def build_id_from(sources: Sources, base_image: str) -> str:
     return source_digest(sources, base_image)[:BUILD_ID_LENGTH]

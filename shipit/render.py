@@ -9,6 +9,7 @@ escaping, by a second environment.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import tarfile
 import tomllib
 import types
@@ -24,8 +25,10 @@ from shipit.errors import TemplateError
 from shipit.inputs import (
     CHUNK_BYTES,
     SourceFile,
+    Sources,
     build_id_from,
     digest_entries,
+    path_order,
     scan_sources,
     torn,
 )
@@ -46,44 +49,46 @@ MAX_SITE_DATA_BYTES = 4 * 1024 * 1024
 
 
 class ContextFiles(Mapping[str, bytes]):
-    """Every file of the build context by path, in name order. Rendered files are held in
-    memory; static files stay on disk and are read (and checked against their hash) only
-    when asked for, so a site of any size costs no more memory than its pages."""
+    """Every file of the build context by path, in path order. Rendered files are held in
+    memory; static files stay on disk and are listed from the input scan (kept in a
+    temporary file), so a site of any size or number of files costs no more memory than
+    its pages. A static file is read, and checked against its hash, only when asked for."""
 
-    def __init__(self, generated: Mapping[str, bytes], static: Mapping[str, SourceFile]) -> None:
+    def __init__(self, generated: Mapping[str, bytes], sources: Sources) -> None:
         self.generated = dict(generated)
-        self.static = dict(static)
-        self._order = sorted({*self.generated, *self.static})
+        self.sources = sources
+        self._count: int | None = None
+
+    def static(self) -> Iterator[tuple[str, SourceFile]]:
+        for key, source in self.sources.items(STATIC_PREFIX):
+            yield f"{SERVED}/{key}", source
+
+    def entries(self) -> Iterator[tuple[str, bytes | SourceFile]]:
+        """(path, bytes of a rendered file or a static file's SourceFile), in path order."""
+        generated = sorted(self.generated.items(), key=lambda item: path_order(item[0]))
+        return heapq.merge(generated, self.static(), key=lambda item: path_order(item[0]))
 
     def __getitem__(self, relative: str) -> bytes:
         if relative in self.generated:
             return self.generated[relative]
-        return b"".join(self.chunks(relative))
+        for name, source in self.static():
+            if name == relative:
+                return b"".join(self.chunks(name, source))
+        raise KeyError(relative)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._order)
+        return (name for name, _ in self.entries())
 
     def __len__(self) -> int:
-        return len(self._order)
+        if self._count is None:
+            self._count = len(self.generated) + sum(1 for _ in self.static())
+        return self._count
 
-    def size(self, relative: str) -> int:
-        if relative in self.generated:
-            return len(self.generated[relative])
-        return self.static[relative].size
-
-    def sha256(self, relative: str) -> str:
-        if relative in self.generated:
-            return hashlib.sha256(self.generated[relative]).hexdigest()
-        return self.static[relative].sha256
-
-    def chunks(self, relative: str) -> Iterator[bytes]:
-        """The file's bytes in pieces; a static file that no longer holds exactly what was
+    @staticmethod
+    def chunks(relative: str, source: SourceFile) -> Iterator[bytes]:
+        """A static file's bytes in pieces; a file that no longer holds exactly what was
         hashed (written to since, or while being read) raises TornFileError after its last
         piece, so a torn file never completes a context."""
-        if relative in self.generated:
-            yield self.generated[relative]
-            return
-        source = self.static[relative]
         label = relative.removeprefix(f"{SERVED}/")
         digest = hashlib.sha256()
         left = source.size
@@ -106,7 +111,12 @@ class ContextFiles(Mapping[str, bytes]):
             raise torn(label)
 
     def digest(self) -> str:
-        return digest_entries([(name, self.size(name), self.sha256(name)) for name in self._order])
+        return digest_entries(
+            (name, len(entry), hashlib.sha256(entry).hexdigest())
+            if isinstance(entry, bytes)
+            else (name, entry.size, entry.sha256)
+            for name, entry in self.entries()
+        )
 
 
 @dataclass(frozen=True)
@@ -119,29 +129,31 @@ class RenderedSite:
     context_digest: str
 
     def write_to(self, out_dir: Path) -> None:
-        for relative in self.files:
+        for relative, entry in self.files.entries():
             target = out_dir / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             with target.open("wb") as stream:
-                for chunk in self.files.chunks(relative):
+                if isinstance(entry, bytes):
+                    stream.write(entry)
+                    continue
+                for chunk in self.files.chunks(relative, entry):
                     stream.write(chunk)
 
     def tar_chunks(self, labels: Mapping[str, str] | None = None) -> Iterator[bytes]:
         """The context as a tar, in pieces of at most about a megabyte; labels become one
         LABEL instruction appended to the Dockerfile (one build step instead of one per
         label, and the digest is unaffected)."""
-        files = self.files
-        dockerfile = files.generated["Dockerfile"]
-        if labels:
-            dockerfile += label_instruction(labels).encode()
         offset = 0
-        for relative in files:
-            if relative == "Dockerfile":
-                size, sha256 = len(dockerfile), hashlib.sha256(dockerfile).hexdigest()
-                pieces: Iterator[bytes] = iter((dockerfile,))
+        for relative, entry in self.files.entries():
+            if isinstance(entry, bytes):
+                data = entry
+                if relative == "Dockerfile" and labels:
+                    data += label_instruction(labels).encode()
+                size, sha256 = len(data), hashlib.sha256(data).hexdigest()
+                pieces: Iterator[bytes] = iter((data,))
             else:
-                size, sha256 = files.size(relative), files.sha256(relative)
-                pieces = files.chunks(relative)
+                size, sha256 = entry.size, entry.sha256
+                pieces = self.files.chunks(relative, entry)
             header = _tar_header(relative, size, sha256)
             offset += len(header)
             yield header
@@ -280,7 +292,7 @@ def render_site(
     base_image: str,
     build_id: str | None = None,
     *,
-    sources: Mapping[str, SourceFile] | None = None,
+    sources: Sources | None = None,
     max_size: int | None = None,
 ) -> RenderedSite:
     """The build context. `sources` (scan_sources) and `build_id` (build_id_from), when the
@@ -309,11 +321,6 @@ def render_site(
         generated[f"{SERVED}/site/{page_name}.html"] = _render_template(
             html_env, template_name, context, templates_dir
         )
-    static = {
-        f"{SERVED}/{key}": source
-        for key, source in sources.items()
-        if key.startswith(STATIC_PREFIX)
-    }
 
     plain_env = _environment(templates_dir, html=False)
     infra_context = {
@@ -329,7 +336,7 @@ def render_site(
     ):
         generated[output] = _render_template(plain_env, template_name, infra_context, templates_dir)
 
-    files = ContextFiles(generated, static)
+    files = ContextFiles(generated, sources)
     return RenderedSite(
         files=files,
         pages=tuple(f"{name.removesuffix(PAGE_SUFFIX)}.html" for name in pages),
