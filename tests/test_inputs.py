@@ -3,6 +3,7 @@ limit, on real files. No engine needed."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import tarfile
@@ -21,7 +22,7 @@ from shipit.inputs import (
     hash_file,
     scan_sources,
 )
-from shipit.render import render_site
+from shipit.render import _content_mtime, _tar_header, render_site
 from tests.conftest import copy_example
 
 BASE = "nginx:1.27.3-bookworm"
@@ -196,3 +197,15 @@ def test_a_site_over_the_limit_is_refused_from_its_listing(example: Path, tmp_pa
     assert caught.value.exit_code == ExitCode.TEMPLATE
     assert index.files_hashed == 0
     assert scan_sources(example, max_size=30_000)
+
+
+@pytest.mark.parametrize("name", ["a", "shipit/site/static/x.bin", "x" * 100, "y" * 101, "é/ü.txt"])
+@pytest.mark.parametrize("size", [0, 511, 512, 10**9, 8**11 - 1, 8**11])
+def test_tar_headers_are_the_ones_tarfile_writes(name: str, size: int) -> None:
+    sha256 = hashlib.sha256(f"{name} {size}".encode()).hexdigest()
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = size, 0o644, _content_mtime(sha256)
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    expected = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+    assert _tar_header(name, size, sha256) == expected
