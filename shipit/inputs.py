@@ -49,6 +49,10 @@ class SourceFile(NamedTuple):
     path: str
     size: int
     sha256: str
+    # Its stat when listed, and whether that stat alone shows any later write: true when
+    # the file was last changed well before the listing (see `Sources.items`).
+    stamp: bytes = b""
+    settled: bool = False
 
 
 def path_order(name: str) -> list[str]:
@@ -94,7 +98,7 @@ def hash_file(path: str, label: str, expected: os.stat_result | bytes) -> str:
     stat_result or its stamp): a file written to while it is read would give the hash of
     neither version."""
     if isinstance(expected, os.stat_result):
-        expected = _stamp(expected)
+        expected = stamp_of(expected)
     digest = hashlib.sha256()
     try:
         with open(path, "rb") as stream:
@@ -102,7 +106,7 @@ def hash_file(path: str, label: str, expected: os.stat_result | bytes) -> str:
             # the ctime (and a replaced file has another inode).
             while chunk := stream.read(CHUNK_BYTES):
                 digest.update(chunk)
-            if _stamp(os.fstat(stream.fileno())) != expected:
+            if stamp_of(os.fstat(stream.fileno())) != expected:
                 raise torn(label)
     except OSError as exc:
         raise TemplateError(
@@ -175,7 +179,7 @@ class _Record(NamedTuple):
     sha256: bytes
 
 
-def _stamp(info: os.stat_result) -> bytes:
+def stamp_of(info: os.stat_result) -> bytes:
     return b"%d %d %d %d %d" % (
         info.st_size,
         info.st_mtime_ns,
@@ -203,29 +207,51 @@ def _read_records(stream: IO[bytes], offset: int = 0) -> Iterator[_Record]:
         raise ValueError("a record is cut short")
 
 
-def _size_of(record: _Record) -> int:
-    return int(record.stamp.split(b" ", 1)[0])
-
-
 class Sources:
     """Every input file as ("label/relative", SourceFile), in path order, kept in an
     anonymous temporary file rather than in memory."""
 
-    def __init__(self, project_dir: Path, records: IO[bytes], count: int, digest: str) -> None:
+    def __init__(
+        self,
+        project_dir: Path,
+        records: IO[bytes],
+        count: int,
+        digest: str,
+        listed_ns: int,
+        racy_nanoseconds: int = RACY_NANOSECONDS,
+    ) -> None:
         self.project_dir = str(project_dir)
         self._records = records
         self.count = count
         # The digest over (key, size, sha256) of every file: the build id is made from it.
         self.digest = digest
+        self.listed_ns = listed_ns
+        self.racy_nanoseconds = racy_nanoseconds
 
     def items(self, prefix: str = "") -> Iterator[tuple[str, SourceFile]]:
-        """Files whose key starts with `prefix` (a folder, ending in "/")."""
+        """Files whose key starts with `prefix` (a folder, ending in "/").
+
+        A file is `settled` when its mtime and ctime lie more than the racy window (2 s)
+        before the listing: any later write then moves its ctime to a later time stamp (the kernel
+        sets it on every write, and no call sets it back), so an unchanged stat proves
+        unchanged bytes. A file changed just before the listing could be written again
+        within the same time stamp: its bytes must be hashed again to be trusted."""
         wanted = prefix.encode("utf-8", "surrogateescape")
+        settled_before = self.listed_ns - self.racy_nanoseconds
         for record in _read_records(self._records):
             if record.key.startswith(wanted):
                 key = record.key.decode("utf-8", "surrogateescape")
-                path = os.path.join(self.project_dir, key)
-                yield key, SourceFile(path, _size_of(record), record.sha256.decode())
+                size, mtime, ctime, _, _ = (int(field) for field in record.stamp.split(b" "))
+                yield (
+                    key,
+                    SourceFile(
+                        os.path.join(self.project_dir, key),
+                        size,
+                        record.sha256.decode(),
+                        record.stamp,
+                        mtime < settled_before and ctime < settled_before,
+                    ),
+                )
 
     def __len__(self) -> int:
         return self.count
@@ -318,6 +344,7 @@ class FileIndex:
         """Lists every input file into one temporary file (and checks the whole size before
         anything is read), then takes each file's hash from the old index when its stat is
         unchanged and not racy, or reads it, into a second temporary file."""
+        listed_ns = time.time_ns()
         # Anonymous, so nothing is ever left behind; `records` lives as long as the Sources.
         with tempfile.TemporaryFile() as listing:
             records = tempfile.TemporaryFile()  # noqa: SIM115
@@ -332,7 +359,7 @@ class FileIndex:
                         b"%s\0%s\0%s\0"
                         % (
                             key.encode("utf-8", "surrogateescape"),
-                            _stamp(info),
+                            stamp_of(info),
                             b"r" if racy else b"",
                         )
                     )
@@ -352,7 +379,9 @@ class FileIndex:
                 records.close()
                 raise
         self._changed = bool(self._hashed) or old.finish() != count
-        self._sources = Sources(project_dir, records, count, digest)
+        self._sources = Sources(
+            project_dir, records, count, digest, listed_ns, self.racy_nanoseconds
+        )
         return self._sources
 
     def _hash(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import os
 import tarfile
 import tomllib
 import types
@@ -30,6 +31,7 @@ from shipit.inputs import (
     digest_entries,
     path_order,
     scan_sources,
+    stamp_of,
     torn,
 )
 
@@ -86,11 +88,12 @@ class ContextFiles(Mapping[str, bytes]):
 
     @staticmethod
     def chunks(relative: str, source: SourceFile) -> Iterator[bytes]:
-        """A static file's bytes in pieces; a file that no longer holds exactly what was
-        hashed (written to since, or while being read) raises TornFileError after its last
-        piece, so a torn file never completes a context."""
+        """A static file's bytes in pieces. A file that no longer holds what was hashed
+        (written to since the listing, or while being read) raises TornFileError after its
+        last piece, so a torn file never completes a context: a settled file is checked by
+        its stat after the reading, any other by hashing what was read."""
         label = relative.removeprefix(f"{SERVED}/")
-        digest = hashlib.sha256()
+        digest = None if source.settled else hashlib.sha256()
         left = source.size
         try:
             with open(source.path, "rb") as stream:
@@ -99,16 +102,22 @@ class ContextFiles(Mapping[str, bytes]):
                     if not chunk:
                         raise torn(label)
                     left -= len(chunk)
-                    digest.update(chunk)
-                    yield chunk
+                    if digest is not None:
+                        digest.update(chunk)
+                    if left:
+                        yield chunk
+                if source.settled and stamp_of(os.fstat(stream.fileno())) != source.stamp:
+                    raise torn(label)
                 if stream.read(1):
                     raise torn(label)
         except OSError as exc:
             raise TemplateError(
                 f"cannot read {label}: {exc.strerror}", "fix its permissions or remove it"
             ) from exc
-        if digest.hexdigest() != source.sha256:
+        if digest is not None and digest.hexdigest() != source.sha256:
             raise torn(label)
+        if source.size:
+            yield chunk  # the last piece only once the file is known to be whole
 
     def digest(self) -> str:
         return digest_entries(

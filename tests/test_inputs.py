@@ -155,15 +155,23 @@ def test_the_context_streams_as_tarfile_would_write_it(example: Path) -> None:
         assert member.read() == (example / "site" / "static" / "big.bin").read_bytes()
 
 
+@pytest.mark.parametrize("settled", [True, False], ids=["checked by stat", "checked by hash"])
 @pytest.mark.parametrize("change", ["same size", "grown", "shrunk", "same size and mtime"])
-def test_a_static_file_changed_while_streaming_ends_the_context(example: Path, change: str) -> None:
+def test_a_static_file_changed_while_streaming_ends_the_context(
+    example: Path, tmp_path: Path, change: str, settled: bool
+) -> None:
+    """A file last changed well before the listing (settled) is checked by its stat, any
+    other by hashing what was read; racy_nanoseconds=0 makes every file settled."""
     big = example / "site" / "static" / "big.bin"
     big.write_bytes(b"a" * (3 * CHUNK_BYTES))
-    site = render_site(example, BASE)
+    index = FileIndex(None, racy_nanoseconds=0 if settled else 2_000_000_000)
+    site = render_site(example, BASE, sources=scan_sources(example, index=index))
+    assert dict(site.files.static())["shipit/site/static/big.bin"].settled is settled
     chunks = site.tar_chunks()
     seen = 0
     while seen < CHUNK_BYTES:  # the upload is under way, within big.bin
         seen += len(next(chunks))
+    wait_for_a_later_ctime(tmp_path, big.stat().st_ctime_ns)
     before = big.stat()
     with big.open("r+b") as stream:
         if change == "grown":
@@ -176,9 +184,11 @@ def test_a_static_file_changed_while_streaming_ends_the_context(example: Path, c
             stream.write(b"b")
     if change == "same size and mtime":
         os.utime(big, ns=(before.st_atime_ns, before.st_mtime_ns))
+    sent = []
     with pytest.raises(TornFileError) as caught:
-        for _ in chunks:
-            pass
+        for chunk in chunks:
+            sent.append(chunk)
+    assert sum(map(len, sent)) + seen < 3 * CHUNK_BYTES  # the file never went out whole
     assert caught.value.exit_code == ExitCode.TEMPLATE
     assert caught.value.one_line().startswith(
         "site/static/big.bin changed while shipit was reading it"
