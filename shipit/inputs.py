@@ -117,55 +117,61 @@ def hash_file(path: str, label: str, expected: os.stat_result | bytes) -> str:
 
 def _listed(project_dir: str) -> Iterator[tuple[str, str, os.stat_result]]:
     """("label/relative", path, stat) of every input file in path order, following links that
-    stay inside the project (a linked folder is served like a copied one)."""
+    stay inside the project (a linked folder is served like a copied one). Depth first with
+    a stack of folder listings rather than nested generators, which cost per file and level."""
     project = os.path.realpath(project_dir)
-
-    def visit(
-        folder: str, prefix: str, ancestors: frozenset[str]
-    ) -> Iterator[tuple[str, str, os.stat_result]]:
-        with os.scandir(folder) as listing:
-            entries = sorted(listing, key=lambda entry: entry.name)
-        for entry in entries:
-            relative = prefix + entry.name
-            # The common case first, without a second stat: a regular file, not a link
-            # (both answered by the directory listing's file type).
-            if entry.is_file(follow_symlinks=False):
-                yield relative, entry.path, entry.stat(follow_symlinks=False)
-                continue
-            if entry.is_symlink():
-                real = os.path.realpath(entry.path)
-                if not (real == project or real.startswith(project + os.sep)):
-                    # A link out of the project would bake a host file (a credential) into
-                    # the image.
-                    raise TemplateError(
-                        f"{relative} links outside the project",
-                        "copy the file into the project instead of linking to it",
-                    )
-            try:
-                info = entry.stat()
-            except OSError:
-                info = None
-            if info is not None and stat_module.S_ISDIR(info.st_mode):
-                real = os.path.realpath(entry.path)
-                if real in ancestors:
-                    raise TemplateError(
-                        f"{relative} links to a folder that contains it (a loop)",
-                        "remove the link or point it at a folder outside its own path",
-                    )
-                yield from visit(entry.path, relative + "/", ancestors | {real})
-                continue
-            if info is None or not stat_module.S_ISREG(info.st_mode):
-                # A FIFO or device would block or never end; only regular files are content.
-                raise TemplateError(
-                    f"{relative} is not a regular file (or its link is dangling)",
-                    "remove it or replace it with a regular file",
-                )
-            yield relative, entry.path, info
-
     for label in LABELS:
         root = os.path.join(project_dir, label)
-        if os.path.isdir(root):
-            yield from visit(root, label + "/", frozenset({os.path.realpath(root)}))
+        if not os.path.isdir(root):
+            continue
+        stack = [(iter(_sorted_listing(root)), label + "/", frozenset({os.path.realpath(root)}))]
+        while stack:
+            entries, prefix, ancestors = stack[-1]
+            for entry in entries:
+                relative = prefix + entry.name
+                # The common case first, without a second stat: a regular file, not a link
+                # (both answered by the directory listing's file type).
+                if entry.is_file(follow_symlinks=False):
+                    yield relative, entry.path, entry.stat(follow_symlinks=False)
+                    continue
+                if entry.is_symlink():
+                    real = os.path.realpath(entry.path)
+                    if not (real == project or real.startswith(project + os.sep)):
+                        # A link out of the project would bake a host file (a credential)
+                        # into the image.
+                        raise TemplateError(
+                            f"{relative} links outside the project",
+                            "copy the file into the project instead of linking to it",
+                        )
+                try:
+                    info: os.stat_result | None = entry.stat()
+                except OSError:
+                    info = None
+                if info is not None and stat_module.S_ISDIR(info.st_mode):
+                    real = os.path.realpath(entry.path)
+                    if real in ancestors:
+                        raise TemplateError(
+                            f"{relative} links to a folder that contains it (a loop)",
+                            "remove the link or point it at a folder outside its own path",
+                        )
+                    stack.append(
+                        (iter(_sorted_listing(entry.path)), relative + "/", ancestors | {real})
+                    )
+                    break  # into the folder; this listing goes on after it
+                if info is None or not stat_module.S_ISREG(info.st_mode):
+                    # A FIFO or device would block or never end; only regular files count.
+                    raise TemplateError(
+                        f"{relative} is not a regular file (or its link is dangling)",
+                        "remove it or replace it with a regular file",
+                    )
+                yield relative, entry.path, info
+            else:
+                stack.pop()
+
+
+def _sorted_listing(folder: str) -> list[os.DirEntry[str]]:
+    with os.scandir(folder) as listing:
+        return sorted(listing, key=lambda entry: entry.name)
 
 
 # Records: three NUL-terminated fields per file, the key (a file name holds any byte but NUL),
@@ -341,64 +347,76 @@ class FileIndex:
         return self._hashed
 
     def scan(self, project_dir: Path, max_size: int | None = None) -> Sources:
-        """Lists every input file into one temporary file (and checks the whole size before
-        anything is read), then takes each file's hash from the old index when its stat is
-        unchanged and not racy, or reads it, into a second temporary file."""
+        """Lists every input file into a temporary file, with its hash from the old index
+        when its stat is unchanged and not racy; checks the whole size; and only then, when
+        some file had no trusted hash, reads those files in a second pass over the list.
+        A no-change build walks the site once and reads no file."""
         listed_ns = time.time_ns()
-        # Anonymous, so nothing is ever left behind; `records` lives as long as the Sources.
-        with tempfile.TemporaryFile() as listing:
-            records = tempfile.TemporaryFile()  # noqa: SIM115
-            try:
-                old = _OldIndex(self.path, self.racy_nanoseconds)
-                trusted_before = old.trusted_before
-                count, total = 0, 0
-                for key, _, info in _listed(str(project_dir)):
-                    # Racy: changed too close to the old index's writing to trust its stat.
-                    racy = info.st_mtime_ns >= trusted_before or info.st_ctime_ns >= trusted_before
-                    listing.write(
-                        b"%s\0%s\0%s\0"
-                        % (
-                            key.encode("utf-8", "surrogateescape"),
-                            stamp_of(info),
-                            b"r" if racy else b"",
-                        )
-                    )
-                    total += info.st_size
-                    count += 1
-                listing.flush()
-                if max_size is not None and total > max_size:
-                    raise _too_large(total, max_size)
-                digest = self._hash(project_dir, listing, records, old)
-                records.flush()
-            except OSError as exc:
-                records.close()
-                if exc.errno in _DISK_FULL:
-                    raise _disk_full(Path(tempfile.gettempdir()), exc) from exc
-                raise
-            except BaseException:
-                records.close()
-                raise
-        self._changed = bool(self._hashed) or old.finish() != count
+        # Anonymous, so nothing is ever left behind; the records live as long as the Sources.
+        listing = tempfile.TemporaryFile()  # noqa: SIM115
+        try:
+            old = _OldIndex(self.path, self.racy_nanoseconds)
+            trusted_before = old.trusted_before
+            digest = hashlib.sha256()
+            count, total, missing = 0, 0, 0
+            for name, _, info in _listed(str(project_dir)):
+                key = name.encode("utf-8", "surrogateescape")
+                stamp = stamp_of(info)
+                cached = old.find(key)
+                if (
+                    cached is not None
+                    and cached.stamp == stamp
+                    # Changed too close to the old index's writing to trust its stat?
+                    and info.st_mtime_ns < trusted_before
+                    and info.st_ctime_ns < trusted_before
+                ):
+                    sha256 = cached.sha256
+                    digest.update(b"%s\0%d\0%s\n" % (key, info.st_size, sha256))
+                else:
+                    sha256 = b""
+                    missing += 1
+                listing.write(b"%s\0%s\0%s\0" % (key, stamp, sha256))
+                total += info.st_size
+                count += 1
+            listing.flush()
+            if max_size is not None and total > max_size:
+                raise _too_large(total, max_size)
+            if missing:
+                records = tempfile.TemporaryFile()  # noqa: SIM115
+                with listing:
+                    hexdigest = self._hash(project_dir, listing, records)
+            else:
+                records, hexdigest = listing, digest.hexdigest()
+        except OSError as exc:
+            listing.close()
+            if exc.errno in _DISK_FULL:
+                raise _disk_full(Path(tempfile.gettempdir()), exc) from exc
+            raise
+        except BaseException:
+            listing.close()
+            raise
+        self._changed = bool(missing) or old.finish() != count
         self._sources = Sources(
-            project_dir, records, count, digest, listed_ns, self.racy_nanoseconds
+            project_dir, records, count, hexdigest, listed_ns, self.racy_nanoseconds
         )
         return self._sources
 
-    def _hash(
-        self, project_dir: Path, listing: IO[bytes], records: IO[bytes], old: _OldIndex
-    ) -> str:
+    def _hash(self, project_dir: Path, listing: IO[bytes], records: IO[bytes]) -> str:
+        """The records with every missing hash filled in, by reading those files."""
         digest = hashlib.sha256()
-        for key, stamp, racy in _read_records(listing):
-            cached = old.find(key)
-            if cached is not None and cached.stamp == stamp and not racy:
-                sha256 = cached.sha256
-            else:
-                name = key.decode("utf-8", "surrogateescape")
-                sha256 = hash_file(os.path.join(project_dir, name), name, stamp).encode()
-                self._hashed += 1
-            records.write(b"%s\0%s\0%s\0" % (key, stamp, sha256))
-            size = stamp[: stamp.index(b" ")]
-            digest.update(b"%s\0%s\0%s\n" % (key, size, sha256))
+        try:
+            for key, stamp, known in _read_records(listing):
+                sha256 = known
+                if not sha256:
+                    name = key.decode("utf-8", "surrogateescape")
+                    sha256 = hash_file(os.path.join(project_dir, name), name, stamp).encode()
+                    self._hashed += 1
+                records.write(b"%s\0%s\0%s\0" % (key, stamp, sha256))
+                digest.update(b"%s\0%s\0%s\n" % (key, stamp[: stamp.index(b" ")], sha256))
+            records.flush()
+        except BaseException:
+            records.close()
+            raise
         return digest.hexdigest()
 
     def save(self) -> None:
