@@ -308,6 +308,7 @@ class BigBench:
                 "cold": _samples(cold),
                 "nochange": _samples(nochange),
                 "load_average": os.getloadavg(),
+                "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }
         return results
 
@@ -389,6 +390,11 @@ def big_markdown(big: dict[str, Any]) -> str:
         "docker CLI peak RSS",
         f"RSS ≤ {TARGET_PEAK_MB} MB",
     )
+    dates = [
+        f"{data['title']}: {data.get('date', big['date'])}, load average "
+        f"{data['load_average'][0]:.2f} at its end"
+        for data in big["sites"].values()
+    ]
     samples = [
         (data["title"], phase, side, ", ".join(f"{v:.2f}" for v in data[phase][side]["samples"]))
         for data in big["sites"].values()
@@ -407,6 +413,8 @@ def big_markdown(big: dict[str, Any]) -> str:
             "(`DOCKER_BUILDKIT=0`), the same engine code as docker-py's build.",
             "",
             _table(headers, big_rows(big)),
+            "",
+            "When each site ran: " + "; ".join(dates) + ".",
             "",
             "Samples (seconds, in run order):",
             "",

@@ -924,6 +924,10 @@ def write_big_only(results: dict[str, Any], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / "results.json"
     stored = json.loads(json_path.read_text()) if json_path.exists() else {}
+    # A run of some sites (--big-sites) keeps the others' last results.
+    kept = stored.get("big_sites", {}).get("sites", {})
+    big["sites"] = {**kept, **big["sites"]}
+    big["sites"] = {site.key: big["sites"][site.key] for site in SITES if site.key in big["sites"]}
     stored["big_sites"] = big
     json_path.write_text(json.dumps(stored, indent=2, default=str) + "\n")
     section = big_markdown(big)
