@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What users do today without shipit: build, run, poll with curl, log in, tag and push to ECR
-# and Docker Hub, remove the container. The benchmark (bench/run.py) times this script as a
+# and Docker Hub, remove the container. The benchmark (bench/run.py, `python -m bench.run`) times this script as a
 # whole process against `shipit ship` on the same rendered build context and registries.
 #
 # Inputs (environment):

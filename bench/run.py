@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.big import BIG_HEADING, SITES, BigBench, big_markdown, merge_into
 from bench.latency_proxy import LatencyProxy
 from bench.report import SIDES, main_table, markdown, median, summarize
 from harness.registry_reader import RegistryReader
@@ -581,7 +582,7 @@ class Bench:
     def order(index: int) -> tuple[str, str]:
         return SIDES if index % 2 == 0 else SIDES[::-1]
 
-    def fresh_base(self, index: int) -> str:
+    def fresh_base(self, index: int | str) -> str:
         """The base image with one label of this run's: same layers, a new image id, so no
         build step of anything else on this machine (the Dockerfile's settings steps come
         before the site) can be a cache hit for a cold build."""
@@ -766,6 +767,32 @@ class Bench:
         }
         self.results["scenarios"][label]["load_average"] = os.getloadavg()
 
+    def scenario_big(self, runs: int, sites: Sequence[str]) -> None:
+        started = time.monotonic()
+        big = BigBench(
+            self.work,
+            self.run_id,
+            BASE_IMAGE,
+            self.fresh_base,
+            self.shipit_cmd(),
+            PYTHON,
+            self._base_env(),
+            say,
+            BenchFailure,
+        )
+        load_start = os.getloadavg()
+        try:
+            results = big.run(runs, sites)
+        finally:
+            big.close()
+        results.update(
+            date=dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+            load_average_start=load_start,
+            load_average_end=os.getloadavg(),
+            seconds=round(time.monotonic() - started, 1),
+        )
+        self.results["big_sites"] = results
+
     # Whole run
 
     def run(self) -> dict[str, Any]:
@@ -775,6 +802,7 @@ class Bench:
             machine_info(), started=dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         )
         self.results["counts"] = {
+            "big": args.big,
             "cold": args.cold,
             "nochange": args.nochange,
             "onepage": args.onepage,
@@ -785,6 +813,12 @@ class Bench:
         self.results["load_average_start"] = os.getloadavg()
         if args.startup:
             self.scenario_startup(args.startup)
+        if args.big:
+            self.scenario_big(args.big, args.big_sites)
+        if not (args.cold or args.nochange or args.onepage or args.slow):
+            self.results["load_average_end"] = os.getloadavg()
+            self.results["bench_seconds"] = round(time.monotonic() - started, 1)
+            return self.results
         self.moto.start()
         if args.cold:
             self.scenario_cold(args.cold)
@@ -834,8 +868,8 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-COUNTS = {"cold": 5, "nochange": 9, "onepage": 7, "startup": 30, "slow": 3}
-QUICK_COUNTS = {"cold": 1, "nochange": 1, "onepage": 1, "startup": 2, "slow": 1}
+COUNTS = {"cold": 5, "nochange": 9, "onepage": 7, "startup": 30, "slow": 3, "big": 3}
+QUICK_COUNTS = {"cold": 1, "nochange": 1, "onepage": 1, "startup": 2, "slow": 1, "big": 1}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -847,14 +881,48 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--startup", type=int, help="start-up runs per command (default 30)")
     add("--slow", type=int, help="slow-registry ships per side and kind (default 3)")
     add("--delay-ms", type=int, default=50, help="slow proxy's delay per request (default 50)")
+    add("--big", type=int, help="cold builds per side and big site (default 3)")
+    add(
+        "--big-sites",
+        default="",
+        help=f"comma-separated big sites to run (default all: {','.join(s.key for s in SITES)})",
+    )
+    add(
+        "--only",
+        choices=("big",),
+        help="run only these scenarios; `big` keeps the other results in results.md/json",
+    )
     add("--quick", action="store_true", help="1 run each (2 for start-up): check the bench works")
     add("--out", type=Path, default=BENCH, help="folder for results.md and results.json")
     add("--keep-work", action="store_true", help="keep the temporary folder with the logs")
     args = parser.parse_args(argv)
     for name, default in (QUICK_COUNTS if args.quick else COUNTS).items():
         if getattr(args, name) is None:
-            setattr(args, name, default)
+            setattr(args, name, 0 if args.only and name != args.only else default)
+    args.big_sites = [key for key in args.big_sites.split(",") if key]
+    unknown = set(args.big_sites) - {site.key for site in SITES}
+    if unknown:
+        parser.error(f"unknown big sites: {', '.join(sorted(unknown))}")
     return args
+
+
+def write_big_only(results: dict[str, Any], out: Path) -> None:
+    """Only the big-site section is new: the other results in results.md and results.json
+    stay as the last full run left them."""
+    big = results["big_sites"]
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = out / "results.json"
+    stored = json.loads(json_path.read_text()) if json_path.exists() else {}
+    # A run of some sites (--big-sites) keeps the others' last results.
+    kept = stored.get("big_sites", {}).get("sites", {})
+    big["sites"] = {**kept, **big["sites"]}
+    big["sites"] = {site.key: big["sites"][site.key] for site in SITES if site.key in big["sites"]}
+    stored["big_sites"] = big
+    json_path.write_text(json.dumps(stored, indent=2, default=str) + "\n")
+    section = big_markdown(big)
+    (out / "results.md").write_text(merge_into(out / "results.md", section))
+    print(section.split("\n\n")[2])  # the table
+    print(f"\n(written to {out / 'results.md'} ({BIG_HEADING[3:]}) and {json_path})")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -874,6 +942,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     finally:
         bench.close(keep_work=failed or args.keep_work)
+    if args.only == "big":
+        write_big_only(results, args.out)
+        return 0
     if not args.keep_work:  # the logs are gone with the work folder
         for data in results["scenarios"].values():
             for side in SIDES:
@@ -883,7 +954,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     results["summary"] = summary
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-    (args.out / "results.md").write_text(markdown(results, summary) + "\n")
+    text = markdown(results, summary) + "\n"
+    if "big_sites" in results:
+        text += "\n" + big_markdown(results["big_sites"])
+    (args.out / "results.md").write_text(text)
     print(main_table(summary))
     print(f"\n(written to {args.out / 'results.md'} and {args.out / 'results.json'})")
     missed = [row["scenario"] for row in summary["rows"] if row["verdict"] == "MISSED"]

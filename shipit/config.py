@@ -94,6 +94,27 @@ def _validate_host(value: str) -> str:
     return value
 
 
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+
+
+def parse_size(value: str | int) -> int:
+    """Bytes from '10GB', '500 MB', '2GiB' or a plain number of bytes."""
+    match = _SIZE_RE.match(str(value))
+    if not match:
+        raise ConfigError(
+            f"size {value!r} is not a size", "use a number of bytes or e.g. '500MB', '10GB'"
+        )
+    number, unit = match.group(1), (match.group(2) or "").lower()
+    scale = _SIZE_UNITS[unit[:1]]
+    if "i" in unit:
+        scale = 1024 ** "bkmgt".index(unit[0])
+    size = int(float(number) * scale)
+    if size <= 0:
+        raise ConfigError(f"size {value!r} must be greater than zero", "use a positive size")
+    return size
+
+
 def _validate_positive(value: float) -> float:
     if value <= 0:
         raise ConfigError(f"{value} must be greater than zero", "use a positive number")
@@ -210,6 +231,13 @@ SPECS: tuple[SettingSpec, ...] = (
         "tag templates for the pushed image: {sha} {sha_long} {branch} {version} {major} "
         "{minor} {patch} {date} and literal text",
         validate=validate_templates,
+    ),
+    SettingSpec(
+        "max_site_size",
+        str,
+        "10GB",
+        "largest site (site/ and templates/) shipit builds; bytes or e.g. '500MB', '10GB'",
+        validate=parse_size,
     ),
     SettingSpec(
         "push_attempts",
@@ -344,6 +372,7 @@ class Settings:
     push_attempts: int
     tags: tuple[str, ...]
     registries: tuple[RegistryEntry, ...] = ()
+    max_site_size: int = 10 * 1000**3
     origins: Mapping[str, str] = field(default_factory=dict, compare=False)
     # The settings the user set (file, environment or flag) rather than left at default.
     explicit: frozenset[str] = field(default=frozenset(), compare=False)
@@ -411,6 +440,8 @@ def _coerce(spec: SettingSpec, raw: Any, origin: str) -> Any:
         and all(isinstance(item, str) for item in raw)
     ):
         return tuple(item.strip() for item in raw)
+    elif spec.validate is parse_size and isinstance(raw, int) and not isinstance(raw, bool):
+        return str(raw)  # a size may be written as a plain number of bytes in shipit.toml
     raise ConfigError(
         f"{origin}: {spec.name} = {raw!r} is not {_KIND_NAMES[spec.kind]}",
         f"give {spec.name} {_KIND_NAMES[spec.kind]}",

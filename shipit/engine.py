@@ -13,7 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any, cast
 
 from shipit import paramiko_deferred  # noqa: F401 - before docker, see that module
 
@@ -44,6 +44,14 @@ BUILD_LOG_TAIL = 25
 # docker.errors.APIError is a requests error too, so it must be caught before these.
 _CONNECTION_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError)
 _READ_TIMEOUTS = (requests.exceptions.ReadTimeout, urllib3.exceptions.ReadTimeoutError)
+
+
+# What the engine says when its disk fills during a build (the context or a layer).
+_DISK_FULL_TEXT = "no space left on device"
+_DISK_FULL_HINT = (
+    "the Docker engine's disk is full: free space there (e.g. `docker system prune`) "
+    "and build again"
+)
 
 
 @dataclass(frozen=True)
@@ -462,16 +470,23 @@ class Engine:
 
     def build(
         self,
-        context_tar: bytes,
+        context_tar: bytes | Iterator[bytes],
         tag: str,
         progress: Progress = quiet,
     ) -> str:
-        """Builds from an in-memory context and returns the image id."""
+        """Builds from a context tar and returns the image id. A context given in pieces is
+        streamed to the engine as it is read (chunked upload), so a site of any size costs
+        no more memory than a piece; an error raised while reading it ends the upload, and
+        the engine builds nothing from an unfinished context."""
         log: deque[str] = deque(maxlen=BUILD_LOG_TAIL)
         image_id = ""
         try:
             stream = self.api.build(
-                fileobj=io.BytesIO(context_tar),
+                # docker-py hands fileobj to requests as the body, and requests sends any
+                # iterable of bytes chunk by chunk (Transfer-Encoding: chunked).
+                fileobj=io.BytesIO(context_tar)
+                if isinstance(context_tar, bytes)
+                else cast("IO[bytes]", context_tar),
                 custom_context=True,
                 tag=tag,
                 rm=True,
@@ -481,10 +496,13 @@ class Engine:
             )
             for event in stream:
                 if "error" in event:
-                    log.append(str(event["error"]).strip())
+                    error = str(event["error"]).strip()
+                    log.append(error)
                     raise BuildError(
-                        f"docker build failed: {str(event['error']).strip()}",
-                        "fix templates/Dockerfile.j2 or the base image (build log below)",
+                        f"docker build failed: {error}",
+                        _DISK_FULL_HINT
+                        if _DISK_FULL_TEXT in error
+                        else "fix templates/Dockerfile.j2 or the base image (build log below)",
                         details="\n".join(log),
                     )
                 text = str(event.get("stream", "")).rstrip()
@@ -498,7 +516,9 @@ class Engine:
         except docker.errors.APIError as exc:
             raise BuildError(
                 f"docker build failed: {exc.explanation}",
-                "check the base image (--base-image) and the Dockerfile template",
+                _DISK_FULL_HINT
+                if _DISK_FULL_TEXT in str(exc.explanation)
+                else "check the base image (--base-image) and the Dockerfile template",
                 details="\n".join(log),
             ) from exc
         except _CONNECTION_ERRORS as exc:

@@ -74,6 +74,10 @@ class TemplateError(ShipitError):
     default_hint = "fix the template or site/site.toml and run again"
 
 
+class SiteTooLargeError(TemplateError):
+    """The site is over max_site_size: refused before anything is read or built."""
+
+
 class EngineError(ShipitError):
     exit_code = ExitCode.ENGINE
 

@@ -24,7 +24,7 @@ from shipit.errors import (
     RunError,
     SmokeError,
 )
-from shipit.inputs import build_id_of
+from shipit.inputs import FileIndex, build_id_from, scan_sources
 from shipit.labels import (
     LABEL_BASE_IMAGE_ID,
     LABEL_BUILD_ID,
@@ -117,7 +117,11 @@ def render(
 ) -> RenderedSite:
     from shipit.render import render_site
 
-    site = render_site(settings.project_dir, _render_base_image(settings, progress))
+    site = render_site(
+        settings.project_dir,
+        _render_base_image(settings, progress),
+        max_size=settings.max_site_size,
+    )
     if out_dir is not None:
         site.write_to(out_dir)
     return site
@@ -129,7 +133,11 @@ def build(settings: Settings, engine: Engine, progress: Progress = quiet) -> Bui
     base_image, base_image_id = base.reference, base.image_id
     # The build id digests every input of the render, and rendering is deterministic: an image
     # with this build id holds exactly what rendering now would give, so nothing is rendered.
-    build_id = build_id_of(settings.project_dir, base_image)
+    # Hashes of unchanged files come from .shipit/'s index (a no-change build reads nothing).
+    index = FileIndex(settings.state_dir)
+    sources = scan_sources(settings.project_dir, index=index, max_size=settings.max_site_size)
+    index.save()
+    build_id = build_id_from(sources, base_image)
     rev = revision(settings.project_dir)
     tag = rev.tag or f"build-{build_id[:12]}"
     commit = rev.commit or "unknown"
@@ -149,7 +157,7 @@ def build(settings: Settings, engine: Engine, progress: Progress = quiet) -> Bui
     else:
         from shipit.render import load_site_data, render_site
 
-        site = render_site(settings.project_dir, base_image, build_id)
+        site = render_site(settings.project_dir, base_image, build_id, sources=sources)
         context_digest = site.context_digest
         title = load_site_data(settings.site_dir).get("title")
         labels = {
@@ -168,7 +176,7 @@ def build(settings: Settings, engine: Engine, progress: Progress = quiet) -> Bui
             "io.shipit.version": __version__,
         }
         progress(f"building {settings.image}:{tag} from {base_image}")
-        image_id = engine.build(site.to_tar(labels), f"{settings.image}:{tag}", progress)
+        image_id = engine.build(site.tar_chunks(labels), f"{settings.image}:{tag}", progress)
     tags = (f"{settings.image}:{tag}", f"{settings.image}:latest")
     for reference in tags:
         engine.tag(image_id, *reference.rsplit(":", 1))

@@ -593,9 +593,10 @@ def test_connection_reset_on_every_blob_upload_fails_clearly(
     assert line.startswith("shipit: error: push failed for dockerhub"), line
     assert "reset" in line
     # The engine's own tries for each new layer (the tiny base's and the site's), in
-    # parallel: 5 each on the classic store, fewer on the containerd store; shipit made one
+    # parallel: 5 each on the classic store; the containerd store gives up the whole push at
+    # its first reset (1 to 3 seen); shipit made one
     # attempt.
-    assert (5 if engine_image_store() == "classic" else 2) <= resets <= 10
+    assert (5 if engine_image_store() == "classic" else 1) <= resets <= 10
     assert took < ENGINE_RETRY_BUDGET + 20
     made.assert_nothing_pushed()
 
