@@ -23,14 +23,13 @@ import datetime
 import os
 import re
 import string
-import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from shipit.errors import ConfigError
 from shipit.reference import TAG_HINT, is_valid_tag
-from shipit.vcs import SHORT_SHA_LENGTH
+from shipit.vcs import SHORT_SHA_LENGTH, git
 
 DEFAULT_TAGS = ("{sha}", "latest")
 PLACEHOLDERS = ("sha", "sha_long", "branch", "version", "major", "minor", "patch", "date")
@@ -265,20 +264,6 @@ def plan_tags(templates: Sequence[str], facts: GitFacts, setting: str = SETTING)
     return TagPlan(tuple(ordered), tuple(skipped))
 
 
-def _git(project_dir: Path, *args: str) -> str:
-    try:
-        completed = subprocess.run(
-            ["git", "-C", str(project_dir), *args],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return completed.stdout.strip() if completed.returncode == 0 else ""
-
-
 def _ci_branch(environ: Mapping[str, str]) -> str:
     """CI checks out a detached HEAD; its variables still name the branch."""
     if environ.get("GITHUB_REF_TYPE") == "branch":
@@ -292,14 +277,14 @@ def git_facts(
     """What git knows of `commit` (default HEAD). The branch is HEAD's, and "dirty" is
     whether the work tree below the project differs from HEAD."""
     environ = os.environ if environ is None else environ
-    full = _git(project_dir, "rev-parse", "--verify", "-q", f"{commit}^{{commit}}")
+    full = git(project_dir, "rev-parse", "--verify", "-q", f"{commit}^{{commit}}") or ""
     if not full:
         return GitFacts()
     # Only what is below the project counts, as for the build's own tag (vcs.revision).
-    dirty = bool(_git(project_dir, "status", "--porcelain", "--", "."))
-    branch = _git(project_dir, "symbolic-ref", "-q", "--short", "HEAD") or _ci_branch(environ)
-    tags = tuple(_git(project_dir, "tag", "--points-at", full).split())
-    seconds = _git(project_dir, "show", "-s", "--format=%ct", full)
+    dirty = bool(git(project_dir, "status", "--porcelain", "--", "."))
+    branch = git(project_dir, "symbolic-ref", "-q", "--short", "HEAD") or _ci_branch(environ)
+    tags = tuple((git(project_dir, "tag", "--points-at", full) or "").split())
+    seconds = git(project_dir, "show", "-s", "--format=%ct", full) or ""
     date = (
         datetime.datetime.fromtimestamp(int(seconds), datetime.UTC).strftime("%Y%m%d")
         if seconds.isdigit()

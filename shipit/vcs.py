@@ -23,7 +23,8 @@ class Revision:
         return self.commit[:SHORT_SHA_LENGTH] + ("-dirty" if self.dirty else "")
 
 
-def _git(project_dir: Path, *args: str) -> str | None:
+def git(project_dir: Path, *args: str) -> str | None:
+    """What `git -C project_dir ARGS` prints, stripped; None when git fails or is missing."""
     try:
         completed = subprocess.run(
             ["git", "-C", str(project_dir), *args],
@@ -38,17 +39,17 @@ def _git(project_dir: Path, *args: str) -> str | None:
 
 
 def revision(project_dir: Path) -> Revision:
-    commit = _git(project_dir, "rev-parse", "--verify", "-q", "HEAD")
+    commit = git(project_dir, "rev-parse", "--verify", "-q", "HEAD")
     if not commit:
         return Revision(commit="", dirty=False)
     # Only what is below the project counts: an edit elsewhere in a monorepo is not this site's.
-    status = _git(project_dir, "status", "--porcelain", "--", ".")
+    status = git(project_dir, "status", "--porcelain", "--", ".")
     return Revision(commit=commit, dirty=bool(status))
 
 
 def source_url(project_dir: Path) -> str:
     """The origin remote without any user or token in it: it ends up in an image label."""
-    url = _git(project_dir, "config", "--get", "remote.origin.url") or ""
+    url = git(project_dir, "config", "--get", "remote.origin.url") or ""
     parsed = urllib.parse.urlsplit(url)
     if parsed.scheme and parsed.hostname:
         netloc = parsed.hostname + (f":{parsed.port}" if parsed.port else "")
