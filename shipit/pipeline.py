@@ -210,7 +210,7 @@ _ANY_ADDRESS = ("0.0.0.0", "::")  # noqa: S104 - names the wildcard, binds nothi
 def publish_host(settings: Settings, engine: Engine) -> str:
     """Where the engine publishes the port. On a remote engine 127.0.0.1 is that machine's
     loopback, which nobody else reaches: unless told otherwise, publish on all its addresses."""
-    if settings.origins.get("host", "default") == "default" and engine.address.is_remote:
+    if "host" not in settings.explicit and engine.address.is_remote:
         return "0.0.0.0"  # noqa: S104 - a remote engine's port must be reachable from here
     return settings.host
 
