@@ -424,12 +424,12 @@ def big_markdown(big: dict[str, Any]) -> str:
     )
 
 
-def merge_into(markdown_path: Path, section: str) -> str:
-    """results.md with the big-site section replaced (or added at the end): the rest of the
-    file, from earlier runs of the other scenarios, stays as it is."""
+def merge_into(markdown_path: Path, section: str, heading: str = BIG_HEADING) -> str:
+    """results.md with the section under `heading` replaced (or added at the end): the rest
+    of the file, from earlier runs of the other scenarios, stays as it is."""
     text = markdown_path.read_text() if markdown_path.exists() else "# shipit benchmark results\n"
-    start = text.find(BIG_HEADING)
+    start = text.find(heading)
     if start >= 0:
-        following = text.find("\n## ", start + len(BIG_HEADING))
+        following = text.find("\n## ", start + len(heading))
         text = text[:start] + (text[following + 1 :] if following >= 0 else "")
     return text.rstrip() + "\n\n" + section

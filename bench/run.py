@@ -31,6 +31,7 @@ from typing import Any
 
 from bench.big import BIG_HEADING, SITES, BigBench, big_markdown, merge_into
 from bench.latency_proxy import LatencyProxy
+from bench.push import PUSH_HEADING, PushBench, push_markdown
 from bench.report import SIDES, main_table, markdown, median, summarize
 from harness.registry_reader import RegistryReader
 from harness.services import (
@@ -793,6 +794,29 @@ class Bench:
         )
         self.results["big_sites"] = results
 
+    def scenario_push(self, runs: int) -> None:
+        started = time.monotonic()
+        load_start = os.getloadavg()
+        bench = PushBench(
+            self.work,
+            self.run_id,
+            self.shipit_cmd(),
+            self._base_env(),
+            self.moto,
+            say,
+            BenchFailure,
+        )
+        try:
+            results = bench.run(runs, BASE_IMAGE)
+        finally:
+            bench.close()
+        results.update(
+            load_average_start=load_start,
+            load_average_end=os.getloadavg(),
+            seconds=round(time.monotonic() - started, 1),
+        )
+        self.results["push_throughput"] = results
+
     # Whole run
 
     def run(self) -> dict[str, Any]:
@@ -809,17 +833,20 @@ class Bench:
             "startup": args.startup,
             "slow": args.slow,
             "slow_delay_ms": args.delay_ms,
+            "push": args.push,
         }
         self.results["load_average_start"] = os.getloadavg()
         if args.startup:
             self.scenario_startup(args.startup)
         if args.big:
             self.scenario_big(args.big, args.big_sites)
-        if not (args.cold or args.nochange or args.onepage or args.slow):
+        if not (args.cold or args.nochange or args.onepage or args.slow or args.push):
             self.results["load_average_end"] = os.getloadavg()
             self.results["bench_seconds"] = round(time.monotonic() - started, 1)
             return self.results
         self.moto.start()
+        if args.push:
+            self.scenario_push(args.push)
         if args.cold:
             self.scenario_cold(args.cold)
         if args.nochange or args.onepage or args.slow:
@@ -868,8 +895,24 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-COUNTS = {"cold": 5, "nochange": 9, "onepage": 7, "startup": 30, "slow": 3, "big": 3}
-QUICK_COUNTS = {"cold": 1, "nochange": 1, "onepage": 1, "startup": 2, "slow": 1, "big": 1}
+COUNTS = {
+    "cold": 5,
+    "nochange": 9,
+    "onepage": 7,
+    "startup": 30,
+    "slow": 3,
+    "big": 3,
+    "push": 3,
+}
+QUICK_COUNTS = {
+    "cold": 1,
+    "nochange": 1,
+    "onepage": 1,
+    "startup": 2,
+    "slow": 1,
+    "big": 1,
+    "push": 1,
+}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -882,6 +925,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--slow", type=int, help="slow-registry ships per side and kind (default 3)")
     add("--delay-ms", type=int, default=50, help="slow proxy's delay per request (default 50)")
     add("--big", type=int, help="cold builds per side and big site (default 3)")
+    add("--push", type=int, help="pushes of a new 1 GB layer per side (default 3)")
     add(
         "--big-sites",
         default="",
@@ -889,8 +933,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     add(
         "--only",
-        choices=("big",),
-        help="run only these scenarios; `big` keeps the other results in results.md/json",
+        choices=("big", "push"),
+        help="run only this scenario; the other results in results.md/json are kept",
     )
     add("--quick", action="store_true", help="1 run each (2 for start-up): check the bench works")
     add("--out", type=Path, default=BENCH, help="folder for results.md and results.json")
@@ -925,6 +969,20 @@ def write_big_only(results: dict[str, Any], out: Path) -> None:
     print(f"\n(written to {out / 'results.md'} ({BIG_HEADING[3:]}) and {json_path})")
 
 
+def write_push_only(results: dict[str, Any], out: Path) -> None:
+    """Only the push-throughput section is new; the rest stays as the last run left it."""
+    push = results["push_throughput"]
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = out / "results.json"
+    stored = json.loads(json_path.read_text()) if json_path.exists() else {}
+    stored["push_throughput"] = push
+    json_path.write_text(json.dumps(stored, indent=2, default=str) + "\n")
+    section = push_markdown(push)
+    (out / "results.md").write_text(merge_into(out / "results.md", section, PUSH_HEADING))
+    print(section)
+    print(f"\n(written to {out / 'results.md'} ({PUSH_HEADING[3:]}) and {json_path})")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if run_quiet("docker", "image", "inspect", "-f", "{{.Id}}", BASE_IMAGE, check=False) == "":
@@ -945,6 +1003,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.only == "big":
         write_big_only(results, args.out)
         return 0
+    if args.only == "push":
+        write_push_only(results, args.out)
+        return 0
     if not args.keep_work:  # the logs are gone with the work folder
         for data in results["scenarios"].values():
             for side in SIDES:
@@ -957,6 +1018,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = markdown(results, summary) + "\n"
     if "big_sites" in results:
         text += "\n" + big_markdown(results["big_sites"])
+    if "push_throughput" in results:
+        text += "\n" + push_markdown(results["push_throughput"])
     (args.out / "results.md").write_text(text)
     print(main_table(summary))
     print(f"\n(written to {args.out / 'results.md'} and {args.out / 'results.json'})")
