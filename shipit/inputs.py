@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import operator
 import os
 import stat as stat_module
 import tempfile
@@ -32,6 +33,7 @@ from shipit import __version__
 from shipit.errors import BuildError, SiteTooLargeError, TemplateError
 
 BUILD_ID_LENGTH = 16
+SHA256_HEX_LENGTH = 64
 CHUNK_BYTES = 1024 * 1024
 INDEX_FILE = "inputs-index"
 INDEX_HEADER = b"shipit-inputs 2"
@@ -115,63 +117,93 @@ def hash_file(path: str, label: str, expected: os.stat_result | bytes) -> str:
     return digest.hexdigest()
 
 
-def _listed(project_dir: str) -> Iterator[tuple[str, str, os.stat_result]]:
-    """("label/relative", path, stat) of every input file in path order, following links that
-    stay inside the project (a linked folder is served like a copied one). Depth first with
-    a stack of folder listings rather than nested generators, which cost per file and level."""
+def _listed(project_dir: str) -> Iterator[tuple[str, os.stat_result]]:
+    """("label/relative", stat) of every input file in path order, following links that stay
+    inside the project (a linked folder is served like a copied one). Depth first with a
+    stack of folder listings rather than nested generators, which cost per file and level.
+    Each folder is listed through an open descriptor of it, so a file's stat looks up one
+    name rather than its whole path."""
     project = os.path.realpath(project_dir)
     for label in LABELS:
         root = os.path.join(project_dir, label)
         if not os.path.isdir(root):
             continue
-        stack = [(iter(_sorted_listing(root)), label + "/", frozenset({os.path.realpath(root)}))]
-        while stack:
-            entries, prefix, ancestors = stack[-1]
-            for entry in entries:
-                relative = prefix + entry.name
-                # The common case first, without a second stat: a regular file, not a link
-                # (both answered by the directory listing's file type).
-                if entry.is_file(follow_symlinks=False):
-                    yield relative, entry.path, entry.stat(follow_symlinks=False)
-                    continue
-                if entry.is_symlink():
-                    real = os.path.realpath(entry.path)
-                    if not (real == project or real.startswith(project + os.sep)):
-                        # A link out of the project would bake a host file (a credential)
-                        # into the image.
+        stack = [_Folder.open(root, label + "/", frozenset({os.path.realpath(root)}))]
+        try:
+            while stack:
+                folder = stack[-1]
+                for entry in folder.entries:
+                    # The common case first, without a second stat: a regular file, not a
+                    # link (both answered by the directory listing's file type).
+                    if entry.is_file(follow_symlinks=False):
+                        yield folder.prefix + entry.name, entry.stat(follow_symlinks=False)
+                        continue
+                    relative = folder.prefix + entry.name
+                    path = os.path.join(folder.path, entry.name)
+                    if entry.is_symlink():
+                        real = os.path.realpath(path)
+                        if not (real == project or real.startswith(project + os.sep)):
+                            # A link out of the project would bake a host file (a
+                            # credential) into the image.
+                            raise TemplateError(
+                                f"{relative} links outside the project",
+                                "copy the file into the project instead of linking to it",
+                            )
+                    try:
+                        info: os.stat_result | None = entry.stat()
+                    except OSError:
+                        info = None
+                    if info is not None and stat_module.S_ISDIR(info.st_mode):
+                        real = os.path.realpath(path)
+                        if real in folder.ancestors:
+                            raise TemplateError(
+                                f"{relative} links to a folder that contains it (a loop)",
+                                "remove the link or point it at a folder outside its own path",
+                            )
+                        stack.append(_Folder.open(path, relative + "/", folder.ancestors | {real}))
+                        break  # into the folder; this listing goes on after it
+                    if info is None or not stat_module.S_ISREG(info.st_mode):
+                        # A FIFO or device would block or never end; only regular files count.
                         raise TemplateError(
-                            f"{relative} links outside the project",
-                            "copy the file into the project instead of linking to it",
+                            f"{relative} is not a regular file (or its link is dangling)",
+                            "remove it or replace it with a regular file",
                         )
-                try:
-                    info: os.stat_result | None = entry.stat()
-                except OSError:
-                    info = None
-                if info is not None and stat_module.S_ISDIR(info.st_mode):
-                    real = os.path.realpath(entry.path)
-                    if real in ancestors:
-                        raise TemplateError(
-                            f"{relative} links to a folder that contains it (a loop)",
-                            "remove the link or point it at a folder outside its own path",
-                        )
-                    stack.append(
-                        (iter(_sorted_listing(entry.path)), relative + "/", ancestors | {real})
-                    )
-                    break  # into the folder; this listing goes on after it
-                if info is None or not stat_module.S_ISREG(info.st_mode):
-                    # A FIFO or device would block or never end; only regular files count.
-                    raise TemplateError(
-                        f"{relative} is not a regular file (or its link is dangling)",
-                        "remove it or replace it with a regular file",
-                    )
-                yield relative, entry.path, info
-            else:
-                stack.pop()
+                    yield relative, info
+                else:
+                    stack.pop().close()
+        finally:
+            for folder in stack:
+                folder.close()
 
 
-def _sorted_listing(folder: str) -> list[os.DirEntry[str]]:
-    with os.scandir(folder) as listing:
-        return sorted(listing, key=lambda entry: entry.name)
+class _Folder:
+    """A folder being listed: its entries in name order, read through a descriptor that
+    stays open until the last entry's stat."""
+
+    def __init__(self, path: str, prefix: str, ancestors: frozenset[str], descriptor: int) -> None:
+        self.path = path
+        self.prefix = prefix
+        self.ancestors = ancestors
+        self._descriptor = descriptor
+        with os.scandir(descriptor) as listing:
+            self.entries = iter(sorted(listing, key=_NAME))
+
+    @classmethod
+    def open(cls, path: str, prefix: str, ancestors: frozenset[str]) -> _Folder:
+        descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            return cls(path, prefix, ancestors, descriptor)
+        except BaseException:
+            os.close(descriptor)
+            raise
+
+    def close(self) -> None:
+        if self._descriptor >= 0:
+            os.close(self._descriptor)
+            self._descriptor = -1
+
+
+_NAME = operator.attrgetter("name")
 
 
 # Records: three NUL-terminated fields per file, the key (a file name holds any byte but NUL),
@@ -270,13 +302,19 @@ class Sources:
 
 
 class _OldIndex:
-    """The index of the last build, read in path order alongside the listing."""
+    """The index of the last build, read in path order alongside the listing.
+
+    Read in blocks of a fixed size, so memory does not grow with the number of files. A
+    no-change build asks for each file in the order the index holds them, with the stat it
+    has: that is a comparison of bytes at the current place, with no record split apart."""
 
     def __init__(self, path: Path | None, racy_nanoseconds: int) -> None:
         self.trusted_before = 0
         self.count = 0
-        self._records: Iterator[_Record] = iter(())
-        self._current: _Record | None = None
+        self._stream: IO[bytes] | None = None
+        self._offset = 0  # where the next block starts in the file
+        self._buffer = b""
+        self._place = 0  # where the next record starts in the buffer
         if path is None:
             return
         try:
@@ -292,42 +330,88 @@ class _OldIndex:
         except (OSError, ValueError):
             stream.close()
             return
-        self._records = self._read(stream, len(header))
-        self._current = self._next()
+        self._stream = stream
+        self._offset = len(header)
 
-    def _read(self, stream: IO[bytes], offset: int) -> Iterator[_Record]:
-        with stream:
-            try:
-                yield from _read_records(stream, offset)
-            except ValueError:
-                return  # a damaged end: nothing after the damage is trusted
+    def _fill(self) -> bool:
+        """Appends the next block to what is left of the buffer; False at the end."""
+        if self._stream is None:
+            return False
+        try:
+            block = os.pread(self._stream.fileno(), CHUNK_BYTES, self._offset)
+        except OSError:
+            block = b""
+        if not block:
+            self._close()
+            return False
+        self._offset += len(block)
+        self._buffer = self._buffer[self._place :] + block
+        self._place = 0
+        return True
 
-    def _next(self) -> _Record | None:
-        record = next(self._records, None)
-        if record is not None:
+    def _close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+
+    def _peek(self) -> tuple[bytes, bytes, bytes, int] | None:
+        """(key, stamp, sha256, where it ends) of the next record, None at the end or at
+        damage (a record cut short: nothing after the damage is trusted)."""
+        while True:
+            buffer, place = self._buffer, self._place
+            key_end = buffer.find(_SEPARATOR, place)
+            stamp_end = buffer.find(_SEPARATOR, key_end + 1) if key_end >= 0 else -1
+            sha_end = buffer.find(_SEPARATOR, stamp_end + 1) if stamp_end >= 0 else -1
+            if sha_end >= 0:
+                return (
+                    buffer[place:key_end],
+                    buffer[key_end + 1 : stamp_end],
+                    buffer[stamp_end + 1 : sha_end],
+                    sha_end + 1,
+                )
+            if not self._fill():
+                self._buffer, self._place = b"", 0
+                return None
+
+    def hash_of(self, key: bytes, stamp: bytes) -> bytes | None:
+        """The sha256 the index holds for `key` when its stamp there is `stamp`, else None;
+        keys must be asked for in path order."""
+        expected = b"%s\0%s\0" % (key, stamp)
+        end = self._place + len(expected) + SHA256_HEX_LENGTH
+        if end >= len(self._buffer):
+            self._fill()
+            end = self._place + len(expected) + SHA256_HEX_LENGTH
+        buffer = self._buffer
+        # The common case: the next record is this file with the same stamp.
+        if (
+            buffer.startswith(expected, self._place)
+            and buffer[end : end + 1] == _SEPARATOR
+            and buffer.find(_SEPARATOR, end - SHA256_HEX_LENGTH, end) < 0
+        ):
             self.count += 1
-        return record
-
-    def find(self, key: bytes) -> _Record | None:
-        """The record of `key`; keys must be asked for in path order."""
-        current = self._current
-        if current is None:
-            return None
-        if current.key == key:
-            self._current = self._next()
-            return current
+            sha256 = buffer[end - SHA256_HEX_LENGTH : end]
+            self._place = end + 1
+            return sha256
         order = key.split(b"/")
-        while current is not None and current.key.split(b"/") < order:  # files now gone
-            current = self._current = self._next()
-        if current is not None and current.key == key:
-            self._current = self._next()
-            return current
+        while (record := self._peek()) is not None:
+            found, found_stamp, sha256, record_end = record
+            if found != key and found.split(b"/") < order:  # a file now gone
+                self.count += 1
+                self._place = record_end
+                continue
+            if found == key:
+                self.count += 1
+                self._place = record_end
+                return sha256 if found_stamp == stamp else None
+            return None
         return None
 
     def finish(self) -> int:
         """How many records the old index held."""
-        while self._current is not None:
-            self._current = self._next()
+        while (record := self._peek()) is not None:
+            self.count += 1
+            self._place = record[3]
+        self._close()
         return self.count
 
 
@@ -359,18 +443,16 @@ class FileIndex:
             trusted_before = old.trusted_before
             digest = hashlib.sha256()
             count, total, missing = 0, 0, 0
-            for name, _, info in _listed(str(project_dir)):
+            for name, info in _listed(str(project_dir)):
                 key = name.encode("utf-8", "surrogateescape")
                 stamp = stamp_of(info)
-                cached = old.find(key)
+                sha256 = old.hash_of(key, stamp)
                 if (
-                    cached is not None
-                    and cached.stamp == stamp
+                    sha256 is not None
                     # Changed too close to the old index's writing to trust its stat?
                     and info.st_mtime_ns < trusted_before
                     and info.st_ctime_ns < trusted_before
                 ):
-                    sha256 = cached.sha256
                     digest.update(b"%s\0%d\0%s\n" % (key, info.st_size, sha256))
                 else:
                     sha256 = b""

@@ -123,6 +123,33 @@ def test_a_corrupt_index_is_ignored(example: Path, tmp_path: Path) -> None:
     assert index.files_hashed == len(first) - 2  # the two records before the damage count
 
 
+def test_the_index_is_read_in_blocks_that_cut_records_anywhere(
+    example: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Blocks of a few bytes split records (and the hashes in them) at every possible place:
+    an unchanged site is still trusted whole, and a removed, an added and a changed file
+    are still found."""
+    state = tmp_path / "state"
+    first, _ = scan(example, state)
+    wait_for_a_later_ctime(tmp_path, index_written_ns(state))
+    for block in (1, 7, 64, 97):
+        monkeypatch.setattr("shipit.inputs.CHUNK_BYTES", block)
+        again, index = scan(example, state)
+        assert again == first
+        assert index.files_hashed == 0
+    (example / "site" / "static" / "logo.svg").unlink()
+    (example / "site" / "static" / "added.txt").write_text("new")
+    (example / "templates" / "index.html.j2").write_text("{{ site.title }} changed")
+    monkeypatch.setattr("shipit.inputs.CHUNK_BYTES", 7)
+    after, index = scan(example, state)
+    assert index.files_hashed == 2
+    assert set(after) == set(first) - {"site/static/logo.svg"} | {"site/static/added.txt"}
+    assert after["templates/index.html.j2"] != first["templates/index.html.j2"]
+    assert {
+        k: v for k, v in after.items() if k in first and not k.startswith("templates/index")
+    } == {k: v for k, v in first.items() if k in after and not k.startswith("templates/index")}
+
+
 def test_a_file_written_between_listing_and_reading_is_torn(tmp_path: Path) -> None:
     page = tmp_path / "page.html"
     page.write_bytes(b"old" * 1000)
