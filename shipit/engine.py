@@ -366,7 +366,10 @@ class Engine:
                 use_ssh_client=address.scheme == "ssh",
                 **params,
             )
-            api.ping()
+            # No ping: the client has just asked the engine for its API version, a round
+            # trip that fails the same way when nothing answers.
+            if "version" in params:
+                api.ping()
         except (docker.errors.DockerException, *_CONNECTION_ERRORS, OSError) as exc:
             raise _connect_failure(address, exc) from exc
         api.timeout = timeout  # type: ignore[assignment]
