@@ -39,7 +39,7 @@ from shipit.labels import (
 from shipit.progress import LayerProgress, Progress, quiet
 from shipit.smoke import SmokeReport, run_smoke, wait_until_ready
 from shipit.state import record_smoke_passed, smoke_pass_of
-from shipit.vcs import revision, source_url
+from shipit.vcs import revision_started, source_url
 
 if TYPE_CHECKING:
     # Only the stages that need them import docker, boto3 and Jinja: render and smoke stay
@@ -134,11 +134,12 @@ def build(settings: Settings, engine: Engine, progress: Progress = quiet) -> Bui
     # The build id digests every input of the render, and rendering is deterministic: an image
     # with this build id holds exactly what rendering now would give, so nothing is rendered.
     # Hashes of unchanged files come from .shipit/'s index (a no-change build reads nothing).
+    answer_revision = revision_started(settings.project_dir)  # git runs beside the scan
     index = FileIndex(settings.state_dir)
     sources = scan_sources(settings.project_dir, index=index, max_size=settings.max_site_size)
     index.save()
     build_id = build_id_from(sources, base_image)
-    rev = revision(settings.project_dir)
+    rev = answer_revision()
     tag = rev.tag or f"build-{build_id[:12]}"
     commit = rev.commit or "unknown"
     # Same input, base, name and commit: the labels of the existing image are all still true.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,28 +24,55 @@ class Revision:
         return self.commit[:SHORT_SHA_LENGTH] + ("-dirty" if self.dirty else "")
 
 
+def _start_git(project_dir: Path, *args: str) -> subprocess.Popen[str] | None:
+    try:
+        return subprocess.Popen(
+            ["git", "-C", str(project_dir), *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+    except OSError:
+        return None
+
+
+def _answer(process: subprocess.Popen[str] | None) -> str | None:
+    if process is None:
+        return None
+    try:
+        out, _ = process.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        return None
+    return out.strip() if process.returncode == 0 else None
+
+
 def git(project_dir: Path, *args: str) -> str | None:
     """What `git -C project_dir ARGS` prints, stripped; None when git fails or is missing."""
-    try:
-        completed = subprocess.run(
-            ["git", "-C", str(project_dir), *args],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return completed.stdout.strip() if completed.returncode == 0 else None
+    return _answer(_start_git(project_dir, *args))
+
+
+def revision_started(project_dir: Path) -> Callable[[], Revision]:
+    """Starts git now and returns the function that waits for its answer: on a big tree
+    `git status` takes a while (it stats every file), which can run beside other work."""
+    commit_asked = _start_git(project_dir, "rev-parse", "--verify", "-q", "HEAD")
+    # Only what is below the project counts: an edit elsewhere in a monorepo is not this site's.
+    status_asked = _start_git(project_dir, "status", "--porcelain", "--", ".")
+
+    def answer() -> Revision:
+        commit = _answer(commit_asked)
+        status = _answer(status_asked)
+        if not commit:
+            return Revision(commit="", dirty=False)
+        return Revision(commit=commit, dirty=bool(status))
+
+    return answer
 
 
 def revision(project_dir: Path) -> Revision:
-    commit = git(project_dir, "rev-parse", "--verify", "-q", "HEAD")
-    if not commit:
-        return Revision(commit="", dirty=False)
-    # Only what is below the project counts: an edit elsewhere in a monorepo is not this site's.
-    status = git(project_dir, "status", "--porcelain", "--", ".")
-    return Revision(commit=commit, dirty=bool(status))
+    return revision_started(project_dir)()
 
 
 def source_url(project_dir: Path) -> str:
