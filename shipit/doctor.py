@@ -287,7 +287,8 @@ def check_repository(spec: RegistrySpec) -> Check:
             if spec.name == "dockerhub"
             else f"give [[registries]] {spec.name!r} a repository"
         )
-        return Check(name, "fail", f"no {spec.name} repository is set", hint)
+        shown = "Docker Hub" if spec.name == "dockerhub" else spec.name
+        return Check(name, "fail", f"no {shown} repository is set", hint)
     return Check(name, "ok", f"{spec.repository} on {spec.host}")
 
 
