@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from shipit.errors import ConfigError
-from shipit.reference import TAG_HINT, is_valid_host, is_valid_tag, parse_name, parse_reference
+from shipit.reference import is_valid_host, parse_name, parse_reference
 from shipit.tags import DEFAULT_TAGS, validate_templates
 
 DEFAULT_BASE_IMAGE = "nginx:1.27.3-bookworm"
@@ -43,12 +43,6 @@ _FLAGS = {"tags": "--tag"}
 
 def validate_repository(value: str, what: str = "image name") -> str:
     parse_name(value, what)
-    return value
-
-
-def validate_tag(value: str) -> str:
-    if not is_valid_tag(value):
-        raise ConfigError(f"image tag {value!r} is not valid", TAG_HINT)
     return value
 
 

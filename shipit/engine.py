@@ -80,7 +80,7 @@ _LOCAL_SCHEMES = ("unix", "npipe", "http+unix")
 _LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 _TLS_FILES = ("ca.pem", "cert.pem", "key.pem")
 # How an engine names "every address of this machine" (noqa: it binds nothing).
-_ALL_ADDRESSES = frozenset({"0.0.0.0", "::", ""})  # noqa: S104
+ALL_ADDRESSES = frozenset({"0.0.0.0", "::", ""})  # noqa: S104
 
 
 @dataclass(frozen=True)
@@ -386,9 +386,6 @@ class Engine:
             image_store="containerd" if containerd else "classic",
         )
 
-    def version(self) -> str:
-        return str(self._call("asking its version", self.api.version).get("Version", "unknown"))
-
     def _call(self, doing: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """function(...) with every docker-py and requests exception turned into an
         EngineError: EngineRefused (with the status) when the engine answered and refused."""
@@ -573,7 +570,7 @@ class Engine:
                 if int(binding.get("PublicPort") or 0) != port:
                     continue
                 bound = str(binding.get("IP") or "")
-                if bound == host or {bound, host} & _ALL_ADDRESSES:
+                if bound == host or {bound, host} & ALL_ADDRESSES:
                     names = summary.get("Names") or [summary.get("Id", "")[:12]]
                     return str(names[0]).lstrip("/")
         return None

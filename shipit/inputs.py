@@ -25,7 +25,7 @@ import os
 import stat as stat_module
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, NamedTuple
 
@@ -69,15 +69,6 @@ def digest_entries(entries: Iterable[tuple[str, int, str]]) -> str:
     for relative, size, sha256 in entries:
         digest.update(f"{relative}\0{size}\0{sha256}\n".encode("utf-8", "surrogateescape"))
     return digest.hexdigest()
-
-
-def digest_files(files: Mapping[str, bytes]) -> str:
-    """The digest of in-memory files, the same as that of files on disk with the same names
-    and bytes."""
-    return digest_entries(
-        (name, len(files[name]), hashlib.sha256(files[name]).hexdigest())
-        for name in sorted(files, key=path_order)
-    )
 
 
 def human_size(size: int) -> str:
@@ -560,16 +551,6 @@ def source_digest(sources: Sources, base_image: str) -> str:
     for name, value in (("base_image", base_image), ("shipit", __version__)):
         digest.update(f"\0{name}\0{value}".encode())
     return digest.hexdigest()
-
-
-def build_id_of(
-    project_dir: Path,
-    base_image: str,
-    *,
-    index: FileIndex | None = None,
-    max_size: int | None = None,
-) -> str:
-    return build_id_from(scan_sources(project_dir, index=index, max_size=max_size), base_image)
 
 
 def build_id_from(sources: Sources, base_image: str) -> str:

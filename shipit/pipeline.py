@@ -205,9 +205,6 @@ def _url(host: str, port: int) -> str:
     return f"http://{shown}:{port}"
 
 
-_ANY_ADDRESS = ("0.0.0.0", "::")  # noqa: S104 - names the wildcard, binds nothing
-
-
 def publish_host(settings: Settings, engine: Engine) -> str:
     """Where the engine publishes the port. On a remote engine 127.0.0.1 is that machine's
     loopback, which nobody else reaches: unless told otherwise, publish on all its addresses."""
@@ -223,7 +220,9 @@ def reach_host(settings: Settings, engine: Engine, published_on: str) -> str:
         return settings.reach_host
     if engine.address.is_remote:
         return engine.address.host
-    if published_on in _ANY_ADDRESS:
+    from shipit.engine import ALL_ADDRESSES
+
+    if published_on in ALL_ADDRESSES:
         return "::1" if ":" in published_on else "127.0.0.1"
     return published_on
 

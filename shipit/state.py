@@ -50,11 +50,6 @@ def record_smoke_passed(settings: Settings, image_id: str, build_id: str, url: s
     _write_state(settings, state)
 
 
-def smoke_passed_image(settings: Settings) -> str:
-    record = read_state(settings).get("smoke_passed") or {}
-    return str(record.get("image_id", ""))
-
-
 def smoke_pass_of(settings: Settings, image_id: str) -> dict[str, str] | None:
     """The recorded smoke pass of exactly this image by this shipit version, if any.
 

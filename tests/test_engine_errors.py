@@ -96,7 +96,7 @@ def tar_of(name: str, content: bytes) -> bytes:
 
 
 ENGINE_CALLS: dict[str, Callable[[Engine], Any]] = {
-    "version": lambda engine: engine.version(),
+    "facts": lambda engine: engine.facts(),
     "inspect image": lambda engine: engine.image("shipit-test/any:1"),
     "list containers": lambda engine: engine.containers_with_labels({"io.shipit.image": "x"}),
     "tag": lambda engine: engine.tag("sha256:" + "0" * 64, "shipit-test/any", "1"),
