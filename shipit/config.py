@@ -79,6 +79,15 @@ def _validate_mutability(value: str) -> str:
     return upper
 
 
+BUILDERS = ("auto", "docker")
+
+
+def _validate_builder(value: str) -> str:
+    if value.lower() not in BUILDERS:
+        raise ConfigError(f"builder {value!r} is not valid", "use auto or docker")
+    return value.lower()
+
+
 def _validate_host(value: str) -> str:
     if not is_valid_host(value):
         raise ConfigError(
@@ -234,6 +243,14 @@ SPECS: tuple[SettingSpec, ...] = (
         validate=parse_size,
     ),
     SettingSpec(
+        "builder",
+        str,
+        "auto",
+        "auto: write the image directly when the Dockerfile only sets image settings and "
+        "copies the site (else docker build); docker: always docker build",
+        validate=_validate_builder,
+    ),
+    SettingSpec(
         "push_attempts",
         int,
         4,
@@ -367,6 +384,7 @@ class Settings:
     tags: tuple[str, ...]
     registries: tuple[RegistryEntry, ...] = ()
     max_site_size: int = 10 * 1000**3
+    builder: str = "auto"
     origins: Mapping[str, str] = field(default_factory=dict, compare=False)
     # The settings the user set (file, environment or flag) rather than left at default.
     explicit: frozenset[str] = field(default=frozenset(), compare=False)

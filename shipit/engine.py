@@ -333,6 +333,15 @@ class _EngineClient(docker.APIClient):
         return settings
 
 
+def _load_failure(error: str) -> BuildError:
+    return BuildError(
+        f"the engine could not load the image: {error}",
+        _DISK_FULL_HINT
+        if _DISK_FULL_TEXT in error
+        else "build with docker build instead (SHIPIT_BUILDER=docker) and report this",
+    )
+
+
 @dataclass(frozen=True)
 class EngineFacts:
     """What `shipit doctor` tells about the engine."""
@@ -345,6 +354,7 @@ class Engine:
     def __init__(self, api: docker.APIClient, address: EngineAddress | None = None) -> None:
         self.api = api
         self.address = address or EngineAddress(str(api.base_url), "a client")
+        self._image_store: str | None = None
 
     @classmethod
     def connect(cls, timeout: float = 120) -> Engine:
@@ -435,6 +445,19 @@ class Engine:
             size=int(data.get("Size") or 0),
             layers=tuple((data.get("RootFS") or {}).get("Layers") or ()),
         )
+
+    def image_document(self, reference: str) -> dict[str, Any]:
+        """Everything `docker image inspect` says of an image that exists."""
+        return dict(self._call(f"inspecting image {reference}", self.api.inspect_image, reference))
+
+    def image_history(self, reference: str) -> list[dict[str, Any]]:
+        return list(self._call(f"reading the history of {reference}", self.api.history, reference))
+
+    def image_store(self) -> str:
+        """ "classic" or "containerd", asked once per connection."""
+        if self._image_store is None:
+            self._image_store = self.facts().image_store
+        return self._image_store
 
     def images_with_label(self, key: str, value: str) -> list[ImageInfo]:
         summaries = self._call(
@@ -529,6 +552,26 @@ class Engine:
                 raise BuildError("docker build ended without an image", details="\n".join(log))
             image_id = info.id
         return image_id
+
+    def load(self, archive: Iterator[bytes], reference: str, progress: Progress = quiet) -> None:
+        """Loads an image archive (`docker load`), streamed as it is read: an error raised
+        while reading it ends the upload, and the engine loads nothing from an unfinished
+        archive."""
+        # docker-py's load_image reads the answer without checking its status first.
+        api: Any = self.api
+        try:
+            response = api._post(api._url("/images/load"), data=archive, params={}, stream=True)
+            api._raise_for_status(response)
+            for event in api._stream_helper(response, decode=True):
+                if "error" in event:
+                    raise _load_failure(str(event["error"]).strip())
+                text = str(event.get("stream", "")).strip()
+                if text:
+                    progress(text)
+        except docker.errors.APIError as exc:
+            raise _load_failure(str(exc.explanation)) from exc
+        except _CONNECTION_ERRORS as exc:
+            raise self._connection_failure(exc, f"loading {reference}") from exc
 
     # Containers
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shipit import __version__, screenshot
-from shipit.base_image import resolve_base_image
+from shipit.base_image import BaseImage, resolve_base_image
 from shipit.config import Settings
 from shipit.errors import (
     ContainerExitedError,
@@ -176,8 +176,9 @@ def build(settings: Settings, engine: Engine, progress: Progress = quiet) -> Bui
             LABEL_BASE_IMAGE_ID: base_image_id,
             "io.shipit.version": __version__,
         }
-        progress(f"building {settings.image}:{tag} from {base_image}")
-        image_id = engine.build(site.tar_chunks(labels), f"{settings.image}:{tag}", progress)
+        image_id = _build_image(
+            settings, engine, site, base, labels, f"{settings.image}:{tag}", progress
+        )
     tags = (f"{settings.image}:{tag}", f"{settings.image}:latest")
     for reference in tags:
         engine.tag(image_id, *reference.rsplit(":", 1))
@@ -195,6 +196,43 @@ def build(settings: Settings, engine: Engine, progress: Progress = quiet) -> Bui
         built=not reusable,
         seconds=round(time.monotonic() - started, 3),
     )
+
+
+def _build_image(
+    settings: Settings,
+    engine: Engine,
+    site: RenderedSite,
+    base: BaseImage,
+    labels: dict[str, str],
+    reference: str,
+    progress: Progress,
+) -> str:
+    """The image, written by shipit when the Dockerfile allows it (shipit/assemble.py),
+    else by docker build."""
+    from shipit.assemble import Assembly, Unsupported, history_of, recipe_of
+    from shipit.render import SERVED
+
+    why = "builder = docker"
+    if settings.builder == "auto":
+        recipe = recipe_of(site.files.generated["Dockerfile"].decode(), base.reference, SERVED)
+        if isinstance(recipe, Unsupported):
+            why = f"the Dockerfile has {recipe.reason}"
+        elif engine.image_store() != "classic":
+            why = "the engine's containerd image store loads only whole images"
+        else:
+            document = engine.image_document(base.image_id)
+            layers = (document.get("RootFS") or {}).get("Layers") or ()
+            history = history_of(engine.image_history(base.image_id), len(layers))
+            if history is None:
+                why = f"the history of {base.reference} does not match its layers"
+            else:
+                created = labels["org.opencontainers.image.created"].replace("+00:00", "Z")
+                assembly = Assembly(site, recipe, document, history, labels, created, reference)
+                progress(f"writing {reference} from {base.reference}: its settings and one layer")
+                engine.load(assembly.archive(), reference, progress)
+                return assembly.image_id
+    progress(f"building {reference} from {base.reference} with docker build ({why})")
+    return engine.build(site.tar_chunks(labels), reference, progress)
 
 
 # Run, smoke, stop

@@ -163,7 +163,7 @@ class RenderedSite:
             else:
                 size, sha256 = entry.size, entry.sha256
                 pieces = self.files.chunks(relative, entry)
-            header = _tar_header(relative, size, sha256)
+            header = tar_header(relative, size, sha256)
             offset += len(header)
             yield header
             for piece in pieces:
@@ -182,7 +182,7 @@ class RenderedSite:
         return b"".join(self.tar_chunks(labels))
 
 
-def _tar_header(relative: str, size: int, sha256: str) -> bytes:
+def tar_header(relative: str, size: int, sha256: str) -> bytes:
     # nginx derives ETag and Last-Modified from mtime and size: a time taken from the
     # content keeps the tar deterministic and still changes the ETag with the content.
     mtime = _content_mtime(sha256)

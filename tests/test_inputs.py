@@ -22,7 +22,7 @@ from shipit.inputs import (
     hash_file,
     scan_sources,
 )
-from shipit.render import _content_mtime, _tar_header, render_site
+from shipit.render import _content_mtime, render_site, tar_header
 from tests.conftest import copy_example
 
 BASE = "nginx:1.27.3-bookworm"
@@ -238,11 +238,11 @@ def test_a_site_over_the_limit_is_refused_from_its_listing(example: Path, tmp_pa
 
 @pytest.mark.parametrize("name", ["a", "shipit/site/static/x.bin", "x" * 100, "y" * 101, "é/ü.txt"])
 @pytest.mark.parametrize("size", [0, 511, 512, 10**9, 8**11 - 1, 8**11])
-def test_tar_headers_are_the_ones_tarfile_writes(name: str, size: int) -> None:
+def testtar_headers_are_the_ones_tarfile_writes(name: str, size: int) -> None:
     sha256 = hashlib.sha256(f"{name} {size}".encode()).hexdigest()
     info = tarfile.TarInfo(name)
     info.size, info.mode, info.mtime = size, 0o644, _content_mtime(sha256)
     info.uid = info.gid = 0
     info.uname = info.gname = "root"
     expected = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
-    assert _tar_header(name, size, sha256) == expected
+    assert tar_header(name, size, sha256) == expected

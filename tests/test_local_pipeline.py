@@ -100,9 +100,26 @@ def test_dirty_tree_gets_a_dirty_tag_and_a_new_image(engine: Engine, project: Pr
 
 
 def test_an_edit_to_the_site_builds_only_its_layer_again(engine: Engine, project: Project) -> None:
-    assert project.shipit("build").code == 0
+    first = json.loads(project.shipit("build", "--json").stdout)
     project.site_toml.write_text(project.site_toml.read_text().replace("shipit example", "edited"))
-    edited = project.shipit("build")
+    edited = project.shipit("build", "--json")
+    assert edited.code == 0, edited.output
+    assert "its settings and one layer" in edited.stderr
+    before = engine.image(first["image_id"])
+    after = engine.image(json.loads(edited.stdout)["image_id"])
+    assert before is not None and after is not None
+    # The base image's layers are shared; only the site's layer is new.
+    assert after.layers[:-1] == before.layers[:-1]
+    assert after.layers[-1] != before.layers[-1]
+
+
+def test_an_edit_to_the_site_builds_only_its_layer_again_with_docker_build(
+    engine: Engine, project: Project
+) -> None:
+    env = project.env(SHIPIT_BUILDER="docker")
+    assert project.shipit("build", env=env).code == 0
+    project.site_toml.write_text(project.site_toml.read_text().replace("shipit example", "edited"))
+    edited = project.shipit("build", env=env)
     assert edited.code == 0, edited.output
     steps = [line for line in edited.stderr.splitlines() if line.startswith("Step ")]
     cached = edited.stderr.count("Using cache")

@@ -1,0 +1,551 @@
+"""Building the image without `docker build`, when the Dockerfile allows it.
+
+The bundled Dockerfile only sets image settings (USER, EXPOSE, STOPSIGNAL, HEALTHCHECK,
+ENTRYPOINT, CMD) and copies the rendered site into one folder. For such a Dockerfile the
+image is the base image plus one layer and a new config, and shipit writes both itself: the
+layer is a tar of the site made while it streams to the engine, the config is the base
+image's with those settings applied, and the engine loads the pair (`docker load`) without
+being sent the base image's layers, which it already holds.
+
+Docker's legacy builder, which docker-py drives, instead stores the whole context on the
+engine's disk, copies it into a container, commits that container (writing the site twice
+more) and commits a container for every settings step and for the labels. On a 300 MB site
+that is seconds; on the example site it is most of a one-page change's build.
+
+Anything this module does not reproduce exactly (RUN, ENV, ARG, WORKDIR, a COPY with
+options, variables, a base image whose history does not match its layers, an engine with
+the containerd image store) is left to `docker build`: `recipe_of` says why, and the build
+falls back to the engine's builder. `builder = "docker"` forces the builder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+import re
+import tarfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from shipit.inputs import SourceFile
+from shipit.render import ContextFiles, RenderedSite, tar_header
+
+# The instructions that only set image settings, and what each sets.
+_SETTINGS = frozenset({"USER", "EXPOSE", "STOPSIGNAL", "HEALTHCHECK", "ENTRYPOINT", "CMD"})
+_PORT = re.compile(r"^(\d{1,5})(?:/(tcp|udp|sctp))?$", re.IGNORECASE)
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_NANOSECONDS = {
+    "ns": 1,
+    "us": 1_000,
+    "µs": 1_000,
+    "μs": 1_000,
+    "ms": 1_000_000,
+    "s": 1_000_000_000,
+    "m": 60_000_000_000,
+    "h": 3_600_000_000_000,
+}
+_HEALTHCHECK_FLAGS = {
+    "interval": "Interval",
+    "timeout": "Timeout",
+    "start-period": "StartPeriod",
+    "retries": "Retries",
+}
+_DEFAULT_SHELL = ("/bin/sh", "-c")
+# What the builder adds to an image whose base sets no PATH (Docker's default for Linux).
+_DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# Folders that a COPY may create its destination in. A folder of the base image keeps its
+# mode and owner under docker build; shipit's layer cannot read them from the base, and
+# writes its parent folders as root-owned 0755, which is what these are in any image that
+# has them, and what docker build gives a folder it creates.
+_PLAIN_PARENTS = frozenset(
+    {"/srv", "/usr", "/usr/share", "/usr/share/nginx", "/usr/local", "/var", "/var/www", "/opt"}
+)
+# Directories of the layer get a fixed time: the layer, and so the image, stays the same for
+# the same site.
+DIRECTORY_MTIME = 978_307_200
+
+
+@dataclass(frozen=True)
+class Instruction:
+    line: int
+    keyword: str
+    arguments: str
+
+    @property
+    def original(self) -> str:
+        return f"{self.keyword} {self.arguments}"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What the Dockerfile does, when it is only settings and one COPY of the site."""
+
+    base_image: str
+    settings: tuple[Instruction, ...]
+    copy_source: str  # a folder of the context, e.g. "shipit"
+    copy_destination: str  # an absolute folder in the image, e.g. "/srv/shipit"
+    copy_instruction: Instruction = field(compare=False)
+
+
+@dataclass(frozen=True)
+class Unsupported:
+    """Why the Dockerfile needs `docker build`."""
+
+    reason: str
+
+
+def instructions_of(dockerfile: str) -> list[Instruction] | Unsupported:
+    """The Dockerfile's instructions, with continuation lines joined and comments dropped,
+    as Docker's parser reads them (default escape character only)."""
+    found: list[Instruction] = []
+    pending: list[str] = []
+    start = 0
+    seen_instruction = False
+    for number, raw in enumerate(dockerfile.splitlines(), start=1):
+        stripped = raw.strip()
+        if not pending:
+            if not stripped:
+                continue
+            if stripped.startswith("#"):
+                directive = re.match(r"^#\s*([a-zA-Z]+)\s*=", stripped)
+                if not seen_instruction and directive:
+                    return Unsupported(f"the parser directive on line {number}")
+                continue
+            start = number
+        elif not stripped or stripped.startswith("#"):
+            continue  # Docker drops comment and empty lines inside a continuation
+        seen_instruction = True
+        text = raw.rstrip()
+        if text.endswith("\\"):
+            pending.append(text[:-1])
+            continue
+        pending.append(text)
+        joined = "".join(pending).strip()
+        pending = []
+        keyword, _, arguments = joined.partition(" ")
+        found.append(Instruction(start, keyword.upper(), arguments.strip()))
+    if pending:
+        joined = "".join(pending).strip()
+        keyword, _, arguments = joined.partition(" ")
+        found.append(Instruction(start, keyword.upper(), arguments.strip()))
+    return found
+
+
+def recipe_of(dockerfile: str, base_image: str, site_folder: str) -> Recipe | Unsupported:
+    parsed = instructions_of(dockerfile)
+    if isinstance(parsed, Unsupported):
+        return parsed
+    if not parsed or parsed[0].keyword != "FROM":
+        return Unsupported("the Dockerfile does not start with FROM")
+    if parsed[0].arguments.split() != [base_image]:
+        return Unsupported(f"FROM {parsed[0].arguments} is not just the base image")
+    settings: list[Instruction] = []
+    copies: list[Instruction] = []
+    for instruction in parsed[1:]:
+        if instruction.keyword == "COPY":
+            copies.append(instruction)
+        elif instruction.keyword in _SETTINGS:
+            settings.append(instruction)
+        else:
+            return Unsupported(f"{instruction.keyword} on line {instruction.line}")
+    if len(copies) != 1:
+        return Unsupported(f"{len(copies)} COPY instructions (one of the site is understood)")
+    copy = copies[0]
+    words = copy.arguments.split()
+    if len(words) != 2 or any(_needs_shell_words(word) for word in words):
+        return Unsupported(f"the COPY on line {copy.line} is not `COPY {site_folder}/ DEST/`")
+    source = posixpath.normpath(words[0])
+    destination = posixpath.normpath(words[1])
+    if source != site_folder or not words[1].startswith("/") or destination == "/":
+        return Unsupported(f"the COPY on line {copy.line} is not `COPY {site_folder}/ DEST/`")
+    parents = [posixpath.dirname(destination)]
+    while parents[-1] != "/":
+        parents.append(posixpath.dirname(parents[-1]))
+    unknown = [parent for parent in parents[:-1] if parent not in _PLAIN_PARENTS]
+    if unknown:
+        return Unsupported(f"a COPY into {unknown[0]}, whose mode in the base image is unknown")
+    recipe = Recipe(base_image, tuple(settings), source, destination, copy)
+    try:
+        apply_settings({}, recipe)
+    except ValueError as error:
+        return Unsupported(str(error))
+    return recipe
+
+
+def _needs_shell_words(text: str) -> bool:
+    """Quotes, escapes and variables go through Docker's word processing (and its ENV): not
+    reproduced here."""
+    return any(character in text for character in "\"'\\$*?[")
+
+
+def _exec_form(arguments: str) -> list[str] | None:
+    """The JSON (exec) form's words, or None for the shell form (what is not a JSON list of
+    strings is the shell form, as in Docker's parser)."""
+    if not arguments.startswith("["):
+        return None
+    try:
+        value = json.loads(arguments)
+    except ValueError:
+        return None
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return value
+    return None
+
+
+def _exec_or_shell(arguments: str, shell: Sequence[str]) -> list[str]:
+    words = _exec_form(arguments)
+    return [*shell, arguments] if words is None else words
+
+
+def _duration(text: str, flag: str) -> int:
+    """Go's time.ParseDuration for the units Docker accepts, in nanoseconds."""
+    if text == "0":
+        return 0
+    position, total = 0, 0.0
+    while position < len(text):
+        match = _DURATION_PART.match(text, position)
+        if not match:
+            raise ValueError(f"HEALTHCHECK --{flag}={text} is not a duration")
+        total += float(match.group(1)) * _NANOSECONDS[match.group(2)]
+        position = match.end()
+    nanoseconds = int(total)
+    if 0 < nanoseconds < 1_000_000:
+        raise ValueError(f"HEALTHCHECK --{flag}={text} is shorter than 1ms")
+    return nanoseconds
+
+
+def _healthcheck(arguments: str) -> dict[str, Any]:
+    words = arguments.split(None)
+    health: dict[str, Any] = {}
+    rest = arguments
+    while words and words[0].startswith("--"):
+        name, has_value, value = words[0][2:].partition("=")
+        if name not in _HEALTHCHECK_FLAGS or not has_value:
+            raise ValueError(f"HEALTHCHECK --{name}")
+        if name == "retries":
+            if not value.isdigit():
+                raise ValueError(f"HEALTHCHECK --retries={value}")
+            if int(value):
+                health["Retries"] = int(value)
+        elif nanoseconds := _duration(value, name):
+            health[_HEALTHCHECK_FLAGS[name]] = nanoseconds
+        rest = rest.lstrip()[len(words[0]) :].lstrip()
+        words = words[1:]
+    kind, _, command = rest.partition(" ")
+    if kind.upper() == "NONE" and not command.strip():
+        if health:
+            raise ValueError("HEALTHCHECK NONE with options")
+        return {"Test": ["NONE"]}
+    if kind.upper() != "CMD" or not command.strip():
+        raise ValueError("a HEALTHCHECK without CMD")
+    command = command.strip()
+    argv = _exec_form(command)
+    test = ["CMD-SHELL", command] if argv is None else ["CMD", *argv]
+    return {"Test": test, **health}
+
+
+def apply_settings(config: dict[str, Any], recipe: Recipe) -> dict[str, Any]:
+    """The base image's config (as `docker image inspect` shows it) with the Dockerfile's
+    settings applied as the builder applies them. Raises ValueError for what it cannot do."""
+    shell = config.get("Shell") or _DEFAULT_SHELL
+    cmd_set = False
+    for instruction in recipe.settings:
+        keyword, arguments = instruction.keyword, instruction.arguments
+        if keyword in ("USER", "STOPSIGNAL", "EXPOSE") and (
+            not arguments or _needs_shell_words(arguments)
+        ):
+            raise ValueError(f"{keyword} on line {instruction.line} uses quoting or variables")
+        if keyword == "USER":
+            if len(arguments.split()) != 1:
+                raise ValueError(f"USER on line {instruction.line}")
+            config["User"] = arguments
+        elif keyword == "STOPSIGNAL":
+            if len(arguments.split()) != 1:
+                raise ValueError(f"STOPSIGNAL on line {instruction.line}")
+            config["StopSignal"] = arguments
+        elif keyword == "EXPOSE":
+            ports = dict(config.get("ExposedPorts") or {})
+            for word in arguments.split():
+                match = _PORT.match(word)
+                if not match:
+                    raise ValueError(f"EXPOSE {word} on line {instruction.line}")
+                protocol = (match.group(2) or "tcp").lower()
+                ports[f"{int(match.group(1))}/{protocol}"] = {}
+            config["ExposedPorts"] = ports
+        elif keyword == "HEALTHCHECK":
+            config["Healthcheck"] = _healthcheck(arguments)
+        elif keyword == "ENTRYPOINT":
+            config["Entrypoint"] = _exec_or_shell(arguments, shell) if arguments else None
+            if not cmd_set:
+                config["Cmd"] = None  # as the builder: an ENTRYPOINT clears the base's CMD
+        elif keyword == "CMD":
+            config["Cmd"] = _exec_or_shell(arguments, shell)
+            cmd_set = True
+    return config
+
+
+# The layer
+
+
+def _directory_header(name: str) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.DIRTYPE
+    info.mode = 0o755
+    info.mtime = DIRECTORY_MTIME
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+
+def _layer_members(
+    site: RenderedSite, recipe: Recipe
+) -> Iterator[tuple[bytes, int, tuple[str, bytes | SourceFile] | None]]:
+    """(tar header, size, content) of every member of the site layer, in order: the
+    destination and its parent folders first, then each folder right before its first
+    file. Content is the context's name with a rendered file's bytes or a static file's
+    SourceFile, or None for a folder. Each file keeps the mode and time of its context
+    entry, as COPY keeps them."""
+    root = recipe.copy_destination.strip("/")
+    parts = root.split("/")
+    for depth in range(1, len(parts) + 1):
+        yield _directory_header("/".join(parts[:depth]) + "/"), 0, None
+    prefix = recipe.copy_source + "/"
+    open_folders: list[str] = []
+    for name, entry in site.files.entries():
+        if not name.startswith(prefix):
+            continue
+        relative = name[len(prefix) :]
+        folders = relative.split("/")[:-1]
+        common = 0
+        while (
+            common < min(len(open_folders), len(folders))
+            and open_folders[common] == folders[common]
+        ):
+            common += 1
+        del open_folders[common:]
+        for folder in folders[common:]:
+            open_folders.append(folder)
+            yield _directory_header(f"{root}/{'/'.join(open_folders)}/"), 0, None
+        if isinstance(entry, bytes):
+            size, sha256 = len(entry), hashlib.sha256(entry).hexdigest()
+        else:
+            size, sha256 = entry.size, entry.sha256
+        yield tar_header(f"{root}/{relative}", size, sha256), size, (name, entry)
+
+
+def padded(size: int) -> int:
+    return size + (-size % tarfile.BLOCKSIZE)
+
+
+def tar_end(offset: int) -> bytes:
+    """What tarfile.close() writes after the last member at `offset`."""
+    end = tarfile.NUL * (tarfile.BLOCKSIZE * 2)
+    return end + tarfile.NUL * (-(offset + len(end)) % tarfile.RECORDSIZE)
+
+
+def member_header(name: str, size: int) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mode = 0o644
+    info.mtime = DIRECTORY_MTIME
+    # pax only when needed: a layer of 8 GiB or more does not fit ustar's size field.
+    return info.tobuf(tarfile.PAX_FORMAT)
+
+
+# The image
+
+
+def history_of(
+    base_history: Sequence[Mapping[str, Any]], base_layers: int
+) -> list[dict[str, Any]] | None:
+    """The base image's history, oldest first, from the engine's history listing (newest
+    first). None when its entries do not account for exactly its layers."""
+    import datetime as dt
+
+    entries = []
+    for item in reversed(base_history):
+        entry: dict[str, Any] = {
+            "created": dt.datetime.fromtimestamp(int(item.get("Created") or 0), dt.UTC)
+            .isoformat()
+            .replace("+00:00", "Z"),
+            "created_by": str(item.get("CreatedBy") or ""),
+        }
+        if item.get("Comment"):
+            entry["comment"] = str(item["Comment"])
+        if not int(item.get("Size") or 0):
+            entry["empty_layer"] = True
+        entries.append(entry)
+    if sum(1 for entry in entries if not entry.get("empty_layer")) != base_layers:
+        return None
+    return entries
+
+
+def image_config(
+    base: Mapping[str, Any],
+    history: list[dict[str, Any]],
+    recipe: Recipe,
+    labels: Mapping[str, str],
+    layer_diff_id: str,
+    created: str,
+) -> bytes:
+    """The new image's config: the base's (from `docker image inspect`) with the settings,
+    the labels, the site layer and a history entry per instruction."""
+    config = apply_settings(json.loads(json.dumps(base.get("Config") or {})), recipe)
+    config["Labels"] = {**(config.get("Labels") or {}), **labels}
+    config["Image"] = str(base["Id"])
+    environment = list(config.get("Env") or ())
+    if document_os(base) == "linux" and not any(item.startswith("PATH=") for item in environment):
+        config["Env"] = [*environment, _DEFAULT_PATH]
+    steps = [
+        {
+            "created": created,
+            "created_by": f"/bin/sh -c #(nop)  {instruction.original}",
+            "empty_layer": True,
+        }
+        for instruction in recipe.settings
+    ]
+    steps.append(
+        {
+            "created": created,
+            "created_by": f"/bin/sh -c #(nop) {recipe.copy_instruction.original}",
+        }
+    )
+    steps.append({"created": created, "created_by": "shipit: labels", "empty_layer": True})
+    document: dict[str, Any] = {
+        "architecture": base.get("Architecture") or "amd64",
+        "os": document_os(base),
+    }
+    if base.get("Variant"):
+        document["variant"] = base["Variant"]
+    document.update(
+        config=config,
+        created=created,
+        history=[*history, *steps],
+        rootfs={
+            "type": "layers",
+            "diff_ids": [*((base.get("RootFS") or {}).get("Layers") or ()), layer_diff_id],
+        },
+    )
+    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+
+
+def document_os(base: Mapping[str, Any]) -> str:
+    return str(base.get("Os") or "linux")
+
+
+def config_id(config: bytes) -> str:
+    return "sha256:" + hashlib.sha256(config).hexdigest()
+
+
+_COALESCE_BYTES = 256 * 1024
+
+
+def _coalesced(pieces: Iterator[bytes]) -> Iterator[bytes]:
+    """The same bytes in fewer, larger pieces: each piece is one chunk of the HTTP upload,
+    and a site of many small files would otherwise cost several system calls per file."""
+    waiting: list[bytes] = []
+    held = 0
+    for piece in pieces:
+        if len(piece) >= _COALESCE_BYTES:
+            if waiting:
+                yield b"".join(waiting)
+                waiting, held = [], 0
+            yield piece
+            continue
+        waiting.append(piece)
+        held += len(piece)
+        if held >= _COALESCE_BYTES:
+            yield b"".join(waiting)
+            waiting, held = [], 0
+    if waiting:
+        yield b"".join(waiting)
+
+
+class Assembly:
+    """The image as an archive for `docker load`: the site layer, then the config (which
+    names the layer by its digest, known once the layer has been streamed), then the
+    manifest. The base image's layers are named but not sent: the engine holds them, and
+    loads a layer from the archive only when it lacks it. `image_id` is set once the whole
+    archive has been read."""
+
+    def __init__(
+        self,
+        site: RenderedSite,
+        recipe: Recipe,
+        base: Mapping[str, Any],
+        history: list[dict[str, Any]],
+        labels: Mapping[str, str],
+        created: str,
+        reference: str,
+    ) -> None:
+        self.site = site
+        self.recipe = recipe
+        self.base = base
+        self.history = history
+        self.labels = labels
+        self.created = created
+        self.reference = reference
+        self.image_id = ""
+
+    def archive(self) -> Iterator[bytes]:
+        return _coalesced(self._members())
+
+    def _members(self) -> Iterator[bytes]:
+        layer_size = sum(
+            len(header) + padded(size) for header, size, _ in _layer_members(self.site, self.recipe)
+        )
+        layer_size += len(tar_end(layer_size))
+        yield member_header("layer.tar", layer_size)
+        digest = hashlib.sha256()
+        written = 0
+        for piece in self._layer():
+            digest.update(piece)
+            written += len(piece)
+            yield piece
+        end = tar_end(written)
+        digest.update(end)
+        written += len(end)
+        yield end
+        if written != layer_size:
+            raise RuntimeError(f"the site layer came to {written} bytes, not {layer_size}")
+        config = image_config(
+            self.base,
+            self.history,
+            self.recipe,
+            self.labels,
+            "sha256:" + digest.hexdigest(),
+            self.created,
+        )
+        base_layers = len((self.base.get("RootFS") or {}).get("Layers") or ())
+        manifest = json.dumps(
+            [
+                {
+                    "Config": "config.json",
+                    "RepoTags": [self.reference],
+                    "Layers": [f"base/{index}/layer.tar" for index in range(base_layers)]
+                    + ["layer.tar"],
+                }
+            ]
+        ).encode()
+        offset = padded(len(member_header("layer.tar", layer_size))) + layer_size
+        for name, data in (("config.json", config), ("manifest.json", manifest)):
+            header = member_header(name, len(data))
+            yield header + data + tarfile.NUL * (-len(data) % tarfile.BLOCKSIZE)
+            offset += len(header) + padded(len(data))
+        yield tar_end(offset)
+        self.image_id = config_id(config)
+
+    def _layer(self) -> Iterator[bytes]:
+        for header, size, content in _layer_members(self.site, self.recipe):
+            yield header
+            if content is None:
+                continue
+            name, entry = content
+            if isinstance(entry, bytes):
+                yield entry
+            else:
+                yield from ContextFiles.chunks(name, entry)
+            if size % tarfile.BLOCKSIZE:
+                yield tarfile.NUL * (-size % tarfile.BLOCKSIZE)
