@@ -19,9 +19,9 @@ import typer
 from typer._click.exceptions import NoArgsIsHelpError
 
 from shipit import __version__
+from shipit.ci_kind import Ci
 from shipit.errors import ExitCode, Interrupted, OutputClosed, ShipitError, UsageError
 from shipit.helptext import HELP_WIDTH
-from shipit.scaffold import Ci
 from shipit.ui import Ui
 
 if TYPE_CHECKING:

@@ -13,21 +13,14 @@ from __future__ import annotations
 
 import json
 import re
-from enum import StrEnum
 from importlib import metadata, resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from shipit.ci_kind import Ci
 from shipit.errors import ConfigError, PreconditionError
 from shipit.vcs import revision, source_url
-
-
-class Ci(StrEnum):
-    GITHUB = "github"
-    GITLAB = "gitlab"
-    NONE = "none"
-
 
 CI_FILES = {Ci.GITHUB: ".github/workflows/shipit.yml", Ci.GITLAB: ".gitlab-ci.yml"}
 # Full commit ids of the release tags; the version goes beside each as a comment.
