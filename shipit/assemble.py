@@ -24,6 +24,7 @@ import hashlib
 import json
 import posixpath
 import re
+import signal as signal_module
 import tarfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -53,6 +54,9 @@ _HEALTHCHECK_FLAGS = {
     "retries": "Retries",
 }
 _DEFAULT_SHELL = ("/bin/sh", "-c")
+# Signal names as Docker takes them (without SIG); a name it knows and this list does not
+# only means docker build does the build.
+_SIGNALS = frozenset(signal.name.removeprefix("SIG") for signal in signal_module.Signals)
 # What the builder adds to an image whose base sets no PATH (Docker's default for Linux).
 _DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Folders that a COPY may create its destination in. A folder of the base image keeps its
@@ -246,6 +250,24 @@ def _healthcheck(arguments: str) -> dict[str, Any]:
     return {"Test": test, **health}
 
 
+def _is_signal(text: str) -> bool:
+    """What Docker's signal parsing accepts: a number, or a Linux signal's name with or
+    without SIG, in any case."""
+    if text.isdigit():
+        return 0 < int(text) < 65
+    name = text.upper().removeprefix("SIG")
+    return name in _SIGNALS or re.fullmatch(r"RTMIN(\+\d+)?|RTMAX(-\d+)?", name) is not None
+
+
+def base_blocker(base: Mapping[str, Any]) -> str | None:
+    """Why an image on this base must come from docker build, if it must."""
+    if document_os(base) != "linux":
+        return f"a base image for {document_os(base)}"
+    if (base.get("Config") or {}).get("OnBuild"):
+        return "a base image with ONBUILD steps, which docker build runs"
+    return None
+
+
 def apply_settings(config: dict[str, Any], recipe: Recipe) -> dict[str, Any]:
     """The base image's config (as `docker image inspect` shows it) with the Dockerfile's
     settings applied as the builder applies them. Raises ValueError for what it cannot do."""
@@ -262,8 +284,8 @@ def apply_settings(config: dict[str, Any], recipe: Recipe) -> dict[str, Any]:
                 raise ValueError(f"USER on line {instruction.line}")
             config["User"] = arguments
         elif keyword == "STOPSIGNAL":
-            if len(arguments.split()) != 1:
-                raise ValueError(f"STOPSIGNAL on line {instruction.line}")
+            if not _is_signal(arguments):
+                raise ValueError(f"STOPSIGNAL {arguments} on line {instruction.line}")
             config["StopSignal"] = arguments
         elif keyword == "EXPOSE":
             ports = dict(config.get("ExposedPorts") or {})

@@ -209,7 +209,7 @@ def _build_image(
 ) -> str:
     """The image, written by shipit when the Dockerfile allows it (shipit/assemble.py),
     else by docker build."""
-    from shipit.assemble import Assembly, Unsupported, history_of, recipe_of
+    from shipit.assemble import Assembly, Unsupported, base_blocker, history_of, recipe_of
     from shipit.render import SERVED
 
     why = "builder = docker"
@@ -223,7 +223,10 @@ def _build_image(
             document = engine.image_document(base.image_id)
             layers = (document.get("RootFS") or {}).get("Layers") or ()
             history = history_of(engine.image_history(base.image_id), len(layers))
-            if history is None:
+            blocker = base_blocker(document)
+            if blocker is not None:
+                why = f"{blocker} ({base.reference})"
+            elif history is None:
                 why = f"the history of {base.reference} does not match its layers"
             else:
                 created = labels["org.opencontainers.image.created"].replace("+00:00", "Z")

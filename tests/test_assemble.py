@@ -21,6 +21,7 @@ from shipit.assemble import (
     Recipe,
     Unsupported,
     apply_settings,
+    base_blocker,
     history_of,
     instructions_of,
     recipe_of,
@@ -98,6 +99,7 @@ def test_continuation_lines_join_and_comments_inside_them_drop() -> None:
         (f"FROM {BASE}\nCOPY shipit/ /tmp/site/\n", "a COPY into /tmp"),
         (f"FROM {BASE}\nUSER $APP_USER\nCOPY shipit/ /srv/shipit/\n", "quoting or variables"),
         (f"FROM {BASE}\nEXPOSE 8000-8010\nCOPY shipit/ /srv/shipit/\n", "EXPOSE 8000-8010"),
+        (f"FROM {BASE}\nSTOPSIGNAL SIGNOPE\nCOPY shipit/ /srv/shipit/\n", "STOPSIGNAL SIGNOPE"),
         (
             f"FROM {BASE}\nHEALTHCHECK --interval=soon CMD true\nCOPY shipit/ /srv/shipit/\n",
             "is not a duration",
@@ -145,6 +147,18 @@ def test_settings_apply_as_the_builder_applies_them() -> None:
     assert kept["Entrypoint"] == ["/bin/bash", "-c", "run"]
     none = apply_settings({}, recipe(f"FROM {BASE}\nHEALTHCHECK NONE\nCOPY shipit/ /srv/x\n"))
     assert none["Healthcheck"] == {"Test": ["NONE"]}
+
+
+@pytest.mark.parametrize("signal", ["SIGQUIT", "quit", "9", "SIGRTMIN+3"])
+def test_stop_signals_docker_accepts_are_kept(signal: str) -> None:
+    found = recipe(f"FROM {BASE}\nSTOPSIGNAL {signal}\nCOPY shipit/ /srv/shipit/\n")
+    assert apply_settings({}, found)["StopSignal"] == signal
+
+
+def test_a_base_with_onbuild_steps_or_for_another_os_needs_docker_build() -> None:
+    assert base_blocker({"Os": "linux", "Config": {"OnBuild": None}}) is None
+    assert "ONBUILD" in (base_blocker({"Os": "linux", "Config": {"OnBuild": ["RUN x"]}}) or "")
+    assert "windows" in (base_blocker({"Os": "windows", "Config": {}}) or "")
 
 
 def test_history_must_account_for_every_base_layer() -> None:
