@@ -15,7 +15,7 @@ from typing import Any
 import docker
 import pytest
 
-from harness.loopback import HttpService, free_port
+from harness.loopback import free_port
 from shipit.assemble import (
     Assembly,
     Recipe,
@@ -32,6 +32,7 @@ from shipit.inputs import CHUNK_BYTES, TornFileError
 from shipit.render import SERVED, render_site
 from tests.conftest import Project, copy_example, remove_project_leftovers
 from tests.leftovers import image_references
+from tests.test_big_sites import FullDiskEngine, written_to_midway
 
 BASE = "shipit-local/nginx:bookworm"
 
@@ -287,19 +288,9 @@ def test_a_file_written_during_the_load_fails_it_and_loads_nothing(
     def assembly() -> Assembly:
         return Assembly(site, found, base, history, {}, "2026-01-01T00:00:00Z", reference)
 
-    def written_to_midway(pieces: Iterator[bytes]) -> Iterator[bytes]:
-        sent = 0
-        for chunk in pieces:
-            yield chunk
-            sent += len(chunk)
-            if 2 * CHUNK_BYTES <= sent < 2 * CHUNK_BYTES + len(chunk):
-                with big.open("r+b") as stream:
-                    stream.seek(3 * CHUNK_BYTES)
-                    stream.write(b"b")
-
     torn = assembly()
     with pytest.raises(TornFileError) as caught:
-        engine.load(written_to_midway(torn.archive()), reference)
+        engine.load(written_to_midway(torn.archive(), big), reference)
     assert caught.value.one_line().startswith("site/static/big.bin changed while shipit")
     assert torn.image_id == ""
     assert image_references(project.image) == []
@@ -341,30 +332,6 @@ def test_the_archive_is_a_valid_tar_whose_layer_has_the_site(tmp_path: Path) -> 
     assert config["config"]["Env"][-1].startswith("PATH=")
 
 
-class FullDiskEngine(HttpService):
-    """A stand-in engine whose disk fills while it loads: it reads the whole (chunked)
-    archive, then answers with the error dockerd streams when a layer hits ENOSPC."""
-
-    protocol_version = "HTTP/1.1"
-
-    def __init__(self) -> None:
-        super().__init__(name="full-disk-engine")
-        self.received = 0
-
-    def handle(self, request: Any) -> None:
-        while size := int(request.rfile.readline().split(b";")[0].strip() or b"0", 16):
-            self.received += len(request.rfile.read(size))
-            request.rfile.readline()
-        request.rfile.readline()
-        error = "write /var/lib/docker/tmp/docker-import-1/layer.tar: no space left on device"
-        data = json.dumps({"errorDetail": {"message": error}, "error": error}).encode()
-        request.send_response(200)
-        request.send_header("Content-Type", "application/json")
-        request.send_header("Transfer-Encoding", "chunked")
-        request.end_headers()
-        request.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data))
-
-
 def test_the_engine_disk_filling_during_a_load_is_one_line_that_says_so(tmp_path: Path) -> None:
     project = copy_example(tmp_path / "p")
     (project / "site" / "static" / "big.bin").write_bytes(b"\0" * 3 * CHUNK_BYTES)
@@ -372,7 +339,9 @@ def test_the_engine_disk_filling_during_a_load_is_one_line_that_says_so(tmp_path
     found = recipe(site.files.generated["Dockerfile"].decode())
     base = {"Id": "sha256:" + "0" * 64, "RootFS": {"Layers": ["sha256:" + "1" * 64]}}
     assembly = Assembly(site, found, base, [{"created": "x"}], {}, "t", "x/y:1")
-    with FullDiskEngine() as server, pytest.raises(BuildError) as caught:
+    error = "write /var/lib/docker/tmp/docker-import-1/layer.tar: no space left on device"
+    full = FullDiskEngine([{"errorDetail": {"message": error}, "error": error}])
+    with full as server, pytest.raises(BuildError) as caught:
         Engine(docker.APIClient(base_url=f"tcp://{server.host}", version="1.41")).load(
             assembly.archive(), "x/y:1"
         )

@@ -110,6 +110,19 @@ def test_a_full_disk_during_a_build_is_one_line_and_leaves_nothing(
     assert shipit_containers(project.image) == []
 
 
+def written_to_midway(pieces: Iterator[bytes], big: Path) -> Iterator[bytes]:
+    """The pieces of an upload, with one byte of `big` (4 MiB) changed once 2 MiB are sent,
+    while its fourth MiB is still to be read."""
+    sent = 0
+    for chunk in pieces:
+        yield chunk
+        sent += len(chunk)
+        if 2 * CHUNK_BYTES <= sent < 2 * CHUNK_BYTES + len(chunk):
+            with big.open("r+b") as stream:
+                stream.seek(3 * CHUNK_BYTES)
+                stream.write(b"b")
+
+
 @pytest.fixture
 def torn_image(engine: Engine) -> Iterator[str]:
     image = f"shipit-test/torn-{uuid.uuid4().hex[:10]}"
@@ -124,18 +137,8 @@ def test_a_file_written_during_the_upload_fails_the_build_and_ships_nothing(
     big.write_bytes(b"a" * (4 * CHUNK_BYTES))
     site = render_site(project.root, "shipit-local/nginx:bookworm")
 
-    def context_written_to_midway() -> Iterator[bytes]:
-        sent = 0
-        for chunk in site.tar_chunks():
-            yield chunk
-            sent += len(chunk)
-            if 2 * CHUNK_BYTES <= sent < 2 * CHUNK_BYTES + len(chunk):
-                with big.open("r+b") as stream:
-                    stream.seek(3 * CHUNK_BYTES)
-                    stream.write(b"b")
-
     with pytest.raises(TornFileError) as caught:
-        engine.build(context_written_to_midway(), f"{torn_image}:1")
+        engine.build(written_to_midway(site.tar_chunks(), big), f"{torn_image}:1")
     assert caught.value.one_line().startswith(
         "site/static/big.bin changed while shipit was reading it"
     )
@@ -147,34 +150,35 @@ def test_a_file_written_during_the_upload_fails_the_build_and_ships_nothing(
 
 
 class FullDiskEngine(HttpService):
-    """A stand-in engine whose disk fills while it builds: it reads the whole (chunked)
-    context, then answers with the build stream dockerd gives when a COPY hits ENOSPC."""
+    """A stand-in engine whose disk fills while it builds or loads: it reads the whole
+    (chunked) upload, then answers with what dockerd streams when a write hits ENOSPC
+    (`lines`, one JSON document each; by default a build whose COPY fails)."""
 
     protocol_version = "HTTP/1.1"
+    BUILD_ERROR = (
+        "failed to copy files: copy file range failed: write "
+        "/var/lib/docker/overlay2/x/diff/srv/shipit/site/static/big.bin: "
+        "no space left on device"
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, lines: list[dict[str, object]] | None = None) -> None:
         super().__init__(name="full-disk-engine")
         self.received = 0
+        self.lines = lines or [
+            {"stream": "Step 7/8 : COPY shipit/ /srv/shipit/\n"},
+            {"errorDetail": {"message": self.BUILD_ERROR}, "error": self.BUILD_ERROR},
+        ]
 
     def handle(self, request: BaseHTTPRequestHandler) -> None:
         while size := int(request.rfile.readline().split(b";")[0].strip() or b"0", 16):
             self.received += len(request.rfile.read(size))
             request.rfile.readline()
         request.rfile.readline()
-        error = (
-            "failed to copy files: copy file range failed: write "
-            "/var/lib/docker/overlay2/x/diff/srv/shipit/site/static/big.bin: "
-            "no space left on device"
-        )
-        lines = [
-            {"stream": "Step 7/8 : COPY shipit/ /srv/shipit/\n"},
-            {"errorDetail": {"message": error}, "error": error},
-        ]
         request.send_response(200)
         request.send_header("Content-Type", "application/json")
         request.send_header("Transfer-Encoding", "chunked")
         request.end_headers()
-        for line in lines:  # one JSON document per chunk, as dockerd streams them
+        for line in self.lines:  # one JSON document per chunk, as dockerd streams them
             data = json.dumps(line).encode() + b"\r\n"
             request.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
         request.wfile.write(b"0\r\n\r\n")
