@@ -309,6 +309,10 @@ class Bench:
         self.edit_number = 0
         self.nonce = secrets.token_hex(6)
         self.results: dict[str, Any] = {"scenarios": {}}
+        # shipit's ECR token cache (XDG_CACHE_HOME): a developer's machine keeps one between
+        # ships; a cold ship starts without one (fresh_cache).
+        self.cache_home = self.work / "cache-0"
+        self.caches = 0
 
     # Environment and inputs
 
@@ -318,9 +322,18 @@ class Bench:
             for key, value in os.environ.items()
             if not key.startswith(("SHIPIT_", "DOCKERHUB_", "AWS_", "DOCKER_CONFIG"))
             and key not in AWS_ENV_CLEARED
+            # The developer-loop scenarios are a developer's machine, not CI: shipit's ECR
+            # token cache is on (it is off by default where CI is set).
+            and key not in ("CI", "XDG_CACHE_HOME")
         }
         env.update(self.moto.env())
+        env["XDG_CACHE_HOME"] = str(self.cache_home)
         return env
+
+    def fresh_cache(self) -> None:
+        """An empty cache folder for shipit from now on, as on a machine that never shipped."""
+        self.caches += 1
+        self.cache_home = self.work / f"cache-{self.caches}"
 
     def shipit_env(self, registries: Registries) -> dict[str, str]:
         env = self._base_env()
@@ -615,6 +628,7 @@ class Bench:
                 self.remove_images()
                 if side == "shipit":
                     self.moto.reset()  # shipit creates the ECR repository, as on a first ship
+                    self.fresh_cache()  # and has no ECR token yet
                 registries = self.new_registries()
                 try:
                     sample = self.ship(side, registries, tag, f"cold{index}")
@@ -635,6 +649,7 @@ class Bench:
         """Each side gets its own registries holding what it pushed (untimed first ship)."""
         self.remove_images()
         self.moto.reset()
+        self.fresh_cache()  # filled by the untimed ship, then kept, as on a developer's machine
         self.write_site(self.nonce)
         tag = self.render_context()
         sides = {}
