@@ -5,6 +5,7 @@ AWS requests are counted in moto's own request log, so "no AWS call" is what mot
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import stat
@@ -13,7 +14,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from harness.services import moto_ecr_password
+import boto3
+
+from harness.services import MotoService, moto_ecr_password
 from shipit.engine import Engine
 from shipit.registries.ecr_cache import CACHE_FILE
 from tests.conftest import PublishProject, Result
@@ -186,3 +189,17 @@ def test_a_group_readable_cache_is_refused_with_one_warning(
     assert "other users can read or write it" in warnings[0]
     assert str(path) in warnings[0]
     assert path.read_bytes() == written  # neither used nor rewritten
+
+
+def test_the_harness_moto_gives_ecr_tokens_a_12_hour_life(moto: MotoService) -> None:
+    env = moto.env()
+    client = boto3.client(
+        "ecr",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        region_name=env["AWS_REGION"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    )
+    expires = client.get_authorization_token()["authorizationData"][0]["expiresAt"]
+    life = expires - datetime.datetime.now(datetime.UTC)
+    assert datetime.timedelta(hours=11, minutes=59) < life <= datetime.timedelta(hours=12)
