@@ -474,6 +474,9 @@ class Bench:
                 "smoke_reused": report["smoke_reused"] is not None,
                 "stages": stages,
                 "status": {name: entry["status"] for name, entry in by_registry.items()},
+                "ecr_token_from_cache": any(
+                    note.startswith("ECR token from cache") for note in by_registry["ecr"]["notes"]
+                ),
                 "bytes_uploaded": {
                     name: entry["bytes_uploaded"] for name, entry in by_registry.items()
                 },
@@ -638,6 +641,8 @@ class Bench:
                     self.close_registries(registries)
                 if side == "shipit" and sample.detail["built"] is not True:
                     raise BenchFailure("cold ship: shipit reused an image instead of building")
+                if side == "shipit" and sample.detail["ecr_token_from_cache"]:
+                    raise BenchFailure("cold ship: shipit used a cached ECR token")
                 if "Using cache" in Path(sample.detail["log"]).read_text():
                     raise BenchFailure(f"cold ship: {side}'s build used the build cache")
                 samples.append(sample)
@@ -672,6 +677,8 @@ class Bench:
                 if registries.ecr_proxy:
                     sample.detail["requests"] = registries.request_counts()
                 if side == "shipit":
+                    if not sample.detail["ecr_token_from_cache"]:
+                        raise BenchFailure(f"{label}: shipit did not reuse its cached ECR token")
                     if sample.detail["built"]:
                         raise BenchFailure(f"{label}: shipit rebuilt an unchanged site")
                     if set(sample.detail["status"].values()) != {"unchanged"}:
@@ -728,6 +735,8 @@ class Bench:
                     raise BenchFailure(f"{label}: shipit did not push: {sample.detail['status']}")
                 if side == "shipit" and sample.detail["smoke_reused"]:
                     raise BenchFailure(f"{label}: shipit did not smoke-test the changed image")
+                if side == "shipit" and not sample.detail["ecr_token_from_cache"]:
+                    raise BenchFailure(f"{label}: shipit did not reuse its cached ECR token")
                 samples.append(sample)
                 say(f"  {label} run {index + 1}/{runs} {side}: {sample.seconds:.2f} s")
         self.record(label, samples)
