@@ -475,18 +475,17 @@ def registry_down(registry: RegistryService) -> Iterator[RegistryService]:
 # ---------------------------------------------------------------------------------------
 
 
-def moto_server_binary() -> str:
-    # The venv may not be activated (PATH lacks it), so look beside the interpreter.
-    candidate = Path(sys.executable).parent / "moto_server"
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which("moto_server")
-    if found:
-        return found
-    raise RuntimeError(
-        f"moto_server not found beside {sys.executable} nor on PATH; install the dev "
-        "dependencies (pip install -e '.[dev]', which brings moto[server])"
-    )
+def moto_server_command() -> list[str]:
+    """moto's server as harness/moto_ecr_server.py runs it: ECR tokens that expire 12 h after
+    they are issued, as real ECR's do (stock moto says 2015)."""
+    try:
+        import moto.server  # noqa: F401 - only checks that moto[server] is installed
+    except ImportError as error:
+        raise RuntimeError(
+            f"moto's server is not installed for {sys.executable}; install the dev "
+            "dependencies (pip install -e '.[dev]', which brings moto[server])"
+        ) from error
+    return [sys.executable, str(Path(__file__).with_name("moto_ecr_server.py"))]
 
 
 def moto_ecr_password(account: str = MOTO_ACCOUNT) -> str:
@@ -565,13 +564,14 @@ class MotoService(Background):
     def start(self) -> MotoService:
         if self.running:
             return self
-        binary = moto_server_binary()
         if self.log_path is None:
             handle, name = tempfile.mkstemp(prefix="shipit-moto-", suffix=".log")
             os.close(handle)
             self.log_path = Path(name)
             self._own_log = True
-        self._proc = _spawn([binary, "-H", "127.0.0.1", "-p", str(self.port)], self.log_path)
+        self._proc = _spawn(
+            [*moto_server_command(), "-H", "127.0.0.1", "-p", str(self.port)], self.log_path
+        )
         try:
             wait_until(
                 self._answers,

@@ -380,6 +380,18 @@ TagOption = Annotated[
 AllowRootOption = Annotated[
     bool, typer.Option("--allow-root", help="Push even with the AWS account's root user.")
 ]
+NoCacheOption = Annotated[
+    bool,
+    typer.Option(
+        "--no-cache",
+        help="Ask AWS for the ECR token and repository instead of reusing the cached ones "
+        "(SHIPIT_ECR_CACHE=off).",
+    ),
+]
+
+
+def _cache_override(no_cache: bool) -> str | None:
+    return "off" if no_cache else None
 
 
 def _push_table(report: PushReport) -> str:
@@ -426,6 +438,7 @@ def push(
         typer.Option("--skip-smoke", help="Push even if the image has not passed a smoke test."),
     ] = False,
     allow_root: AllowRootOption = False,
+    no_cache: NoCacheOption = False,
     tag: TagOption = None,
     image: ImageOption = None,
     json_output: JsonOption = False,
@@ -437,7 +450,15 @@ def push(
 
     Example: shipit push --to all --dry-run
     """
-    settings = _setup(json_output, quiet, debug, project, image=image, tags=tag or None)
+    settings = _setup(
+        json_output,
+        quiet,
+        debug,
+        project,
+        image=image,
+        tags=tag or None,
+        ecr_cache=_cache_override(no_cache),
+    )
     from shipit.pipeline import push as push_stage
 
     selected = _selected_registries(settings, to)
@@ -458,6 +479,7 @@ def push(
 def ship(
     to: ToOption = "all",
     allow_root: AllowRootOption = False,
+    no_cache: NoCacheOption = False,
     tag: TagOption = None,
     base_image: BaseImageOption = None,
     port: Annotated[
@@ -492,6 +514,7 @@ def ship(
         port=port,
         image=image,
         tags=tag or None,
+        ecr_cache=_cache_override(no_cache),
     )
     from shipit.pipeline import ship as ship_stage
 

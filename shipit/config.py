@@ -38,7 +38,7 @@ _KIND_NAMES = {
 }
 _SECRET_WORDS = ("token", "password", "secret", "access_key")
 # Flags whose name is not the setting's: --tag is repeated, once per template.
-_FLAGS = {"tags": "--tag"}
+_FLAGS = {"tags": "--tag", "ecr_cache": "--no-cache"}
 
 
 def validate_repository(value: str, what: str = "image name") -> str:
@@ -118,6 +118,21 @@ def parse_size(value: str | int) -> int:
     return size
 
 
+def _validate_cache_setting(value: str) -> str:
+    """ecr_cache: "auto" (on, except in CI), "on" or "off"."""
+    text = value.strip().lower()
+    if text in ("auto", "on", "off"):
+        return text
+    if text in ("1", "true", "yes"):
+        return "on"
+    if text in ("0", "false", "no"):
+        return "off"
+    raise ConfigError(
+        f"ecr_cache {value!r} is not auto, on or off",
+        'use "auto" (on, except where CI is set), "on" or "off"',
+    )
+
+
 def _validate_positive(value: float) -> float:
     if value <= 0:
         raise ConfigError(f"{value} must be greater than zero", "use a positive number")
@@ -190,6 +205,14 @@ SPECS: tuple[SettingSpec, ...] = (
     ),
     SettingSpec("ecr_create_repository", bool, True, "create the ECR repository when missing"),
     SettingSpec("ecr_scan_on_push", bool, True, "scan on push for a created ECR repository"),
+    SettingSpec(
+        "ecr_cache",
+        str,
+        "auto",
+        "keep ECR tokens for reuse in the user's cache folder: auto (on, except where CI is "
+        "set), on or off (--no-cache)",
+        validate=_validate_cache_setting,
+    ),
     SettingSpec(
         "aws_region",
         str,
@@ -385,6 +408,7 @@ class Settings:
     registries: tuple[RegistryEntry, ...] = ()
     max_site_size: int = 10 * 1000**3
     builder: str = "auto"
+    ecr_cache: str = "auto"
     origins: Mapping[str, str] = field(default_factory=dict, compare=False)
     # The settings the user set (file, environment or flag) rather than left at default.
     explicit: frozenset[str] = field(default=frozenset(), compare=False)

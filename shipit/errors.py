@@ -127,6 +127,10 @@ class PushStreamError(PushError):
         self.transient = transient
 
 
+class RepositoryMissingError(PushError):
+    """The registry does not know the repository the push names."""
+
+
 class TagConflictError(PushError):
     default_hint = "build from a new commit, or use a mutable repository for this tag"
 

@@ -17,9 +17,9 @@ from typing import Any
 
 from shipit.errors import (
     AuthError,
-    PushError,
     PushStreamError,
     RegistryUnreachableError,
+    RepositoryMissingError,
     ShipitError,
     TagConflictError,
     TokenExpired,
@@ -131,7 +131,7 @@ def classify_stream_error(text: str, reference: str, auth_hint: str) -> ShipitEr
     if any(word in lowered for word in _TRANSIENT_WORDS) or _TRANSIENT_STATUS.search(lowered):
         return PushStreamError(f"push of {reference} failed: {text}", transient=True)
     if "name unknown" in lowered or "not found" in lowered or "does not exist" in lowered:
-        return PushError(
+        return RepositoryMissingError(
             f"push of {reference} was refused: {text}",
             "check the repository name; ECR repositories must exist (ecr_create_repository)",
         )

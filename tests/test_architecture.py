@@ -1,9 +1,12 @@
 """The shape of the code that docs/ARCHITECTURE.md promises: no import cycles inside shipit/
-(lazy imports inside functions included), and docker-py imported by the engine adapter only."""
+(lazy imports inside functions included), docker-py imported by the engine adapter only, and
+boto3 loaded by the push only when the ECR token cache misses."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "shipit"
@@ -68,3 +71,26 @@ def test_only_the_engine_adapter_imports_docker() -> None:
             if any(name == "docker" or name.startswith("docker.") for name in names):
                 importers.add(path.relative_to(PACKAGE.parent).as_posix())
     assert importers == {"shipit/engine.py"}
+
+
+def test_the_push_and_the_token_cache_load_no_boto3() -> None:
+    """A cache hit must not pay for botocore: only registries/ecr.py (imported by the push on a
+    miss) and iam/identity.py may load it, and the push modules import neither at load time."""
+    code = (
+        "import sys, shipit.cli, shipit.pipeline, shipit.push, shipit.push.targets, "
+        "shipit.registries.ecr_cache\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+    positive = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, shipit.registries.ecr; print('botocore' in sys.modules)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert positive.stdout.strip() == "True"  # the check above can fail

@@ -13,6 +13,7 @@ from shipit.errors import (
     PushError,
     PushStreamError,
     RegistryUnreachableError,
+    RepositoryMissingError,
     ShipitError,
     TagConflictError,
     TokenExpired,
@@ -72,7 +73,11 @@ def push_image(info: ImageInfo) -> PushImage:
             True,
         ),
         ("net/http: request canceled (Client.Timeout exceeded)", PushStreamError, True),
-        ("name unknown: The repository with name 'site' does not exist", PushError, False),
+        (
+            "name unknown: The repository with name 'site' does not exist",
+            RepositoryMissingError,
+            False,
+        ),
         ("manifest invalid: something odd", PushStreamError, False),
     ],
 )

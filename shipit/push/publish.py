@@ -56,7 +56,9 @@ class _Publisher:
                 report.tags = [TagOutcome(tag, "planned") for tag in self.image.tags.ordered]
                 return None
             target.ensure_repository()
-            report.notes = list(target.notes)
+            # The target's own list: a stale cache entry looked up again during the push
+            # replaces its notes, and the report shows them as they end up.
+            report.notes = target.notes
             (outcome, manifest), attempts = with_retries(
                 target,
                 self.attempts,
@@ -80,13 +82,16 @@ class _Publisher:
     def _point(
         self, report: TargetReport, target: Target, tag: str, manifest: Manifest, *, moving: bool
     ) -> None:
+        def step() -> TagOutcome:
+            outcome = point_tag_once(target, tag, manifest, self.progress, moving=moving)
+            if outcome.status == "held-back" and target.resolve_fresh is not None:
+                # The cached tag mutability may be out of date: ask ECR before holding back.
+                target.forget_cached()
+                outcome = point_tag_once(target, tag, manifest, self.progress, moving=moving)
+            return outcome
+
         try:
-            outcome, attempts = with_retries(
-                target,
-                self.attempts,
-                self.progress,
-                lambda: point_tag_once(target, tag, manifest, self.progress, moving=moving),
-            )
+            outcome, attempts = with_retries(target, self.attempts, self.progress, step)
         except ShipitError:
             report.tags.append(TagOutcome(tag, "failed"))
             raise

@@ -1,5 +1,6 @@
 """Transient faults retried with bounded exponential backoff and jitter; an expired token
-renewed once; refusals fail at once."""
+renewed once; a refusal that a stale ECR token cache explains looked up again once; other
+refusals fail at once."""
 
 from __future__ import annotations
 
@@ -8,7 +9,15 @@ from typing import TypeVar
 
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from shipit.errors import AuthError, PushStreamError, RegistryUnreachableError, TokenExpired
+from shipit.errors import (
+    AuthError,
+    PushStreamError,
+    RegistryUnreachableError,
+    RepositoryMissingError,
+    ShipitError,
+    TagConflictError,
+    TokenExpired,
+)
 from shipit.iam.refusal import refused_action
 from shipit.progress import Progress
 from shipit.push.targets import Target
@@ -42,6 +51,12 @@ def auth_refusal(error: RegistryAuthError, target: Target) -> AuthError:
     return AuthError(f"{error.message}: {refusal.describe()}", refusal.hint())
 
 
+def stale_cache_explains(error: ShipitError) -> bool:
+    """A refusal that a cached token or cached repository facts could cause: the token is
+    refused, the repository is gone, or its tag mutability changed."""
+    return isinstance(error, AuthError | RepositoryMissingError | TagConflictError)
+
+
 def with_retries(
     target: Target, attempts: int, progress: Progress, step: Callable[[], Outcome]
 ) -> tuple[Outcome, int]:
@@ -68,8 +83,16 @@ def with_retries(
         with attempt:
             try:
                 result = run_step()
-            except TokenExpired:
-                if renewed or target.refresh_auth is None:
+            except ShipitError as error:
+                if target.resolve_fresh is not None and stale_cache_explains(error):
+                    progress(
+                        f"{target.name}: {error.one_line()}; looking up the cached ECR token "
+                        "and repository again"
+                    )
+                    target.forget_cached()
+                    result = run_step()
+                    return result, attempt.retry_state.attempt_number
+                if not isinstance(error, TokenExpired) or renewed or target.refresh_auth is None:
                     raise
                 renewed = True
                 progress(f"{target.name}: token expired; fetching a fresh one")

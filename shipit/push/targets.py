@@ -8,6 +8,7 @@ push itself (Target.ensure_repository), so a failed build or smoke test changes 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -16,6 +17,14 @@ from shipit.config import Settings
 from shipit.errors import ConfigError, PushError
 from shipit.registries.catalog import RegistrySpec, credentials_of
 from shipit.registries.distribution import RegistryClient
+from shipit.registries.ecr_cache import (
+    CachedRepository,
+    CachedToken,
+    CacheHit,
+    EcrCacheSlot,
+    cache_slot,
+    hit_note,
+)
 
 
 @dataclass
@@ -31,6 +40,10 @@ class Target:
     # Creating a missing ECR repository waits for the first push: the target may be resolved
     # while the image is still being smoke-tested, and a failed test must change nothing.
     create_repository: Callable[[], str] | None = field(default=None, repr=False)
+    # Set when the target came from the ECR token cache: resolves it again through AWS, for a
+    # refusal that a stale cache entry would explain (a token or repository gone, a changed
+    # tag mutability).
+    resolve_fresh: Callable[[], Target] | None = field(default=None, repr=False)
 
     _client: RegistryClient | None = field(default=None, init=False, repr=False)
 
@@ -64,13 +77,73 @@ class Target:
         if self._client is not None:
             self._client.use_credentials(self.auth.get("username"), self.auth.get("password"))
 
+    def forget_cached(self) -> None:
+        """Drops what the token cache said and takes a fresh resolution in its place; the
+        notes list stays the same object (the push report shows it)."""
+        assert self.resolve_fresh is not None
+        fresh = self.resolve_fresh()
+        self.resolve_fresh = None
+        self.registry = fresh.registry
+        self.auth = fresh.auth
+        self.mutability = fresh.mutability
+        self.refresh_auth = fresh.refresh_auth
+        self.create_repository = fresh.create_repository
+        self.notes[:] = [
+            *fresh.notes,
+            "the registry refused what the ECR token cache held; looked it up again",
+        ]
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        self.ensure_repository()
+
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
 
 
-def _ecr_target(settings: Settings, *, dry_run: bool, allow_root: bool) -> Target:
-    from shipit.registries.ecr import Ecr, root_refusal
+_ECR_AUTH_HINT = "check the AWS identity's ECR permissions (`shipit iam policy`)"
+
+
+def _ecr_target(
+    settings: Settings, environ: Mapping[str, str], *, dry_run: bool, allow_root: bool
+) -> Target:
+    """From the token cache when it holds a usable token and knows the repository (no AWS
+    call, and boto3 stays unimported), else through AWS."""
+    slot = cache_slot(settings.ecr_cache, settings.aws_region, environ)
+    if slot is not None:
+        hit = slot.cache.lookup(slot.key, settings.ecr_repository_name)
+        if hit is not None:
+            return _cached_ecr_target(settings, slot, hit, dry_run=dry_run, allow_root=allow_root)
+    target = _ecr_target_from_aws(settings, slot, dry_run=dry_run, allow_root=allow_root)
+    if slot is not None:
+        target.notes[:0] = [f"warning: {text}" for text in slot.cache.warnings]
+    return target
+
+
+def _cached_ecr_target(
+    settings: Settings, slot: EcrCacheSlot, hit: CacheHit, *, dry_run: bool, allow_root: bool
+) -> Target:
+    def resolve_fresh() -> Target:
+        slot.cache.drop(slot.key)
+        return _ecr_target_from_aws(settings, slot, dry_run=dry_run, allow_root=allow_root)
+
+    return Target(
+        name="ecr",
+        registry=settings.ecr_registry or hit.token.endpoint,
+        repository=settings.ecr_repository_name,
+        auth=hit.token.auth_config(),
+        mutability=hit.repository.tag_mutability,
+        auth_hint=_ECR_AUTH_HINT,
+        notes=[*(f"warning: {text}" for text in slot.cache.warnings), hit_note(hit)],
+        resolve_fresh=resolve_fresh,
+    )
+
+
+def _ecr_target_from_aws(
+    settings: Settings, slot: EcrCacheSlot | None, *, dry_run: bool, allow_root: bool
+) -> Target:
+    from shipit.registries.ecr import Ecr, RegistryToken, root_refusal
 
     ecr = Ecr(settings.aws_region)
     identity = ecr.caller()
@@ -81,6 +154,8 @@ def _ecr_target(settings: Settings, *, dry_run: bool, allow_root: bool) -> Targe
     repository = ecr.repository(name)
     mutability = settings.ecr_tag_mutability
     create: Callable[[], str] | None = None
+    # Root keys are never cached: each of their ships asks STS and refuses them again.
+    cache = None if slot is None or identity.is_root else slot
     if repository is None:
         if not settings.ecr_create_repository:
             raise PushError(
@@ -93,14 +168,31 @@ def _ecr_target(settings: Settings, *, dry_run: bool, allow_root: bool) -> Targe
 
             def create() -> str:
                 made = ecr.create_repository(name, mutability, settings.ecr_scan_on_push)
+                if cache is not None:
+                    facts = CachedRepository(made.uri, made.tag_mutability)
+                    cache.cache.add_repository(cache.key, name, facts)
                 return made.tag_mutability
 
     else:
         mutability = repository.tag_mutability
+    issued = time.time()
     token = ecr.token()
+    if cache is not None and token.expires_at is not None:
+        cache.cache.store(
+            cache.key,
+            account=identity.account,
+            arn=identity.arn,
+            token=CachedToken(
+                token.username, token.password, token.endpoint, issued, token.expires_at
+            ),
+            repository=None
+            if repository is None
+            else (name, CachedRepository(repository.uri, repository.tag_mutability)),
+        )
 
     def refresh() -> dict[str, str]:
-        return ecr.token().auth_config()
+        fresh: RegistryToken = ecr.token()
+        return fresh.auth_config()
 
     return Target(
         name="ecr",
@@ -108,7 +200,7 @@ def _ecr_target(settings: Settings, *, dry_run: bool, allow_root: bool) -> Targe
         repository=name,
         auth=token.auth_config(),
         mutability=mutability,
-        auth_hint="check the AWS identity's ECR permissions (`shipit iam policy`)",
+        auth_hint=_ECR_AUTH_HINT,
         notes=notes,
         refresh_auth=refresh,
         create_repository=create,
@@ -150,7 +242,7 @@ def resolve_target(
     allow_root: bool,
 ) -> Target:
     if spec.kind == "ecr":
-        return _ecr_target(settings, dry_run=dry_run, allow_root=allow_root)
+        return _ecr_target(settings, environ, dry_run=dry_run, allow_root=allow_root)
     return _oci_target(spec, environ)
 
 

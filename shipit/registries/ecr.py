@@ -8,6 +8,7 @@ nothing is written to ~/.docker/config.json.
 from __future__ import annotations
 
 import base64
+import datetime
 import os
 import re
 from collections.abc import Callable
@@ -69,6 +70,8 @@ class RegistryToken:
     username: str
     password: str = field(repr=False)
     endpoint: str  # host[:port], no scheme
+    # When ECR stops accepting it (seconds since the epoch); None when the answer lacked it.
+    expires_at: float | None = None
 
     def auth_config(self) -> dict[str, str]:
         return {"username": self.username, "password": self.password}
@@ -243,7 +246,13 @@ class Ecr:
             register_secret(token)
             endpoint = str(data.get("proxyEndpoint", ""))
             endpoint = endpoint.removeprefix("https://").removeprefix("http://").rstrip("/")
-            return RegistryToken(username=username, password=password, endpoint=endpoint)
+            expires = data.get("expiresAt")
+            return RegistryToken(
+                username=username,
+                password=password,
+                endpoint=endpoint,
+                expires_at=expires.timestamp() if isinstance(expires, datetime.datetime) else None,
+            )
 
         return self._call("getting an ECR authorization token", fetch)
 
