@@ -137,9 +137,11 @@ def build(settings: Settings, engine: Engine, progress: Progress = quiet) -> Bui
     answer_revision = revision_started(settings.project_dir)  # git runs beside the scan
     index = FileIndex(settings.state_dir)
     sources = scan_sources(settings.project_dir, index=index, max_size=settings.max_site_size)
-    index.save()
     build_id = build_id_from(sources, base_image)
     rev = answer_revision()
+    # Only once git has answered: a .shipit/ that git status sees before its .gitignore is
+    # written makes a fresh checkout (a CI runner) look dirty.
+    index.save()
     tag = rev.tag or f"build-{build_id[:12]}"
     commit = rev.commit or "unknown"
     # Same input, base, name and commit: the labels of the existing image are all still true.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -88,6 +90,33 @@ def test_a_build_of_unchanged_input_renders_nothing(engine: Engine, project: Pro
     changed, changed_probe = build_in_process()
     assert (changed["built"], changed_probe) == (True, "True 0")
     assert changed["build_id"] != first["build_id"]
+
+
+def test_a_fresh_checkout_is_not_dirty_while_git_looks_at_it(
+    engine: Engine, project: Project, tmp_path: Path
+) -> None:
+    """git status runs beside the file scan. A fresh checkout (a CI runner) has no .shipit/
+    yet: had shipit created it while git was looking, before its .gitignore, the tree would
+    look dirty. A slow git shows whether shipit writes into the project before git answered."""
+    sha = commit_all(project)
+    real_git = shutil.which("git")
+    wrapper = tmp_path / "bin" / "git"
+    wrapper.parent.mkdir()
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        'case " $* " in *" status "*)\n'
+        "  sleep 0.5\n"
+        f'  if [ -e "{project.root}/.shipit" ]; then echo seen >> "{tmp_path}/git-saw"; fi;;\n'
+        "esac\n"
+        f'exec {real_git} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    env = project.env(PATH=f"{wrapper.parent}:{os.environ['PATH']}")
+    result = project.shipit("build", "--json", env=env)
+    assert result.code == 0, result.output
+    assert json.loads(result.stdout)["tags"][0] == f"{project.image}:{sha[:12]}"
+    assert not (tmp_path / "git-saw").exists(), "shipit wrote .shipit/ while git status ran"
+    assert (project.root / ".shipit" / "inputs-index").exists()
 
 
 def test_dirty_tree_gets_a_dirty_tag_and_a_new_image(engine: Engine, project: Project) -> None:
