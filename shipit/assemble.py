@@ -500,7 +500,7 @@ class Assembly:
         history: list[dict[str, Any]],
         labels: Mapping[str, str],
         created: str,
-        reference: str,
+        tags: tuple[str, ...],
     ) -> None:
         self.site = site
         self.recipe = recipe
@@ -508,7 +508,7 @@ class Assembly:
         self.history = history
         self.labels = labels
         self.created = created
-        self.reference = reference
+        self.tags = list(tags)
         self.image_id = ""
 
     def archive(self) -> Iterator[bytes]:
@@ -545,7 +545,7 @@ class Assembly:
             [
                 {
                     "Config": "config.json",
-                    "RepoTags": [self.reference],
+                    "RepoTags": self.tags,
                     "Layers": [f"base/{index}/layer.tar" for index in range(base_layers)]
                     + ["layer.tar"],
                 }

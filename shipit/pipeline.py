@@ -9,6 +9,8 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -160,6 +162,8 @@ def build(settings: Settings, engine: Engine, progress: Progress = quiet) -> Bui
     else:
         from shipit.render import load_site_data, render_site
 
+        # What writing the image needs from the engine, asked while Jinja renders.
+        base_facts = _base_facts_started(settings, engine, base)
         site = render_site(settings.project_dir, base_image, build_id, sources=sources)
         context_digest = site.context_digest
         title = load_site_data(settings.site_dir).get("title")
@@ -178,12 +182,12 @@ def build(settings: Settings, engine: Engine, progress: Progress = quiet) -> Bui
             LABEL_BASE_IMAGE_ID: base_image_id,
             "io.shipit.version": __version__,
         }
-        image_id = _build_image(
-            settings, engine, site, base, labels, f"{settings.image}:{tag}", progress
-        )
     tags = (f"{settings.image}:{tag}", f"{settings.image}:latest")
-    for reference in tags:
-        engine.tag(image_id, *reference.rsplit(":", 1))
+    if reusable:
+        for reference in tags:
+            engine.tag(image_id, *reference.rsplit(":", 1))
+    else:
+        image_id = _build_image(settings, engine, site, base, base_facts, labels, tags, progress)
     info = reusable[0] if reusable else engine.image(image_id)
     if info is None:
         raise EngineError(f"the engine does not list the image {image_id[:19]} it just built")
@@ -200,44 +204,74 @@ def build(settings: Settings, engine: Engine, progress: Progress = quiet) -> Bui
     )
 
 
+@dataclass(frozen=True)
+class _BaseFacts:
+    image_store: str
+    document: dict[str, Any]
+    history: list[dict[str, Any]]
+
+
+def _base_facts_started(
+    settings: Settings, engine: Engine, base: BaseImage
+) -> Callable[[], _BaseFacts | None]:
+    """Starts asking the engine what writing the image needs (None with builder = docker);
+    the answer, or the engine's error, comes from the returned function."""
+    if settings.builder != "auto":
+        return lambda: None
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="base-facts")
+    future = pool.submit(
+        lambda: _BaseFacts(
+            engine.image_store(),
+            engine.image_document(base.image_id),
+            engine.image_history(base.image_id),
+        )
+    )
+    pool.shutdown(wait=False)
+    return future.result
+
+
 def _build_image(
     settings: Settings,
     engine: Engine,
     site: RenderedSite,
     base: BaseImage,
+    base_facts: Callable[[], _BaseFacts | None],
     labels: dict[str, str],
-    reference: str,
+    tags: tuple[str, ...],
     progress: Progress,
 ) -> str:
-    """The image, written by shipit when the Dockerfile allows it (shipit/assemble.py),
-    else by docker build."""
+    """The image under `tags`, written by shipit when the Dockerfile allows it
+    (shipit/assemble.py), else by docker build."""
     from shipit.assemble import Assembly, Unsupported, base_blocker, history_of, recipe_of
     from shipit.render import SERVED
 
+    reference = tags[0]
     why = "builder = docker"
-    if settings.builder == "auto":
+    facts = base_facts()
+    if facts is not None:
         recipe = recipe_of(site.files.generated["Dockerfile"].decode(), base.reference, SERVED)
+        layers = (facts.document.get("RootFS") or {}).get("Layers") or ()
+        history = history_of(facts.history, len(layers))
+        blocker = base_blocker(facts.document)
         if isinstance(recipe, Unsupported):
             why = f"the Dockerfile has {recipe.reason}"
-        elif engine.image_store() != "classic":
+        elif facts.image_store != "classic":
             why = "the engine's containerd image store loads only whole images"
+        elif blocker is not None:
+            why = f"{blocker} ({base.reference})"
+        elif history is None:
+            why = f"the history of {base.reference} does not match its layers"
         else:
-            document = engine.image_document(base.image_id)
-            layers = (document.get("RootFS") or {}).get("Layers") or ()
-            history = history_of(engine.image_history(base.image_id), len(layers))
-            blocker = base_blocker(document)
-            if blocker is not None:
-                why = f"{blocker} ({base.reference})"
-            elif history is None:
-                why = f"the history of {base.reference} does not match its layers"
-            else:
-                created = labels["org.opencontainers.image.created"].replace("+00:00", "Z")
-                assembly = Assembly(site, recipe, document, history, labels, created, reference)
-                progress(f"writing {reference} from {base.reference}: its settings and one layer")
-                engine.load(assembly.archive(), reference, progress)
-                return assembly.image_id
+            created = labels["org.opencontainers.image.created"].replace("+00:00", "Z")
+            assembly = Assembly(site, recipe, facts.document, history, labels, created, tags)
+            progress(f"writing {reference} from {base.reference}: its settings and one layer")
+            engine.load(assembly.archive(), reference, progress)
+            return assembly.image_id
     progress(f"building {reference} from {base.reference} with docker build ({why})")
-    return engine.build(site.tar_chunks(labels), reference, progress)
+    image_id = engine.build(site.tar_chunks(labels), reference, progress)
+    for tagged in tags[1:]:
+        engine.tag(image_id, *tagged.rsplit(":", 1))
+    return image_id
 
 
 # Run, smoke, stop

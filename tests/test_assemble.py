@@ -286,7 +286,7 @@ def test_a_file_written_during_the_load_fails_it_and_loads_nothing(
     reference = f"{project.image}:torn"
 
     def assembly() -> Assembly:
-        return Assembly(site, found, base, history, {}, "2026-01-01T00:00:00Z", reference)
+        return Assembly(site, found, base, history, {}, "2026-01-01T00:00:00Z", (reference,))
 
     torn = assembly()
     with pytest.raises(TornFileError) as caught:
@@ -307,7 +307,8 @@ def test_the_archive_is_a_valid_tar_whose_layer_has_the_site(tmp_path: Path) -> 
     site = render_site(project, BASE)
     found = recipe(site.files.generated["Dockerfile"].decode())
     base = {"Id": "sha256:" + "0" * 64, "RootFS": {"Layers": ["sha256:" + "1" * 64]}}
-    assembly = Assembly(site, found, base, [{"created": "x"}], {"a": "b"}, "t", "x/y:1")
+    tags = ("x/y:1", "x/y:latest")
+    assembly = Assembly(site, found, base, [{"created": "x"}], {"a": "b"}, "t", tags)
     archive = tmp_path / "image.tar"
     with archive.open("wb") as stream:
         for piece in assembly.archive():
@@ -324,7 +325,7 @@ def test_the_archive_is_a_valid_tar_whose_layer_has_the_site(tmp_path: Path) -> 
         layer_bytes = outer.extractfile("layer.tar").read()  # type: ignore[union-attr]
     assert f"sha256:{hashlib.sha256(layer_bytes).hexdigest()}" == config["rootfs"]["diff_ids"][-1]
     assert assembly.image_id.startswith("sha256:")
-    assert manifest[0]["RepoTags"] == ["x/y:1"]
+    assert manifest[0]["RepoTags"] == ["x/y:1", "x/y:latest"]
     assert manifest[0]["Layers"] == ["base/0/layer.tar", "layer.tar"]
     assert names[:2] == ["srv", "srv/shipit"]
     assert "srv/shipit/site/index.html" in names and "srv/shipit/nginx.conf" in names
@@ -338,7 +339,7 @@ def test_the_engine_disk_filling_during_a_load_is_one_line_that_says_so(tmp_path
     site = render_site(project, BASE)
     found = recipe(site.files.generated["Dockerfile"].decode())
     base = {"Id": "sha256:" + "0" * 64, "RootFS": {"Layers": ["sha256:" + "1" * 64]}}
-    assembly = Assembly(site, found, base, [{"created": "x"}], {}, "t", "x/y:1")
+    assembly = Assembly(site, found, base, [{"created": "x"}], {}, "t", ("x/y:1",))
     error = "write /var/lib/docker/tmp/docker-import-1/layer.tar: no space left on device"
     full = FullDiskEngine([{"errorDetail": {"message": error}, "error": error}])
     with full as server, pytest.raises(BuildError) as caught:
