@@ -566,7 +566,8 @@ class Engine:
                 if "error" in event:
                     raise _load_failure(str(event["error"]).strip())
                 text = str(event.get("stream", "")).strip()
-                if text:
+                # Not the engine's note that a moved tag leaves its old image untagged.
+                if text.startswith("Loaded image"):
                     progress(text)
         except docker.errors.APIError as exc:
             raise _load_failure(str(exc.explanation)) from exc
