@@ -126,15 +126,16 @@ def instructions_of(dockerfile: str) -> list[Instruction] | Unsupported:
             pending.append(text[:-1])
             continue
         pending.append(text)
-        joined = "".join(pending).strip()
+        found.append(_instruction(start, pending))
         pending = []
-        keyword, _, arguments = joined.partition(" ")
-        found.append(Instruction(start, keyword.upper(), arguments.strip()))
-    if pending:
-        joined = "".join(pending).strip()
-        keyword, _, arguments = joined.partition(" ")
-        found.append(Instruction(start, keyword.upper(), arguments.strip()))
+    if pending:  # a continuation at the end of the file ends there
+        found.append(_instruction(start, pending))
     return found
+
+
+def _instruction(line: int, pieces: list[str]) -> Instruction:
+    keyword, *arguments = "".join(pieces).strip().split(None, 1)
+    return Instruction(line, keyword.upper(), arguments[0].strip() if arguments else "")
 
 
 def recipe_of(dockerfile: str, base_image: str, site_folder: str) -> Recipe | Unsupported:

@@ -79,6 +79,13 @@ def test_continuation_lines_join_and_comments_inside_them_drop() -> None:
         (3, "HEALTHCHECK", "--interval=5s   CMD true"),
         (7, "USER", "1"),
     ]
+    tabbed = instructions_of("FROM\tx\nexpose  8080\nCMD \\\n")
+    assert isinstance(tabbed, list)
+    assert [(item.keyword, item.arguments) for item in tabbed] == [
+        ("FROM", "x"),
+        ("EXPOSE", "8080"),
+        ("CMD", ""),
+    ]
 
 
 @pytest.mark.parametrize(
