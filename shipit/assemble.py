@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shipit.inputs import SourceFile
-from shipit.render import ContextFiles, RenderedSite, tar_header
+from shipit.render import ContextFiles, RenderedSite, padded, tar_end, tar_header
 
 # The instructions that only set image settings, and what each sets.
 _SETTINGS = frozenset({"USER", "EXPOSE", "STOPSIGNAL", "HEALTHCHECK", "ENTRYPOINT", "CMD"})
@@ -358,16 +358,6 @@ def _layer_members(
         yield tar_header(f"{root}/{relative}", size, sha256), size, (name, entry)
 
 
-def padded(size: int) -> int:
-    return size + (-size % tarfile.BLOCKSIZE)
-
-
-def tar_end(offset: int) -> bytes:
-    """What tarfile.close() writes after the last member at `offset`."""
-    end = tarfile.NUL * (tarfile.BLOCKSIZE * 2)
-    return end + tarfile.NUL * (-(offset + len(end)) % tarfile.RECORDSIZE)
-
-
 def member_header(name: str, size: int) -> bytes:
     info = tarfile.TarInfo(name)
     info.size = size
@@ -520,7 +510,8 @@ class Assembly:
             len(header) + padded(size) for header, size, _ in _layer_members(self.site, self.recipe)
         )
         layer_size += len(tar_end(layer_size))
-        yield member_header("layer.tar", layer_size)
+        layer_header = member_header("layer.tar", layer_size)
+        yield layer_header
         digest = hashlib.sha256()
         written = 0
         for piece in self._layer():
@@ -552,10 +543,10 @@ class Assembly:
                 }
             ]
         ).encode()
-        offset = padded(len(member_header("layer.tar", layer_size))) + layer_size
+        offset = len(layer_header) + layer_size
         for name, data in (("config.json", config), ("manifest.json", manifest)):
             header = member_header(name, len(data))
-            yield header + data + tarfile.NUL * (-len(data) % tarfile.BLOCKSIZE)
+            yield header + data + tarfile.NUL * (padded(len(data)) - len(data))
             offset += len(header) + padded(len(data))
         yield tar_end(offset)
         self.image_id = config_id(config)
@@ -570,5 +561,5 @@ class Assembly:
                 yield entry
             else:
                 yield from ContextFiles.chunks(name, entry)
-            if size % tarfile.BLOCKSIZE:
-                yield tarfile.NUL * (-size % tarfile.BLOCKSIZE)
+            if padded(size) != size:
+                yield tarfile.NUL * (padded(size) - size)

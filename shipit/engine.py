@@ -333,12 +333,17 @@ class _EngineClient(docker.APIClient):
         return settings
 
 
+def _disk_full_or(error: str, hint: str) -> str:
+    """The disk-full hint when the engine's error says its disk is full, else `hint`."""
+    return _DISK_FULL_HINT if _DISK_FULL_TEXT in error else hint
+
+
 def _load_failure(error: str) -> BuildError:
     return BuildError(
         f"the engine could not load the image: {error}",
-        _DISK_FULL_HINT
-        if _DISK_FULL_TEXT in error
-        else "build with docker build instead (SHIPIT_BUILDER=docker) and report this",
+        _disk_full_or(
+            error, "build with docker build instead (SHIPIT_BUILDER=docker) and report this"
+        ),
     )
 
 
@@ -523,9 +528,9 @@ class Engine:
                     log.append(error)
                     raise BuildError(
                         f"docker build failed: {error}",
-                        _DISK_FULL_HINT
-                        if _DISK_FULL_TEXT in error
-                        else "fix templates/Dockerfile.j2 or the base image (build log below)",
+                        _disk_full_or(
+                            error, "fix templates/Dockerfile.j2 or the base image (build log below)"
+                        ),
                         details="\n".join(log),
                     )
                 text = str(event.get("stream", "")).rstrip()
@@ -539,9 +544,10 @@ class Engine:
         except docker.errors.APIError as exc:
             raise BuildError(
                 f"docker build failed: {exc.explanation}",
-                _DISK_FULL_HINT
-                if _DISK_FULL_TEXT in str(exc.explanation)
-                else "check the base image (--base-image) and the Dockerfile template",
+                _disk_full_or(
+                    str(exc.explanation),
+                    "check the base image (--base-image) and the Dockerfile template",
+                ),
                 details="\n".join(log),
             ) from exc
         except _CONNECTION_ERRORS as exc:

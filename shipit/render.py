@@ -169,17 +169,26 @@ class RenderedSite:
             for piece in pieces:
                 offset += len(piece)
                 yield piece
-            padding = -size % tarfile.BLOCKSIZE
+            padding = padded(size) - size
             if padding:
                 offset += padding
                 yield tarfile.NUL * padding
-        # As tarfile.close(): two empty blocks, then zeros up to a whole record.
-        end = tarfile.NUL * (tarfile.BLOCKSIZE * 2)
-        offset += len(end)
-        yield end + tarfile.NUL * (-offset % tarfile.RECORDSIZE)
+        yield tar_end(offset)
 
     def to_tar(self, labels: Mapping[str, str] | None = None) -> bytes:
         return b"".join(self.tar_chunks(labels))
+
+
+def padded(size: int) -> int:
+    """A tar member's data size rounded up to whole blocks."""
+    return size + (-size % tarfile.BLOCKSIZE)
+
+
+def tar_end(offset: int) -> bytes:
+    """What tarfile.close() writes after the last member, at `offset`: two empty blocks,
+    then zeros up to a whole record."""
+    end = tarfile.NUL * (tarfile.BLOCKSIZE * 2)
+    return end + tarfile.NUL * (-(offset + len(end)) % tarfile.RECORDSIZE)
 
 
 def tar_header(relative: str, size: int, sha256: str) -> bytes:
