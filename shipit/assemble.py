@@ -481,7 +481,8 @@ class Assembly:
     names the layer by its digest, known once the layer has been streamed), then the
     manifest. The base image's layers are named but not sent: the engine holds them, and
     loads a layer from the archive only when it lacks it. `image_id` is set once the whole
-    archive has been read."""
+    archive has been read, with `config` (its exact bytes) and, for a layer of at most
+    `keep_layer_bytes`, `layer` (the layer's bytes, for the push to compress)."""
 
     def __init__(
         self,
@@ -492,6 +493,7 @@ class Assembly:
         labels: Mapping[str, str],
         created: str,
         tags: tuple[str, ...],
+        keep_layer_bytes: int = 0,
     ) -> None:
         self.site = site
         self.recipe = recipe
@@ -500,7 +502,11 @@ class Assembly:
         self.labels = labels
         self.created = created
         self.tags = list(tags)
+        self.keep_layer_bytes = keep_layer_bytes
         self.image_id = ""
+        self.config = b""
+        self.layer = b""
+        self.layer_diff_id = ""
 
     def archive(self) -> Iterator[bytes]:
         return _coalesced(self._members())
@@ -514,9 +520,12 @@ class Assembly:
         yield layer_header
         digest = hashlib.sha256()
         written = 0
+        kept: list[bytes] | None = [] if layer_size <= self.keep_layer_bytes else None
         for piece in self._layer():
             digest.update(piece)
             written += len(piece)
+            if kept is not None:
+                kept.append(piece)
             yield piece
         end = tar_end(written)
         digest.update(end)
@@ -550,6 +559,10 @@ class Assembly:
             offset += len(header) + padded(len(data))
         yield tar_end(offset)
         self.image_id = config_id(config)
+        self.config = config
+        self.layer_diff_id = "sha256:" + digest.hexdigest()
+        if kept is not None:
+            self.layer = b"".join([*kept, end])
 
     def _layer(self) -> Iterator[bytes]:
         for header, size, content in _layer_members(self.site, self.recipe):

@@ -80,11 +80,18 @@ def _validate_mutability(value: str) -> str:
 
 
 BUILDERS = ("auto", "docker")
+UPLOADERS = ("auto", "engine")
 
 
 def _validate_builder(value: str) -> str:
     if value.lower() not in BUILDERS:
         raise ConfigError(f"builder {value!r} is not valid", "use auto or docker")
+    return value.lower()
+
+
+def _validate_uploader(value: str) -> str:
+    if value.lower() not in UPLOADERS:
+        raise ConfigError(f"uploader {value!r} is not valid", "use auto or engine")
     return value.lower()
 
 
@@ -246,8 +253,8 @@ SPECS: tuple[SettingSpec, ...] = (
         "engine_timeout",
         float,
         120.0,
-        "seconds the Docker engine may stay silent (a push making no progress) before shipit "
-        "gives up on that attempt",
+        "seconds a push may make no progress (the Docker engine silent, or a registry taking "
+        "none of shipit's upload) before shipit gives up on that attempt",
         validate=_validate_positive,
     ),
     SettingSpec(
@@ -272,6 +279,14 @@ SPECS: tuple[SettingSpec, ...] = (
         "auto: write the image directly when the Dockerfile only sets image settings and "
         "copies the site (else docker build); docker: always docker build",
         validate=_validate_builder,
+    ),
+    SettingSpec(
+        "uploader",
+        str,
+        "auto",
+        "auto: shipit compresses and uploads the layers itself on a local engine with the "
+        "classic image store (else the engine pushes); engine: the engine always pushes",
+        validate=_validate_uploader,
     ),
     SettingSpec(
         "push_attempts",
@@ -408,6 +423,7 @@ class Settings:
     registries: tuple[RegistryEntry, ...] = ()
     max_site_size: int = 10 * 1000**3
     builder: str = "auto"
+    uploader: str = "auto"
     ecr_cache: str = "auto"
     origins: Mapping[str, str] = field(default_factory=dict, compare=False)
     # The settings the user set (file, environment or flag) rather than left at default.

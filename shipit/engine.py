@@ -33,6 +33,7 @@ from shipit.errors import (
     PushError,
     RegistryUnreachableError,
     RunError,
+    stalled_push,
 )
 from shipit.progress import LayerProgress, Progress, quiet
 from shipit.push_stream import PushStream, read_push_event
@@ -123,6 +124,10 @@ class EngineAddress:
         if rest.startswith("["):
             return rest[1 : rest.find("]")]
         return rest.rsplit(":", 1)[0] if rest.count(":") == 1 else rest
+
+    @property
+    def is_local_socket(self) -> bool:
+        return self.scheme in _LOCAL_SCHEMES
 
     @property
     def is_remote(self) -> bool:
@@ -580,6 +585,16 @@ class Engine:
         except _CONNECTION_ERRORS as exc:
             raise self._connection_failure(exc, f"loading {reference}") from exc
 
+    def export_image(self, image_id: str) -> Iterator[bytes]:
+        """The image as `docker save` writes it, streamed in chunks as the engine sends it."""
+        chunks: Iterator[bytes] = self._call(
+            f"exporting image {image_id[7:19]}", self.api.get_image, image_id, chunk_size=1 << 20
+        )
+        try:
+            yield from chunks
+        except _CONNECTION_ERRORS as exc:
+            raise self._connection_failure(exc, f"exporting image {image_id[7:19]}") from exc
+
     # Containers
 
     def containers_with_labels(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
@@ -756,10 +771,7 @@ class Engine:
         return result
 
     def _stalled(self, reference: str) -> RegistryUnreachableError:
-        return RegistryUnreachableError(
-            f"the push of {reference} made no progress for {self.api.timeout:g} s",
-            "check that the registry answers and accepts uploads, then push again",
-        )
+        return stalled_push(reference, float(self.api.timeout))
 
     def _push_failure(self, error: BaseException, reference: str) -> PushError:
         if _timed_out(error):

@@ -139,6 +139,14 @@ class RegistryUnreachableError(PushError):
     exit_code = ExitCode.REGISTRY_UNREACHABLE
 
 
+def stalled_push(reference: str, seconds: float) -> RegistryUnreachableError:
+    """A push that made no progress for `seconds` (engine_timeout): worth another attempt."""
+    return RegistryUnreachableError(
+        f"the push of {reference} made no progress for {seconds:g} s",
+        "check that the registry answers and accepts uploads, then push again",
+    )
+
+
 class AuthError(ShipitError):
     exit_code = ExitCode.AUTH
 

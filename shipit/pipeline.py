@@ -262,10 +262,24 @@ def _build_image(
         elif history is None:
             why = f"the history of {base.reference} does not match its layers"
         else:
+            from shipit.push.blobs import KEEP_LAYER_BYTES, keep_built_image, uploads_itself
+
             created = labels["org.opencontainers.image.created"].replace("+00:00", "Z")
-            assembly = Assembly(site, recipe, facts.document, history, labels, created, tags)
+            keep = uploads_itself(settings.uploader, engine)
+            assembly = Assembly(
+                site,
+                recipe,
+                facts.document,
+                history,
+                labels,
+                created,
+                tags,
+                keep_layer_bytes=KEEP_LAYER_BYTES if keep else 0,
+            )
             progress(f"writing {reference} from {base.reference}: its settings and one layer")
             engine.load(assembly.archive(), reference, progress)
+            if keep:
+                keep_built_image(assembly.config, assembly.layer_diff_id, assembly.layer)
             return assembly.image_id
     progress(f"building {reference} from {base.reference} with docker build ({why})")
     image_id = engine.build(site.tar_chunks(labels), reference, progress)

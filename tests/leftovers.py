@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 
@@ -32,3 +33,15 @@ def engine_image_store() -> str:
     ping /v2/, and retries a failed upload fewer times)."""
     driver_status = docker_words("info", "--format", "{{json .DriverStatus}}")
     return "containerd" if "io.containerd.snapshotter" in "".join(driver_status) else "classic"
+
+
+def shipit_uploads() -> bool:
+    """Whether shipit uploads pushed images itself here (a local engine with the classic
+    image store), rather than the engine pushing them (shipit/push/publish.py)."""
+    host = os.environ.get("DOCKER_HOST", "")
+    local = not host or host.startswith("unix://")
+    return (
+        local
+        and engine_image_store() == "classic"
+        and os.environ.get("SHIPIT_UPLOADER", "auto") == "auto"
+    )

@@ -87,7 +87,11 @@ def test_second_ship_needs_no_aws_call_and_no_botocore(
     path = cache_file(cache_home)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
-    assert sorted(p.name for p in path.parent.iterdir()) == [CACHE_FILE]  # no temporary left
+    # No temporary left; `blobs` is the push's blob store (shipit/push/blobs.py).
+    assert sorted(p.name for p in path.parent.iterdir()) == ["blobs", CACHE_FILE]
+    assert not [
+        p.name for p in (path.parent / "blobs").iterdir() if p.name.startswith((".", "push-"))
+    ]
 
     before = aws_requests(project)
     second = shipit_traced(project, env, "ship", "--json")

@@ -1,18 +1,26 @@
 """The whole push: the fixed tags ({sha} by default) to every registry concurrently, then,
 only once every registry holds every fixed tag, the moving ones (`latest`). Each registry
 gets one API client for the whole push, so the auth challenge (and a Bearer token fetch) is
-paid once."""
+paid once.
+
+On a local engine with the classic image store, shipit uploads the image itself: the
+engine would compress every new layer on one thread once per registry, where shipit
+compresses it once on every core (shipit/push/blobs.py). Remote engines (their export would
+cross the network uncompressed) and the containerd store (which keeps compressed layers and
+pushes them as they are) push through the engine, as does `uploader = "engine"`."""
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from shipit.config import Settings
 from shipit.engine import Engine
 from shipit.errors import ShipitError
 from shipit.progress import LayerProgress, Progress, quiet
+from shipit.push.blobs import BlobStore, ImageBlobs, uploads_itself
 from shipit.push.image import PushImage, image_to_push
 from shipit.push.report import PushReport, TagOutcome, TargetReport
 from shipit.push.retry import with_retries
@@ -31,6 +39,31 @@ class _Publisher:
     attempts: int
     progress: Progress
     layer_progress: LayerProgress | None
+    uploader: str
+    stall_timeout: float
+    _blobs: ImageBlobs | None = field(default=None, init=False)
+    _blobs_decided: bool = field(default=False, init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+
+    def blobs(self) -> ImageBlobs | None:
+        """The image's blobs when shipit uploads it itself, None when the engine pushes;
+        decided when the first registry needs an upload, so a push of nothing asks nothing."""
+        with self._lock:
+            if not self._blobs_decided:
+                self._blobs_decided = True
+                if uploads_itself(self.uploader, self.engine):
+                    self._blobs = ImageBlobs(
+                        self.engine,
+                        self.image.id,
+                        self.image.layers,
+                        BlobStore.for_user(),
+                        self.stall_timeout,
+                    )
+            return self._blobs
+
+    def close(self) -> None:
+        if self._blobs is not None:
+            self._blobs.close()
 
     def _failed(self, report: TargetReport, error: ShipitError) -> None:
         report.fail(error)
@@ -64,7 +97,7 @@ class _Publisher:
                 self.attempts,
                 self.progress,
                 lambda: push_first_tag_once(
-                    self.engine, target, self.image, self.progress, self.layer_progress
+                    self.engine, target, self.image, self.progress, self.layer_progress, self.blobs
                 ),
             )
             report.status = outcome.status
@@ -135,6 +168,8 @@ def publish(
         attempts=settings.push_attempts,
         progress=progress,
         layer_progress=layer_progress,
+        uploader=settings.uploader,
+        stall_timeout=settings.engine_timeout,
     )
     report = PushReport(
         image_id=image.id,
@@ -168,5 +203,7 @@ def publish(
             if target_report.reference:
                 engine.untag(f"{target_report.reference}:{image.first_tag}")
         raise
+    finally:
+        publisher.close()
     pool.shutdown(wait=True)
     return report

@@ -5,8 +5,9 @@ The first tag (the first fixed one, {sha} by default): a tag that already holds 
 image is skipped without uploading, and so is one that holds an image built from the same
 input by an earlier run (a re-run of the same commit on a fresh machine rebuilds it with
 new timestamps; replacing it would change a published digest and upload the site again).
-Otherwise the engine pushes it; its stream is read to its end, and the digest it reports
-must be what the registry serves, which must be this image.
+Otherwise the engine pushes it (its stream is read to its end), or shipit uploads it itself
+where it is faster (shipit/push/upload.py); the digest reported must be what the registry
+serves, which must be this image.
 
 Every other tag: one manifest PUT of the exact bytes the registry serves under the first tag
 (a second engine push would check every layer and upload the manifest again), or none when
@@ -16,12 +17,16 @@ repository is a conflict; a moving tag there (`latest`) is held back.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from shipit.engine import Engine
 from shipit.errors import AuthError, PushError, PushStreamError, ShipitError, TagConflictError
 from shipit.progress import LayerProgress, Progress
+from shipit.push.blobs import ImageBlobs
 from shipit.push.image import PushImage
 from shipit.push.report import TagOutcome
 from shipit.push.targets import Target
+from shipit.push.upload import upload_image
 from shipit.push_stream import classify_stream_error
 from shipit.registries.distribution import Manifest, RegistryClient, RegistryResponseError
 
@@ -93,9 +98,11 @@ def push_first_tag_once(
     image: PushImage,
     progress: Progress,
     layer_progress: LayerProgress | None = None,
+    blobs: Callable[[], ImageBlobs | None] | None = None,
 ) -> tuple[TagOutcome, Manifest]:
     """The first tag's outcome, and the manifest the registry now serves under it (with its
-    exact bytes, which every other tag is then pointed at)."""
+    exact bytes, which every other tag is then pointed at). When `blobs` gives the image's
+    blobs, shipit uploads the image itself; otherwise the engine pushes it."""
     tag = image.first_tag
     reference = f"{target.reference}:{tag}"
     client = target.client
@@ -105,6 +112,11 @@ def push_first_tag_once(
         if outcome is not None:
             return outcome, served
     progress(f"{target.name}: pushing {reference}")
+    image_blobs = None if blobs is None else blobs()
+    if image_blobs is not None:
+        digest, uploaded = upload_image(target, image, image_blobs, progress, layer_progress)
+        served = _verified(target, image, digest)
+        return TagOutcome(tag, "pushed", digest=digest, bytes_uploaded=uploaded), served
     engine.tag(image.id, target.reference, tag)
     try:
         stream = engine.push(
@@ -131,11 +143,20 @@ def push_first_tag_once(
         raise refusal
     if not stream.digest:
         raise PushStreamError(f"push of {reference} ended without a digest", transient=True)
-    served = _served(client, target.repository, tag)
-    if served is None or served.digest != stream.digest:
+    served = _verified(target, image, stream.digest)
+    uploaded = uploaded_bytes(served, image, stream.pushed_layers)
+    return TagOutcome(tag, "pushed", digest=stream.digest, bytes_uploaded=uploaded), served
+
+
+def _verified(target: Target, image: PushImage, digest: str) -> Manifest:
+    """What the registry serves under the first tag, which must be the pushed digest and
+    this image."""
+    reference = f"{target.reference}:{image.first_tag}"
+    served = _served(target.client, target.repository, image.first_tag)
+    if served is None or served.digest != digest:
         raise PushError(
             f"{reference}: the registry serves {served.digest if served else 'nothing'}, "
-            f"but the push reported {stream.digest}",
+            f"but the push reported {digest}",
             "something else wrote the tag meanwhile; push again",
         )
     if not image.is_served_by(served):
@@ -144,8 +165,7 @@ def push_first_tag_once(
             f"{served.config_digest}, neither of which is the local image {image.id}",
             "push again; if it persists the registry rewrote the manifest",
         )
-    uploaded = uploaded_bytes(served, image, stream.pushed_layers)
-    return TagOutcome(tag, "pushed", digest=stream.digest, bytes_uploaded=uploaded), served
+    return served
 
 
 def is_tag_conflict(error: RegistryResponseError) -> bool:

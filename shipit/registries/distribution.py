@@ -4,8 +4,9 @@ The Docker engine pushes images; this module asks a registry what it holds: the 
 points at, an image's config digest (equal to the local image ID), whether a blob exists,
 the tags of a repository. That is what lets shipit verify a push (the pushed digest is the
 one the registry serves) and skip work that is already done, for ECR, Docker Hub and any
-Distribution-compatible registry alike. Its one write is a manifest PUT, which points another
-tag at a manifest the registry already serves, without the engine's second push.
+Distribution-compatible registry alike. Its writes are a manifest PUT, which points another
+tag at a manifest the registry already serves, without the engine's second push, and the
+blob uploads of a push that shipit makes itself (shipit/push/blobs.py).
 
 Authentication follows the registry's `WWW-Authenticate` challenge, as the engine does:
 `Basic` (ECR, htpasswd registries) sends the credentials on every request; `Bearer` (Docker
@@ -26,7 +27,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import IO, Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -126,9 +127,17 @@ class RegistryAuthError(AuthError):
 class RegistryConnectionError(RegistryUnreachableError):
     """No HTTP answer at all: refused, unresolvable, reset or timed out."""
 
-    def __init__(self, message: str, hint: str | None = None, *, transient: bool) -> None:
+    def __init__(
+        self,
+        message: str,
+        hint: str | None = None,
+        *,
+        transient: bool,
+        timed_out: bool = False,
+    ) -> None:
         super().__init__(message, hint)
         self.transient = transient
+        self.timed_out = timed_out
 
 
 # ---------------------------------------------------------------------------------------
@@ -433,7 +442,75 @@ class RegistryClient:
         assert response is not None  # only absent_ok requests answer None
         return response.headers.get("Docker-Content-Digest", "")
 
+    def blob_size(self, repository: str, digest: str) -> int | None:
+        """The size of a blob the repository holds, None when it holds none."""
+        repository = self._repository(repository)
+        response = self._request(
+            "HEAD",
+            f"/v2/{repository}/blobs/{digest}",
+            scope=repository_scope(repository, "pull,push"),
+            absent_ok=True,
+        )
+        if response is None:
+            return None
+        return int(response.headers.get("Content-Length") or -1)
+
+    def upload_blob(
+        self,
+        repository: str,
+        digest: str,
+        content: IO[bytes],
+        size: int,
+        *,
+        timeout: float | None = None,
+    ) -> None:
+        """Uploads a blob as the engine does: one upload session, the bytes in one PATCH,
+        then the PUT that names the digest, which the registry checks against the bytes.
+        `timeout`: how long the registry may take no bytes and send none."""
+        repository = self._repository(repository)
+        scope = repository_scope(repository, "pull,push")
+        started = self._request(
+            "POST", f"/v2/{repository}/blobs/uploads/", scope=scope, timeout=timeout
+        )
+        assert started is not None  # only absent_ok requests answer None
+        location = self._upload_location(started)
+        patched = self._request(
+            "PATCH",
+            location,
+            scope=scope,
+            headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+            body=content,
+            timeout=timeout,
+        )
+        assert patched is not None
+        location = self._upload_location(patched)
+        separator = "&" if "?" in location else "?"
+        finished = self._request(
+            "PUT",
+            f"{location}{separator}digest={digest}",
+            scope=scope,
+            headers={"Content-Type": "application/octet-stream", "Content-Length": "0"},
+            timeout=timeout,
+        )
+        assert finished is not None
+        answered = finished.headers.get("Docker-Content-Digest", digest)
+        if answered != digest:
+            raise PushError(
+                f"registry {self.display_host} stored the blob {digest[:19]} of "
+                f"{repository} as {answered[:19]}",
+                "push again; if it persists the registry rewrites blobs",
+            )
+
     # -- internals -----------------------------------------------------------------------
+
+    def _upload_location(self, response: requests.Response) -> str:
+        location = response.headers.get("Location", "")
+        if not location:
+            raise PushError(
+                f"registry {self.display_host} started a blob upload without a Location",
+                "check that the host is a container registry",
+            )
+        return urljoin(response.url, location)
 
     def _repository(self, repository: str) -> str:
         repository = repository.strip("/")
@@ -510,7 +587,8 @@ class RegistryClient:
         scope: str,
         headers: Mapping[str, str] | None = None,
         absent_ok: bool = False,
-        body: bytes | None = None,
+        body: bytes | IO[bytes] | None = None,
+        timeout: float | None = None,
     ) -> requests.Response | None:
         """Send one API request, answering at most one auth challenge.
 
@@ -519,11 +597,13 @@ class RegistryClient:
         """
         url = self._url(path)
         sent_auth = self._authorization(scope)
-        response = self._send(method, url, headers, sent_auth, body)
+        response = self._send(method, url, headers, sent_auth, body, timeout)
         if response.status_code == 401:
             challenge = parse_challenge(response.headers.get("WWW-Authenticate", ""))
             retry_auth = self._answer_challenge(challenge, scope, sent_auth, response)
-            response = self._send(method, url, headers, retry_auth, body)
+            if not isinstance(body, bytes | None):
+                body.seek(0)  # a file body is sent again from its start
+            response = self._send(method, url, headers, retry_auth, body, timeout)
         return self._check(response, method, path, absent_ok=absent_ok)
 
     def _answer_challenge(
@@ -633,7 +713,8 @@ class RegistryClient:
         url: str,
         headers: Mapping[str, str] | None,
         authorization: str | None,
-        body: bytes | None = None,
+        body: bytes | IO[bytes] | None = None,
+        timeout: float | None = None,
     ) -> requests.Response:
         merged = dict(headers or {})
         if authorization is not None:
@@ -644,11 +725,11 @@ class RegistryClient:
                 url,
                 headers=merged,
                 data=body,
-                timeout=self.timeout,
+                timeout=timeout or self.timeout,
                 allow_redirects=True,
             )
         except requests.RequestException as exc:
-            raise self._connection_error(exc, self.display_host, "") from exc
+            raise self._connection_error(exc, self.display_host, "", timeout) from exc
         log.debug("%s %s -> %s", method, urlsplit(url).path, response.status_code)
         return response
 
@@ -725,9 +806,9 @@ class RegistryClient:
         return RegistryResponseError(text, hint, status=status, code=code, registry_message=message)
 
     def _connection_error(
-        self, exc: requests.RequestException, where: str, role: str
+        self, exc: requests.RequestException, where: str, role: str, timeout: float | None = None
     ) -> RegistryConnectionError:
-        reason, transient = _describe_connection_failure(exc, self.timeout)
+        reason, transient = _describe_connection_failure(exc, timeout or self.timeout)
         if role:
             target = f"the {role} registry {self.display_host} ({where})"
         else:
@@ -739,7 +820,10 @@ class RegistryClient:
             "TLS handshake failed": "check the registry's certificate and that it speaks https",
         }.get(reason, "check the network path to the registry, then retry")
         return RegistryConnectionError(
-            f"cannot reach {target}: {reason}", hint, transient=transient
+            f"cannot reach {target}: {reason}",
+            hint,
+            transient=transient,
+            timed_out=reason.startswith("no answer within"),
         )
 
 

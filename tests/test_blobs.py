@@ -1,0 +1,269 @@
+"""shipit's own upload of an image: the parallel gzip, the blob store, and pushes whose
+images the Docker engine pulls back intact."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import random
+import stat
+import subprocess
+import tarfile
+import zlib
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from shipit.engine import Engine
+from shipit.errors import PushError
+from shipit.push import blobs
+from shipit.push.blobs import BLOCK, Blob, BlobStore, ImageBlobs, gzip_blocks, read_blocks
+from tests.conftest import HUB_USER, PublishProject, Result, remove_project_leftovers
+from tests.leftovers import shipit_uploads
+from tests.test_publish import registries, report_of, served_image_ids
+
+
+def compressed(data: bytes, workers: int = 2) -> bytes:
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return b"".join(gzip_blocks(read_blocks(io.BytesIO(data)), pool))
+
+
+def sample(size: int, seed: int = 7) -> bytes:
+    """Half text, half random: what a layer of pages and images looks like to gzip."""
+    generator = random.Random(seed)
+    words = [generator.randbytes(generator.randint(2, 9)).hex() for _ in range(500)]
+    text = " ".join(generator.choice(words) for _ in range(size // 8)).encode()[: size // 2]
+    return text + generator.randbytes(size - len(text))
+
+
+@pytest.mark.parametrize(
+    "size", [0, 1, 1000, BLOCK - 1, BLOCK, BLOCK + 1, 3 * BLOCK + 12345], ids=str
+)
+def test_the_gzip_is_one_member_that_any_reader_inflates_to_the_input(size: int) -> None:
+    data = sample(size)
+    blob = compressed(data)
+    assert gzip.decompress(blob) == data
+    inflater = zlib.decompressobj(31)
+    assert inflater.decompress(blob) == data
+    assert inflater.eof and inflater.unused_data == b""  # one member, nothing after it
+    tested = subprocess.run(["gzip", "-t"], input=blob, capture_output=True, check=False)
+    assert tested.returncode == 0, tested.stderr
+
+
+def test_the_gzip_is_the_same_whatever_the_workers_and_reads() -> None:
+    data = sample(5 * BLOCK + 99)
+
+    class Trickle(io.BytesIO):
+        """Reads that return less than asked, as a socket's do."""
+
+        def read(self, size: int | None = -1) -> bytes:
+            return super().read(min(size if size and size > 0 else BLOCK, 70_001))
+
+    one = compressed(data, workers=1)
+    assert compressed(data, workers=4) == one
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        assert b"".join(gzip_blocks(read_blocks(Trickle(data)), pool)) == one
+    assert one[4:8] == b"\0\0\0\0"  # no time in the header
+
+
+def test_blocks_cost_little_size_against_one_stream() -> None:
+    data = sample(6 * BLOCK)
+    whole = zlib.compressobj(blobs.GZIP_LEVEL, zlib.DEFLATED, 31)
+    reference = len(whole.compress(data) + whole.flush())
+    assert len(compressed(data)) <= reference * 1.01
+
+
+def test_the_store_learns_digests_and_keeps_small_blobs(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path / "blobs")
+    diff_id = "sha256:" + "1" * 64
+    assert store.layer(diff_id) is None
+    store.learn(diff_id, Blob("sha256:" + "2" * 64, 10))
+    assert store.layer(diff_id) == Blob("sha256:" + "2" * 64, 10, None)  # known, not kept
+
+    layer = sample(3000)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        kept = store.keep_layer(diff_id, layer, pool)
+    assert store.layer(diff_id) == kept
+    assert kept.path is not None and gzip.decompress(kept.path.read_bytes()) == layer
+    assert kept.digest == "sha256:" + hashlib.sha256(kept.path.read_bytes()).hexdigest()
+    assert stat.S_IMODE(store.directory.stat().st_mode) == 0o700
+
+    config = b'{"architecture":"amd64"}'
+    digest = store.keep(config).digest
+    assert store.kept(digest) == config
+    store.path_of(digest).write_bytes(b'{"architecture":"arm64"}')
+    assert store.kept(digest) is None  # bytes that no longer hash to their name are not used
+
+
+def test_a_damaged_or_foreign_layer_list_is_ignored(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    diff_id = "sha256:" + "3" * 64
+    (tmp_path / "layers.json").write_text("{not json")
+    assert store.layer(diff_id) is None
+    entry = {diff_id: {"digest": "sha256:" + "4" * 64, "size": 5}}
+    (tmp_path / "layers.json").write_text(json.dumps({"gzip-9-4096": entry}))
+    assert store.layer(diff_id) is None  # another compression gives other blobs
+    store.learn("sha256:" + "5" * 64, Blob("sha256:" + "6" * 64, 7))
+    assert json.loads((tmp_path / "layers.json").read_text()).keys() == {blobs.BLOB_FORMAT}
+
+
+def test_the_store_forgets_the_least_recently_used_beyond_its_cap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(blobs, "STORE_CAP_BYTES", 2500)
+    store = BlobStore(tmp_path)
+    first = store.keep(b"a" * 1000)
+    os.utime(first.path, (1, 1))  # type: ignore[arg-type]
+    second = store.keep(b"b" * 1000)
+    third = store.keep(b"c" * 1000)
+    assert store.kept(first.digest) is None
+    assert store.kept(second.digest) == b"b" * 1000
+    assert store.kept(third.digest) == b"c" * 1000
+
+
+# -- pushes through real registries, pulled back by the engine --------------------------
+
+
+def uploaded_layers(result: Result, registry: str) -> list[str]:
+    return [
+        line.split("uploaded layer ", 1)[1].split()[0]
+        for line in result.stderr.splitlines()
+        if f"{registry}: uploaded layer " in line
+    ]
+
+
+@pytest.fixture
+def blob_cache(tmp_path: Path) -> Path:
+    return tmp_path / "cache"
+
+
+def test_shipit_uploads_what_the_engine_pulls_back_as_the_same_image(
+    engine: Engine, publish_project: PublishProject, blob_cache: Path
+) -> None:
+    if not shipit_uploads():
+        pytest.skip("the engine pushes here (remote engine or containerd store)")
+    project = publish_project
+    assert project.hub and project.ecr
+    env = project.env(XDG_CACHE_HOME=str(blob_cache))
+    first = project.shipit("ship", "--json", env=env)
+    assert first.code == 0, first.output
+    image_id = report_of(first)["build"]["image_id"]
+    image = engine.image(image_id)
+    assert image is not None
+    site_layer = image.layers[-1][7:19]
+    by_name = registries(report_of(first))
+    assert by_name["ecr"]["digest"] == by_name["dockerhub"]["digest"]
+    assert by_name["ecr"]["bytes_uploaded"] > 0
+    for name in ("ecr", "dockerhub"):
+        assert uploaded_layers(first, name)[-1] == site_layer
+    assert not [p for p in (blob_cache / "shipit" / "blobs").iterdir() if p.name.startswith("push")]
+
+    # An edit: the push sends the new site layer only, kept by the build (no export).
+    style = project.root / "site" / "static" / "style.css"
+    style.write_text(style.read_text() + "\n/* edited */\n")
+    second = project.shipit("ship", "--json", env=env)
+    assert second.code == 0, second.output
+    new_id = report_of(second)["build"]["image_id"]
+    new_image = engine.image(new_id)
+    assert new_image is not None and new_image.layers[:-1] == image.layers[:-1]
+    for name in ("ecr", "dockerhub"):
+        assert uploaded_layers(second, name) == [new_image.layers[-1][7:19]]
+        entry = registries(report_of(second))[name]
+        assert 0 < entry["bytes_uploaded"] < 100_000
+
+    reference = f"{project.hub.host}/{project.hub_repository}:latest"
+    login = subprocess.run(
+        ["docker", "login", project.hub.host, "-u", HUB_USER, "--password-stdin"],
+        input=project.hub_token,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DOCKER_CONFIG": str(blob_cache / "docker")},
+        check=False,
+    )
+    assert login.returncode == 0, login.stderr
+    remove_project_leftovers(project.image)
+    pulled = subprocess.run(
+        ["docker", "--config", str(blob_cache / "docker"), "pull", reference],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert pulled.returncode == 0, pulled.stderr
+    assert engine.image(reference) is not None
+    assert engine.image(reference).id == new_id  # type: ignore[union-attr]
+    subprocess.run(["docker", "rmi", reference], capture_output=True, check=False)
+
+
+def test_an_image_built_by_docker_build_is_exported_once_and_the_engine_push_remains(
+    publish_project: PublishProject, blob_cache: Path
+) -> None:
+    if not shipit_uploads():
+        pytest.skip("the engine pushes here (remote engine or containerd store)")
+    project = publish_project
+    env = project.env(XDG_CACHE_HOME=str(blob_cache), SHIPIT_BUILDER="docker")
+    assert project.shipit("build", env=env).code == 0
+    pushed = project.shipit("push", "--to", "dockerhub", "--skip-smoke", "--json", env=env)
+    assert pushed.code == 0, pushed.output
+    assert len(uploaded_layers(pushed, "dockerhub")) == 2  # the base's and the site's
+    store = blob_cache / "shipit" / "blobs"
+    learned = json.loads((store / "layers.json").read_text())[blobs.BLOB_FORMAT]
+    assert len(learned) == 2
+    assert not [p for p in store.iterdir() if p.name.startswith("push")]
+
+    # The engine's own push, as remote engines and the containerd store use it.
+    other = project.env(
+        XDG_CACHE_HOME=str(blob_cache),
+        SHIPIT_UPLOADER="engine",
+        SHIPIT_DOCKERHUB_REPOSITORY=project.hub_repository + "-engine",
+    )
+    by_engine = project.shipit("push", "--to", "dockerhub", "--skip-smoke", "--json", env=other)
+    assert by_engine.code == 0, by_engine.output
+    assert uploaded_layers(by_engine, "dockerhub") == []
+    assert registries(report_of(by_engine))["dockerhub"]["status"] == "pushed"
+    # Other compressions, so other manifests, of the same image (its config is its id).
+    assert project.hub
+    image_id = report_of(pushed)["image_id"]
+    for repository in (project.hub_repository, project.hub_repository + "-engine"):
+        tag = report_of(pushed)["tags"][0]
+        assert image_id in served_image_ids(
+            project.hub.host, HUB_USER, project.hub_token, repository, tag
+        )
+
+
+class ExportingEngine:
+    """Stands in for the engine's export: a `docker save` archive cut after `keep` bytes."""
+
+    def __init__(self, layer: bytes, keep: int) -> None:
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as archive:
+            info = tarfile.TarInfo("0a1b/layer.tar")
+            info.size = len(layer)
+            archive.addfile(info, io.BytesIO(layer))
+        self.archive = buffer.getvalue()[:keep]
+
+    def export_image(self, image_id: str) -> Iterator[bytes]:
+        yield self.archive
+
+
+def test_an_export_that_ends_early_is_one_error_and_is_read_again_next_time(
+    tmp_path: Path,
+) -> None:
+    layer = sample(BLOCK + 5000)
+    diff_id = "sha256:" + hashlib.sha256(layer).hexdigest()
+    engine = ExportingEngine(layer, keep=BLOCK // 2)
+    image = ImageBlobs(engine, "sha256:" + "9" * 64, (diff_id,), BlobStore(tmp_path), 5.0)  # type: ignore[arg-type]
+    try:
+        with pytest.raises(PushError, match="export of image 999999999999 ended early"):
+            image.layer(diff_id)
+        engine.archive = ExportingEngine(layer, keep=10 << 20).archive
+        made = image.layer(diff_id)
+        assert made.path is not None and gzip.decompress(made.path.read_bytes()) == layer
+    finally:
+        image.close()
+    # The small layer moved into the store; the push's temporary folder is gone.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["layers.json", "sha256"]
