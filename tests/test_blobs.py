@@ -235,35 +235,84 @@ def test_an_image_built_by_docker_build_is_exported_once_and_the_engine_push_rem
         )
 
 
-class ExportingEngine:
-    """Stands in for the engine's export: a `docker save` archive cut after `keep` bytes."""
+def save_archive(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
 
-    def __init__(self, layer: bytes, keep: int) -> None:
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w") as archive:
-            info = tarfile.TarInfo("0a1b/layer.tar")
-            info.size = len(layer)
-            archive.addfile(info, io.BytesIO(layer))
-        self.archive = buffer.getvalue()[:keep]
+
+class ExportingEngine:
+    """Stands in for the engine's export (`docker save`): the archive it sends."""
+
+    def __init__(self, archive: bytes) -> None:
+        self.archive = archive
+        self.exports = 0
 
     def export_image(self, image_id: str) -> Iterator[bytes]:
+        self.exports += 1
         yield self.archive
+
+
+def digest_of(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def test_an_export_that_ends_early_is_one_error_and_is_read_again_next_time(
     tmp_path: Path,
 ) -> None:
     layer = sample(BLOCK + 5000)
-    diff_id = "sha256:" + hashlib.sha256(layer).hexdigest()
-    engine = ExportingEngine(layer, keep=BLOCK // 2)
-    image = ImageBlobs(engine, "sha256:" + "9" * 64, (diff_id,), BlobStore(tmp_path), 5.0)  # type: ignore[arg-type]
+    whole = save_archive({"0a1b/layer.tar": layer})
+    engine = ExportingEngine(whole[: BLOCK // 2])
+    image = ImageBlobs(engine, "sha256:" + "9" * 64, (digest_of(layer),), BlobStore(tmp_path), 5.0)  # type: ignore[arg-type]
     try:
         with pytest.raises(PushError, match="export of image 999999999999 ended early"):
-            image.layer(diff_id)
-        engine.archive = ExportingEngine(layer, keep=10 << 20).archive
-        made = image.layer(diff_id)
+            image.layer(digest_of(layer))
+        engine.archive = whole
+        made = image.layer(digest_of(layer))
         assert made.path is not None and gzip.decompress(made.path.read_bytes()) == layer
     finally:
         image.close()
     # The small layer moved into the store; the push's temporary folder is gone.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["layers.json", "sha256"]
+
+
+@pytest.mark.parametrize("layout", ["docker 20.10", "oci (docker 25)"])
+def test_both_save_layouts_give_every_layer_and_the_config_from_one_export(
+    tmp_path: Path, layout: str
+) -> None:
+    base, site = sample(3000, seed=1), sample(2 * BLOCK, seed=2)
+    config = json.dumps({"rootfs": {"diff_ids": [digest_of(base), digest_of(site)]}}).encode()
+    image_id = digest_of(config)
+    if layout == "docker 20.10":
+        members = {
+            image_id[7:] + ".json": config,
+            "1111/layer.tar": base,
+            "2222/layer.tar": site,
+            "manifest.json": b"[]",
+        }
+    else:
+        members = {
+            f"blobs/sha256/{digest_of(b'{}')[7:]}": b"{}",  # a manifest: not a layer
+            f"blobs/sha256/{image_id[7:]}": config,
+            f"blobs/sha256/{digest_of(base)[7:]}": base,
+            f"blobs/sha256/{digest_of(site)[7:]}": site,
+            "index.json": b"{}",
+        }
+    engine = ExportingEngine(save_archive(members))
+    layers = (digest_of(base), digest_of(site))
+    image = ImageBlobs(engine, image_id, layers, BlobStore(tmp_path), 5.0)  # type: ignore[arg-type]
+    try:
+        for diff_id, data in zip(layers, (base, site), strict=True):
+            blob = image.layer(diff_id)
+            assert blob.path is not None and gzip.decompress(blob.path.read_bytes()) == data
+            assert blob.digest == digest_of(blob.path.read_bytes())
+        assert image.config() == config
+    finally:
+        image.close()
+    assert engine.exports == 1
+    learned = BlobStore(tmp_path)
+    assert [learned.layer(diff_id) is not None for diff_id in layers] == [True, True]

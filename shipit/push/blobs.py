@@ -392,18 +392,26 @@ class ImageBlobs:
             return Path(tempfile.mkdtemp(prefix="shipit-push-"))
 
     def _read_export(self) -> None:
-        config_name = self.image_id.removeprefix("sha256:") + ".json"
+        """Both `docker save` layouts: Docker 20.10's (`<id>/layer.tar`, `<image id>.json`)
+        and Docker 25's OCI layout (`blobs/sha256/<digest>`, where an uncompressed layer is
+        named by its diff id). A layer's bytes are hashed either way, and only a layer of
+        this image is kept."""
+        image_hex = self.image_id.removeprefix("sha256:")
         reader = io.BufferedReader(_ChunkReader(self.engine.export_image(self.image_id)), BLOCK)
         with tarfile.open(fileobj=reader, mode="r|") as archive:
             for member in archive:
                 extracted = archive.extractfile(member) if member.isfile() else None
                 if extracted is None:
                     continue  # a folder, or a link to a layer already read
-                if member.name == config_name:
+                name = member.name
+                if name in (f"{image_hex}.json", f"blobs/sha256/{image_hex}"):
                     self._config = extracted.read()
-                elif member.name.endswith("/layer.tar"):
+                elif name.endswith("/layer.tar") or (
+                    name.startswith("blobs/sha256/")
+                    and "sha256:" + name.rsplit("/", 1)[1] in self.diff_ids
+                ):
                     diff_id, blob = self._compress(extracted)
-                    if diff_id in self.diff_ids:
+                    if diff_id in self.diff_ids and diff_id not in self._made:
                         self._made[diff_id] = self.store.adopt(diff_id, blob)
 
     def _compress(self, layer: IO[bytes]) -> tuple[str, Blob]:
