@@ -126,6 +126,18 @@ def test_the_store_forgets_the_least_recently_used_beyond_its_cap(
     assert store.kept(third.digest) == b"c" * 1000
 
 
+def test_a_killed_pushs_temporary_folder_goes_after_a_day(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    abandoned, recent = tmp_path / "push-old", tmp_path / "push-new"
+    for folder in (abandoned, recent):
+        folder.mkdir()
+        (folder / "layer-x").write_bytes(b"partial")
+    os.utime(abandoned, (1, 1))
+    store.forget_abandoned_pushes()
+    assert not abandoned.exists()
+    assert recent.exists()  # perhaps another shipit's push, still running
+
+
 # -- pushes through real registries, pulled back by the engine --------------------------
 
 

@@ -27,6 +27,7 @@ import struct
 import tarfile
 import tempfile
 import threading
+import time
 import zlib
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
@@ -182,7 +183,8 @@ class BlobStore:
         except OSError:
             kept = False
         if kept:
-            os.utime(path)  # recently used: the last to be forgotten
+            with contextlib.suppress(OSError):
+                os.utime(path)  # recently used: the last to be forgotten
         return Blob(digest, size, path if kept else None)
 
     def learn(self, diff_id: str, blob: Blob) -> None:
@@ -254,17 +256,30 @@ class BlobStore:
             raise
 
     def _forget_oldest(self) -> None:
-        folder = self.directory / "sha256"
-        try:
-            files = [(entry.stat().st_mtime, entry) for entry in folder.iterdir()]
-        except OSError:
-            return
-        total = sum(entry.stat().st_size for _, entry in files)
-        for _, entry in sorted(files, key=lambda pair: pair[0]):
+        # Another shipit may be forgetting the same files: a file gone meanwhile is fine.
+        files = []
+        with contextlib.suppress(OSError):
+            for entry in (self.directory / "sha256").iterdir():
+                with contextlib.suppress(OSError):
+                    info = entry.stat()
+                    files.append((info.st_mtime, info.st_size, entry))
+        total = sum(size for _, size, _ in files)
+        for _, size, entry in sorted(files, key=lambda found: found[0]):
             if total <= STORE_CAP_BYTES:
                 break
-            total -= entry.stat().st_size
-            entry.unlink(missing_ok=True)
+            total -= size
+            with contextlib.suppress(OSError):
+                entry.unlink(missing_ok=True)
+
+    def forget_abandoned_pushes(self) -> None:
+        """Removes the temporary folders of pushes that were killed (a SIGKILL, a power
+        cut) more than a day ago; a running push's folder is younger."""
+        cutoff = time.time() - 24 * 3600
+        with contextlib.suppress(OSError):
+            for entry in self.directory.glob("push-*"):
+                with contextlib.suppress(OSError):
+                    if entry.stat().st_mtime < cutoff:
+                        shutil.rmtree(entry, ignore_errors=True)
 
 
 class _ChunkReader(io.RawIOBase):
@@ -387,6 +402,7 @@ class ImageBlobs:
         """Beside the store, so a small layer moves into it; else in the system's temp."""
         try:
             self.store.make_directory()
+            self.store.forget_abandoned_pushes()
             return Path(tempfile.mkdtemp(prefix="push-", dir=self.store.directory))
         except OSError:
             return Path(tempfile.mkdtemp(prefix="shipit-push-"))
