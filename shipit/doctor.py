@@ -101,6 +101,27 @@ def check_engine(timeout: float) -> tuple[Check, Engine | None]:
     ), engine
 
 
+def check_push_uploads(settings: Settings, engine: Engine | None) -> Check:
+    """Who compresses and uploads the layers of a push: shipit or the engine."""
+    from shipit.push.blobs import engine_push_reason
+
+    name = "push_uploads"
+    if engine is None:
+        return _not_checked(name, "no Docker engine")
+    try:
+        reason = engine_push_reason(settings.uploader, engine)
+    except ShipitError as error:
+        return Check.failed(name, error)
+    if reason is None:
+        return Check(
+            name,
+            "ok",
+            "shipit compresses each new layer once, on every core, and uploads it to every "
+            "registry itself (a local engine with the classic image store)",
+        )
+    return Check(name, "ok", f"the engine pushes: {reason}")
+
+
 def check_published_ports(settings: Settings, engine: Engine | None) -> Check:
     """Where `shipit run` publishes the site and where this machine reaches it."""
     from shipit.pipeline import container_name, publish_host, reach_host
@@ -347,6 +368,7 @@ def diagnose(
     checks = [
         engine_check,
         check_published_ports(settings, engine),
+        check_push_uploads(settings, engine),
         base_check,
         check_templates(settings, base_image),
     ]

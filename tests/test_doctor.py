@@ -17,10 +17,12 @@ from shipit.errors import ExitCode
 from shipit.registries.catalog import select_registries
 from shipit.registries.ecr import CallerIdentity
 from tests.conftest import HUB_USER, PublishProject, Result
+from tests.leftovers import shipit_uploads
 
 ALL_CHECKS = [
     "engine",
     "published_ports",
+    "push_uploads",
     "base_image",
     "templates",
     "aws_region",
@@ -75,6 +77,10 @@ def test_every_check_passes_in_the_test_environment(
     for name, row in rows.items():
         assert row.startswith("ok "), f"{name}: {row}"
     assert f"{LOCAL_BASE_IMAGE} is present" in rows["base_image"]
+    if shipit_uploads():
+        assert "uploads it to every registry itself" in rows["push_uploads"]
+    else:
+        assert "the engine pushes: " in rows["push_uploads"]
     assert f"(account {MOTO_ACCOUNT})" in rows["aws_credentials"]
     assert "the first push creates it" in rows["ecr_repository"]
     assert publish_project.hub_repository in rows["dockerhub_repository"]
@@ -134,7 +140,7 @@ def test_a_missing_docker_hub_token_fails_with_15_naming_the_check(
     failed = check_named(result, "dockerhub_credentials")
     assert "DOCKERHUB_TOKEN" in failed["hint"]
     assert error_line(result) == (
-        "shipit: error: 1 of 9 checks failed: dockerhub_credentials; fix what the table says "
+        "shipit: error: 1 of 10 checks failed: dockerhub_credentials; fix what the table says "
         "for each and run `shipit doctor` again"
     )
     # Only ECR: Docker Hub is not checked at all.

@@ -228,6 +228,7 @@ def test_a_docker_context_names_the_engine(remote_project: Project, tmp_path: Pa
     assert f"{remote.TLS} (TLS) (docker context remote-tls)" in checks["engine"]["detail"]
     assert "image store: classic" in checks["engine"]["detail"]
     assert f"reached at http://{REMOTE_IP}:8080" in checks["published_ports"]["detail"]
+    assert checks["push_uploads"]["detail"].startswith("the engine pushes: a remote engine")
 
     port = free_port()
     ran = project.shipit(

@@ -109,12 +109,20 @@ def read_blocks(source: IO[bytes]) -> Iterator[bytes]:
         yield bytes(pending)
 
 
+def engine_push_reason(uploader: str, engine: Engine) -> str | None:
+    """Why the engine pushes images rather than shipit, None when shipit uploads them
+    itself (a local engine with the classic image store)."""
+    if uploader != "auto":
+        return f'uploader = "{uploader}"'
+    if not engine.address.is_local_socket:
+        return "a remote engine, whose export would cross the network uncompressed"
+    if engine.image_store() != "classic":
+        return "the containerd image store pushes the compressed layers it keeps"
+    return None
+
+
 def uploads_itself(uploader: str, engine: Engine) -> bool:
-    """Whether shipit uploads images itself rather than through the engine's push: on a
-    local engine with the classic image store, unless `uploader = "engine"`."""
-    return (
-        uploader == "auto" and engine.address.is_local_socket and engine.image_store() == "classic"
-    )
+    return engine_push_reason(uploader, engine) is None
 
 
 def keep_built_image(config: bytes, diff_id: str, layer: bytes) -> None:
