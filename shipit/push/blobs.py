@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from shipit.errors import PushError
-from shipit.registries.ecr_cache import cache_directory
+from shipit.registries.ecr_cache import cache_directory, write_atomically
 
 if TYPE_CHECKING:
     from shipit.engine import Engine
@@ -202,24 +202,17 @@ class BlobStore:
 
     def _learn(self, diff_id: str, blob: Blob) -> None:
         with self._lock:
-            try:
-                data = json.loads(self._layers_file.read_text())
-            except (OSError, ValueError):
-                data = {}
-            if not isinstance(data, dict):
-                data = {}
-            # Entries of another format are of no use to this shipit.
-            found = data.get(BLOB_FORMAT)
-            entries: dict[str, object] = found if isinstance(found, dict) else {}
+            # Entries of another format are of no use to this shipit: they are not kept.
+            entries = self._layers()
             entries[diff_id] = {"digest": blob.digest, "size": blob.size}
-            self._write_atomically(self._layers_file, json.dumps({BLOB_FORMAT: entries}).encode())
+            self._write(self._layers_file, json.dumps({BLOB_FORMAT: entries}).encode())
 
     def keep(self, data: bytes) -> Blob:
         """Stores bytes (a config, a small layer) under their digest."""
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         path = self.path_of(digest)
         if not path.exists():
-            self._write_atomically(path, data)
+            self._write(path, data)
             self._forget_oldest()
         return Blob(digest, len(data), path)
 
@@ -251,17 +244,10 @@ class BlobStore:
         self._forget_oldest()
         return Blob(blob.digest, blob.size, path)
 
-    def _write_atomically(self, path: Path, data: bytes) -> None:
+    def _write(self, path: Path, data: bytes) -> None:
         self.make_directory()
         path.parent.mkdir(mode=0o700, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(handle, "wb") as file:
-                file.write(data)
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        write_atomically(path, data)
 
     def _forget_oldest(self) -> None:
         # Another shipit may be forgetting the same files: a file gone meanwhile is fine.
@@ -365,9 +351,7 @@ class ImageBlobs:
     def config(self) -> bytes:
         """The image config's exact bytes: its digest is the image id."""
         if self._config is None:
-            kept = self.store.kept(self.image_id)
-            if kept is not None:
-                self._config = kept
+            self._config = self.store.kept(self.image_id)
         if self._config is None:
             with self._lock:
                 self._export()

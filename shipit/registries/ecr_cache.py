@@ -81,6 +81,23 @@ def cache_directory(environ: Mapping[str, str]) -> Path:
     return Path(base) / "shipit"
 
 
+def write_atomically(path: Path, data: bytes) -> None:
+    """Writes a file of shipit's cache as a 0600 file. The rename replaces the old file in one
+    step, so a reader sees the old or the new file, never half of one."""
+    descriptor, temporary = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+    )
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            os.fchmod(handle.fileno(), 0o600)
+            handle.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
 def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -354,20 +371,7 @@ class TokenCache:
                 if _token_of(entry["token"]).usable(now):
                     kept[key] = entry
         text = json.dumps({"format": _FORMAT, "entries": kept}, indent=1, sort_keys=True)
-        # mkstemp makes the file 0600; the rename replaces the old file in one step, so a
-        # reader sees the old or the new file, never half of one.
-        descriptor, temporary = tempfile.mkstemp(
-            dir=self.directory, prefix=f".{CACHE_FILE}.", suffix=".tmp"
-        )
-        try:
-            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-                os.fchmod(handle.fileno(), 0o600)
-                handle.write(text)
-            os.replace(temporary, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
-            raise
+        write_atomically(self.path, text.encode("utf-8"))
 
     def _safely(self, change: Callable[[dict[str, Any]], None]) -> None:
         try:
