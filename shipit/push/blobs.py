@@ -3,10 +3,10 @@
 Docker 20.10's classic image store pushes each layer by compressing it with gzip on one
 thread, once per registry: a new 130 MB base layer costs seconds per registry. shipit instead
 compresses every layer once per push, on every core, and uploads the same bytes to each
-registry. The compression is deterministic (fixed level, fixed block size, no time in the
-header), so the same layer gives the same blob on every run with the same zlib: the digest
-learned once (`layers.json`) tells the next push whether a registry already holds the layer,
-without compressing it again.
+registry. The compression is deterministic (push/compress.py: one library at one level and
+block size, no time in the header), so the same layer gives the same blob on every run: the
+digest learned once (`layers.json`) tells the next push whether a registry already holds the
+layer, without compressing it again.
 
 The blob store lives in the user's cache folder (`$XDG_CACHE_HOME/shipit/blobs/`). It keeps
 image configs and small layers (a site's own layer, written by the build), and forgets the
@@ -23,90 +23,26 @@ import io
 import json
 import os
 import shutil
-import struct
 import tarfile
 import tempfile
 import threading
 import time
-import zlib
-from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from shipit.errors import PushError
+from shipit.push.compress import BLOB_FORMAT, BLOCK, gzip_blocks, read_blocks
 from shipit.registries.ecr_cache import cache_directory, write_atomically
 
 if TYPE_CHECKING:
     from shipit.engine import Engine
 
-# Level 4 is within 3 % of gzip -6's size on an Nginx base layer at half its CPU time.
-GZIP_LEVEL = 4
-BLOCK = 1 << 20
-# Each block is compressed with the previous block's end as its dictionary, as pigz does, so
-# splitting the input costs almost nothing in size.
-_WINDOW = 32 * 1024
-# Part of every digest learned: another level or block size gives other blobs.
-BLOB_FORMAT = f"gzip-{GZIP_LEVEL}-{BLOCK}"
-# A gzip member header without a name or a time, so equal input gives equal bytes.
-_GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
 # Layers up to this size stay in the store after a push; bigger ones are made again.
 KEEP_LAYER_BYTES = 16 << 20
 STORE_CAP_BYTES = 512 << 20
-
-
-def _deflate(block: bytes, dictionary: bytes, last: bool) -> bytes:
-    if dictionary:
-        compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -15, zdict=dictionary)
-    else:
-        compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -15)
-    # A sync flush ends the block on a byte boundary without ending the stream, so the
-    # blocks' deflate streams join into one.
-    return compressor.compress(block) + compressor.flush(
-        zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH
-    )
-
-
-def gzip_blocks(blocks: Iterable[bytes], pool: ThreadPoolExecutor) -> Iterator[bytes]:
-    """One gzip member of the blocks' concatenation, the blocks compressed side by side.
-    Every block but the last must be BLOCK bytes long for the output to be deterministic."""
-    yield _GZIP_HEADER
-    in_flight: deque[Future[bytes]] = deque()
-    limit = 2 * (os.cpu_count() or 1)  # blocks in flight: what bounds the memory
-    crc = 0
-    size = 0
-    previous = b""
-    held: bytes | None = None
-    for block in blocks:
-        if held is not None:
-            in_flight.append(pool.submit(_deflate, held, previous[-_WINDOW:], False))
-            previous = held
-            while len(in_flight) > limit:
-                yield in_flight.popleft().result()
-        crc = zlib.crc32(block, crc)
-        size += len(block)
-        held = block
-    in_flight.append(pool.submit(_deflate, held or b"", previous[-_WINDOW:], True))
-    while in_flight:
-        yield in_flight.popleft().result()
-    yield struct.pack("<II", crc, size & 0xFFFFFFFF)
-
-
-def read_blocks(source: IO[bytes]) -> Iterator[bytes]:
-    """BLOCK-sized pieces of a file (the last one shorter), whatever its reads return."""
-    pending = bytearray()
-    while True:
-        piece = source.read(BLOCK - len(pending))
-        if not piece:
-            break
-        pending += piece
-        if len(pending) == BLOCK:
-            yield bytes(pending)
-            pending.clear()
-    if pending:
-        yield bytes(pending)
 
 
 def engine_push_reason(uploader: str, engine: Engine) -> str | None:
