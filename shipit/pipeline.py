@@ -579,14 +579,18 @@ def ship(
     An image that already passed its smoke test here (shipit.push.image states the rule) is
     not run again unless `resmoke`. The container is removed while the push runs, as the
     push needs only the image. The registries' credentials are looked up meanwhile
-    (RegistryAccess), from the start."""
-    from shipit.push import PushImage, RegistryAccess, publish
+    (RegistryAccess), from the start, and the image's new layers are compressed meanwhile
+    (prepared_blobs), from the build."""
+    from shipit.push import PushImage, RegistryAccess, prepared_blobs, publish
 
     ran: RunResult | None = None
     removal: threading.Thread | None = None
+    blobs = None
     with RegistryAccess(settings, to, allow_root=allow_root) as access:
         try:
             built = build(settings, engine, progress)
+            image = PushImage.of(built.info, settings)
+            blobs = prepared_blobs(settings, engine, image)
             earlier_pass = None if resmoke else smoke_pass_of(settings, built.image_id)
             if earlier_pass is not None:
                 progress(
@@ -602,12 +606,15 @@ def ship(
             pushed = publish(
                 settings,
                 engine,
-                PushImage.of(built.info, settings),
+                image,
                 access,
                 progress=progress,
                 layer_progress=layer_progress,
+                blobs=blobs,
             )
         finally:
+            if blobs is not None:
+                blobs.close()
             if removal is not None:
                 removal.join()
             if ran is not None:

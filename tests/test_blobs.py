@@ -13,6 +13,7 @@ import stat
 import subprocess
 import sys
 import tarfile
+import time
 import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -321,19 +322,27 @@ def digest_of(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+@pytest.mark.parametrize("prepared", [False, True], ids=["on demand", "prepared by a ship"])
 def test_an_export_that_ends_early_is_one_error_and_is_read_again_next_time(
-    tmp_path: Path,
+    tmp_path: Path, prepared: bool
 ) -> None:
     layer = sample(BLOCK + 5000)
     whole = save_archive({"0a1b/layer.tar": layer})
     engine = ExportingEngine(whole[: BLOCK // 2])
     image = ImageBlobs(engine, "sha256:" + "9" * 64, (digest_of(layer),), BlobStore(tmp_path), 5.0)  # type: ignore[arg-type]
     try:
+        if prepared:
+            image.prepare()  # in the background, where it fails quietly: the push says why
         with pytest.raises(PushError, match="export of image 999999999999 ended early"):
             image.layer(digest_of(layer))
         engine.archive = whole
+        if prepared:
+            image.prepare()
         made = image.layer(digest_of(layer))
         assert made.path is not None and gzip.decompress(made.path.read_bytes()) == layer
+        assert engine.exports == (3 if prepared else 2)
+        image.prepare()  # the store knows the layer now: nothing to export
+        assert engine.exports == (3 if prepared else 2)
     finally:
         image.close()
     # The small layer moved into the store; the push's temporary folder is gone.
@@ -376,3 +385,28 @@ def test_both_save_layouts_give_every_layer_and_the_config_from_one_export(
     assert engine.exports == 1
     learned = BlobStore(tmp_path)
     assert [learned.layer(diff_id) is not None for diff_id in layers] == [True, True]
+
+
+def test_blobs_closed_during_their_export_stop_it_and_leave_nothing(tmp_path: Path) -> None:
+    layer = sample(4 * BLOCK)
+    archive = save_archive({"0a1b/layer.tar": layer})
+    store = BlobStore(tmp_path)
+
+    class HeldEngine(ExportingEngine):
+        """Sends the first block, then the rest only once the push has closed its blobs."""
+
+        def export_image(self, image_id: str) -> Iterator[bytes]:
+            self.exports += 1
+            yield archive[: BLOCK + 512]
+            deadline = time.monotonic() + 10
+            while not image._closed and time.monotonic() < deadline:
+                time.sleep(0.01)
+            yield archive[BLOCK + 512 :]
+
+    engine = HeldEngine(archive)
+    image = ImageBlobs(engine, "sha256:" + "9" * 64, (digest_of(layer),), store, 5.0)  # type: ignore[arg-type]
+    image.prepare()
+    image.close()  # the ship failed its smoke test, say
+    assert engine.exports == 1
+    assert store.layer(digest_of(layer)) is None  # not compressed to its end, not learned
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("push-")] == []

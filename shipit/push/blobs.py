@@ -261,6 +261,22 @@ class ImageBlobs:
         self._exported = False
         self._temporary: Path | None = None
         self._pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="gzip")
+        self._closed = False
+        self._preparing: threading.Thread | None = None
+
+    def prepare(self) -> None:
+        """Starts the export in the background when the store lacks a layer, so that a ship
+        compresses the image while it runs and smoke-tests it: the engine takes most of a
+        second to write a `docker save` before its first byte. The push waits for it."""
+        if all(self.store.layer(diff_id) is not None for diff_id in self.diff_ids):
+            return
+        self._preparing = threading.Thread(target=self._prepare, name="export", daemon=True)
+        self._preparing.start()
+
+    def _prepare(self) -> None:
+        # A failed export is tried again, and its error reported, by the push.
+        with self._lock, contextlib.suppress(Exception):
+            self._export()
 
     def known(self, diff_id: str) -> Blob | None:
         """The layer's blob as far as it is known without compressing anything."""
@@ -299,14 +315,27 @@ class ImageBlobs:
         return self._config
 
     def close(self) -> None:
+        self._closed = True
+        # An export still running fails at its next block, for want of the pool.
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._preparing is not None:
+            self._preparing.join(self.stall_timeout)
+        if self._lock.acquire(blocking=False):
+            try:
+                self._remove_temporary()
+            finally:
+                self._lock.release()
+        # Else an export (a push thread's, after Ctrl-C) holds it, and removes the folder.
+
+    def _remove_temporary(self) -> None:
         if self._temporary is not None:
             shutil.rmtree(self._temporary, ignore_errors=True)
+            self._temporary = None
 
     def _export(self) -> None:
         """Reads the image from the engine once: every layer is compressed, the config kept.
         Called with the lock held. A failed export is tried again by the push's next attempt."""
-        if self._exported:
+        if self._exported or self._closed:
             return
         if self._temporary is None:
             self._temporary = self._temporary_folder()
@@ -324,6 +353,9 @@ class ImageBlobs:
                 f"no space left in {self._temporary} for the compressed layers",
                 "free disk space, or point XDG_CACHE_HOME (or TMPDIR) at a larger disk",
             ) from error
+        finally:
+            if self._closed:
+                self._remove_temporary()
         self._exported = True
 
     def _temporary_folder(self) -> Path:
