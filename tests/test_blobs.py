@@ -13,6 +13,7 @@ import stat
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 import zlib
 from collections.abc import Iterator
@@ -387,26 +388,47 @@ def test_both_save_layouts_give_every_layer_and_the_config_from_one_export(
     assert [learned.layer(diff_id) is not None for diff_id in layers] == [True, True]
 
 
-def test_blobs_closed_during_their_export_stop_it_and_leave_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("held_at", [0, BLOCK + 512], ids=["first byte", "first block"])
+def test_blobs_closed_during_their_export_stop_it_and_leave_nothing(
+    tmp_path: Path, held_at: int
+) -> None:
+    """The ship failed its smoke test, say, or the registries held the image already."""
     layer = sample(4 * BLOCK)
     archive = save_archive({"0a1b/layer.tar": layer})
     store = BlobStore(tmp_path)
 
+    engine_ready = threading.Event()  # the engine done writing its save (before a byte)
+
     class HeldEngine(ExportingEngine):
-        """Sends the first block, then the rest only once the push has closed its blobs."""
+        """Sends the archive up to `held_at`, and the rest once the blobs are closed (the
+        first block), or once the engine is ready (the first byte)."""
 
         def export_image(self, image_id: str) -> Iterator[bytes]:
             self.exports += 1
-            yield archive[: BLOCK + 512]
+            if held_at:
+                yield archive[:held_at]
             deadline = time.monotonic() + 10
-            while not image._closed and time.monotonic() < deadline:
+            while time.monotonic() < deadline:
+                if image._closed if held_at else engine_ready.is_set():
+                    break
                 time.sleep(0.01)
-            yield archive[BLOCK + 512 :]
+            yield archive[held_at:]
 
     engine = HeldEngine(archive)
     image = ImageBlobs(engine, "sha256:" + "9" * 64, (digest_of(layer),), store, 5.0)  # type: ignore[arg-type]
     image.prepare()
-    image.close()  # the ship failed its smoke test, say
+    if held_at:  # compressing: close waits for the export to stop
+        deadline = time.monotonic() + 10
+        while image._temporary is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+    started = time.monotonic()
+    image.close()
+    assert time.monotonic() - started < 5
+    # Waiting for the engine's first byte, it was not waited for: it stops by itself.
+    engine_ready.set()
+    assert image._preparing is not None
+    image._preparing.join(10)
+    assert not image._preparing.is_alive()
     assert engine.exports == 1
     assert store.layer(digest_of(layer)) is None  # not compressed to its end, not learned
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("push-")] == []

@@ -318,7 +318,9 @@ class ImageBlobs:
         self._closed = True
         # An export still running fails at its next block, for want of the pool.
         self._pool.shutdown(wait=False, cancel_futures=True)
-        if self._preparing is not None:
+        if self._preparing is not None and self._temporary is not None:
+            # Compressing: it stops at its next block. Still waiting for the engine's first
+            # byte (a push that needed no upload), it has written nothing: not waited for.
             self._preparing.join(self.stall_timeout)
         if self._lock.acquire(blocking=False):
             try:
@@ -337,8 +339,6 @@ class ImageBlobs:
         Called with the lock held. A failed export is tried again by the push's next attempt."""
         if self._exported or self._closed:
             return
-        if self._temporary is None:
-            self._temporary = self._temporary_folder()
         try:
             self._read_export()
         except (tarfile.TarError, EOFError) as error:
@@ -391,7 +391,8 @@ class ImageBlobs:
                         self._made[diff_id] = self.store.adopt(diff_id, blob)
 
     def _compress(self, layer: IO[bytes]) -> tuple[str, Blob]:
-        assert self._temporary is not None
+        if self._temporary is None:  # made once the engine sends a layer, not before
+            self._temporary = self._temporary_folder()
         uncompressed = hashlib.sha256()
         compressed = hashlib.sha256()
         size = 0
