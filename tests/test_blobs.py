@@ -24,10 +24,16 @@ import isal
 import pytest
 
 from shipit.engine import Engine
-from shipit.errors import PushError
+from shipit.errors import ExitCode, PushError
 from shipit.push import blobs, compress
 from shipit.push.blobs import BLOCK, Blob, BlobStore, ImageBlobs, gzip_blocks, read_blocks
-from tests.conftest import HUB_USER, PublishProject, Result, remove_project_leftovers
+from tests.conftest import (
+    HUB_USER,
+    PublishProject,
+    Result,
+    remove_project_leftovers,
+    shipit_containers,
+)
 from tests.leftovers import shipit_uploads
 from tests.test_publish import registries, report_of, served_image_ids
 
@@ -295,6 +301,25 @@ def test_an_image_built_by_docker_build_is_exported_once_and_the_engine_push_rem
         assert image_id in served_image_ids(
             project.hub.host, HUB_USER, project.hub_token, repository, tag
         )
+
+
+def test_a_ship_that_fails_its_smoke_test_leaves_no_compressed_layers(
+    publish_project: PublishProject, blob_cache: Path
+) -> None:
+    """A ship compresses the image's layers while it smoke-tests it; a failure stops that."""
+    assert shipit_uploads(), "shipit uploads only on a local engine with the classic store"
+    project = publish_project
+    nginx_conf = Path(project.root) / "templates" / "nginx.conf.j2"
+    nginx_conf.write_text(
+        "\n".join(
+            line for line in nginx_conf.read_text().splitlines() if "X-Frame-Options" not in line
+        )
+    )
+    failed = project.shipit("ship", env=project.env(XDG_CACHE_HOME=str(blob_cache)))
+    assert failed.code == ExitCode.SMOKE, failed.output
+    assert shipit_containers(project.image) == []
+    store = blob_cache / "shipit" / "blobs"
+    assert [p.name for p in store.glob("push-*")] == []
 
 
 def save_archive(members: dict[str, bytes]) -> bytes:
