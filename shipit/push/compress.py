@@ -67,7 +67,7 @@ class Compressor:
 
 # zlib's level 4 is within 3 % of gzip -6's size on an Nginx base layer at half its CPU time.
 ZLIB_LEVEL = 4
-# ISA-L's level 1 (of 0-3), on the 132 MB Nginx base layer: 5.6x zlib-4's speed for 9 % more
+# ISA-L's level 1 (of 0-3), on the 132 MB Nginx base layer: 5.5x zlib-4's speed for 9 % more
 # bytes (a site's layer: 3 %); level 3 saves 3 % of that size for 1.7x the time. A cold ship's
 # push waits for the compression, and the extra bytes cost less than the time saved.
 ISAL_LEVEL = 1
