@@ -414,15 +414,10 @@ class FaultProxy(ForwardingProxy):
     """A reverse proxy on 127.0.0.1 in front of `upstream_host:upstream_port` that breaks
     some requests, as set_mode says; with its CDN and upload host on ports of their own."""
 
-    def __init__(
-        self,
-        upstream_host: str,
-        upstream_port: int,
-        port: int = 0,
-        *,
-        max_connections: int = 32,
-    ) -> None:
-        super().__init__(upstream_host, upstream_port, port, max_connections=max_connections)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """ForwardingProxy's arguments."""
+        super().__init__(*args, **kwargs)
+        upstream_host, upstream_port = self.upstream
         self._mode = "pass"
         self._remaining: int | None = None
         self._delay = 0.0

@@ -29,7 +29,7 @@ from tenacity import RetryCallState, Retrying
 
 from harness.faultproxy import FaultProxy, Seen
 from harness.loopback import HttpService
-from harness.services import MotoService, RegistryService, moto_ecr_password
+from harness.services import RegistryService
 from shipit.errors import ExitCode, PushError
 from shipit.push.retry import (
     RETRY_AFTER_CAP_SECONDS,
@@ -45,18 +45,17 @@ from shipit.registries.distribution import (
     parse_retry_after,
     same_origin,
 )
+from tests import test_faults
 from tests.conftest import Result, remove_project_leftovers
 from tests.leftovers import shipit_uploads
 from tests.reliability import Recorder
 from tests.test_blobs import uploaded_layers
-from tests.test_faults import (
-    PushScenario,
-    error_line,
-    new_scenario,
-    registries,
-    report_of,
-)
+from tests.test_faults import PushScenario, error_line, registries, report_of
 from tests.test_publish import commit_all
+
+# test_faults's pushes through a proxy of their own, to Docker Hub's and ECR's stand-ins.
+scenario = test_faults.scenario
+ecr_scenario = test_faults.ecr_scenario
 
 REPOSITORY = "hosts/blobs"
 MANIFESTS = r"^(GET|HEAD) /v2/.*/manifests/"
@@ -208,11 +207,11 @@ def upload(client: RegistryClient, data: bytes) -> str:
     return digest
 
 
-def served_bytes(registry: RegistryService, digest: str) -> bytes:
-    """The blob as the registry itself serves it, not through the proxy."""
+def served_blob(registry: RegistryService, repository: str, digest: str) -> bytes:
+    """A blob as the registry itself serves it, not through the proxy."""
     assert registry.username and registry.password
     response = requests.get(
-        f"{registry.url}/v2/{REPOSITORY}/blobs/{digest}",
+        f"{registry.url}/v2/{repository}/blobs/{digest}",
         auth=(registry.username, registry.password),
         timeout=30,
     )
@@ -230,7 +229,7 @@ def test_an_upload_location_on_another_host_gets_no_credentials(
     assert {seen.method for seen in proxy.seen("relocated")} == {"POST"}  # a 401 first
     assert [seen.method for seen in proxy.upload_host.seen("forwarded")] == ["PATCH", "PUT"]
     assert proxy.upload_host.authorizations == []
-    assert served_bytes(registry, digest) == data
+    assert served_blob(registry, REPOSITORY, digest) == data
 
 
 def test_another_host_gets_credentials_when_it_asks_with_its_own_challenge(
@@ -249,7 +248,7 @@ def test_another_host_gets_credentials_when_it_asks_with_its_own_challenge(
         "PATCH"
     ] * 2 + ["PUT"] * 2
     assert proxy.upload_host.authorizations == [basic(registry)] * 4
-    assert served_bytes(registry, digest) == data
+    assert served_blob(registry, REPOSITORY, digest) == data
 
 
 def test_a_blob_read_redirected_to_a_cdn_gives_bytes_and_size_without_credentials(
@@ -338,13 +337,9 @@ def test_a_redirect_loop_is_one_error() -> None:
 
 
 @pytest.fixture
-def scenario(
-    tmp_path: Path, hub_registry: RegistryService, hub_token: str, tiny_base: str
-) -> Iterator[PushScenario]:
-    made = new_scenario(tmp_path / "site-project", hub_registry, hub_token, tiny_base, 2)
-    yield made
-    made.close()
-    remove_project_leftovers(made.project.image)
+def own_upload() -> None:
+    """make test runs this file on the local classic engine, where shipit uploads itself."""
+    assert shipit_uploads(), "shipit uploads only on a local engine with the classic store"
 
 
 def build_committed(scenario: PushScenario) -> None:
@@ -379,11 +374,10 @@ def netrc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     "whose label check reads the config), with a ~/.netrc naming the host",
     "exit 0 each time; the edit uploads the site layer only; the CDN gets no Authorization",
 )
-@pytest.mark.usefixtures("netrc")
+@pytest.mark.usefixtures("netrc", "own_upload")
 def test_blob_reads_redirected_to_a_cdn_in_a_push_and_a_rerun_send_it_no_credentials(
     scenario: PushScenario, reliability: Recorder
 ) -> None:
-    assert shipit_uploads(), "shipit uploads only on a local engine with the classic store"
     proxy = scenario.proxy
     proxy.set_mode("cdn-redirect")
     build_committed(scenario)
@@ -421,28 +415,15 @@ def test_blob_reads_redirected_to_a_cdn_in_a_push_and_a_rerun_send_it_no_credent
     assert proxy.cdn.authorizations == []
 
 
-@pytest.fixture
-def ecr_scenario(
-    tmp_path: Path, ecr_registry: RegistryService, moto: MotoService, tiny_base: str
-) -> Iterator[PushScenario]:
-    made = new_scenario(tmp_path / "site-project", ecr_registry, moto_ecr_password(), tiny_base, 2)
-    made.target = "ecr"
-    made.moto = moto
-    made.repository = "hosts-" + made.repository.rsplit("/", 1)[-1]
-    yield made
-    made.close()
-    remove_project_leftovers(made.project.image)
-
-
 @pytest.mark.reliability(
     "ECR: every upload's Location is an absolute URL on another port (as S3-backed "
     "registries and presigned URLs answer)",
     "exit 0; the other host gets no Authorization (ECR's Basic password); whole image",
 )
+@pytest.mark.usefixtures("own_upload")
 def test_ecr_upload_locations_on_another_host_get_no_password(
     ecr_scenario: PushScenario, reliability: Recorder
 ) -> None:
-    assert shipit_uploads(), "shipit uploads only on a local engine with the classic store"
     proxy = ecr_scenario.proxy
     proxy.set_mode("other-host-location")
     ecr_scenario.build()
@@ -535,10 +516,10 @@ def test_a_rate_limit_that_outlasts_every_attempt_is_named_in_the_error(
     "exit 0: shipit's next attempt uploads the layer again from its start; the registry "
     "serves the reported digest and every layer hashes to its digest",
 )
+@pytest.mark.usefixtures("own_upload")
 def test_a_reset_in_the_middle_of_a_patch_is_sent_again_from_its_start(
     scenario: PushScenario, reliability: Recorder
 ) -> None:
-    assert shipit_uploads(), "shipit uploads only on a local engine with the classic store"
     # A site layer of random bytes, several of the proxy's 64 KiB pieces once compressed: the
     # reset comes after the first piece, in the middle of the PATCH's body.
     static = scenario.project.root / "site" / "static"
@@ -559,18 +540,7 @@ def test_a_reset_in_the_middle_of_a_patch_is_sent_again_from_its_start(
         manifest = client.get_manifest(scenario.repository, "latest")
         assert manifest.digest == entry["digest"]
         for layer in manifest.content["layers"]:
-            data = served_layer(scenario, layer["digest"])
+            data = served_blob(scenario.registry, scenario.repository, layer["digest"])
             assert "sha256:" + hashlib.sha256(data).hexdigest() == layer["digest"]
             assert len(data) == layer["size"]
     scenario.assert_pushed()
-
-
-def served_layer(scenario: PushScenario, digest: str) -> bytes:
-    """A blob as the registry itself serves it, not through the proxy."""
-    response = requests.get(
-        f"{scenario.registry.url}/v2/{scenario.repository}/blobs/{digest}",
-        auth=(scenario.user, scenario.token),
-        timeout=30,
-    )
-    response.raise_for_status()
-    return response.content
