@@ -88,6 +88,15 @@ def _put(target: Target, image: PushImage, blobs: ImageBlobs, blob: Blob) -> tup
     return sent, source
 
 
+def _kept_blob_failure(error: Exception) -> str:
+    """Why a blob could not be put into the registry, when making it again may help."""
+    if isinstance(error, FileNotFoundError):
+        return "is gone from the store"
+    if isinstance(error, RegistryResponseError) and error.code in REFUSED_BYTES:
+        return f"was refused by the registry ({error.code})"
+    return ""
+
+
 def _same(one: Blob | None, other: Blob) -> bool:
     return one is not None and (one.digest, one.size) == (other.digest, other.size)
 
@@ -117,12 +126,13 @@ def _layer(
         layer_progress(label, "pushing", 0, blob.size)
     try:
         sent, source = _put(target, image, blobs, blob)
-    except RegistryResponseError as error:
-        if error.code not in REFUSED_BYTES or not blobs.from_store(diff_id, blob):
+    except (RegistryResponseError, FileNotFoundError) as error:
+        failure = _kept_blob_failure(error)
+        if not failure or not blobs.from_store(diff_id, blob):
             raise
         progress(
-            f"{target.name}: the registry refused the kept blob of layer {short} "
-            f"({error.code}); making it again from the engine's export"
+            f"{target.name}: the kept blob of layer {short} {failure}; making it again "
+            "from the engine's export"
         )
         blobs.discard(diff_id, blob)
         blob = blobs.layer(diff_id)

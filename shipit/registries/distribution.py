@@ -596,7 +596,11 @@ class RegistryClient:
                 scope=scope,
                 timeout=timeout,
             )
-        except RegistryAuthError:
+        except (RegistryAuthError, RegistryResponseError) as error:
+            if is_transient(error):
+                raise
+            # No pull of the source, or a registry that refuses mounts: the POST without
+            # them opens the session, or fails as it would have without the mount.
             return self._start_upload(repository, timeout=timeout)
         assert answered is not None  # only absent_ok requests answer None
         if answered.status_code == 201:
