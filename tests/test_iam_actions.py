@@ -113,7 +113,7 @@ def test_invalid_repository_name_is_a_usage_error(name: str) -> None:
     assert caught.value.hint
 
 
-def test_push_actions_are_the_docker_push_actions_plus_the_token() -> None:
+def test_push_actions_are_the_docker_push_actions_the_config_read_and_the_token() -> None:
     assert set(PUSH_ACTIONS) == {
         "ecr:BatchCheckLayerAvailability",
         "ecr:InitiateLayerUpload",
@@ -121,6 +121,8 @@ def test_push_actions_are_the_docker_push_actions_plus_the_token() -> None:
         "ecr:CompleteLayerUpload",
         "ecr:PutImage",
         "ecr:BatchGetImage",
+        # The same-build check of a re-run reads the config of the image a tag holds.
+        "ecr:GetDownloadUrlForLayer",
         "ecr:GetAuthorizationToken",
     }
 
@@ -134,6 +136,7 @@ def test_required_access_with_every_feature() -> None:
         RequiredAccess("ecr:CreateRepository", ARN),
         RequiredAccess("ecr:DescribeImages", ARN),
         RequiredAccess("ecr:DescribeRepositories", ARN),
+        RequiredAccess("ecr:GetDownloadUrlForLayer", ARN),
         RequiredAccess("ecr:InitiateLayerUpload", ARN),
         RequiredAccess("ecr:PutImage", ARN),
         RequiredAccess("ecr:UploadLayerPart", ARN),
@@ -175,6 +178,7 @@ def test_push_policy_document_shape() -> None:
                     "ecr:CompleteLayerUpload",
                     "ecr:DescribeImages",
                     "ecr:DescribeRepositories",
+                    "ecr:GetDownloadUrlForLayer",
                     "ecr:InitiateLayerUpload",
                     "ecr:PutImage",
                     "ecr:UploadLayerPart",

@@ -30,6 +30,9 @@ AUTHORIZATION_ACTION = "ecr:GetAuthorizationToken"
 
 # What `docker push` does against ECR: check which layers exist, upload the missing ones,
 # write the manifest, and read manifests back (the engine looks up existing tags).
+# GetDownloadUrlForLayer reads a blob of the repository: the config of the image a tag
+# already holds, whose labels tell a CI re-run of the same commit (rebuilt with new
+# timestamps, so another digest) that the tag holds its build, which it then keeps.
 PUSH_ACTIONS: tuple[str, ...] = (
     "ecr:BatchCheckLayerAvailability",
     "ecr:InitiateLayerUpload",
@@ -37,6 +40,7 @@ PUSH_ACTIONS: tuple[str, ...] = (
     "ecr:CompleteLayerUpload",
     "ecr:PutImage",
     "ecr:BatchGetImage",
+    "ecr:GetDownloadUrlForLayer",
     AUTHORIZATION_ACTION,
 )
 

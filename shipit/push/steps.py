@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 from shipit.engine import Engine
 from shipit.errors import AuthError, PushError, PushStreamError, ShipitError, TagConflictError
+from shipit.iam.refusal import refused_action
 from shipit.progress import LayerProgress, Progress
 from shipit.push.blobs import ImageBlobs
 from shipit.push.image import PushImage
@@ -133,9 +134,15 @@ def push_first_tag_once(
         engine.untag(reference)
     if stream.error:
         refusal = classify_stream_error(stream.error, reference, target.auth_hint)
-        if type(refusal) is AuthError and _credentials_work(client):
+        if (
+            type(refusal) is AuthError
+            and refused_action(stream.error) is None
+            and _credentials_work(client)
+        ):
             # The engine drops the credentials when its own /v2/ ping fails (a 503, a
-            # reset) and then reports "unauthorized": a fault, not a wrong token.
+            # reset) and then reports "unauthorized": a fault, not a wrong token. A refusal
+            # naming an IAM action is ECR's verdict, which the /v2/ ping (token only) cannot
+            # see.
             raise PushStreamError(
                 f"push of {reference} failed after a registry fault: {stream.error}",
                 transient=True,
