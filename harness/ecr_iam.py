@@ -69,9 +69,9 @@ class Access:
     repository: str
 
 
-def needed_access(method: str, target: str) -> tuple[Access, ...] | None:
-    """What a v2 request (method, path with query) needs; () for the token-only GET /v2/,
-    None for a request ECR does not serve."""
+def needed_access(method: str, target: str, *, has_body: bool = False) -> tuple[Access, ...] | None:
+    """What a v2 request (method, path with query; `has_body`: whether it carries bytes)
+    needs; () for the token-only GET /v2/, None for a request ECR does not serve."""
     url = urlsplit(target)
     path, query = url.path, parse_qs(url.query)
     if path in ("/v2", "/v2/"):
@@ -85,7 +85,7 @@ def needed_access(method: str, target: str) -> tuple[Access, ...] | None:
         action = _MANIFEST_ACTIONS.get(method)
         return None if action is None else (Access(action, match["name"]),)
     if match := _UPLOAD.fullmatch(path):
-        return _upload_access(method, match["name"], query)
+        return _upload_access(method, match["name"], query, has_body=has_body)
     if match := _BLOB.fullmatch(path):
         action = _BLOB_ACTIONS.get(method)
         return None if action is None else (Access(action, match["name"]),)
@@ -93,7 +93,7 @@ def needed_access(method: str, target: str) -> tuple[Access, ...] | None:
 
 
 def _upload_access(
-    method: str, name: str, query: Mapping[str, list[str]]
+    method: str, name: str, query: Mapping[str, list[str]], *, has_body: bool
 ) -> tuple[Access, ...] | None:
     if method == "POST":
         access = [Access("ecr:InitiateLayerUpload", name)]
@@ -105,8 +105,24 @@ def _upload_access(
             # A monolithic upload: the whole blob in the POST, finished at once.
             access += [Access("ecr:UploadLayerPart", name), Access("ecr:CompleteLayerUpload", name)]
         return tuple(access)
+    if method == "PUT" and has_body:
+        # The last part comes with the PUT that completes the upload (containerd sends the
+        # whole blob so, after an empty POST).
+        return (Access("ecr:UploadLayerPart", name), Access("ecr:CompleteLayerUpload", name))
     action = _UPLOAD_ACTIONS.get(method)
     return None if action is None else (Access(action, name),)
+
+
+def without_mount(target: str) -> str:
+    """The upload POST without its cross-repository mount parameters: what ECR makes of one
+    while the registry's blob mounting is off (its default), a plain upload."""
+    url = urlsplit(target)
+    kept = [
+        part
+        for part in url.query.split("&")
+        if part and part.split("=", 1)[0] not in ("mount", "from")
+    ]
+    return url.path + ("?" + "&".join(kept) if kept else "")
 
 
 # ---------------------------------------------------------------------------------------
@@ -188,6 +204,12 @@ class EcrIamProxy(FaultProxy):
     answers them with its challenge (authentication comes before authorisation, as on ECR);
     `credentials` is the (user, password) the registry accepts, None to judge any request
     that carries an Authorization header.
+
+    `blob_mounting` is ECR's registry setting (BLOB_MOUNTING, off by default): off, a
+    `?mount=&from=` POST is a plain upload (the parameters are dropped on the way to the
+    registry, which answers 202); on, it also needs ecr:GetDownloadUrlForLayer on the source
+    repository and is refused without it (some registries answer 202 instead; AWS does not
+    document which ECR does, and a refusal is the case a client must survive).
     """
 
     def __init__(
@@ -200,10 +222,12 @@ class EcrIamProxy(FaultProxy):
         account: str = MOTO_ACCOUNT,
         region: str = REGION,
         user: str = DEFAULT_USER,
+        blob_mounting: bool = False,
         port: int = 0,
     ) -> None:
         super().__init__(upstream_host, upstream_port, port)
         self.name = "ecr-iam"
+        self.blob_mounting = blob_mounting
         self.account = account
         self.region = region
         self.principal = f"arn:aws:iam::{account}:user/{user}"
@@ -241,7 +265,13 @@ class EcrIamProxy(FaultProxy):
         if authorization is None or (self._basic is not None and authorization != self._basic):
             super().handle(handler)
             return
-        needed = needed_access(handler.command, handler.path)
+        if handler.command == "POST" and not self.blob_mounting:
+            handler.path = without_mount(handler.path)
+        has_body = (
+            int(handler.headers.get("Content-Length") or 0) > 0
+            or "chunked" in handler.headers.get("Transfer-Encoding", "").lower()
+        )
+        needed = needed_access(handler.command, handler.path, has_body=has_body)
         if needed is None:
             self._refuse(handler, 405, "UNSUPPORTED", "The operation is unsupported.")
             return

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from harness.ecr_iam import (
     AccessKey,
@@ -25,6 +26,7 @@ from harness.ecr_iam import (
     decide,
     enforce_iam,
     needed_access,
+    without_mount,
 )
 from harness.services import MOTO_ACCOUNT, MotoService, RegistryService, moto_ecr_password
 from shipit.engine import Engine
@@ -77,14 +79,28 @@ BLOB = "sha256:" + "b" * 64
             f"/v2/site/blobs/uploads/0f3c?_state=x&digest={BLOB}",
             [("ecr:CompleteLayerUpload", "site")],
         ),
+        (
+            "PUT+body",
+            f"/v2/site/blobs/uploads/0f3c?digest={BLOB}",
+            [("ecr:UploadLayerPart", "site"), ("ecr:CompleteLayerUpload", "site")],
+        ),
     ],
 )
 def test_each_registry_request_needs_its_ecr_action(
     method: str, path: str, needed: list[tuple[str, str]]
 ) -> None:
-    found = needed_access(method, path)
+    method, _, body = method.partition("+")
+    found = needed_access(method, path, has_body=bool(body))
     assert found is not None
     assert [(access.action, access.repository) for access in found] == needed
+
+
+def test_without_blob_mounting_a_mount_is_a_plain_upload() -> None:
+    mount = f"/v2/site/blobs/uploads/?mount={BLOB}&from=team/base"
+    assert without_mount(mount) == "/v2/site/blobs/uploads/"
+    assert without_mount(f"/v2/site/blobs/uploads/?digest={BLOB}&from=x") == (
+        f"/v2/site/blobs/uploads/?digest={BLOB}"
+    )
 
 
 @pytest.mark.parametrize(
@@ -114,6 +130,62 @@ def test_the_stand_ins_evaluation_is_default_deny_with_explicit_deny_first() -> 
     assert decide(policy, "ecr:UploadLayerPart", ARN) == "implicit_deny"
     with pytest.raises(ValueError, match="Condition"):
         decide({"Statement": [{"Effect": "Allow", "Action": "*", "Condition": {}}]}, "a:b", "*")
+
+
+@pytest.mark.parametrize("blob_mounting", [False, True])
+def test_the_stand_in_answers_as_ecr_does(
+    ecr_registry: RegistryService, blob_mounting: bool
+) -> None:
+    """A refusal is ECR's 403 DENIED naming the action; a mount needs the source's blob read
+    only while the registry's blob mounting is on."""
+    repository = f"iam-{uuid.uuid4().hex[:8]}"
+    arn = f"arn:aws:ecr:us-east-1:{MOTO_ACCOUNT}:repository/{repository}"
+    policy = {
+        "Statement": [
+            {"Effect": "Allow", "Action": ["ecr:InitiateLayerUpload"], "Resource": arn},
+        ]
+    }
+    password = moto_ecr_password()
+    with EcrIamProxy(
+        "127.0.0.1",
+        ecr_registry.port,
+        policy,
+        credentials=("AWS", password),
+        blob_mounting=blob_mounting,
+    ) as proxy:
+        auth = ("AWS", password)
+        assert requests.get(f"{proxy.url}/v2/", timeout=10).status_code == 401
+        assert requests.get(f"{proxy.url}/v2/", auth=auth, timeout=10).status_code == 200
+        head = requests.head(f"{proxy.url}/v2/{repository}/blobs/{BLOB}", auth=auth, timeout=10)
+        assert head.status_code == 403
+        refused = requests.get(
+            f"{proxy.url}/v2/{repository}/manifests/latest", auth=auth, timeout=10
+        )
+        assert refused.status_code == 403
+        assert refused.json() == {
+            "errors": [
+                {
+                    "code": "DENIED",
+                    "message": f"User: arn:aws:iam::{MOTO_ACCOUNT}:user/shipit-ci is not "
+                    f"authorized to perform: ecr:BatchGetImage on resource: {arn} because no "
+                    "identity-based policy allows the ecr:BatchGetImage action",
+                }
+            ]
+        }
+        mount = requests.post(
+            f"{proxy.url}/v2/{repository}/blobs/uploads/?mount={BLOB}&from=team/base",
+            auth=auth,
+            timeout=10,
+        )
+        assert mount.status_code == (403 if blob_mounting else 202), mount.text
+        assert proxy.refused()[-1].action == (
+            "ecr:GetDownloadUrlForLayer" if blob_mounting else "ecr:BatchGetImage"
+        )
+        assert {call.action for call in proxy.refused()} <= {
+            "ecr:BatchCheckLayerAvailability",
+            "ecr:BatchGetImage",
+            "ecr:GetDownloadUrlForLayer",
+        }
 
 
 # -- ships through the stand-in and moto's IAM ---------------------------------------------
@@ -311,8 +383,17 @@ def test_the_engine_push_passes_with_exactly_the_printed_policy(
 
 def test_doctor_online_passes_with_exactly_the_printed_policy(enforced: Enforced) -> None:
     enforced.grant(enforced.printed_policy())
-    result = enforced.project.shipit("doctor", "--online", "--to", "ecr", env=enforced.env())
+    result = enforced.project.shipit(
+        "doctor", "--online", "--to", "ecr", "--json", env=enforced.env()
+    )
     assert result.code == 0, result.output
+    outcomes = {check["name"]: check for check in json.loads(result.stdout)["checks"]}
+    assert outcomes["aws_credentials"]["outcome"] == "ok"
+    assert outcomes["ecr_repository"]["outcome"] == "ok"
+    # IAM's simulation is an extra the push policy does not grant: a warning, not a failure.
+    simulation = outcomes["iam_permissions"]
+    assert simulation["outcome"] == "warn", simulation
+    assert "iam:SimulatePrincipalPolicy" in simulation["detail"], simulation
 
 
 @pytest.mark.parametrize("uploader", ["auto", "engine"])
