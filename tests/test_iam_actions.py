@@ -18,7 +18,7 @@ from shipit.iam.actions import (
     validate_account_id,
     validate_repository_name,
 )
-from shipit.iam.refusal import Refusal, refused_ecr_request
+from shipit.iam.refusal import Refusal, refused_ecr_request, refused_request
 
 ACCOUNT = "123456789012"
 REPOSITORY = "shipit-example"
@@ -255,3 +255,13 @@ def test_a_containerd_refusal_names_the_action_of_the_refused_request() -> None:
         "ecr:UploadLayerPart or ecr:CompleteLayerUpload", explicit=False, inferred=True
     )
     assert refused_ecr_request(line.replace("403 Forbidden", "401 Unauthorized")) is None
+
+
+def test_a_bodyless_refusal_of_the_classic_engine_is_its_layer_check() -> None:
+    # ECR answers HEAD without a body; the classic engine HEADs blobs to find existing layers.
+    line = 'error parsing HTTP 403 response body: unexpected end of JSON input: ""'
+    refusal = refused_ecr_request(line)
+    assert refusal is not None
+    assert refusal.action == "ecr:BatchCheckLayerAvailability"
+    assert refused_request("HEAD", f"/v2/site/blobs/{DIGEST}") == refusal
+    assert refused_request("GET", "/token") is None

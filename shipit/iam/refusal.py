@@ -21,6 +21,10 @@ _REFUSED = re.compile(r"not authorized to perform:?\s+([a-z0-9-]+:[A-Za-z0-9*]+)
 _EXPLICIT = re.compile(r"\bexplicit deny\b", re.IGNORECASE)
 # The containerd image store streams a refused request without the registry's answer.
 _REFUSED_REQUEST = re.compile(r"unexpected status from ([A-Z]+) request to (\S+): 403 Forbidden")
+# The classic image store, on a 403 without a body: from ECR, the answer to a HEAD, which a
+# push sends only to ask whether the registry holds a layer.
+_BODYLESS_REFUSAL = "error parsing HTTP 403 response body: unexpected end of JSON input"
+_LAYER_CHECK = ("HEAD", "/v2/repository/blobs/layer")
 
 
 @dataclass(frozen=True)
@@ -60,13 +64,21 @@ def refused_action(message: str) -> Refusal | None:
     return Refusal(found.group(1), bool(_EXPLICIT.search(message)))
 
 
-def refused_ecr_request(message: str) -> Refusal | None:
-    """The action ECR checks for the request a stream line says it refused with 403, or None
-    when the line names no such request (or one ECR checks several ways)."""
-    found = _REFUSED_REQUEST.search(message)
-    if found is None:
-        return None
-    actions = registry_actions(found.group(1), found.group(2))
+def refused_request(method: str, url: str) -> Refusal | None:
+    """The action ECR checks for a Registry API request it refused with 403 and without its
+    words (a HEAD has no body), or None for a request that is no such call."""
+    actions = registry_actions(method, url)
     if not actions:
         return None
     return Refusal(" or ".join(actions), explicit=False, inferred=True)
+
+
+def refused_ecr_request(message: str) -> Refusal | None:
+    """The action ECR checks for the request an engine's push stream says it refused with
+    403, or None when the line names no such request."""
+    if _BODYLESS_REFUSAL in message:
+        return refused_request(*_LAYER_CHECK)
+    found = _REFUSED_REQUEST.search(message)
+    if found is None:
+        return None
+    return refused_request(found.group(1), found.group(2))

@@ -98,8 +98,8 @@ def _stream_refusal(target: Target, reference: str, text: str) -> tuple[ShipitEr
     ECR's words (the classic image store streams them), or, for ECR, after the request the
     containerd image store says was refused."""
     refusal = classify_stream_error(text, reference, target.auth_hint)
-    if type(refusal) is not AuthError or refused_action(text) is not None:
-        return refusal, refused_action(text) is not None
+    if refused_action(text) is not None:
+        return refusal, True
     inferred = refused_ecr_request(text) if target.name == "ecr" else None
     if inferred is None:
         return refusal, False
