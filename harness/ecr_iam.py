@@ -307,13 +307,7 @@ class EcrIamProxy(FaultProxy):
     def _refuse(self, handler: BaseHTTPRequestHandler, status: int, code: str, text: str) -> None:
         self._drain_body(handler)
         body = json.dumps({"errors": [{"code": code, "message": text}]}).encode()
-        handler.send_response(status)
-        handler.send_header("Content-Type", "application/json; charset=utf-8")
-        handler.send_header("Content-Length", str(len(body)))
-        handler.end_headers()
-        if handler.command != "HEAD":
-            handler.wfile.write(body)
-        handler.wfile.flush()
+        self._reply(handler, status, body, "application/json; charset=utf-8")
 
 
 # ---------------------------------------------------------------------------------------

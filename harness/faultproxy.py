@@ -251,9 +251,15 @@ class FaultProxy(HttpService):
             # Either side went away mid-transfer: the client sees a cut connection.
             handler.close_connection = True
 
-    def _reply(self, handler: BaseHTTPRequestHandler, status: int, body: bytes) -> None:
+    def _reply(
+        self,
+        handler: BaseHTTPRequestHandler,
+        status: int,
+        body: bytes,
+        content_type: str = "text/plain",
+    ) -> None:
         handler.send_response(status)
-        handler.send_header("Content-Type", "text/plain")
+        handler.send_header("Content-Type", content_type)
         handler.send_header("Content-Length", str(len(body)))
         handler.end_headers()
         if handler.command != "HEAD":
