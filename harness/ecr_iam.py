@@ -21,7 +21,8 @@ explicit Deny first, default deny. A statement with NotAction, NotResource or a 
 refused when the policy is set (ValueError), since judging it would need the real thing.
 
 moto's server can enforce IAM on the ECR API (DescribeRepositories, CreateRepository,
-GetAuthorizationToken): `enforce_iam` turns its check on, once IAM users exist to sign with.
+GetAuthorizationToken): `enforce_iam` turns its check on, once IAM users exist to sign with;
+harness/moto_ecr_server.py makes it judge each action on its repository's ARN, as AWS does.
 """
 
 from __future__ import annotations

@@ -6,10 +6,10 @@ that life, so against stock moto the cache would never hit and its tests and the
 developer-loop scenarios would measure nothing. This launcher patches moto's ECR responses so
 that `expiresAt` is now + 12 h, and gives ECR's actions the repository they act on as their IAM
 resource (moto judges every ECR action on "*" when it enforces IAM, so a policy scoped to a
-repository ARN, the least privilege, would be refused where AWS allows it) and its refusals
-ECR's JSON shape (moto answers them in the XML of query APIs, which botocore cannot read for
-ECR), then runs moto's server exactly as its `moto_server` console
-script does: `python -m harness.moto_ecr_server -H 127.0.0.1 -p PORT` takes the same arguments.
+repository ARN, the least privilege, would be refused where AWS allows it) and gives its
+refusals ECR's JSON shape (moto answers them in the XML of query APIs, which botocore cannot
+read for ECR), then runs moto's server exactly as its `moto_server` console script does:
+`python -m harness.moto_ecr_server -H 127.0.0.1 -p PORT` takes the same arguments.
 harness/services.py starts moto this way, so tests and bench both get it.
 """
 
