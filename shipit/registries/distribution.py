@@ -132,14 +132,25 @@ class RegistryAuthError(AuthError):
 
     `registry_message` keeps the registry's own words (one line, secrets masked) out of the
     message, so callers can recognise an expired token or the IAM action ECR names.
+    `method` and `url` are the refused request's: ECR answers a HEAD without a body, so its
+    IAM action follows only from the request.
     """
 
     def __init__(
-        self, message: str, hint: str | None = None, *, status: int, registry_message: str = ""
+        self,
+        message: str,
+        hint: str | None = None,
+        *,
+        status: int,
+        registry_message: str = "",
+        method: str = "",
+        url: str = "",
     ) -> None:
         super().__init__(message, hint)
         self.status = status
         self.registry_message = registry_message
+        self.method = method
+        self.url = url
 
 
 class RegistryConnectionError(RegistryUnreachableError):
@@ -984,6 +995,8 @@ class RegistryClient:
             self.auth_hint,
             status=status,
             registry_message=registry_message,
+            method=response.request.method or "",
+            url=urlsplit(response.request.url or "").path,
         )
 
     def _response_error(self, response: requests.Response, what: str) -> RegistryResponseError:
