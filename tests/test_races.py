@@ -318,13 +318,9 @@ def lock_holder(project: PublishProject) -> int | None:
         return None
 
 
-def wait_for_lock(project: PublishProject, first: Background) -> None:
-    wait_until(
-        lambda: lock_holder(project) == first.proc.pid or first.proc.poll() is not None,
-        SHIP_DEADLINE,
-        what="the first ship to take the project's lock",
-    )
-    assert lock_holder(project) == first.proc.pid, first.output()
+def wait_for_the_build(first: Background) -> None:
+    """Until the first ship builds: it holds the project's lock by then."""
+    first.wait_for_line(r"^(writing|building) ", "the first ship to build")
 
 
 def test_a_second_ship_of_the_project_waits_for_the_first(
@@ -333,11 +329,13 @@ def test_a_second_ship_of_the_project_waits_for_the_first(
     project = publish_project
     env = scenario_env(project, tmp_path)
     with in_background(project, ["ship", "--json"], env) as first:
-        wait_for_lock(project, first)
+        wait_for_the_build(first)
+        holder = lock_holder(project)
         with in_background(project, ["ship", "--json"], env) as second:
             first_result = first.finish()
             second_result = second.finish()
     assert_shipped(project, first_result)
+    assert holder == first.proc.pid
     report = assert_shipped(project, second_result)
     waited = [line for line in second_result.stderr.splitlines() if line.startswith("waiting for")]
     assert len(waited) == 1, second_result.stderr
@@ -351,7 +349,7 @@ def test_a_second_ship_stops_after_lock_timeout_naming_the_holder(
     project = publish_project
     env = scenario_env(project, tmp_path)
     with in_background(project, ["ship", "--json"], env) as first:
-        wait_for_lock(project, first)
+        wait_for_the_build(first)
         first.proc.send_signal(signal.SIGSTOP)  # holds the lock for as long as the test likes
         try:
             second = project.shipit("ship", "--json", env={**env, "SHIPIT_LOCK_TIMEOUT": "1"})
