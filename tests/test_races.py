@@ -32,7 +32,7 @@ import pytest
 import requests
 
 from harness.loopback import HttpService
-from harness.services import MotoService, moto_ecr_password, wait_until
+from harness.services import AWS_ENV_CLEARED, MotoService, moto_ecr_password, wait_until
 from shipit.config import load_settings
 from shipit.errors import ExitCode, ProjectBusyError
 from shipit.lock import LOCK_FILE, project_lock
@@ -318,9 +318,12 @@ def lock_holder(project: PublishProject) -> int | None:
         return None
 
 
-def wait_for_the_build(first: Background) -> None:
-    """Until the first ship builds: it holds the project's lock by then."""
-    first.wait_for_line(r"^(writing|building) ", "the first ship to build")
+@contextlib.contextmanager
+def first_ship_building(project: PublishProject, env: dict[str, str]) -> Iterator[Background]:
+    """A ship in the background, once it builds: it holds the project's lock by then."""
+    with in_background(project, ["ship", "--json"], env) as first:
+        first.wait_for_line(r"^(writing|building) ", "the first ship to build")
+        yield first
 
 
 def test_a_second_ship_of_the_project_waits_for_the_first(
@@ -328,8 +331,7 @@ def test_a_second_ship_of_the_project_waits_for_the_first(
 ) -> None:
     project = publish_project
     env = scenario_env(project, tmp_path)
-    with in_background(project, ["ship", "--json"], env) as first:
-        wait_for_the_build(first)
+    with first_ship_building(project, env) as first:
         holder = lock_holder(project)
         with in_background(project, ["ship", "--json"], env) as second:
             first_result = first.finish()
@@ -348,8 +350,7 @@ def test_a_second_ship_stops_after_lock_timeout_naming_the_holder(
 ) -> None:
     project = publish_project
     env = scenario_env(project, tmp_path)
-    with in_background(project, ["ship", "--json"], env) as first:
-        wait_for_the_build(first)
+    with first_ship_building(project, env) as first:
         first.proc.send_signal(signal.SIGSTOP)  # holds the lock for as long as the test likes
         try:
             second = project.shipit("ship", "--json", env={**env, "SHIPIT_LOCK_TIMEOUT": "1"})
@@ -488,18 +489,20 @@ def test_push_folders_of_dead_processes_go_and_running_ones_stay(tmp_path: Path)
 
 class AwsRacer(HttpService):
     """Forwards AWS requests to moto; just before a CreateRepository, creates that repository
-    itself, as a second first push would have between shipit's describe and its create."""
+    itself (through `ecr`, a boto3 client of moto), as a second first push would have
+    between shipit's describe and its create."""
 
-    def __init__(self, moto: MotoService) -> None:
+    def __init__(self, moto: MotoService, ecr: Any) -> None:
         super().__init__(name="aws-racer")
         self.moto = moto
+        self.ecr = ecr
         self.raced: list[str] = []
 
     def handle(self, request: BaseHTTPRequestHandler) -> None:
         body = request.rfile.read(int(request.headers.get("Content-Length") or 0))
         if request.headers.get("X-Amz-Target", "").endswith(".CreateRepository"):
             name = json.loads(body)["repositoryName"]
-            moto_ecr(self.moto).create_repository(repositoryName=name)
+            self.ecr.create_repository(repositoryName=name)
             self.raced.append(name)
         headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
         answer = requests.request(
@@ -518,24 +521,15 @@ class AwsRacer(HttpService):
         request.wfile.write(answer.content)
 
 
-def moto_ecr(moto: MotoService) -> Any:
-    env = moto.env()
-    return boto3.client(
-        "ecr",
-        endpoint_url=env["AWS_ENDPOINT_URL"],
-        region_name=env["AWS_REGION"],
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-    )
-
-
 def test_creating_an_ecr_repository_that_another_push_just_created_returns_it(
     moto: MotoService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    for key in AWS_ENV_CLEARED:
+        monkeypatch.delenv(key, raising=False)
     for key, value in moto.env().items():
         monkeypatch.setenv(key, value)
     name = f"race-{uuid.uuid4().hex[:10]}"
-    made = moto_ecr(moto).create_repository(repositoryName=name)["repository"]
+    made = boto3.client("ecr").create_repository(repositoryName=name)["repository"]
     found = Ecr("us-east-1").create_repository(name, "IMMUTABLE", scan_on_push=True)
     assert found.name == name and found.uri == made["repositoryUri"]
     assert found.tag_mutability == "MUTABLE"  # the other push's choice stands
@@ -548,7 +542,7 @@ def test_a_first_push_that_loses_the_race_to_create_the_ecr_repository_pushes(
     assert project.moto is not None
     env = scenario_env(project, tmp_path)
     assert project.shipit("build", env=env).code == 0
-    with AwsRacer(project.moto) as racer:
+    with AwsRacer(project.moto, ecr_client(project)) as racer:
         pushed = project.shipit(
             "push",
             "--to",
