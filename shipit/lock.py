@@ -89,7 +89,10 @@ def project_lock(settings: Settings, command: str, progress: Progress) -> Iterat
             with _held_guard:
                 _held[path] -= 1
         return
-    descriptor = _wait_for(path, settings.lock_timeout, progress)
+    # Not a project (a typo in --project, a folder without site/): the command fails or has
+    # nothing of a project to guard, and leaves no .shipit/ behind.
+    is_project = settings.state_dir.is_dir() or settings.site_dir.is_dir()
+    descriptor = _wait_for(path, settings.lock_timeout, progress) if is_project else None
     if descriptor is None:
         yield
         return

@@ -404,6 +404,7 @@ def holding(code: str, *args: str) -> Iterator[subprocess.Popen[str]]:
 
 
 def test_the_project_lock_names_its_holder_and_dies_with_it(tmp_path: Path) -> None:
+    (tmp_path / "site").mkdir()
     waiting: list[str] = []
     with holding(_HOLD_PROJECT, str(tmp_path)) as holder:
         started = time.monotonic()
@@ -430,6 +431,15 @@ def test_the_project_lock_names_its_holder_and_dies_with_it(tmp_path: Path) -> N
         # Released: nobody reads this process's pid as the holder any more.
         assert (tmp_path / ".shipit" / LOCK_FILE).read_text() == ""
     assert (tmp_path / ".shipit" / ".gitignore").read_text() == "*\n"
+
+
+def test_a_folder_that_is_not_a_project_gets_no_lock_and_no_state_folder(tmp_path: Path) -> None:
+    with project_lock(settings_with_lock_timeout(tmp_path / "typo", 0), "stop", print):
+        pass
+    assert not (tmp_path / "typo").exists()
+    with project_lock(settings_with_lock_timeout(tmp_path, 0), "stop", print):
+        pass
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_lock_timeout_is_a_setting(tmp_path: Path) -> None:
