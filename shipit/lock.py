@@ -31,8 +31,9 @@ from shipit.state import make_state_dir
 
 LOCK_FILE = "lock"
 POLL_SECONDS = 0.1
-# Folders shipit cannot write to (a read-only checkout) have no lock, as they have no state.
-_UNWRITABLE = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+# Where shipit cannot write (a read-only checkout, a full disk) there is no lock, as there
+# is no state: the command runs as it would without one, and fails where it must write.
+_CANNOT_WRITE = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT})
 
 
 def try_lock(path: Path, *, create: bool = True) -> int | None:
@@ -111,12 +112,12 @@ def project_lock(settings: Settings, command: str, progress: Progress) -> Iterat
 
 
 def _wait_for(path: Path, timeout: float, progress: Progress) -> int | None:
-    """The lock's descriptor, None for a folder shipit cannot write to."""
+    """The lock's descriptor, None where shipit cannot write."""
     try:
         make_state_dir(path.parent)
         descriptor = try_lock(path)
     except OSError as error:
-        if error.errno in _UNWRITABLE:
+        if error.errno in _CANNOT_WRITE:
             return None
         raise
     if descriptor is not None:
