@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from shipit.errors import PushError
+from shipit.lock import new_locked_file, try_lock
 from shipit.registries.ecr_cache import cache_directory, write_atomically
 
 if TYPE_CHECKING:
@@ -60,6 +61,8 @@ STORE_CAP_BYTES = 512 << 20
 HOLDER_BLOBS = 2000
 HOLDER_HOSTS = 8
 HOLDER_REPOSITORIES = 8
+# In each push's temporary folder: locked for as long as the push runs.
+PUSH_LOCK = "lock"
 
 
 def _deflate(block: bytes, dictionary: bytes, last: bool) -> bytes:
@@ -410,14 +413,30 @@ class BlobStore:
                 entry.unlink(missing_ok=True)
 
     def forget_abandoned_pushes(self) -> None:
-        """Removes the temporary folders of pushes that were killed (a SIGKILL, a power
-        cut) more than a day ago; a running push's folder is younger."""
+        """Removes the temporary folders of pushes that ended without removing them (a kill -9,
+        a power cut). A push holds the lock of its folder's lock file while it runs, so a
+        folder whose lock can be taken is abandoned. A folder without one (an older shipit's,
+        or one whose push is just starting) is removed once it is a day old."""
         cutoff = time.time() - 24 * 3600
         with contextlib.suppress(OSError):
             for entry in self.directory.glob("push-*"):
                 with contextlib.suppress(OSError):
-                    if entry.stat().st_mtime < cutoff:
-                        shutil.rmtree(entry, ignore_errors=True)
+                    _forget_if_abandoned(entry, cutoff)
+
+
+def _forget_if_abandoned(folder: Path, cutoff: float) -> None:
+    try:
+        descriptor = try_lock(folder / PUSH_LOCK, create=False)
+    except FileNotFoundError:
+        if folder.stat().st_mtime < cutoff:
+            shutil.rmtree(folder, ignore_errors=True)
+        return
+    if descriptor is None:
+        return  # its push is running
+    try:
+        shutil.rmtree(folder, ignore_errors=True)
+    finally:
+        os.close(descriptor)
 
 
 class _ChunkReader(io.RawIOBase):
@@ -470,6 +489,7 @@ class ImageBlobs:
         self._config: bytes | None = None
         self._exported = False
         self._temporary: Path | None = None
+        self._temporary_lock: int | None = None
         self._pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="gzip")
 
     def known(self, diff_id: str) -> Blob | None:
@@ -531,6 +551,9 @@ class ImageBlobs:
         self._pool.shutdown(wait=False, cancel_futures=True)
         if self._temporary is not None:
             shutil.rmtree(self._temporary, ignore_errors=True)
+        if self._temporary_lock is not None:
+            os.close(self._temporary_lock)
+            self._temporary_lock = None
 
     def _export(self) -> None:
         """Reads the image from the engine once: every layer is compressed, the config kept.
@@ -556,13 +579,17 @@ class ImageBlobs:
         self._exported = True
 
     def _temporary_folder(self) -> Path:
-        """Beside the store, so a small layer moves into it; else in the system's temp."""
+        """Beside the store, so a small layer moves into it; else in the system's temp. Its
+        lock file stays locked until close(): forget_abandoned_pushes (at the start of every
+        push) leaves it alone."""
         try:
             self.store.make_directory()
-            self.store.forget_abandoned_pushes()
-            return Path(tempfile.mkdtemp(prefix="push-", dir=self.store.directory))
+            folder = Path(tempfile.mkdtemp(prefix="push-", dir=self.store.directory))
         except OSError:
             return Path(tempfile.mkdtemp(prefix="shipit-push-"))
+        with contextlib.suppress(OSError):  # without it, the day-old rule still applies
+            self._temporary_lock = new_locked_file(folder, PUSH_LOCK)
+        return folder
 
     def _read_export(self) -> None:
         """Both `docker save` layouts: Docker 20.10's (`<id>/layer.tar`, `<image id>.json`)

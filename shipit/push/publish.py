@@ -161,6 +161,9 @@ def publish(
     registries that `access` resolves, and reports per registry."""
     for skipped in image.tags.skipped:
         progress(skipped.one_line())
+    if not access.dry_run:
+        # Whatever a killed push left in the blob store goes now, not a day later.
+        BlobStore.for_user().forget_abandoned_pushes()
     publisher = _Publisher(
         engine=engine,
         image=image,
