@@ -1,8 +1,9 @@
 """Real services for tests: a CNCF Distribution registry and moto's AWS endpoint.
 
 Plain functions and context managers, no pytest here, so conftest.py can wrap them in
-fixtures of any scope. Every service binds to 127.0.0.1 on a free port, is polled until it
-answers (never a fixed sleep) and leaves no process behind when stopped. A missing binary
+fixtures of any scope. Every service binds to 127.0.0.1 on a free port (a registry may bind
+another address of this machine, and serve TLS), is polled until it answers (never a fixed
+sleep) and leaves no process behind when stopped. A missing binary
 is a RuntimeError, not a skip: a test suite that silently skips its integration tests
 proves nothing.
 """
@@ -39,6 +40,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
+from harness.certs import CertificateSet
 from harness.loopback import Background, HttpService, free_port
 
 REGISTRY_BINARY = "/usr/bin/docker-registry"
@@ -289,12 +291,15 @@ RegistryAuth = Literal["htpasswd", "token", "none"]
 
 @dataclass
 class RegistryService(Background):
-    """A Distribution registry on 127.0.0.1.
+    """A Distribution registry on 127.0.0.1 (or `address`: "::1", 10.251.0.1).
 
     `auth`: "htpasswd" (Basic, like ECR), "token" (Bearer from a TokenService in this
-    process, like Docker Hub) or "none" (anonymous). Use as a context manager, or call
-    start()/stop()/close(). After stop(), start() brings it back on the same port with
-    the same storage, so a test can take the registry down and then restore it.
+    process, like Docker Hub) or "none" (anonymous). `tls`: serve HTTPS with the server
+    certificate of a harness.certs set (its SANs must name `address`); with
+    `require_client_cert`, only clients with a certificate of the same CA get in. Use as a
+    context manager, or call start()/stop()/close(). After stop(), start() brings it back
+    on the same port with the same storage, so a test can take the registry down and then
+    restore it.
     """
 
     auth: RegistryAuth = "htpasswd"
@@ -304,6 +309,9 @@ class RegistryService(Background):
     root_dir: Path | None = None
     start_timeout: float = 20.0
     token_service: TokenService | None = field(default=None, repr=False)
+    address: str = "127.0.0.1"
+    tls: CertificateSet | None = None
+    require_client_cert: bool = False
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _own_root: bool = field(default=False, repr=False)
     _started: bool = field(default=False, repr=False)
@@ -329,11 +337,12 @@ class RegistryService(Background):
 
     @property
     def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        address = f"[{self.address}]" if ":" in self.address else self.address
+        return f"{address}:{self.port}"
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        return f"{'https' if self.tls else 'http'}://{self.host}"
 
     @property
     def running(self) -> bool:
@@ -402,8 +411,17 @@ class RegistryService(Background):
             "  delete:\n"
             "    enabled: true\n"
             "http:\n"
-            f"  addr: 127.0.0.1:{self.port}\n" + self._auth_section()
+            f'  addr: "{self.host}"\n' + self._tls_section() + self._auth_section()
         )
+
+    def _tls_section(self) -> str:
+        if self.tls is None:
+            return ""
+        server = self.tls.server
+        section = f'  tls:\n    certificate: "{server.cert}"\n    key: "{server.key}"\n'
+        if self.require_client_cert:
+            section += f'    clientcas:\n      - "{server.ca}"\n'
+        return section
 
     def _answers(self) -> bool:
         if self._proc is not None and self._proc.poll() is not None:
@@ -411,7 +429,12 @@ class RegistryService(Background):
                 f"docker-registry exited with {self._proc.returncode} while starting on "
                 f"{self.host}; log {self.log_path}:\n{_log_tail(self.log_path)}"
             )
-        response = requests.get(f"{self.url}/v2/", timeout=1)
+        tls: dict[str, object] = {}
+        if self.tls is not None:
+            tls["verify"] = str(self.tls.server.ca)
+            if self.require_client_cert:
+                tls["cert"] = (str(self.tls.client.cert), str(self.tls.client.key))
+        response = requests.get(f"{self.url}/v2/", timeout=1, **tls)  # type: ignore[arg-type]
         return response.status_code == (200 if self.anonymous else 401)
 
     def start(self) -> RegistryService:

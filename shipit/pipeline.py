@@ -558,7 +558,9 @@ def push(
     from shipit.push import RegistryAccess, image_to_push, publish
 
     image = image_to_push(settings, engine, skip_smoke=skip_smoke)
-    with RegistryAccess(settings, to, dry_run=dry_run, allow_root=allow_root) as access:
+    with RegistryAccess(
+        settings, to, dry_run=dry_run, allow_root=allow_root, registry_rules=engine.registry_rules
+    ) as access:
         return publish(
             settings, engine, image, access, progress=progress, layer_progress=layer_progress
         )
@@ -584,7 +586,9 @@ def ship(
 
     ran: RunResult | None = None
     removal: threading.Thread | None = None
-    with RegistryAccess(settings, to, allow_root=allow_root) as access:
+    with RegistryAccess(
+        settings, to, allow_root=allow_root, registry_rules=engine.registry_rules
+    ) as access:
         try:
             built = build(settings, engine, progress)
             earlier_pass = None if resmoke else smoke_pass_of(settings, built.image_id)
