@@ -318,6 +318,29 @@ def test_a_client_certificate_comes_from_certs_d(
         ).ping()
 
 
+def test_a_certificate_for_another_address_is_said_in_one_line(
+    engine: Engine, tmp_path: Path, user_config: Path
+) -> None:
+    only_v4 = make_certs(tmp_path / "v4", ["127.0.0.1"])
+    with RegistryService(tls=only_v4, address="::1") as registry:
+        put_ca(user_config / "certs.d" / registry.host, only_v4)
+        error = failure_of(RegistryReader(registry.host, "u", "p", rules=engine.registry_rules()))
+        assert error.message.startswith(
+            f"the TLS certificate of registry {registry.host} is not valid for ::1 (IP address "
+            "mismatch"
+        )
+
+
+def test_a_ca_file_that_is_no_certificate_is_a_configuration_error(user_config: Path) -> None:
+    host = "[::1]:5000"
+    folder = user_config / "certs.d" / host
+    folder.mkdir(parents=True)
+    (folder / "ca.crt").write_text("not a certificate\n")
+    with pytest.raises(ConfigError) as caught:
+        RegistryReader(host, rules=rules(ENGINE_DEFAULT))
+    assert caught.value.message.startswith(f"cannot use {folder / 'ca.crt'} as a CA certificate")
+
+
 def test_plain_http_where_the_engine_wants_tls_is_said_in_one_line(
     engine: Engine, user_config: Path
 ) -> None:

@@ -379,8 +379,8 @@ class RegistryTransport:
         host, folder = self.host, self.engine_folder
         if any(marker in reasons for marker in _NOT_TLS):
             return TlsFailure(
-                f"registry {host} answers plain HTTP, and {self.rules_source} does not treat "
-                "it as an insecure registry, so only HTTPS is allowed",
+                f"registry {host} answers plain HTTP, and {self.rules_source} does not list "
+                "it as an insecure registry",
                 f'add "{host}" to "insecure-registries" in {DAEMON_JSON} and restart dockerd, '
                 "or serve the registry over TLS",
             )
