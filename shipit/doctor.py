@@ -337,6 +337,7 @@ def check_login(
     if found is None:
         return _not_checked(name, f"no {spec.name} credentials to log in with")
     from shipit.registries.distribution import RegistryClient
+    from shipit.registries.transport import rules_for
 
     try:
         client = RegistryClient(
@@ -345,7 +346,7 @@ def check_login(
             found.password,
             identity_token=found.identity_token or None,
             auth_hint=f"check the {spec.name} credentials ({spec.credential_source})",
-            rules=None if engine is None else engine.registry_rules(),
+            rules=None if engine is None else rules_for(spec.host, engine.registry_rules),
         )
         with client:
             client.ping()

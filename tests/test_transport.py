@@ -34,6 +34,7 @@ from shipit.registries.transport import (
     RegistryRules,
     certs_folders,
     find_certificates,
+    rules_for,
     transport_for,
 )
 from tests.conftest import HUB_USER, Project, Result
@@ -112,6 +113,23 @@ def test_without_an_engine_the_rules_are_dockers_defaults() -> None:
     assert not RegistryRules.defaults().is_secure("127.0.0.1:5000", no_lookup)
     assert rules({"InsecureRegistryCIDRs": ["not a cidr", NETNS_CIDR]}).insecure_networks
     assert RegistryRules.from_registry_config(None, "x") == RegistryRules.defaults()
+
+
+def test_the_engine_is_asked_only_when_its_rules_can_matter() -> None:
+    # Every engine treats 127.0.0.0/8 as insecure and its settings only add insecure hosts:
+    # a loopback registry needs no `docker info`.
+    asked: list[str] = []
+
+    def engine_rules() -> RegistryRules:
+        asked.append("docker info")
+        return rules(WITH_NETNS)
+
+    assert rules_for("127.0.0.1:5000", engine_rules) == RegistryRules.defaults()
+    assert rules_for("localhost:5000", engine_rules) == RegistryRules.defaults()
+    assert asked == []
+    assert rules_for(f"{LOCAL_NETNS_IP}:5000", engine_rules) == rules(WITH_NETNS)
+    assert rules_for("[::1]:5000", engine_rules) == rules(WITH_NETNS)
+    assert len(asked) == 2
 
 
 def test_the_schemes_the_engine_tries(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from shipit.registries.ecr_cache import (
     cache_slot,
     hit_note,
 )
-from shipit.registries.transport import RegistryRules
+from shipit.registries.transport import RegistryRules, rules_for
 
 
 @dataclass
@@ -275,8 +275,9 @@ class RegistryAccess:
 
         def resolve(spec: RegistrySpec) -> Target:
             target = resolve_target(spec, settings, environ, dry_run=dry_run, allow_root=allow_root)
-            # Asked here, in the background, so `docker info` overlaps the build.
-            target.registry_rules = registry_rules() if registry_rules else None
+            # Asked here, in the background, so a `docker info` overlaps the build.
+            if registry_rules is not None:
+                target.registry_rules = rules_for(target.registry, registry_rules)
             return target
 
         self._pool = ThreadPoolExecutor(

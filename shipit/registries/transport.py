@@ -166,6 +166,14 @@ class RegistryRules:
         )
 
 
+def rules_for(host: str, engine_rules: Callable[[], RegistryRules]) -> RegistryRules:
+    """The engine's rules when they can change how `host` is reached, else docker's defaults:
+    every engine treats 127.0.0.0/8 as insecure, and its settings only add insecure hosts,
+    so a loopback registry costs no `docker info` (which a busy engine may take 100 ms for)."""
+    defaults = RegistryRules.defaults()
+    return engine_rules() if defaults.is_secure(host) else defaults
+
+
 # ---------------------------------------------------------------------------------------
 # certs.d
 # ---------------------------------------------------------------------------------------
@@ -467,6 +475,7 @@ __all__ = [
     "find_certificates",
     "is_loopback",
     "resolve_addresses",
+    "rules_for",
     "split_host",
     "transport_for",
 ]
