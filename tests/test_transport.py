@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import ssl
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -142,6 +143,22 @@ def test_the_schemes_the_engine_tries(tmp_path: Path) -> None:
     assert listed.schemes == ("https", "http")
     hub = transport_for("registry-1.docker.io", rules(ENGINE_DEFAULT), environ, no_lookup)
     assert hub.schemes == ("https",)
+
+
+def test_tls_failures_are_explained_for_registries_the_engine_verifies(tmp_path: Path) -> None:
+    environ = {"DOCKER_CONFIG": str(tmp_path)}
+    not_tls = [ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number")]
+    secure = transport_for(f"{LOCAL_NETNS_IP}:5000", rules(ENGINE_DEFAULT), environ, no_lookup)
+    failure = secure.tls_failure(not_tls)
+    assert failure is not None
+    assert failure.message == (
+        f"registry {LOCAL_NETNS_IP}:5000 answers plain HTTP, and the test engine does not list "
+        "it as an insecure registry"
+    )
+    assert secure.tls_failure([ConnectionRefusedError()]) is None
+    # An insecure registry is not bound by these rules: the usual "TLS handshake failed".
+    insecure = transport_for(f"{LOCAL_NETNS_IP}:5000", rules(WITH_NETNS), environ, no_lookup)
+    assert insecure.tls_failure(not_tls) is None
 
 
 # ---------------------------------------------------------------------------------------

@@ -376,8 +376,11 @@ class RegistryTransport:
         return "https"
 
     def tls_failure(self, chain: Iterable[BaseException]) -> TlsFailure | None:
-        """The one line for a failed TLS handshake with this registry, None when the
-        failure was something else."""
+        """The one line for a failed TLS handshake with a registry the engine verifies, None
+        when the failure was something else (or the registry is an insecure one, which these
+        rules do not bind)."""
+        if not self.secure:
+            return None
         chain = list(chain)
         errors = [e for e in chain if isinstance(e, ssl.SSLError)]
         text = " ".join(str(e) for e in chain)
