@@ -6,6 +6,7 @@ proxy's port; it forwards every request and, depending on its mode, breaks some 
     proxy = FaultProxy("127.0.0.1", registry_port).start()
     proxy.set_mode("503", count=2)            # the next 2 requests get 503
     proxy.set_mode("reset-upload", count=1)   # the next blob upload is cut off mid-body
+    proxy.set_mode("corrupt-upload", count=1) # the next blob upload's first byte is flipped
     proxy.set_mode("slow", delay=40, count=1) # the next request answers after 40 s
     proxy.set_mode("latency", delay=0.05)     # every request waits 50 ms first
     proxy.set_mode("429", retry_after="2", count=1)  # rate limited, as Docker Hub answers
@@ -50,6 +51,7 @@ MODES = (
     "pass",
     "503",
     "reset-upload",
+    "corrupt-upload",
     "slow",
     "latency",
     "429",
@@ -60,6 +62,7 @@ MODES = (
 ACTIONS = {
     "503": "503",
     "reset-upload": "reset",
+    "corrupt-upload": "corrupt",
     "slow": "slow",
     "latency": "latency",
     "429": "429",
@@ -105,7 +108,7 @@ class Seen:
 
     method: str
     path: str
-    action: str  # forwarded | 503 | reset | slow | latency | 429 | redirected | relocated
+    action: str  # forwarded | 503 | reset | corrupt | slow | latency | 429 | redirected | relocated
     at: float = field(default_factory=time.monotonic)
 
 
@@ -128,6 +131,7 @@ def is_blob_read(method: str, path: str) -> bool:
 # The requests each mode limits itself to; other modes apply to every request.
 MODE_APPLIES: dict[str, Callable[[str, str], bool]] = {
     "reset-upload": is_blob_upload,
+    "corrupt-upload": is_blob_upload,
     "cdn-redirect": is_blob_read,
     "other-host-location": is_upload_step,
 }
@@ -342,10 +346,13 @@ class ForwardingProxy(HttpService):
         authorization: str | None = CLIENTS_OWN,
         location: Callable[[str], str] | None = None,
         keep: Callable[[str], bool] = lambda name: True,
+        corrupt: bool = False,
     ) -> None:
         """The request upstream (to `path`, with the client's Authorization unless told
         otherwise), and the answer back: its Location rewritten by `location` (which gets
-        the Location's path and query), its headers those `keep` keeps."""
+        the Location's path and query), its headers those `keep` keeps. `corrupt` flips the
+        body's first byte, as a broken middlebox would: the registry itself then finds that
+        the bytes do not hash to their digest."""
         headers = self._upstream_headers(handler, authorization)
         has_body = (
             "Content-Length" in handler.headers
@@ -364,7 +371,10 @@ class ForwardingProxy(HttpService):
                 upstream.putheader("Transfer-Encoding", "chunked")
             upstream.endheaders()
             if has_body:
-                for piece in self._body_pieces(handler):
+                for received in self._body_pieces(handler):
+                    piece = received
+                    if corrupt and piece:
+                        piece, corrupt = bytes([piece[0] ^ 0xFF]) + piece[1:], False
                     upstream.send(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
                 if chunked:
                     upstream.send(b"0\r\n\r\n")
@@ -458,7 +468,8 @@ class FaultProxy(ForwardingProxy):
         `delay` is seconds for slow/latency; `retry_after` the Retry-After value of a 429
         (None: no such header); `match`, a regular expression searched in "METHOD path",
         limits the fault to the requests it finds. Some modes always limit themselves:
-        reset-upload to blob uploads (PATCH/PUT to /blobs/uploads/), cdn-redirect to blob
+        reset-upload and corrupt-upload to blob uploads (PATCH/PUT to /blobs/uploads/),
+        cdn-redirect to blob
         reads (GET/HEAD of /blobs/DIGEST), other-host-location to upload steps whose answer
         names the next one (POST/PATCH to /blobs/uploads/)."""
         if mode not in MODES:
@@ -522,7 +533,7 @@ class FaultProxy(ForwardingProxy):
                 grant = self.upload_host.grant(handler.headers.get("Authorization"))
                 self._forward(handler, location=lambda path: self.upload_host.url_for(grant, path))
             else:
-                self._forward(handler)
+                self._forward(handler, corrupt=action == "corrupt")
         except OSError:
             # Either side went away mid-transfer: the client sees a cut connection.
             handler.close_connection = True

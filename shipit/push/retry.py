@@ -27,7 +27,7 @@ from shipit.errors import (
     TagConflictError,
     TokenExpired,
 )
-from shipit.iam.refusal import refused_action
+from shipit.iam.refusal import refused_action, refused_request
 from shipit.progress import Progress
 from shipit.push.targets import Target
 from shipit.push_stream import EXPIRED_TOKEN_WORDS
@@ -108,8 +108,11 @@ def auth_refusal(error: RegistryAuthError, target: Target) -> AuthError:
     words = error.registry_message
     if any(expired in words.lower() for expired in EXPIRED_TOKEN_WORDS):
         return TokenExpired(f"{target.reference}: the registry token has expired ({words})")
-    # ECR answers a missing permission with AWS's own sentence naming the action.
+    # ECR answers a missing permission with AWS's own sentence naming the action (but a
+    # HEAD's answer has no body: then the request names it).
     refusal = refused_action(words)
+    if refusal is None and target.name == "ecr" and error.status == 403:
+        refusal = refused_request(error.method, error.url)
     if refusal is None:
         return AuthError(error.message, error.hint)
     return AuthError(f"{error.message}: {refusal.describe()}", refusal.hint())

@@ -35,7 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import IO, Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import parse_qs, urljoin, urlsplit
 
 import requests
 
@@ -137,14 +137,25 @@ class RegistryAuthError(AuthError):
 
     `registry_message` keeps the registry's own words (one line, secrets masked) out of the
     message, so callers can recognise an expired token or the IAM action ECR names.
+    `method` and `url` are the refused request's: ECR answers a HEAD without a body, so its
+    IAM action follows only from the request.
     """
 
     def __init__(
-        self, message: str, hint: str | None = None, *, status: int, registry_message: str = ""
+        self,
+        message: str,
+        hint: str | None = None,
+        *,
+        status: int,
+        registry_message: str = "",
+        method: str = "",
+        url: str = "",
     ) -> None:
         super().__init__(message, hint)
         self.status = status
         self.registry_message = registry_message
+        self.method = method
+        self.url = url
 
 
 class RegistryConnectionError(RegistryUnreachableError):
@@ -541,17 +552,16 @@ class RegistryClient:
         size: int,
         *,
         timeout: float | None = None,
+        location: str | None = None,
     ) -> None:
         """Uploads a blob as the engine does: one upload session, the bytes in one PATCH,
         then the PUT that names the digest, which the registry checks against the bytes.
-        `timeout`: how long the registry may take no bytes and send none."""
+        `timeout`: how long the registry may take no bytes and send none; `location`: an
+        upload session already open (a declined mount's)."""
         repository = self._repository(repository)
         scope = repository_scope(repository, "pull,push")
-        started = self._request(
-            "POST", f"/v2/{repository}/blobs/uploads/", scope=scope, timeout=timeout
-        )
-        assert started is not None  # only absent_ok requests answer None
-        location = self._upload_location(started)
+        if location is None:
+            location = self._start_upload(repository, timeout=timeout)
         patched = self._request(
             "PATCH",
             location,
@@ -579,7 +589,46 @@ class RegistryClient:
                 "push again; if it persists the registry rewrites blobs",
             )
 
+    def mount_blob(
+        self, repository: str, digest: str, source: str, *, timeout: float | None = None
+    ) -> str | None:
+        """Asks the registry to mount a blob that its repository `source` holds into
+        `repository`: None when mounted (201), else the Location of the upload session to
+        send the bytes to (a registry that declines answers 202 with one; a refused pull of
+        `source` gets a plain upload session)."""
+        repository = self._repository(repository)
+        source = self._repository(source)
+        # A Bearer token for a mount must grant the pull of the source as well.
+        scope = f"{repository_scope(repository, 'pull,push')} {repository_scope(source)}"
+        try:
+            answered = self._request(
+                "POST",
+                f"/v2/{repository}/blobs/uploads/?mount={digest}&from={source}",
+                scope=scope,
+                timeout=timeout,
+            )
+        except (RegistryAuthError, RegistryResponseError) as error:
+            if is_transient(error):
+                raise
+            # No pull of the source, or a registry that refuses mounts: the POST without
+            # them opens the session, or fails as it would have without the mount.
+            return self._start_upload(repository, timeout=timeout)
+        assert answered is not None  # only absent_ok requests answer None
+        if answered.status_code == 201:
+            return None
+        return self._upload_location(answered)
+
     # -- internals -----------------------------------------------------------------------
+
+    def _start_upload(self, repository: str, *, timeout: float | None) -> str:
+        started = self._request(
+            "POST",
+            f"/v2/{repository}/blobs/uploads/",
+            scope=repository_scope(repository, "pull,push"),
+            timeout=timeout,
+        )
+        assert started is not None  # only absent_ok requests answer None
+        return self._upload_location(started)
 
     def _upload_location(self, response: requests.Response) -> str:
         location = response.headers.get("Location", "")
@@ -823,9 +872,11 @@ class RegistryClient:
                     realm, data=form, timeout=self.timeout, auth=_no_ambient_auth
                 )
             else:
+                # Docker's token spec: one `scope` parameter per scope (a mount has two).
+                query = {**params, "scope": wanted.split()} if wanted else params
                 response = self._session.get(
                     realm,
-                    params=params,
+                    params=query,
                     headers=headers,
                     timeout=self.timeout,
                     auth=_no_ambient_auth,
@@ -944,13 +995,15 @@ class RegistryClient:
             self.auth_hint,
             status=status,
             registry_message=registry_message,
+            method=response.request.method or "",
+            url=urlsplit(response.request.url or "").path,
         )
 
     def _response_error(self, response: requests.Response, what: str) -> RegistryResponseError:
         status = response.status_code
         code, message = self._error_body(response)
         reason = ": ".join(part for part in (code, message) if part) or (response.reason or "")
-        text = f"registry {self.display_host} answered {status} to {what}"
+        text = f"registry {self.display_host} answered {status} to {_request_name(what)}"
         if reason:
             text = f"{text} ({self._clean(reason)})"
         rate_limit = describe_rate_limit(
@@ -966,6 +1019,8 @@ class RegistryClient:
             )
         elif is_transient_status(status):
             hint = "the registry is overloaded or failing; retry later"
+        elif code in _UPLOAD_HINTS:
+            hint = _UPLOAD_HINTS[code]
         elif status == 404:
             hint = "check the repository name (and create it first for ECR)"
         else:
@@ -1020,6 +1075,30 @@ def _rewind(body: bytes | IO[bytes] | None) -> None:
     """A file body is sent again from its start (after a challenge, or a 307/308)."""
     if body is not None and not isinstance(body, bytes):
         body.seek(0)
+
+
+_UPLOAD_HINTS = {
+    "DIGEST_INVALID": "the bytes the registry received do not hash to the blob's digest: "
+    "something on the way (a proxy) changed them; push again",
+    "SIZE_INVALID": "the registry received another size than the blob's; push again",
+    "BLOB_UPLOAD_INVALID": "the registry dropped the upload session; push again",
+    "BLOB_UPLOAD_UNKNOWN": "the registry dropped the upload session; push again",
+}
+
+
+def _request_name(what: str) -> str:
+    """A request as an error names it. A blob upload's URL carries the registry's upload
+    state (the session's id, `_state=...`: hundreds of characters, of use to no one), so
+    it is named by the blob's digest instead."""
+    method, _, url = what.partition(" ")
+    path, _, query = url.partition("?")
+    if "/blobs/uploads/" not in path:
+        return what
+    repository = urlsplit(path).path.removeprefix("/v2/").split("/blobs/uploads/")[0]
+    fields = parse_qs(query)
+    digest = (fields.get("digest") or fields.get("mount") or [""])[0]
+    blob = f"for {digest[:19]}… " if digest else ""
+    return f"{method} of the blob upload {blob}to {repository}"
 
 
 def _describe_connection_failure(exc: BaseException, timeout: float) -> tuple[str, bool]:
