@@ -582,7 +582,13 @@ def push(
     locked = contextlib.nullcontext() if dry_run else project_lock(settings, "push", progress)
     with locked:
         image = image_to_push(settings, engine, skip_smoke=skip_smoke)
-        with RegistryAccess(settings, to, dry_run=dry_run, allow_root=allow_root) as access:
+        with RegistryAccess(
+            settings,
+            to,
+            dry_run=dry_run,
+            allow_root=allow_root,
+            registry_rules=engine.registry_rules,
+        ) as access:
             return publish(
                 settings, engine, image, access, progress=progress, layer_progress=layer_progress
             )
@@ -622,7 +628,9 @@ def _ship(
 
     ran: RunResult | None = None
     removal: threading.Thread | None = None
-    with RegistryAccess(settings, to, allow_root=allow_root) as access:
+    with RegistryAccess(
+        settings, to, allow_root=allow_root, registry_rules=engine.registry_rules
+    ) as access:
         try:
             built = build(settings, engine, progress)
             earlier_pass = None if resmoke else smoke_pass_of(settings, built.image_id)

@@ -26,7 +26,6 @@ import base64
 import datetime
 import email.utils
 import hashlib
-import ipaddress
 import logging
 import re
 import socket
@@ -43,6 +42,12 @@ import requests
 from shipit import __version__
 from shipit.errors import AuthError, PushError, RegistryUnreachableError
 from shipit.redact import register_secret
+from shipit.registries.transport import (
+    RegistryRules,
+    RegistryTransport,
+    exception_chain,
+    transport_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -181,29 +186,6 @@ def api_host(host: str) -> str:
         if host.startswith(prefix):
             host = host[len(prefix) :]
     return DOCKER_HUB_API_HOST if host.lower() in DOCKER_HUB_ALIASES else host
-
-
-def _hostname(host: str) -> str:
-    if host.startswith("["):
-        return host[1 : host.find("]")] if "]" in host else host[1:]
-    if host.count(":") == 1:
-        return host.split(":", 1)[0]
-    return host  # a bare IPv6 address, or a name without a port
-
-
-def is_loopback(host: str) -> bool:
-    name = _hostname(host).lower()
-    if name == "localhost" or name.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
-def scheme_for(host: str) -> str:
-    """Plain http for loopback registries, https otherwise: what the Docker engine does."""
-    return "http" if is_loopback(host) else "https"
 
 
 def origin(url: str) -> tuple[str, str, int | None]:
@@ -405,6 +387,7 @@ class RegistryClient:
         scheme: str | None = None,
         auth_hint: str = DEFAULT_AUTH_HINT,
         session: requests.Session | None = None,
+        rules: RegistryRules | None = None,
     ) -> None:
         self.host = api_host(host)
         self.display_host = host.strip().rstrip("/") or self.host
@@ -414,10 +397,13 @@ class RegistryClient:
         # token, traded at the token service for access tokens (never sent as a password).
         self._identity_token = identity_token or None
         self.timeout = timeout
-        self.scheme = scheme or scheme_for(self.host)
-        self.base_url = f"{self.scheme}://{self.host}"
+        # The engine's rules for this host (`rules`: its `docker info`; docker's defaults
+        # without one): https verified with certs.d, or, for an insecure registry, https
+        # unverified or http, found out by the first request.
+        self.transport: RegistryTransport = transport_for(self.host, rules)
+        self._scheme = scheme or (None if len(self.transport.schemes) > 1 else "https")
         self.auth_hint = auth_hint
-        self._session = session or requests.Session()
+        self._session = self.transport.session(session)
         self._session.headers["User-Agent"] = f"shipit/{__version__}"
         # Learned from the first challenge; later requests answer it up front.
         self._challenge: Challenge | None = None
@@ -430,8 +416,22 @@ class RegistryClient:
         secret = "***" if self._password else None
         return (
             f"RegistryClient(host={self.host!r}, username={self.username!r}, "
-            f"password={secret!r}, scheme={self.scheme!r})"
+            f"password={secret!r}, scheme={self._scheme!r})"
         )
+
+    @property
+    def scheme(self) -> str:
+        """https or http, as the engine's rules give this host (asked once)."""
+        if self._scheme is None:
+            try:
+                self._scheme = self.transport.pick_scheme(self._session, self.timeout)
+            except requests.RequestException as exc:
+                raise self._connection_error(exc, self.display_host, "") from exc
+        return self._scheme
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.scheme}://{self.host}"
 
     def use_credentials(self, username: str | None, password: str | None) -> None:
         """Replace the credentials (a renewed ECR token, say); tokens got with the old ones go."""
@@ -1041,6 +1041,11 @@ class RegistryClient:
     def _connection_error(
         self, exc: requests.RequestException, where: str, role: str, timeout: float | None = None
     ) -> RegistryConnectionError:
+        # The engine's TLS rules are about the registry's own host, not a CDN or token host.
+        own = not role and where == self.display_host
+        tls = self.transport.tls_failure(exception_chain(exc)) if own else None
+        if tls is not None:
+            return RegistryConnectionError(tls.message, tls.hint, transient=False)
         reason, transient = _describe_connection_failure(exc, timeout or self.timeout)
         if role:
             target = f"the {role} registry {self.display_host} ({where})"
@@ -1096,23 +1101,9 @@ def _request_name(what: str) -> str:
     return f"{method} of the blob upload {blob}to {repository}"
 
 
-def _exception_chain(exc: BaseException) -> list[BaseException]:
-    """exc and what it wraps: requests wraps urllib3, which wraps the socket error."""
-    seen: list[BaseException] = []
-    todo: list[BaseException] = [exc]
-    while todo and len(seen) < 20:
-        item = todo.pop()
-        if any(item is other for other in seen):
-            continue
-        seen.append(item)
-        nested = [*item.args, getattr(item, "reason", None), item.__cause__, item.__context__]
-        todo.extend(n for n in nested if isinstance(n, BaseException))
-    return seen
-
-
 def _describe_connection_failure(exc: BaseException, timeout: float) -> tuple[str, bool]:
     """A short reason, and whether retrying makes sense."""
-    chain = _exception_chain(exc)
+    chain = exception_chain(exc)
     if isinstance(exc, requests.Timeout) or any(isinstance(e, TimeoutError) for e in chain):
         return f"no answer within {timeout:g} s", True
     if any(isinstance(e, ConnectionRefusedError) for e in chain):
@@ -1143,7 +1134,6 @@ __all__ = [
     "RegistryResponseError",
     "api_host",
     "describe_rate_limit",
-    "is_loopback",
     "is_transient",
     "is_transient_status",
     "parse_challenge",
@@ -1151,5 +1141,4 @@ __all__ = [
     "parse_retry_after",
     "repository_scope",
     "same_origin",
-    "scheme_for",
 ]
