@@ -1,8 +1,9 @@
 """Real services for tests: a CNCF Distribution registry and moto's AWS endpoint.
 
 Plain functions and context managers, no pytest here, so conftest.py can wrap them in
-fixtures of any scope. Every service binds to 127.0.0.1 on a free port, is polled until it
-answers (never a fixed sleep) and leaves no process behind when stopped. A missing binary
+fixtures of any scope. Every service binds to 127.0.0.1 on a free port (a registry may bind
+another address of this machine, and serve TLS), is polled until it answers (never a fixed
+sleep) and leaves no process behind when stopped. A missing binary
 is a RuntimeError, not a skip: a test suite that silently skips its integration tests
 proves nothing.
 """
@@ -22,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,6 +33,7 @@ from typing import Literal
 from urllib.parse import parse_qs, urlsplit
 
 import requests
+import urllib3.exceptions
 
 # cryptography comes with moto (a dev dependency); it signs the token service's JWTs.
 from cryptography import x509
@@ -39,6 +42,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
+from harness.certs import CertificateSet
 from harness.loopback import Background, HttpService, free_port
 
 REGISTRY_BINARY = "/usr/bin/docker-registry"
@@ -289,12 +293,15 @@ RegistryAuth = Literal["htpasswd", "token", "none"]
 
 @dataclass
 class RegistryService(Background):
-    """A Distribution registry on 127.0.0.1.
+    """A Distribution registry on 127.0.0.1 (or `address`: "::1", 10.251.0.1).
 
     `auth`: "htpasswd" (Basic, like ECR), "token" (Bearer from a TokenService in this
-    process, like Docker Hub) or "none" (anonymous). Use as a context manager, or call
-    start()/stop()/close(). After stop(), start() brings it back on the same port with
-    the same storage, so a test can take the registry down and then restore it.
+    process, like Docker Hub) or "none" (anonymous). `tls`: serve HTTPS with the server
+    certificate of a harness.certs set (its SANs must name `address`); with
+    `require_client_cert`, only clients with a certificate of the same CA get in. Use as a
+    context manager, or call start()/stop()/close(). After stop(), start() brings it back
+    on the same port with the same storage, so a test can take the registry down and then
+    restore it.
     """
 
     auth: RegistryAuth = "htpasswd"
@@ -304,6 +311,9 @@ class RegistryService(Background):
     root_dir: Path | None = None
     start_timeout: float = 20.0
     token_service: TokenService | None = field(default=None, repr=False)
+    address: str = "127.0.0.1"
+    tls: CertificateSet | None = None
+    require_client_cert: bool = False
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _own_root: bool = field(default=False, repr=False)
     _started: bool = field(default=False, repr=False)
@@ -329,11 +339,12 @@ class RegistryService(Background):
 
     @property
     def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        address = f"[{self.address}]" if ":" in self.address else self.address
+        return f"{address}:{self.port}"
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        return f"{'https' if self.tls else 'http'}://{self.host}"
 
     @property
     def running(self) -> bool:
@@ -402,8 +413,17 @@ class RegistryService(Background):
             "  delete:\n"
             "    enabled: true\n"
             "http:\n"
-            f"  addr: 127.0.0.1:{self.port}\n" + self._auth_section()
+            f'  addr: "{self.host}"\n' + self._tls_section() + self._auth_section()
         )
+
+    def _tls_section(self) -> str:
+        if self.tls is None:
+            return ""
+        server = self.tls.server
+        section = f'  tls:\n    certificate: "{server.cert}"\n    key: "{server.key}"\n'
+        if self.require_client_cert:
+            section += f'    clientcas:\n      - "{server.ca}"\n'
+        return section
 
     def _answers(self) -> bool:
         if self._proc is not None and self._proc.poll() is not None:
@@ -411,7 +431,15 @@ class RegistryService(Background):
                 f"docker-registry exited with {self._proc.returncode} while starting on "
                 f"{self.host}; log {self.log_path}:\n{_log_tail(self.log_path)}"
             )
-        response = requests.get(f"{self.url}/v2/", timeout=1)
+        tls: dict[str, object] = {}
+        if self.tls is not None:
+            # Whether it is up, not whether its certificate suits (tests of that need both).
+            tls["verify"] = False
+            if self.require_client_cert:
+                tls["cert"] = (str(self.tls.client.cert), str(self.tls.client.key))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
+            response = requests.get(f"{self.url}/v2/", timeout=1, **tls)  # type: ignore[arg-type]
         return response.status_code == (200 if self.anonymous else 401)
 
     def start(self) -> RegistryService:

@@ -11,6 +11,8 @@
 #                certificates in $STATE_DIR/remote-tls/client for DOCKER_CERT_PATH), and
 #                ssh://root@10.251.0.2 (an sshd whose one key may only run
 #                `docker system dial-stdio`; client settings in $STATE_DIR/remote-ssh/ssh_config).
+#                Its daemon.json lists 10.251.0.0/30 in insecure-registries, as testenv.sh's
+#                does for the classic engine: plain-HTTP registries on 10.251.0.1 for tests.
 #
 # Usage: engines.sh up|down|status|env [containerd|remote|all]
 #        engines.sh exec containerd|remote CMD...   (CMD in that engine's network namespace,
@@ -251,8 +253,15 @@ remote_tls_answers() {
   DOCKER_TLS_VERIFY=1 DOCKER_CERT_PATH="$REMOTE_TLS/client" answers "tcp://$REMOTE_IP:2376"
 }
 
+REMOTE_INSECURE_REGISTRIES='["10.251.0.0/30"]'
+
+remote_config_current() { # the running remote engine has the insecure-registries we want
+  [[ "$(timeout 10 docker -H "unix://$REMOTE_SOCK" info --format '{{json .RegistryConfig.InsecureRegistryCIDRs}}' 2>/dev/null)" == *10.251.0.0/30* ]]
+}
+
 remote_up() {
-  if answers "tcp://$REMOTE_IP:2375" && remote_tls_answers && running "/run/$REMOTE-sshd.pid"; then
+  if answers "tcp://$REMOTE_IP:2375" && remote_tls_answers && running "/run/$REMOTE-sshd.pid" \
+    && remote_config_current; then
     load_base_image "unix://$REMOTE_SOCK"
     return
   fi
@@ -261,12 +270,18 @@ remote_up() {
   ensure_remote_link
   local dir="$STATE_DIR/$REMOTE" ns="/var/run/netns/$REMOTE"
   mkdir -p "$dir"
+  printf '{"insecure-registries": %s}\n' "$REMOTE_INSECURE_REGISTRIES" >"$dir/daemon.json"
+  if answers "unix://$REMOTE_SOCK" && ! remote_config_current; then
+    say "restarting the remote engine for its insecure-registries ($dir/daemon.json)"
+    stop_pidfile "/run/$REMOTE.pid"
+  fi
   if ! answers "unix://$REMOTE_SOCK"; then
     stop_pidfile "/run/$REMOTE.pid"
     rm -f "$REMOTE_SOCK"
     say "starting the remote engine at tcp://$REMOTE_IP:2376 (TLS) (log: $dir/dockerd.log)"
     # dockerd puts TLS on every tcp listener, so the plain port is a forwarder to its socket.
     setsid nsenter --net="$ns" /usr/sbin/dockerd \
+      --config-file "$dir/daemon.json" \
       --data-root "/var/lib/$REMOTE" \
       --exec-root "/run/$REMOTE" \
       --pidfile "/run/$REMOTE.pid" \

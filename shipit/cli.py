@@ -343,7 +343,7 @@ def stop(
     settings = _setup(json_output, quiet, debug, project, image=image)
     from shipit.pipeline import stop as stop_stage
 
-    removed = stop_stage(settings, _engine(settings))
+    removed = stop_stage(settings, _engine(settings), _ui.progress)
     _ui.result(
         {"ok": True, "removed": removed},
         f"removed {', '.join(removed)}" if removed else "no shipit container was running",

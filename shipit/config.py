@@ -146,6 +146,12 @@ def _validate_positive(value: float) -> float:
     return value
 
 
+def _validate_not_negative(value: float) -> float:
+    if value < 0:
+        raise ConfigError(f"{value} is negative", "use 0 or a positive number")
+    return value
+
+
 @dataclass(frozen=True)
 class SettingSpec:
     name: str
@@ -289,6 +295,14 @@ SPECS: tuple[SettingSpec, ...] = (
         validate=_validate_uploader,
     ),
     SettingSpec(
+        "lock_timeout",
+        float,
+        600.0,
+        "seconds a command waits for another shipit command that is using the same project "
+        "(0: do not wait)",
+        validate=_validate_not_negative,
+    ),
+    SettingSpec(
         "push_attempts",
         int,
         4,
@@ -425,6 +439,7 @@ class Settings:
     builder: str = "auto"
     uploader: str = "auto"
     ecr_cache: str = "auto"
+    lock_timeout: float = 600.0
     origins: Mapping[str, str] = field(default_factory=dict, compare=False)
     # The settings the user set (file, environment or flag) rather than left at default.
     explicit: frozenset[str] = field(default=frozenset(), compare=False)

@@ -327,22 +327,27 @@ def credentials_check(
     return Check(name, "ok", f"user {found.username} for {spec.host}, from {found.source}"), found
 
 
-def check_login(spec: RegistrySpec, found: Credentials | None) -> Check:
-    """Logs in as a push would (the registry's token service, for Docker Hub), so a revoked
-    or mistyped token shows up here rather than halfway through a ship."""
+def check_login(
+    spec: RegistrySpec, found: Credentials | None, engine: Engine | None = None
+) -> Check:
+    """Logs in as a push would (the registry's token service, for Docker Hub; the engine's
+    rules for TLS and insecure registries), so a revoked or mistyped token, or a registry
+    certificate that does not verify, shows up here rather than halfway through a ship."""
     name = f"{spec.name}_login"
     if found is None:
         return _not_checked(name, f"no {spec.name} credentials to log in with")
     from shipit.registries.distribution import RegistryClient
+    from shipit.registries.transport import rules_for
 
-    client = RegistryClient(
-        spec.host,
-        found.username,
-        found.password,
-        identity_token=found.identity_token or None,
-        auth_hint=f"check the {spec.name} credentials ({spec.credential_source})",
-    )
     try:
+        client = RegistryClient(
+            spec.host,
+            found.username,
+            found.password,
+            identity_token=found.identity_token or None,
+            auth_hint=f"check the {spec.name} credentials ({spec.credential_source})",
+            rules=None if engine is None else rules_for(spec.host, engine.registry_rules),
+        )
         with client:
             client.ping()
     except ShipitError as error:
@@ -389,5 +394,5 @@ def diagnose(
         checks += [check_repository(spec), hub_check]
         if online:
             progress(f"doctor: logging in to {spec.host}")
-            checks.append(check_login(spec, found))
+            checks.append(check_login(spec, found, engine))
     return DoctorReport(tuple(checks))

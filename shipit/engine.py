@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import ssl
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
@@ -37,6 +38,7 @@ from shipit.errors import (
 )
 from shipit.progress import LayerProgress, Progress, quiet
 from shipit.push_stream import PushStream, read_push_event
+from shipit.registries.transport import RegistryRules
 
 BUILD_LOG_TAIL = 25
 
@@ -364,7 +366,8 @@ class Engine:
     def __init__(self, api: docker.APIClient, address: EngineAddress | None = None) -> None:
         self.api = api
         self.address = address or EngineAddress(str(api.base_url), "a client")
-        self._image_store: str | None = None
+        self._info: Mapping[str, Any] | None = None
+        self._info_lock = threading.Lock()
 
     @classmethod
     def connect(cls, timeout: float = 120) -> Engine:
@@ -395,8 +398,23 @@ class Engine:
         api.timeout = timeout  # type: ignore[assignment]
         return cls(api, address)
 
+    def info(self) -> Mapping[str, Any]:
+        """`docker info`, asked once per connection (the push's registry clients and the
+        build's image store both read it)."""
+        with self._info_lock:
+            if self._info is None:
+                self._info = dict(self._call("asking what it is", self.api.info))
+            return self._info
+
+    def registry_rules(self) -> RegistryRules:
+        """Which registries this engine treats as insecure (`insecure-registries`, and
+        loopback): shipit's own registry client follows the same rules."""
+        return RegistryRules.from_registry_config(
+            self.info().get("RegistryConfig"), f"the Docker engine at {self.address.describe()}"
+        )
+
     def facts(self) -> EngineFacts:
-        info = self._call("asking what it is", self.api.info)
+        info = self.info()
         driver_status = {
             str(pair[0]): str(pair[1]) for pair in info.get("DriverStatus") or () if len(pair) == 2
         }
@@ -464,10 +482,8 @@ class Engine:
         return list(self._call(f"reading the history of {reference}", self.api.history, reference))
 
     def image_store(self) -> str:
-        """ "classic" or "containerd", asked once per connection."""
-        if self._image_store is None:
-            self._image_store = self.facts().image_store
-        return self._image_store
+        """ "classic" or "containerd"."""
+        return self.facts().image_store
 
     def images_with_label(self, key: str, value: str) -> list[ImageInfo]:
         summaries = self._call(

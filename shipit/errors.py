@@ -26,6 +26,7 @@ class ExitCode(IntEnum):
     POLICY_DENIED = 13
     REGISTRY_UNREACHABLE = 14
     DOCTOR = 15
+    BUSY = 16
     INTERRUPTED = 130
     # The reader of stdout went away (`shipit config --json | head -1`): 128 + SIGPIPE, as a
     # shell reports a tool killed by that signal.
@@ -176,6 +177,12 @@ class PolicyDeniedError(ShipitError):
 
 class DoctorError(ShipitError):
     exit_code = ExitCode.DOCTOR
+
+
+class ProjectBusyError(ShipitError):
+    """Another shipit command held the project (its container, .shipit/) past lock_timeout."""
+
+    exit_code = ExitCode.BUSY
 
 
 class Interrupted(ShipitError):

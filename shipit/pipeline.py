@@ -6,6 +6,7 @@ half-set tag behind.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import threading
 import time
@@ -38,6 +39,7 @@ from shipit.labels import (
     LABEL_URL,
     LABEL_VERSION,
 )
+from shipit.lock import project_lock
 from shipit.progress import LayerProgress, Progress, quiet
 from shipit.smoke import SmokeReport, run_smoke, wait_until_ready
 from shipit.state import record_smoke_passed, smoke_pass_of
@@ -130,6 +132,11 @@ def render(
 
 
 def build(settings: Settings, engine: Engine, progress: Progress = quiet) -> BuildResult:
+    with project_lock(settings, "build", progress):
+        return _build(settings, engine, progress)
+
+
+def _build(settings: Settings, engine: Engine, progress: Progress) -> BuildResult:
     started = time.monotonic()
     base = resolve_base_image(settings, engine, progress)
     base_image, base_image_id = base.reference, base.image_id
@@ -338,14 +345,15 @@ def container_name(settings: Settings) -> str:
     return "shipit-" + settings.image.replace("/", "-").replace(":", "-")
 
 
-def stop(settings: Settings, engine: Engine) -> list[str]:
-    removed = []
-    for container in engine.containers_with_labels(
-        {LABEL_MANAGED: "true", LABEL_IMAGE: settings.image}
-    ):
-        engine.remove_container(container.id)
-        removed.append(container.name)
-    return removed
+def stop(settings: Settings, engine: Engine, progress: Progress = quiet) -> list[str]:
+    with project_lock(settings, "stop", progress):
+        removed = []
+        for container in engine.containers_with_labels(
+            {LABEL_MANAGED: "true", LABEL_IMAGE: settings.image}
+        ):
+            engine.remove_container(container.id)
+            removed.append(container.name)
+        return removed
 
 
 def run(
@@ -357,6 +365,19 @@ def run(
     screenshot_request: ScreenshotRequest | None = None,
     progress: Progress = quiet,
     built: BuildResult | None = None,
+) -> RunResult:
+    with project_lock(settings, "run", progress):
+        return _run(settings, engine, smoke, read_only, screenshot_request, progress, built)
+
+
+def _run(
+    settings: Settings,
+    engine: Engine,
+    smoke: bool,
+    read_only: bool,
+    screenshot_request: ScreenshotRequest | None,
+    progress: Progress,
+    built: BuildResult | None,
 ) -> RunResult:
     started = time.monotonic()
     # Running what is on disk is what users mean; the build is a no-op when nothing changed.
@@ -557,11 +578,20 @@ def push(
     """Pushes the newest build, which must have passed its smoke test (unless skip_smoke)."""
     from shipit.push import RegistryAccess, image_to_push, publish
 
-    image = image_to_push(settings, engine, skip_smoke=skip_smoke)
-    with RegistryAccess(settings, to, dry_run=dry_run, allow_root=allow_root) as access:
-        return publish(
-            settings, engine, image, access, progress=progress, layer_progress=layer_progress
-        )
+    # A dry run changes nothing, so it need not wait for a ship to finish.
+    locked = contextlib.nullcontext() if dry_run else project_lock(settings, "push", progress)
+    with locked:
+        image = image_to_push(settings, engine, skip_smoke=skip_smoke)
+        with RegistryAccess(
+            settings,
+            to,
+            dry_run=dry_run,
+            allow_root=allow_root,
+            registry_rules=engine.registry_rules,
+        ) as access:
+            return publish(
+                settings, engine, image, access, progress=progress, layer_progress=layer_progress
+            )
 
 
 def ship(
@@ -577,16 +607,32 @@ def ship(
     """build -> run -> smoke -> push -> stop; no container is left behind whatever happens.
 
     An image that already passed its smoke test here (shipit.push.image states the rule) is
-    not run again unless `resmoke`. The container is removed while the push runs, as the
-    push needs only the image. The registries' credentials are looked up meanwhile
+    not run again unless `resmoke`. The project's container is removed while the push runs,
+    as the push needs only the image; that is also the container a ship killed after its
+    smoke pass left running. The registries' credentials are looked up meanwhile
     (RegistryAccess), from the start, and the image's new layers are compressed meanwhile
-    (prepared_blobs), from the build."""
+    (prepared_blobs), from the build. One ship at a time per project (project_lock)."""
+    with project_lock(settings, "ship", progress):
+        return _ship(settings, engine, to, allow_root, resmoke, progress, layer_progress)
+
+
+def _ship(
+    settings: Settings,
+    engine: Engine,
+    to: tuple[RegistrySpec, ...],
+    allow_root: bool,
+    resmoke: bool,
+    progress: Progress,
+    layer_progress: LayerProgress | None,
+) -> ShipResult:
     from shipit.push import PushImage, RegistryAccess, prepared_blobs, publish
 
     ran: RunResult | None = None
     removal: threading.Thread | None = None
     blobs = None
-    with RegistryAccess(settings, to, allow_root=allow_root) as access:
+    with RegistryAccess(
+        settings, to, allow_root=allow_root, registry_rules=engine.registry_rules
+    ) as access:
         try:
             built = build(settings, engine, progress)
             image = PushImage.of(built.info, settings)
@@ -599,10 +645,10 @@ def ship(
                 )
             else:
                 ran = run(settings, engine, smoke=True, progress=progress, built=built)
-                removal = threading.Thread(
-                    target=_stop_quietly, args=(settings, engine, progress), daemon=True
-                )
-                removal.start()
+            removal = threading.Thread(
+                target=_stop_quietly, args=(settings, engine, progress), daemon=True
+            )
+            removal.start()
             pushed = publish(
                 settings,
                 engine,
@@ -612,22 +658,28 @@ def ship(
                 layer_progress=layer_progress,
                 blobs=blobs,
             )
+        except BaseException:
+            # Before the removal started, the build failed (perhaps the engine with it) or the
+            # run did, which removes its own container. After, the failure that stopped the
+            # ship is the one to report, not a failed removal.
+            if removal is not None:
+                removal.join()
+                _stop_quietly(settings, engine, progress)
+            raise
         finally:
             if blobs is not None:
                 blobs.close()
-            if removal is not None:
-                removal.join()
-            if ran is not None:
-                # Whatever the removal thread missed (or an interrupted one never did).
-                for name in stop(settings, engine):
-                    progress(f"removed {name}")
+        removal.join()
+        # Whatever the removal thread missed.
+        for name in stop(settings, engine, progress):
+            progress(f"removed {name}")
     return ShipResult(build=built, run=ran, push=pushed, smoke_reused=earlier_pass)
 
 
 def _stop_quietly(settings: Settings, engine: Engine, progress: Progress) -> None:
     """The background removal in ship; a failure here is retried by ship's final stop."""
     try:
-        for name in stop(settings, engine):
+        for name in stop(settings, engine, progress):
             progress(f"removed {name}")
     except Exception:  # noqa: BLE001, S110 - ship calls stop again after the push
         pass

@@ -10,6 +10,7 @@ from typing import Any
 
 from shipit import __version__
 from shipit.config import Settings
+from shipit.registries.ecr_cache import write_atomically
 
 STATE_FILE = "state.json"
 
@@ -26,16 +27,18 @@ def read_state(settings: Settings) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _write_state(settings: Settings, state: dict[str, Any]) -> None:
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+def make_state_dir(state_dir: Path) -> None:
+    state_dir.mkdir(parents=True, exist_ok=True)
     # The state folder ignores itself, so it never makes a user's tree dirty.
-    ignore = settings.state_dir / ".gitignore"
+    ignore = state_dir / ".gitignore"
     if not ignore.exists():
-        ignore.write_text("*\n", encoding="utf-8")
-    path = _state_path(settings)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(state, indent=2, sort_keys=True), encoding="utf-8")
-    temporary.replace(path)
+        write_atomically(ignore, b"*\n")  # whole or absent: an empty one would stay empty
+
+
+def _write_state(settings: Settings, state: dict[str, Any]) -> None:
+    make_state_dir(settings.state_dir)
+    # A temporary file of its own: `shipit smoke` records a pass without the project's lock.
+    write_atomically(_state_path(settings), json.dumps(state, indent=2, sort_keys=True).encode())
 
 
 def record_smoke_passed(settings: Settings, image_id: str, build_id: str, url: str) -> None:

@@ -75,7 +75,10 @@ def test_a_site_over_the_size_limit_is_refused_before_any_work(
     assert len(lines) == 1, result.stderr
     assert "over the limit of 2.0 MB (setting max_site_size)" in lines[0]
     assert "SHIPIT_MAX_SITE_SIZE" in lines[0]
-    assert not (project.root / ".shipit").exists()  # nothing hashed, nothing remembered
+    # Nothing hashed, nothing remembered: .shipit/ holds only the project's lock, released.
+    state = project.root / ".shipit"
+    assert sorted(path.name for path in state.iterdir()) == [".gitignore", "lock"]
+    assert (state / "lock").read_text() == ""
     assert image_references(project.image) == []
 
 

@@ -142,6 +142,7 @@ def test_the_store_learns_digests_and_keeps_small_blobs(tmp_path: Path) -> None:
     assert store.layer(diff_id) == Blob("sha256:" + "2" * 64, 10, None)  # known, not kept
 
     layer = sample(3000)
+    diff_id = digest_of(layer)
     with ThreadPoolExecutor(max_workers=2) as pool:
         kept = store.keep_layer(diff_id, layer, pool)
     assert store.layer(diff_id) == kept

@@ -12,11 +12,13 @@ from shipit.iam.actions import (
     RequiredAccess,
     partition_for_region,
     push_policy_document,
+    registry_actions,
     repository_arn,
     required_access,
     validate_account_id,
     validate_repository_name,
 )
+from shipit.iam.refusal import Refusal, refused_ecr_request, refused_request
 
 ACCOUNT = "123456789012"
 REPOSITORY = "shipit-example"
@@ -113,7 +115,7 @@ def test_invalid_repository_name_is_a_usage_error(name: str) -> None:
     assert caught.value.hint
 
 
-def test_push_actions_are_the_docker_push_actions_plus_the_token() -> None:
+def test_push_actions_are_the_docker_push_actions_the_config_read_and_the_token() -> None:
     assert set(PUSH_ACTIONS) == {
         "ecr:BatchCheckLayerAvailability",
         "ecr:InitiateLayerUpload",
@@ -121,6 +123,8 @@ def test_push_actions_are_the_docker_push_actions_plus_the_token() -> None:
         "ecr:CompleteLayerUpload",
         "ecr:PutImage",
         "ecr:BatchGetImage",
+        # The same-build check of a re-run reads the config of the image a tag holds.
+        "ecr:GetDownloadUrlForLayer",
         "ecr:GetAuthorizationToken",
     }
 
@@ -134,6 +138,7 @@ def test_required_access_with_every_feature() -> None:
         RequiredAccess("ecr:CreateRepository", ARN),
         RequiredAccess("ecr:DescribeImages", ARN),
         RequiredAccess("ecr:DescribeRepositories", ARN),
+        RequiredAccess("ecr:GetDownloadUrlForLayer", ARN),
         RequiredAccess("ecr:InitiateLayerUpload", ARN),
         RequiredAccess("ecr:PutImage", ARN),
         RequiredAccess("ecr:UploadLayerPart", ARN),
@@ -175,6 +180,7 @@ def test_push_policy_document_shape() -> None:
                     "ecr:CompleteLayerUpload",
                     "ecr:DescribeImages",
                     "ecr:DescribeRepositories",
+                    "ecr:GetDownloadUrlForLayer",
                     "ecr:InitiateLayerUpload",
                     "ecr:PutImage",
                     "ecr:UploadLayerPart",
@@ -202,3 +208,60 @@ def test_push_policy_document_is_deterministic_json() -> None:
     actions = json.loads(first)["Statement"][1]["Action"]
     assert actions == sorted(actions)
     assert len(actions) == len(set(actions))
+
+
+DIGEST = "sha256:" + "c" * 64
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "actions"),
+    [
+        ("PUT", "http://127.0.0.1:5000/v2/team/site/manifests/abc123", ("ecr:PutImage",)),
+        ("HEAD", "/v2/site/manifests/latest", ("ecr:BatchGetImage",)),
+        ("GET", f"/v2/site/blobs/{DIGEST}", ("ecr:GetDownloadUrlForLayer",)),
+        ("HEAD", f"/v2/site/blobs/{DIGEST}", ("ecr:BatchCheckLayerAvailability",)),
+        ("POST", "https://r.example/v2/site/blobs/uploads/", ("ecr:InitiateLayerUpload",)),
+        ("PATCH", "/v2/site/blobs/uploads/u-1?_state=x", ("ecr:UploadLayerPart",)),
+        (
+            "PUT",
+            f"/v2/site/blobs/uploads/u-1?digest={DIGEST}",
+            ("ecr:UploadLayerPart", "ecr:CompleteLayerUpload"),
+        ),
+        ("GET", "/v2/site/tags/list", ("ecr:ListImages",)),
+        # A mount also reads another repository: no one action names it.
+        ("POST", f"/v2/site/blobs/uploads/?mount={DIGEST}&from=team/base", ()),
+        ("GET", "/v2/", ()),
+        ("GET", "/healthz", ()),
+    ],
+)
+def test_registry_actions_name_what_ecr_checks_for_a_request(
+    method: str, url: str, actions: tuple[str, ...]
+) -> None:
+    assert registry_actions(method, url) == actions
+
+
+def test_a_containerd_refusal_names_the_action_of_the_refused_request() -> None:
+    line = (
+        'failed commit on ref "manifest-sha256:18a4": unexpected status from PUT request to '
+        "http://127.0.0.1:44563/v2/site-1df29ac2d7/manifests/2ea44cb05c18: 403 Forbidden"
+    )
+    refusal = refused_ecr_request(line)
+    assert refusal is not None
+    assert refusal.action == "ecr:PutImage"
+    assert refusal.describe() == "refused ecr:PutImage"
+    assert "`shipit iam policy`" in refusal.hint()
+    upload = "unexpected status from PUT request to http://h/v2/s/blobs/uploads/x: 403 Forbidden"
+    assert refused_ecr_request(upload) == Refusal(
+        "ecr:UploadLayerPart or ecr:CompleteLayerUpload", explicit=False, inferred=True
+    )
+    assert refused_ecr_request(line.replace("403 Forbidden", "401 Unauthorized")) is None
+
+
+def test_a_bodyless_refusal_of_the_classic_engine_is_its_layer_check() -> None:
+    # ECR answers HEAD without a body; the classic engine HEADs blobs to find existing layers.
+    line = 'error parsing HTTP 403 response body: unexpected end of JSON input: ""'
+    refusal = refused_ecr_request(line)
+    assert refusal is not None
+    assert refusal.action == "ecr:BatchCheckLayerAvailability"
+    assert refused_request("HEAD", f"/v2/site/blobs/{DIGEST}") == refusal
+    assert refused_request("GET", "/token") is None

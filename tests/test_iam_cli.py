@@ -180,7 +180,7 @@ def test_a_policy_missing_one_action_exits_13_naming_it(project: Project, tmp_pa
     assert decisions.pop("ecr:InitiateLayerUpload") == "implicit_deny"
     assert set(decisions.values()) == {"allowed"}
     line = error_line(result)
-    assert "1 of 9 actions are not allowed" in line
+    assert "1 of 10 actions are not allowed" in line
     assert "ecr:InitiateLayerUpload is allowed by no statement" in line
     assert "`shipit iam policy`" in line
 

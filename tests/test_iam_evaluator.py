@@ -472,7 +472,7 @@ def test_push_policy_allows_every_required_access() -> None:
         [push_policy()], required_access("us-east-1", ACCOUNT, "shipit-example")
     )
     assert all_allowed(decisions)
-    assert len(decisions) == 10
+    assert len(decisions) == 11
     assert {d.statement for d in decisions} == {
         "ShipitGetAuthorizationToken",
         "ShipitPushToRepository",

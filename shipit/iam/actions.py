@@ -30,6 +30,9 @@ AUTHORIZATION_ACTION = "ecr:GetAuthorizationToken"
 
 # What `docker push` does against ECR: check which layers exist, upload the missing ones,
 # write the manifest, and read manifests back (the engine looks up existing tags).
+# GetDownloadUrlForLayer reads a blob of the repository: the config of the image a tag
+# already holds, whose labels tell a CI re-run of the same commit (rebuilt with new
+# timestamps, so another digest) that the tag holds its build, which it then keeps.
 PUSH_ACTIONS: tuple[str, ...] = (
     "ecr:BatchCheckLayerAvailability",
     "ecr:InitiateLayerUpload",
@@ -37,6 +40,7 @@ PUSH_ACTIONS: tuple[str, ...] = (
     "ecr:CompleteLayerUpload",
     "ecr:PutImage",
     "ecr:BatchGetImage",
+    "ecr:GetDownloadUrlForLayer",
     AUTHORIZATION_ACTION,
 )
 
@@ -47,6 +51,25 @@ DESCRIBE_REPOSITORY_ACTION = "ecr:DescribeRepositories"
 # customer KMS key would need kms grants; shipit passes neither, so neither is granted.
 CREATE_REPOSITORY_ACTION = "ecr:CreateRepository"
 DESCRIBE_IMAGES_ACTION = "ecr:DescribeImages"
+
+# The IAM actions ECR checks for each Registry API request (by the path's kind and the
+# method): what names a refusal that names only the request. A PUT that ends an upload may
+# carry its last bytes, so either of its two actions can be the one refused.
+_REGISTRY_ACTIONS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("manifests", "GET"): ("ecr:BatchGetImage",),
+    ("manifests", "HEAD"): ("ecr:BatchGetImage",),
+    ("manifests", "PUT"): ("ecr:PutImage",),
+    ("manifests", "DELETE"): ("ecr:BatchDeleteImage",),
+    ("blobs", "HEAD"): ("ecr:BatchCheckLayerAvailability",),
+    ("blobs", "GET"): ("ecr:GetDownloadUrlForLayer",),
+    ("blobs/uploads", "POST"): ("ecr:InitiateLayerUpload",),
+    ("blobs/uploads", "PATCH"): ("ecr:UploadLayerPart",),
+    ("blobs/uploads", "PUT"): ("ecr:UploadLayerPart", "ecr:CompleteLayerUpload"),
+    ("tags", "GET"): ("ecr:ListImages",),
+}
+_REGISTRY_REQUEST = re.compile(
+    r"(?:[a-z]+://[^/]+)?/v2/.+?/(manifests|blobs/uploads|blobs|tags)(?:/[^?]*)?(\?.*)?"
+)
 
 POLICY_VERSION = "2012-10-17"
 AUTHORIZATION_SID = "ShipitGetAuthorizationToken"
@@ -59,6 +82,15 @@ class RequiredAccess:
 
     action: str
     resource: str
+
+
+def registry_actions(method: str, url: str) -> tuple[str, ...]:
+    """The IAM actions ECR may check for one Registry API request (a path or a URL); ()
+    when it is none, or a cross-repository mount, which also reads another repository."""
+    match = _REGISTRY_REQUEST.fullmatch(url)
+    if match is None or "mount=" in (match.group(2) or ""):
+        return ()
+    return _REGISTRY_ACTIONS.get((match.group(1), method.upper()), ())
 
 
 def partition_for_region(region: str) -> str:

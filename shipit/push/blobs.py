@@ -27,6 +27,7 @@ import tarfile
 import tempfile
 import threading
 import time
+import zlib
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from shipit.errors import PushError
+from shipit.lock import new_locked_file, try_lock
 from shipit.push.compress import BLOB_FORMAT, BLOCK, gzip_blocks, read_blocks
 from shipit.registries.ecr_cache import cache_directory, write_atomically
 
@@ -43,6 +45,13 @@ if TYPE_CHECKING:
 # Layers up to this size stay in the store after a push; bigger ones are made again.
 KEEP_LAYER_BYTES = 16 << 20
 STORE_CAP_BYTES = 512 << 20
+# What `repositories.json` remembers of where blobs are, for cross-repository mounts: the
+# most recent blobs, and per registry host the most recent repositories holding each.
+HOLDER_BLOBS = 2000
+HOLDER_HOSTS = 8
+HOLDER_REPOSITORIES = 8
+# In each push's temporary folder: locked for as long as the push runs.
+PUSH_LOCK = "lock"
 
 
 def engine_push_reason(uploader: str, engine: Engine) -> str | None:
@@ -72,6 +81,67 @@ def keep_built_image(config: bytes, diff_id: str, layer: bytes) -> None:
                 store.keep_layer(diff_id, layer, pool)
     except OSError:
         pass  # only a cache: the push exports what it lacks from the engine
+
+
+def _binding(diff_id: str, blob: Blob) -> str:
+    """An entry's check: it ties the blob to its layer, so an entry moved to another layer
+    (a swap, an edit, a bad write) no longer matches. A guard against accidents: the
+    registries check every upload's digest, and a kept file is checked against both."""
+    bound = f"{BLOB_FORMAT} {diff_id} {blob.digest} {blob.size}".encode()
+    return hashlib.sha256(bound).hexdigest()[:32]
+
+
+def _is_digest(value: object) -> bool:
+    return (
+        isinstance(value, str)
+        and len(value) == 71
+        and value.startswith("sha256:")
+        and all(c in "0123456789abcdef" for c in value[7:])
+    )
+
+
+def _learned_blob(diff_id: object, entry: object) -> Blob | None:
+    if not _is_digest(diff_id) or not isinstance(entry, dict):
+        return None
+    digest, size = entry.get("digest"), entry.get("size")
+    if not _is_digest(digest) or not isinstance(size, int) or isinstance(size, bool):
+        return None
+    assert isinstance(diff_id, str) and isinstance(digest, str)
+    blob = Blob(digest, size)
+    return blob if entry.get("check") == _binding(diff_id, blob) else None
+
+
+def _hashes_of_layer_file(path: Path) -> tuple[str, str]:
+    """The digests of a compressed layer file's bytes and of what they inflate to ("" for
+    bytes that are not one gzip stream)."""
+    compressed = hashlib.sha256()
+    inflated = hashlib.sha256()
+    inflater = zlib.decompressobj(31)
+    whole = True
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(BLOCK), b""):
+            compressed.update(block)
+            pending = block
+            while pending and whole:
+                try:
+                    # Bounded output: a small blob may inflate to far more than it is.
+                    inflated.update(inflater.decompress(pending, BLOCK))
+                except zlib.error:
+                    whole = False
+                    break
+                pending = inflater.unconsumed_tail
+    while whole and not inflater.eof:
+        try:
+            piece = inflater.decompress(b"", BLOCK)
+        except zlib.error:
+            whole = False
+            break
+        if not piece:
+            whole = False  # the stream ends early
+            break
+        inflated.update(piece)
+    layer = "sha256:" + inflated.hexdigest() if whole and not inflater.unused_data else ""
+    return "sha256:" + compressed.hexdigest(), layer
 
 
 @dataclass(frozen=True)
@@ -105,49 +175,127 @@ class BlobStore:
     def path_of(self, digest: str) -> Path:
         return self.directory / "sha256" / digest.removeprefix("sha256:")
 
-    def _layers(self) -> dict[str, dict[str, object]]:
+    def _layers(self) -> dict[str, Blob]:
+        """The learned layers whose entries still bind their digest to their diff id.
+
+        An entry whose check does not match (swapped with another's, edited, half written)
+        is dropped; a map in which two layers share a blob cannot say which one it is, so
+        it is dropped whole. Either way the push compresses the layer again, and learns it.
+        """
         try:
             data = json.loads(self._layers_file.read_text())
         except (OSError, ValueError):
             return {}
         entries = data.get(BLOB_FORMAT) if isinstance(data, dict) else None
-        return entries if isinstance(entries, dict) else {}
+        if not isinstance(entries, dict):
+            return {}
+        learned = {}
+        for diff_id, entry in entries.items():
+            blob = _learned_blob(diff_id, entry)
+            if blob is not None:
+                learned[diff_id] = blob
+        if len({blob.digest for blob in learned.values()}) != len(learned):
+            return {}
+        return learned
 
     def layer(self, diff_id: str) -> Blob | None:
-        """What the layer compresses to, and its file when the store still has it."""
-        entry = self._layers().get(diff_id)
-        if not isinstance(entry, dict):
+        """What the layer compresses to, and its file when the store still has it intact:
+        a kept file is used only when its bytes hash to its name and inflate to the layer."""
+        blob = self._layers().get(diff_id)
+        if blob is None:
             return None
-        digest, size = entry.get("digest"), entry.get("size")
-        if not isinstance(digest, str) or not isinstance(size, int):
-            return None
-        path = self.path_of(digest)
+        path = self.path_of(blob.digest)
         try:
-            kept = path.stat().st_size == size
+            kept = path.stat().st_size == blob.size <= KEEP_LAYER_BYTES
         except OSError:
-            kept = False
-        if kept:
-            with contextlib.suppress(OSError):
-                os.utime(path)  # recently used: the last to be forgotten
-        return Blob(digest, size, path if kept else None)
+            return blob
+        if not kept:
+            return blob
+        digest, inflated = _hashes_of_layer_file(path)
+        if digest != blob.digest:
+            self.discard(blob.digest)  # damaged: the push makes it again from the export
+            return blob
+        if inflated != diff_id:
+            # The file is the blob the entry names, and that blob is another layer.
+            self.forget(diff_id)
+            return None
+        with contextlib.suppress(OSError):
+            os.utime(path)  # recently used: the last to be forgotten
+        return Blob(blob.digest, blob.size, path)
 
     def learn(self, diff_id: str, blob: Blob) -> None:
         # Only a cache: when it cannot be written, the next push compresses the layer again.
-        with contextlib.suppress(OSError):
-            self._learn(diff_id, blob)
-
-    def _learn(self, diff_id: str, blob: Blob) -> None:
-        with self._lock:
-            # Entries of another format are of no use to this shipit: they are not kept.
+        with contextlib.suppress(OSError), self._lock:
             entries = self._layers()
-            entries[diff_id] = {"digest": blob.digest, "size": blob.size}
-            self._write(self._layers_file, json.dumps({BLOB_FORMAT: entries}).encode())
+            # Another layer that was said to give this blob was wrong.
+            others = {key: known for key, known in entries.items() if known.digest != blob.digest}
+            self._write_layers({**others, diff_id: blob})
+
+    def forget(self, diff_id: str) -> None:
+        with contextlib.suppress(OSError), self._lock:
+            entries = self._layers()
+            if entries.pop(diff_id, None) is not None:
+                self._write_layers(entries)
+
+    def _write_layers(self, entries: Mapping[str, Blob]) -> None:
+        # Entries of another format are of no use to this shipit: they are not kept.
+        document = {
+            diff_id: {"digest": blob.digest, "size": blob.size, "check": _binding(diff_id, blob)}
+            for diff_id, blob in entries.items()
+        }
+        self._write(self._layers_file, json.dumps({BLOB_FORMAT: document}).encode())
+
+    def discard(self, digest: str) -> None:
+        """Removes a kept blob that is damaged or that a registry refused."""
+        with contextlib.suppress(OSError):
+            self.path_of(digest).unlink(missing_ok=True)
+
+    @property
+    def _holders_file(self) -> Path:
+        return self.directory / "repositories.json"
+
+    def _holders(self) -> dict[str, dict[str, list[str]]]:
+        """blob digest -> registry host -> repositories known to hold it, oldest first;
+        whatever of the file does not read as that is left out."""
+        try:
+            data = json.loads(self._holders_file.read_text())
+        except (OSError, ValueError):
+            return {}
+        holders: dict[str, dict[str, list[str]]] = {}
+        for digest, hosts in data.items() if isinstance(data, dict) else ():
+            if not _is_digest(digest) or not isinstance(hosts, dict):
+                continue
+            known = {
+                host: [name for name in names if isinstance(name, str) and name]
+                for host, names in hosts.items()
+                if isinstance(host, str) and isinstance(names, list)
+            }
+            if any(known.values()):
+                holders[digest] = {host: names for host, names in known.items() if names}
+        return holders
+
+    def holders(self, digest: str, host: str) -> list[str]:
+        """The repositories of registry `host` known to hold the blob, the latest first."""
+        return self._holders().get(digest, {}).get(host, [])[::-1]
+
+    def learn_holder(self, digest: str, host: str, repository: str) -> None:
+        """Remembers that a repository holds the blob (a HEAD found it, an upload or a
+        mount put it there). Only a cache: a mount from a repository that lost the blob is
+        declined, and the upload goes on as without it."""
+        with contextlib.suppress(OSError), self._lock:
+            holders = self._holders()
+            hosts = holders.pop(digest, {})
+            names = [name for name in hosts.pop(host, []) if name != repository]
+            hosts[host] = [*names, repository][-HOLDER_REPOSITORIES:]
+            holders[digest] = dict(list(hosts.items())[-HOLDER_HOSTS:])
+            recent = dict(list(holders.items())[-HOLDER_BLOBS:])
+            self._write(self._holders_file, json.dumps(recent).encode())
 
     def keep(self, data: bytes) -> Blob:
         """Stores bytes (a config, a small layer) under their digest."""
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         path = self.path_of(digest)
-        if not path.exists():
+        if self.kept(digest) is None:  # absent, or damaged: written again
             self._write(path, data)
             self._forget_oldest()
         return Blob(digest, len(data), path)
@@ -202,14 +350,30 @@ class BlobStore:
                 entry.unlink(missing_ok=True)
 
     def forget_abandoned_pushes(self) -> None:
-        """Removes the temporary folders of pushes that were killed (a SIGKILL, a power
-        cut) more than a day ago; a running push's folder is younger."""
+        """Removes the temporary folders of pushes that ended without removing them (a kill -9,
+        a power cut). A push holds the lock of its folder's lock file while it runs, so a
+        folder whose lock can be taken is abandoned. A folder without one (an older shipit's,
+        or one whose push is just starting) is removed once it is a day old."""
         cutoff = time.time() - 24 * 3600
         with contextlib.suppress(OSError):
             for entry in self.directory.glob("push-*"):
                 with contextlib.suppress(OSError):
-                    if entry.stat().st_mtime < cutoff:
-                        shutil.rmtree(entry, ignore_errors=True)
+                    _forget_if_abandoned(entry, cutoff)
+
+
+def _forget_if_abandoned(folder: Path, cutoff: float) -> None:
+    try:
+        descriptor = try_lock(folder / PUSH_LOCK, create=False)
+    except FileNotFoundError:
+        if folder.stat().st_mtime < cutoff:
+            shutil.rmtree(folder, ignore_errors=True)
+        return
+    if descriptor is None:
+        return  # its push is running
+    try:
+        shutil.rmtree(folder, ignore_errors=True)
+    finally:
+        os.close(descriptor)
 
 
 class _ChunkReader(io.RawIOBase):
@@ -256,10 +420,13 @@ class ImageBlobs:
         self.diff_ids = diff_ids
         self.store = store
         self._lock = threading.Lock()
+        # The layers compressed by this push's export, and what the store said of the others.
         self._made: dict[str, Blob] = {}
+        self._stored: dict[str, Blob | None] = {}
         self._config: bytes | None = None
         self._exported = False
         self._temporary: Path | None = None
+        self._temporary_lock: int | None = None
         self._pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="gzip")
         self._closed = False
         self._preparing: threading.Thread | None = None
@@ -268,7 +435,7 @@ class ImageBlobs:
         """Starts the export in the background when the store lacks a layer, so that a ship
         compresses the image while it runs and smoke-tests it: the engine takes most of a
         second to write a `docker save` before its first byte. The push waits for it."""
-        if all(self.store.layer(diff_id) is not None for diff_id in self.diff_ids):
+        if all(self.known(diff_id) is not None for diff_id in self.diff_ids):
             return
         self._preparing = threading.Thread(target=self._prepare, name="export", daemon=True)
         self._preparing.start()
@@ -279,10 +446,16 @@ class ImageBlobs:
             self._export()
 
     def known(self, diff_id: str) -> Blob | None:
-        """The layer's blob as far as it is known without compressing anything."""
+        """The layer's blob as far as it is known without compressing anything: the one made
+        by this push's export, else what the store says (looked up once per push, so every
+        registry's thread is given the same blob)."""
         with self._lock:
             made = self._made.get(diff_id)
-        return made or self.store.layer(diff_id)
+            if made is not None:
+                return made
+            if diff_id not in self._stored:
+                self._stored[diff_id] = self.store.layer(diff_id)
+            return self._stored[diff_id]
 
     def layer(self, diff_id: str) -> Blob:
         """The layer's blob with a file of its bytes, compressing it if need be."""
@@ -299,6 +472,19 @@ class ImageBlobs:
                 "rebuild the image (`shipit build`) and push again",
             )
         return made
+
+    def from_store(self, diff_id: str, blob: Blob) -> bool:
+        """Whether `blob` is the layer's file as the store kept it before this push."""
+        with self._lock:
+            return diff_id not in self._made and self._stored.get(diff_id) == blob
+
+    def discard(self, diff_id: str, blob: Blob) -> None:
+        """A kept blob a registry refused: removed from the store, so that layer() makes it
+        again from the engine's export."""
+        self.store.discard(blob.digest)
+        with self._lock:
+            if self._stored.get(diff_id) == blob:
+                self._stored[diff_id] = Blob(blob.digest, blob.size)
 
     def config(self) -> bytes:
         """The image config's exact bytes: its digest is the image id."""
@@ -333,6 +519,9 @@ class ImageBlobs:
         if self._temporary is not None:
             shutil.rmtree(self._temporary, ignore_errors=True)
             self._temporary = None
+        if self._temporary_lock is not None:
+            os.close(self._temporary_lock)
+            self._temporary_lock = None
 
     def _export(self) -> None:
         """Reads the image from the engine once: every layer is compressed, the config kept.
@@ -359,13 +548,17 @@ class ImageBlobs:
         self._exported = True
 
     def _temporary_folder(self) -> Path:
-        """Beside the store, so a small layer moves into it; else in the system's temp."""
+        """Beside the store, so a small layer moves into it; else in the system's temp. Its
+        lock file stays locked until close(): forget_abandoned_pushes (at the start of every
+        push) leaves it alone."""
         try:
             self.store.make_directory()
-            self.store.forget_abandoned_pushes()
-            return Path(tempfile.mkdtemp(prefix="push-", dir=self.store.directory))
+            folder = Path(tempfile.mkdtemp(prefix="push-", dir=self.store.directory))
         except OSError:
             return Path(tempfile.mkdtemp(prefix="shipit-push-"))
+        with contextlib.suppress(OSError):  # without it, the day-old rule still applies
+            self._temporary_lock = new_locked_file(folder, PUSH_LOCK)
+        return folder
 
     def _read_export(self) -> None:
         """Both `docker save` layouts: Docker 20.10's (`<id>/layer.tar`, `<image id>.json`)

@@ -177,6 +177,9 @@ def publish(
     when shipit uploads it itself, already being made (prepared_blobs); else made here."""
     for skipped in image.tags.skipped:
         progress(skipped.one_line())
+    if not access.dry_run:
+        # Whatever a killed push left in the blob store goes now, not a day later.
+        BlobStore.for_user().forget_abandoned_pushes()
     publisher = _Publisher(
         engine=engine,
         image=image,

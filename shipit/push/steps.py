@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 from shipit.engine import Engine
 from shipit.errors import AuthError, PushError, PushStreamError, ShipitError, TagConflictError
+from shipit.iam.refusal import refused_action, refused_ecr_request
 from shipit.progress import LayerProgress, Progress
 from shipit.push.blobs import ImageBlobs
 from shipit.push.image import PushImage
@@ -92,6 +93,20 @@ def _already_there(
     return None
 
 
+def _stream_refusal(target: Target, reference: str, text: str) -> tuple[ShipitError, bool]:
+    """The error a refused engine push stands for, and whether it names an IAM action: in
+    ECR's words (the classic image store streams them), or, for ECR, after the request the
+    containerd image store says was refused."""
+    refusal = classify_stream_error(text, reference, target.auth_hint)
+    if refused_action(text) is not None:
+        return refusal, True
+    inferred = refused_ecr_request(text) if target.name == "ecr" else None
+    if inferred is None:
+        return refusal, False
+    described = f"push of {reference} was refused ({inferred.describe()}): {text}"
+    return AuthError(described, inferred.hint()), True
+
+
 def push_first_tag_once(
     engine: Engine,
     target: Target,
@@ -132,10 +147,11 @@ def push_first_tag_once(
         # The registry-named tag only exists for the push: nothing is left behind.
         engine.untag(reference)
     if stream.error:
-        refusal = classify_stream_error(stream.error, reference, target.auth_hint)
-        if type(refusal) is AuthError and _credentials_work(client):
+        refusal, names_action = _stream_refusal(target, reference, stream.error)
+        if type(refusal) is AuthError and not names_action and _credentials_work(client):
             # The engine drops the credentials when its own /v2/ ping fails (a 503, a
-            # reset) and then reports "unauthorized": a fault, not a wrong token.
+            # reset) and then reports "unauthorized": a fault, not a wrong token. A refusal
+            # of an IAM action is ECR's verdict, which the /v2/ ping (token only) cannot see.
             raise PushStreamError(
                 f"push of {reference} failed after a registry fault: {stream.error}",
                 transient=True,

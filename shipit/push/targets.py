@@ -25,6 +25,7 @@ from shipit.registries.ecr_cache import (
     cache_slot,
     hit_note,
 )
+from shipit.registries.transport import RegistryRules, rules_for
 
 
 @dataclass
@@ -44,6 +45,8 @@ class Target:
     # refusal that a stale cache entry would explain (a token or repository gone, a changed
     # tag mutability).
     resolve_fresh: Callable[[], Target] | None = field(default=None, repr=False)
+    # The engine's rules for registry hosts (insecure registries), for shipit's own client.
+    registry_rules: RegistryRules | None = field(default=None, repr=False)
 
     _client: RegistryClient | None = field(default=None, init=False, repr=False)
 
@@ -62,6 +65,7 @@ class Target:
                 self.auth.get("password"),
                 identity_token=self.auth.get("identitytoken"),
                 auth_hint=self.auth_hint,
+                rules=self.registry_rules,
             )
         return self._client
 
@@ -263,23 +267,24 @@ class RegistryAccess:
         dry_run: bool = False,
         allow_root: bool = False,
         environ: Mapping[str, str] | None = None,
+        registry_rules: Callable[[], RegistryRules] | None = None,
     ) -> None:
         self.names = tuple(spec.name for spec in registries)
         self.dry_run = dry_run
         environ = os.environ if environ is None else environ
+
+        def resolve(spec: RegistrySpec) -> Target:
+            target = resolve_target(spec, settings, environ, dry_run=dry_run, allow_root=allow_root)
+            # Asked here, in the background, so a `docker info` overlaps the build.
+            if registry_rules is not None:
+                target.registry_rules = rules_for(target.registry, registry_rules)
+            return target
+
         self._pool = ThreadPoolExecutor(
             max_workers=max(1, len(registries)), thread_name_prefix="resolve"
         )
         self._futures: dict[str, Future[Target]] = {
-            spec.name: self._pool.submit(
-                resolve_target,
-                spec,
-                settings,
-                environ,
-                dry_run=dry_run,
-                allow_root=allow_root,
-            )
-            for spec in registries
+            spec.name: self._pool.submit(resolve, spec) for spec in registries
         }
 
     def target(self, name: str) -> Target:

@@ -3,6 +3,13 @@ config, then the manifest under the first tag.
 
 A registry that holds a layer's blob already (a base layer pushed before) is asked by a HEAD
 of its digest, learned from an earlier compression: nothing is compressed or sent for it.
+A blob that another repository of the same registry is known to hold is mounted from there
+(`POST .../blobs/uploads/?mount=...&from=...`), as `docker push` does; a registry that
+declines the mount opens an upload session instead, and the bytes go there.
+
+Before the manifest PUT every layer's blob must be the one this push settled on for that
+layer's diff id: the config names layers by diff id, and a manifest that lists another
+blob would be an image no client can pull.
 """
 
 from __future__ import annotations
@@ -20,25 +27,78 @@ from shipit.registries.distribution import (
     DOCKER_MANIFEST_V2,
     Manifest,
     RegistryConnectionError,
+    RegistryResponseError,
 )
 
 LAYER_MEDIA_TYPE = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 CONFIG_MEDIA_TYPE = "application/vnd.docker.container.image.v1+json"
+# A registry's answers meaning the bytes it received are not the blob they were sent as.
+REFUSED_BYTES = frozenset({"DIGEST_INVALID", "BLOB_UPLOAD_INVALID", "SIZE_INVALID"})
 
 
 def _descriptor(media_type: str, blob: Blob) -> dict[str, object]:
     return {"mediaType": media_type, "size": blob.size, "digest": blob.digest}
 
 
-def _send(target: Target, image: PushImage, blob: Blob, content: IO[bytes], timeout: float) -> None:
+def _send(
+    target: Target,
+    image: PushImage,
+    blob: Blob,
+    content: IO[bytes],
+    timeout: float,
+    location: str | None = None,
+) -> None:
     try:
         target.client.upload_blob(
-            target.repository, blob.digest, content, blob.size, timeout=timeout
+            target.repository, blob.digest, content, blob.size, timeout=timeout, location=location
         )
     except RegistryConnectionError as error:
         if error.timed_out:
             raise stalled_push(f"{target.reference}:{image.first_tag}", timeout) from error
         raise
+
+
+def _held(target: Target, blobs: ImageBlobs, blob: Blob) -> bool:
+    """Whether the registry's repository holds the blob already (and, if so, remembered)."""
+    if target.client.blob_size(target.repository, blob.digest) != blob.size:
+        return False
+    blobs.store.learn_holder(blob.digest, target.client.host, target.repository)
+    return True
+
+
+def _put(target: Target, image: PushImage, blobs: ImageBlobs, blob: Blob) -> tuple[int, str]:
+    """Puts a blob the repository lacks into it: the bytes uploaded, and the repository it
+    was mounted from instead ("" when it was uploaded)."""
+    client = target.client
+    location = None
+    holders = blobs.store.holders(blob.digest, client.host)
+    source = next((name for name in holders if name != target.repository), "")
+    if source:
+        location = client.mount_blob(
+            target.repository, blob.digest, source, timeout=blobs.stall_timeout
+        )
+    if location is None and source:
+        sent = 0
+    else:
+        assert blob.path is not None
+        with blob.path.open("rb") as content:
+            _send(target, image, blob, content, blobs.stall_timeout, location)
+        sent, source = blob.size, ""
+    blobs.store.learn_holder(blob.digest, client.host, target.repository)
+    return sent, source
+
+
+def _kept_blob_failure(error: Exception) -> str:
+    """Why a blob could not be put into the registry, when making it again may help."""
+    if isinstance(error, FileNotFoundError):
+        return "is gone from the store"
+    if isinstance(error, RegistryResponseError) and error.code in REFUSED_BYTES:
+        return f"was refused by the registry ({error.code})"
+    return ""
+
+
+def _same(one: Blob | None, other: Blob) -> bool:
+    return one is not None and (one.digest, one.size) == (other.digest, other.size)
 
 
 def _layer(
@@ -50,26 +110,74 @@ def _layer(
     layer_progress: LayerProgress | None,
 ) -> tuple[Blob, int]:
     """The layer's blob in this registry, and the bytes uploaded for it."""
-    label = f"{target.name} {diff_id.removeprefix('sha256:')[:12]}"
+    short = diff_id.removeprefix("sha256:")[:12]
+    label = f"{target.name} {short}"
     known = blobs.known(diff_id)
-    if known is not None and target.client.blob_size(target.repository, known.digest) == known.size:
+    if known is not None and _held(target, blobs, known):
         if layer_progress is not None:
             layer_progress(label, "layer already exists", known.size, known.size)
         return known, 0
     if layer_progress is not None:
         layer_progress(label, "compressing", 0, 0)
     blob = blobs.layer(diff_id)
-    if target.client.blob_size(target.repository, blob.digest) == blob.size:
+    if not _same(known, blob) and _held(target, blobs, blob):
         return blob, 0
     if layer_progress is not None:
         layer_progress(label, "pushing", 0, blob.size)
-    assert blob.path is not None
-    with blob.path.open("rb") as content:
-        _send(target, image, blob, content, blobs.stall_timeout)
+    try:
+        sent, source = _put(target, image, blobs, blob)
+    except (RegistryResponseError, FileNotFoundError) as error:
+        failure = _kept_blob_failure(error)
+        if not failure or not blobs.from_store(diff_id, blob):
+            raise
+        progress(
+            f"{target.name}: the kept blob of layer {short} {failure}; making it again "
+            "from the engine's export"
+        )
+        blobs.discard(diff_id, blob)
+        blob = blobs.layer(diff_id)
+        sent, source = _put(target, image, blobs, blob)
+    if source:
+        if layer_progress is not None:
+            layer_progress(label, f"mounted from {source}", blob.size, blob.size)
+        progress(f"{target.name}: layer {short} mounted from {source}")
+        return blob, 0
     if layer_progress is not None:
         layer_progress(label, "pushed", blob.size, blob.size)
-    progress(f"{target.name}: uploaded layer {diff_id[7:19]} ({blob.size:,} bytes)")
-    return blob, blob.size
+    progress(f"{target.name}: uploaded layer {short} ({blob.size:,} bytes)")
+    return blob, sent
+
+
+def _settled_layers(
+    target: Target,
+    image: PushImage,
+    blobs: ImageBlobs,
+    progress: Progress,
+    layer_progress: LayerProgress | None,
+) -> tuple[list[Blob], int]:
+    """Each layer's blob in the registry, checked against what the push settled on for its
+    diff id: a layer that another registry's thread made from the export meanwhile, as
+    another blob than the store said, is put there again as the export made it."""
+    chosen = []
+    uploaded = 0
+    for diff_id in image.layers:
+        blob, sent = _layer(target, image, blobs, diff_id, progress, layer_progress)
+        chosen.append(blob)
+        uploaded += sent
+    for index, diff_id in enumerate(image.layers):
+        if not _same(blobs.known(diff_id), chosen[index]):
+            chosen[index], sent = _layer(target, image, blobs, diff_id, progress, layer_progress)
+            uploaded += sent
+    layer_of: dict[str, str] = {}
+    for diff_id, blob in zip(image.layers, chosen, strict=True):
+        shared = layer_of.setdefault(blob.digest, diff_id) != diff_id
+        if shared or not _same(blobs.known(diff_id), blob):
+            raise PushError(
+                f"{target.reference}:{image.first_tag}: the blob of layer {diff_id[7:19]} "
+                "is not the one this push made for it; the manifest was not pushed",
+                "push again; if it persists remove ~/.cache/shipit/blobs",
+            )
+    return chosen, uploaded
 
 
 def upload_image(
@@ -81,12 +189,8 @@ def upload_image(
 ) -> tuple[str, int]:
     """Uploads what the registry lacks and the manifest under the first tag: the manifest's
     digest, and the layer bytes uploaded."""
-    layers = []
-    uploaded = 0
-    for diff_id in image.layers:
-        blob, sent = _layer(target, image, blobs, diff_id, progress, layer_progress)
-        layers.append(_descriptor(LAYER_MEDIA_TYPE, blob))
-        uploaded += sent
+    chosen, uploaded = _settled_layers(target, image, blobs, progress, layer_progress)
+    layers = [_descriptor(LAYER_MEDIA_TYPE, blob) for blob in chosen]
     config = blobs.config()
     config_blob = Blob(image.id, len(config))
     if target.client.blob_size(target.repository, image.id) != len(config):

@@ -12,13 +12,20 @@ Authentication follows the registry's `WWW-Authenticate` challenge, as the engin
 `Basic` (ECR, htpasswd registries) sends the credentials on every request; `Bearer` (Docker
 Hub, token-auth registries) trades them at the challenge's realm for a short-lived token per
 scope. Neither the password nor a token ever appears in an exception, a log line or a repr.
+
+Credentials go to the registry's own origin only (the scheme, host and port the client was
+made for). A redirect to a CDN (Docker Hub, GHCR) and an upload `Location` on another host
+(ECR, S3-backed registries, presigned URLs) are sent no Authorization at all; such a host gets
+credentials only when it asks with a challenge of its own. Redirects are followed here, not by
+requests, so that this rule is in one place; ~/.netrc is never consulted.
 """
 
 from __future__ import annotations
 
 import base64
+import datetime
+import email.utils
 import hashlib
-import ipaddress
 import logging
 import re
 import socket
@@ -28,13 +35,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import IO, Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import parse_qs, urljoin, urlsplit
 
 import requests
 
 from shipit import __version__
 from shipit.errors import AuthError, PushError, RegistryUnreachableError
 from shipit.redact import register_secret
+from shipit.registries.transport import (
+    RegistryRules,
+    RegistryTransport,
+    exception_chain,
+    transport_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +74,10 @@ _TOKEN_EXPIRY_MARGIN = 10.0
 # Docker's token spec: a token without expires_in is valid for 60 seconds.
 _DEFAULT_TOKEN_LIFETIME = 60.0
 _MAX_MESSAGE = 200
+# Redirects followed for one request; Docker Hub's blob reads need one.
+_MAX_REDIRECTS = 5
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def is_transient_status(status: int) -> bool:
@@ -98,11 +115,17 @@ class RegistryResponseError(PushError):
         status: int,
         code: str = "",
         registry_message: str = "",
+        retry_after: float | None = None,
+        rate_limit: str = "",
     ) -> None:
         super().__init__(message, hint)
         self.status = status
         self.code = code
         self.registry_message = registry_message
+        # Seconds the registry asked to wait (its Retry-After on a 429 or 503), None if unsaid.
+        self.retry_after = retry_after
+        # The registry's own rate limit, in words ("100 requests per 6 h, 0 left"), or "".
+        self.rate_limit = rate_limit
 
     @property
     def transient(self) -> bool:
@@ -114,14 +137,25 @@ class RegistryAuthError(AuthError):
 
     `registry_message` keeps the registry's own words (one line, secrets masked) out of the
     message, so callers can recognise an expired token or the IAM action ECR names.
+    `method` and `url` are the refused request's: ECR answers a HEAD without a body, so its
+    IAM action follows only from the request.
     """
 
     def __init__(
-        self, message: str, hint: str | None = None, *, status: int, registry_message: str = ""
+        self,
+        message: str,
+        hint: str | None = None,
+        *,
+        status: int,
+        registry_message: str = "",
+        method: str = "",
+        url: str = "",
     ) -> None:
         super().__init__(message, hint)
         self.status = status
         self.registry_message = registry_message
+        self.method = method
+        self.url = url
 
 
 class RegistryConnectionError(RegistryUnreachableError):
@@ -154,27 +188,64 @@ def api_host(host: str) -> str:
     return DOCKER_HUB_API_HOST if host.lower() in DOCKER_HUB_ALIASES else host
 
 
-def _hostname(host: str) -> str:
-    if host.startswith("["):
-        return host[1 : host.find("]")] if "]" in host else host[1:]
-    if host.count(":") == 1:
-        return host.split(":", 1)[0]
-    return host  # a bare IPv6 address, or a name without a port
-
-
-def is_loopback(host: str) -> bool:
-    name = _hostname(host).lower()
-    if name == "localhost" or name.endswith(".localhost"):
-        return True
+def origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) of a URL, lower case, the port spelled out when it is the default."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
     try:
-        return ipaddress.ip_address(name).is_loopback
+        port = parts.port
     except ValueError:
-        return False
+        port = None
+    return scheme, (parts.hostname or "").lower(), port or _DEFAULT_PORTS.get(scheme)
 
 
-def scheme_for(host: str) -> str:
-    """Plain http for loopback registries, https otherwise: what the Docker engine does."""
-    return "http" if is_loopback(host) else "https"
+def same_origin(url: str, other: str) -> bool:
+    """Whether two URLs name the same scheme, host and port: the only test of whether a
+    request may carry the registry's credentials. Another port or plain http is another
+    origin, as browsers and Go's http.Client treat it."""
+    return origin(url) == origin(other)
+
+
+def parse_retry_after(value: str, now: datetime.datetime | None = None) -> float | None:
+    """Seconds a `Retry-After` value asks to wait (RFC 9110: delay-seconds or an HTTP-date),
+    0 for a date in the past, None when the value is neither."""
+    value = value.strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    now = now or datetime.datetime.now(datetime.UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+def _window(seconds: int) -> str:
+    for unit, size in (("h", 3600), ("min", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size} {unit}"
+    return f"{seconds} s"
+
+
+def describe_rate_limit(limit: str, remaining: str) -> str:
+    """Docker Hub's `ratelimit-limit` / `ratelimit-remaining` (e.g. "100;w=21600"), in
+    words: "100 requests per 6 h, 0 left"; "" when there is no limit header."""
+
+    def parsed(value: str) -> tuple[str, int | None]:
+        count, _, rest = value.strip().partition(";")
+        window = re.search(r"\bw=(\d+)", rest)
+        return count.strip(), int(window.group(1)) if window else None
+
+    count, window = parsed(limit)
+    if not count.isdigit():
+        return ""
+    text = f"{count} requests" + (f" per {_window(window)}" if window else "")
+    left, _ = parsed(remaining)
+    return f"{text}, {left} left" if left.isdigit() else text
 
 
 @dataclass(frozen=True)
@@ -316,6 +387,7 @@ class RegistryClient:
         scheme: str | None = None,
         auth_hint: str = DEFAULT_AUTH_HINT,
         session: requests.Session | None = None,
+        rules: RegistryRules | None = None,
     ) -> None:
         self.host = api_host(host)
         self.display_host = host.strip().rstrip("/") or self.host
@@ -325,10 +397,13 @@ class RegistryClient:
         # token, traded at the token service for access tokens (never sent as a password).
         self._identity_token = identity_token or None
         self.timeout = timeout
-        self.scheme = scheme or scheme_for(self.host)
-        self.base_url = f"{self.scheme}://{self.host}"
+        # The engine's rules for this host (`rules`: its `docker info`; docker's defaults
+        # without one): https verified with certs.d, or, for an insecure registry, https
+        # unverified or http, found out by the first request.
+        self.transport: RegistryTransport = transport_for(self.host, rules)
+        self._scheme = scheme or (None if len(self.transport.schemes) > 1 else "https")
         self.auth_hint = auth_hint
-        self._session = session or requests.Session()
+        self._session = self.transport.session(session)
         self._session.headers["User-Agent"] = f"shipit/{__version__}"
         # Learned from the first challenge; later requests answer it up front.
         self._challenge: Challenge | None = None
@@ -341,8 +416,22 @@ class RegistryClient:
         secret = "***" if self._password else None
         return (
             f"RegistryClient(host={self.host!r}, username={self.username!r}, "
-            f"password={secret!r}, scheme={self.scheme!r})"
+            f"password={secret!r}, scheme={self._scheme!r})"
         )
+
+    @property
+    def scheme(self) -> str:
+        """https or http, as the engine's rules give this host (asked once)."""
+        if self._scheme is None:
+            try:
+                self._scheme = self.transport.pick_scheme(self._session, self.timeout)
+            except requests.RequestException as exc:
+                raise self._connection_error(exc, self.display_host, "") from exc
+        return self._scheme
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.scheme}://{self.host}"
 
     def use_credentials(self, username: str | None, password: str | None) -> None:
         """Replace the credentials (a renewed ECR token, say); tokens got with the old ones go."""
@@ -463,17 +552,16 @@ class RegistryClient:
         size: int,
         *,
         timeout: float | None = None,
+        location: str | None = None,
     ) -> None:
         """Uploads a blob as the engine does: one upload session, the bytes in one PATCH,
         then the PUT that names the digest, which the registry checks against the bytes.
-        `timeout`: how long the registry may take no bytes and send none."""
+        `timeout`: how long the registry may take no bytes and send none; `location`: an
+        upload session already open (a declined mount's)."""
         repository = self._repository(repository)
         scope = repository_scope(repository, "pull,push")
-        started = self._request(
-            "POST", f"/v2/{repository}/blobs/uploads/", scope=scope, timeout=timeout
-        )
-        assert started is not None  # only absent_ok requests answer None
-        location = self._upload_location(started)
+        if location is None:
+            location = self._start_upload(repository, timeout=timeout)
         patched = self._request(
             "PATCH",
             location,
@@ -501,7 +589,46 @@ class RegistryClient:
                 "push again; if it persists the registry rewrites blobs",
             )
 
+    def mount_blob(
+        self, repository: str, digest: str, source: str, *, timeout: float | None = None
+    ) -> str | None:
+        """Asks the registry to mount a blob that its repository `source` holds into
+        `repository`: None when mounted (201), else the Location of the upload session to
+        send the bytes to (a registry that declines answers 202 with one; a refused pull of
+        `source` gets a plain upload session)."""
+        repository = self._repository(repository)
+        source = self._repository(source)
+        # A Bearer token for a mount must grant the pull of the source as well.
+        scope = f"{repository_scope(repository, 'pull,push')} {repository_scope(source)}"
+        try:
+            answered = self._request(
+                "POST",
+                f"/v2/{repository}/blobs/uploads/?mount={digest}&from={source}",
+                scope=scope,
+                timeout=timeout,
+            )
+        except (RegistryAuthError, RegistryResponseError) as error:
+            if is_transient(error):
+                raise
+            # No pull of the source, or a registry that refuses mounts: the POST without
+            # them opens the session, or fails as it would have without the mount.
+            return self._start_upload(repository, timeout=timeout)
+        assert answered is not None  # only absent_ok requests answer None
+        if answered.status_code == 201:
+            return None
+        return self._upload_location(answered)
+
     # -- internals -----------------------------------------------------------------------
+
+    def _start_upload(self, repository: str, *, timeout: float | None) -> str:
+        started = self._request(
+            "POST",
+            f"/v2/{repository}/blobs/uploads/",
+            scope=repository_scope(repository, "pull,push"),
+            timeout=timeout,
+        )
+        assert started is not None  # only absent_ok requests answer None
+        return self._upload_location(started)
 
     def _upload_location(self, response: requests.Response) -> str:
         location = response.headers.get("Location", "")
@@ -559,8 +686,11 @@ class RegistryClient:
     def _url(self, path: str) -> str:
         return path if path.startswith(("http://", "https://")) else urljoin(self.base_url, path)
 
-    def _authorization(self, scope: str) -> str | None:
-        """The Authorization header to send up front, from what earlier challenges taught."""
+    def _authorization(self, url: str, scope: str) -> str | None:
+        """The Authorization header to send up front, from what earlier challenges taught:
+        none for a URL outside the registry's own origin (a CDN, an upload host)."""
+        if not self._is_own(url):
+            return None
         challenge = self._challenge
         if challenge is None:
             return None
@@ -590,21 +720,83 @@ class RegistryClient:
         body: bytes | IO[bytes] | None = None,
         timeout: float | None = None,
     ) -> requests.Response | None:
-        """Send one API request, answering at most one auth challenge.
+        """Send one API request, following redirects and answering at most one auth
+        challenge per host.
 
         Returns None for a 404 (or a registry "unknown" error code) when `absent_ok`, raises
         the matching ShipitError for anything else that is not 2xx.
         """
         url = self._url(path)
-        sent_auth = self._authorization(scope)
-        response = self._send(method, url, headers, sent_auth, body, timeout)
-        if response.status_code == 401:
-            challenge = parse_challenge(response.headers.get("WWW-Authenticate", ""))
-            retry_auth = self._answer_challenge(challenge, scope, sent_auth, response)
-            if not isinstance(body, bytes | None):
-                body.seek(0)  # a file body is sent again from its start
-            response = self._send(method, url, headers, retry_auth, body, timeout)
+        response = self._send_authorized(method, url, scope, headers, body, timeout)
+        for _ in range(_MAX_REDIRECTS):
+            location = response.headers.get("Location")
+            if response.status_code not in _REDIRECT_STATUSES or not location:
+                break
+            url = urljoin(response.url, location)
+            response.close()
+            if response.status_code == 303 or (
+                response.status_code in (301, 302) and method == "POST"
+            ):
+                # As browsers (and requests) do: the redirected request reads, with no body.
+                method = "HEAD" if method == "HEAD" else "GET"
+                body = None
+                headers = {
+                    name: value
+                    for name, value in (headers or {}).items()
+                    if name.lower() not in ("content-type", "content-length")
+                }
+            _rewind(body)
+            response = self._send_authorized(method, url, scope, headers, body, timeout)
+        else:
+            if response.status_code in _REDIRECT_STATUSES:
+                raise PushError(
+                    f"registry {self.display_host} redirected {method} {path} more than "
+                    f"{_MAX_REDIRECTS} times",
+                    "check the registry's address and configuration",
+                )
         return self._check(response, method, path, absent_ok=absent_ok)
+
+    def _is_own(self, url: str) -> bool:
+        return same_origin(url, self.base_url)
+
+    def _send_authorized(
+        self,
+        method: str,
+        url: str,
+        scope: str,
+        headers: Mapping[str, str] | None,
+        body: bytes | IO[bytes] | None,
+        timeout: float | None,
+    ) -> requests.Response:
+        """One request to one URL, sent again once if its host answers 401 with a challenge:
+        the registry's own challenge with the registry's credentials, another host's only
+        when it asked, and never remembered for later requests."""
+        sent_auth = self._authorization(url, scope)
+        response = self._send(method, url, headers, sent_auth, body, timeout)
+        if response.status_code != 401:
+            return response
+        challenge = parse_challenge(response.headers.get("WWW-Authenticate", ""))
+        if self._is_own(url):
+            retry_auth = self._answer_challenge(challenge, scope, sent_auth, response)
+        else:
+            answer = self._answer_foreign_challenge(challenge, scope, sent_auth)
+            if answer is None:
+                return response  # _check reports the 401
+            retry_auth = answer
+        _rewind(body)
+        return self._send(method, url, headers, retry_auth, body, timeout)
+
+    def _answer_foreign_challenge(
+        self, challenge: Challenge | None, scope: str, sent_auth: str | None
+    ) -> str | None:
+        """The answer to another host's own challenge, None when there is none to give."""
+        if challenge is None or sent_auth is not None:
+            return None
+        if challenge.scheme == "basic":
+            return self._basic_header()
+        if challenge.scheme == "bearer":
+            return f"Bearer {self._fetch_token(challenge, scope, remember=False)}"
+        return None
 
     def _answer_challenge(
         self,
@@ -645,7 +837,7 @@ class RegistryClient:
         with self._lock:
             self._tokens.pop(scope, None)
 
-    def _fetch_token(self, challenge: Challenge, scope: str) -> str:
+    def _fetch_token(self, challenge: Challenge, scope: str, *, remember: bool = True) -> str:
         realm = challenge.realm
         if not realm.startswith(("https://", "http://")):
             raise AuthError(
@@ -676,10 +868,18 @@ class RegistryClient:
                     **params,
                 }
                 form.pop("account", None)
-                response = self._session.post(realm, data=form, timeout=self.timeout)
+                response = self._session.post(
+                    realm, data=form, timeout=self.timeout, auth=_no_ambient_auth
+                )
             else:
+                # Docker's token spec: one `scope` parameter per scope (a mount has two).
+                query = {**params, "scope": wanted.split()} if wanted else params
                 response = self._session.get(
-                    realm, params=params, headers=headers, timeout=self.timeout
+                    realm,
+                    params=query,
+                    headers=headers,
+                    timeout=self.timeout,
+                    auth=_no_ambient_auth,
                 )
         except requests.RequestException as exc:
             raise self._connection_error(exc, realm_host, "token service of") from exc
@@ -701,6 +901,8 @@ class RegistryClient:
         lifetime = body.get("expires_in")
         seconds = float(lifetime) if isinstance(lifetime, int | float) else _DEFAULT_TOKEN_LIFETIME
         token = _Token(value, time.monotonic() + seconds)
+        if not remember:
+            return value
         with self._lock:
             self._tokens[scope] = token
             if wanted != scope:
@@ -726,10 +928,15 @@ class RegistryClient:
                 headers=merged,
                 data=body,
                 timeout=timeout or self.timeout,
-                allow_redirects=True,
+                # _request follows redirects itself, deciding per hop what may be sent.
+                allow_redirects=False,
+                auth=_no_ambient_auth,
             )
         except requests.RequestException as exc:
-            raise self._connection_error(exc, self.display_host, "", timeout) from exc
+            where = self.display_host
+            if not self._is_own(url):
+                where = f"{where} (at {urlsplit(url).netloc})"
+            raise self._connection_error(exc, where, "", timeout) from exc
         log.debug("%s %s -> %s", method, urlsplit(url).path, response.status_code)
         return response
 
@@ -788,26 +995,57 @@ class RegistryClient:
             self.auth_hint,
             status=status,
             registry_message=registry_message,
+            method=response.request.method or "",
+            url=urlsplit(response.request.url or "").path,
         )
 
     def _response_error(self, response: requests.Response, what: str) -> RegistryResponseError:
         status = response.status_code
         code, message = self._error_body(response)
         reason = ": ".join(part for part in (code, message) if part) or (response.reason or "")
-        text = f"registry {self.display_host} answered {status} to {what}"
+        text = f"registry {self.display_host} answered {status} to {_request_name(what)}"
         if reason:
             text = f"{text} ({self._clean(reason)})"
-        if is_transient_status(status):
+        rate_limit = describe_rate_limit(
+            response.headers.get("ratelimit-limit", ""),
+            response.headers.get("ratelimit-remaining", ""),
+        )
+        if rate_limit:
+            text = f"{text}; its rate limit: {rate_limit}"
+        if status == 429:
+            hint = (
+                "the registry limits how often it may be asked; wait for the limit to reset, "
+                "or use an account with a higher limit"
+            )
+        elif is_transient_status(status):
             hint = "the registry is overloaded or failing; retry later"
+        elif code in _UPLOAD_HINTS:
+            hint = _UPLOAD_HINTS[code]
         elif status == 404:
             hint = "check the repository name (and create it first for ECR)"
         else:
             hint = ""
-        return RegistryResponseError(text, hint, status=status, code=code, registry_message=message)
+        retry_after = None
+        if status in (429, 503):
+            retry_after = parse_retry_after(response.headers.get("Retry-After", ""))
+        return RegistryResponseError(
+            text,
+            hint,
+            status=status,
+            code=code,
+            registry_message=message,
+            retry_after=retry_after,
+            rate_limit=rate_limit,
+        )
 
     def _connection_error(
         self, exc: requests.RequestException, where: str, role: str, timeout: float | None = None
     ) -> RegistryConnectionError:
+        # The engine's TLS rules are about the registry's own host, not a CDN or token host.
+        own = not role and where == self.display_host
+        tls = self.transport.tls_failure(exception_chain(exc)) if own else None
+        if tls is not None:
+            return RegistryConnectionError(tls.message, tls.hint, transient=False)
         reason, transient = _describe_connection_failure(exc, timeout or self.timeout)
         if role:
             target = f"the {role} registry {self.display_host} ({where})"
@@ -827,23 +1065,45 @@ class RegistryClient:
         )
 
 
-def _exception_chain(exc: BaseException) -> list[BaseException]:
-    """exc and what it wraps: requests wraps urllib3, which wraps the socket error."""
-    seen: list[BaseException] = []
-    todo: list[BaseException] = [exc]
-    while todo and len(seen) < 20:
-        item = todo.pop()
-        if any(item is other for other in seen):
-            continue
-        seen.append(item)
-        nested = [*item.args, getattr(item, "reason", None), item.__cause__, item.__context__]
-        todo.extend(n for n in nested if isinstance(n, BaseException))
-    return seen
+def _no_ambient_auth(request: requests.PreparedRequest) -> requests.PreparedRequest:
+    """An explicit "no auth" for requests: without one it would add ~/.netrc's credentials
+    for whatever host a request goes to, a CDN or an upload host included."""
+    return request
+
+
+def _rewind(body: bytes | IO[bytes] | None) -> None:
+    """A file body is sent again from its start (after a challenge, or a 307/308)."""
+    if body is not None and not isinstance(body, bytes):
+        body.seek(0)
+
+
+_UPLOAD_HINTS = {
+    "DIGEST_INVALID": "the bytes the registry received do not hash to the blob's digest: "
+    "something on the way (a proxy) changed them; push again",
+    "SIZE_INVALID": "the registry received another size than the blob's; push again",
+    "BLOB_UPLOAD_INVALID": "the registry dropped the upload session; push again",
+    "BLOB_UPLOAD_UNKNOWN": "the registry dropped the upload session; push again",
+}
+
+
+def _request_name(what: str) -> str:
+    """A request as an error names it. A blob upload's URL carries the registry's upload
+    state (the session's id, `_state=...`: hundreds of characters, of use to no one), so
+    it is named by the blob's digest instead."""
+    method, _, url = what.partition(" ")
+    path, _, query = url.partition("?")
+    if "/blobs/uploads/" not in path:
+        return what
+    repository = urlsplit(path).path.removeprefix("/v2/").split("/blobs/uploads/")[0]
+    fields = parse_qs(query)
+    digest = (fields.get("digest") or fields.get("mount") or [""])[0]
+    blob = f"for {digest[:19]}… " if digest else ""
+    return f"{method} of the blob upload {blob}to {repository}"
 
 
 def _describe_connection_failure(exc: BaseException, timeout: float) -> tuple[str, bool]:
     """A short reason, and whether retrying makes sense."""
-    chain = _exception_chain(exc)
+    chain = exception_chain(exc)
     if isinstance(exc, requests.Timeout) or any(isinstance(e, TimeoutError) for e in chain):
         return f"no answer within {timeout:g} s", True
     if any(isinstance(e, ConnectionRefusedError) for e in chain):
@@ -873,11 +1133,12 @@ __all__ = [
     "RegistryConnectionError",
     "RegistryResponseError",
     "api_host",
-    "is_loopback",
+    "describe_rate_limit",
     "is_transient",
     "is_transient_status",
     "parse_challenge",
     "parse_challenges",
+    "parse_retry_after",
     "repository_scope",
-    "scheme_for",
+    "same_origin",
 ]

@@ -226,15 +226,28 @@ class Ecr:
         return self._call(f"describing ECR repository {name}", describe)
 
     def create_repository(self, name: str, tag_mutability: str, scan_on_push: bool) -> Repository:
-        def create() -> Repository:
-            answer = self._ecr.create_repository(
-                repositoryName=name,
-                imageTagMutability=tag_mutability,  # type: ignore[arg-type]
-                imageScanningConfiguration={"scanOnPush": scan_on_push},
-            )
+        """The new repository; or the one another push created since shipit found none (two
+        first pushes at once), which is as good: the push needs a repository, not to make it."""
+
+        def create() -> Repository | None:
+            try:
+                answer = self._ecr.create_repository(
+                    repositoryName=name,
+                    imageTagMutability=tag_mutability,  # type: ignore[arg-type]
+                    imageScanningConfiguration={"scanOnPush": scan_on_push},
+                )
+            except self._ecr.exceptions.RepositoryAlreadyExistsException:
+                return None
             return _repository(answer["repository"])
 
-        return self._call(f"creating ECR repository {name}", create)
+        created = self._call(f"creating ECR repository {name}", create)
+        existing = created or self.repository(name)
+        if existing is None:
+            raise AwsError(
+                f"ECR said repository {name} exists, then that it does not (deleted meanwhile?)",
+                "check who manages the repository, then push again",
+            )
+        return existing
 
     def token(self) -> RegistryToken:
         def fetch() -> RegistryToken:
