@@ -8,7 +8,8 @@ from typing import Any
 
 SIDES = ("shipit", "plain")
 # shipit / script ratios (start-up: shipit / `python -c pass`; upload: bytes / changed layer).
-TARGETS = {"cold": 0.5, "nochange": 0.35, "onepage": 0.7, "upload": 1.2, "startup": 2.5}
+# Cold ship: issue 20's target, once shipit compressed with ISA-L (issue 14's was 0.5).
+TARGETS = {"cold": 0.2, "nochange": 0.35, "onepage": 0.7, "upload": 1.2, "startup": 2.5}
 
 
 def median(values: Sequence[float]) -> float:

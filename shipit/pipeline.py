@@ -610,7 +610,8 @@ def ship(
     not run again unless `resmoke`. The project's container is removed while the push runs,
     as the push needs only the image; that is also the container a ship killed after its
     smoke pass left running. The registries' credentials are looked up meanwhile
-    (RegistryAccess), from the start. One ship at a time per project (project_lock)."""
+    (RegistryAccess), from the start, and the image's new layers are compressed meanwhile
+    (prepared_blobs), from the build. One ship at a time per project (project_lock)."""
     with project_lock(settings, "ship", progress):
         return _ship(settings, engine, to, allow_root, resmoke, progress, layer_progress)
 
@@ -624,15 +625,18 @@ def _ship(
     progress: Progress,
     layer_progress: LayerProgress | None,
 ) -> ShipResult:
-    from shipit.push import PushImage, RegistryAccess, publish
+    from shipit.push import PushImage, RegistryAccess, prepared_blobs, publish
 
     ran: RunResult | None = None
     removal: threading.Thread | None = None
+    blobs = None
     with RegistryAccess(
         settings, to, allow_root=allow_root, registry_rules=engine.registry_rules
     ) as access:
         try:
             built = build(settings, engine, progress)
+            image = PushImage.of(built.info, settings)
+            blobs = prepared_blobs(settings, engine, image)
             earlier_pass = None if resmoke else smoke_pass_of(settings, built.image_id)
             if earlier_pass is not None:
                 progress(
@@ -648,10 +652,11 @@ def _ship(
             pushed = publish(
                 settings,
                 engine,
-                PushImage.of(built.info, settings),
+                image,
                 access,
                 progress=progress,
                 layer_progress=layer_progress,
+                blobs=blobs,
             )
         except BaseException:
             # Before the removal started, the build failed (perhaps the engine with it) or the
@@ -661,6 +666,9 @@ def _ship(
                 removal.join()
                 _stop_quietly(settings, engine, progress)
             raise
+        finally:
+            if blobs is not None:
+                blobs.close()
         removal.join()
         # Whatever the removal thread missed.
         for name in stop(settings, engine, progress):

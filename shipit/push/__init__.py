@@ -9,7 +9,7 @@
 The engine's push stream is read and classified beside the engine (shipit/push_stream.py).
 """
 
-from shipit.push.publish import PushImage, image_to_push, publish
+from shipit.push.publish import PushImage, image_to_push, prepared_blobs, publish
 from shipit.push.report import PushReport
 from shipit.push.targets import RegistryAccess
 
@@ -18,5 +18,6 @@ __all__ = [
     "PushReport",
     "RegistryAccess",
     "image_to_push",
+    "prepared_blobs",
     "publish",
 ]

@@ -3,10 +3,10 @@
 Docker 20.10's classic image store pushes each layer by compressing it with gzip on one
 thread, once per registry: a new 130 MB base layer costs seconds per registry. shipit instead
 compresses every layer once per push, on every core, and uploads the same bytes to each
-registry. The compression is deterministic (fixed level, fixed block size, no time in the
-header), so the same layer gives the same blob on every run with the same zlib: the digest
-learned once (`layers.json`) tells the next push whether a registry already holds the layer,
-without compressing it again.
+registry. The compression is deterministic (push/compress.py: one library at one level and
+block size, no time in the header), so the same layer gives the same blob on every run: the
+digest learned once (`layers.json`) tells the next push whether a registry already holds the
+layer, without compressing it again.
 
 The blob store lives in the user's cache folder (`$XDG_CACHE_HOME/shipit/blobs/`). It keeps
 image configs and small layers (a site's own layer, written by the build), and forgets the
@@ -23,36 +23,25 @@ import io
 import json
 import os
 import shutil
-import struct
 import tarfile
 import tempfile
 import threading
 import time
 import zlib
-from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from shipit.errors import PushError
 from shipit.lock import new_locked_file, try_lock
+from shipit.push.compress import BLOB_FORMAT, BLOCK, gzip_blocks, read_blocks
 from shipit.registries.ecr_cache import cache_directory, write_atomically
 
 if TYPE_CHECKING:
     from shipit.engine import Engine
 
-# Level 4 is within 3 % of gzip -6's size on an Nginx base layer at half its CPU time.
-GZIP_LEVEL = 4
-BLOCK = 1 << 20
-# Each block is compressed with the previous block's end as its dictionary, as pigz does, so
-# splitting the input costs almost nothing in size.
-_WINDOW = 32 * 1024
-# Part of every digest learned: another level or block size gives other blobs.
-BLOB_FORMAT = f"gzip-{GZIP_LEVEL}-{BLOCK}"
-# A gzip member header without a name or a time, so equal input gives equal bytes.
-_GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
 # Layers up to this size stay in the store after a push; bigger ones are made again.
 KEEP_LAYER_BYTES = 16 << 20
 STORE_CAP_BYTES = 512 << 20
@@ -63,58 +52,6 @@ HOLDER_HOSTS = 8
 HOLDER_REPOSITORIES = 8
 # In each push's temporary folder: locked for as long as the push runs.
 PUSH_LOCK = "lock"
-
-
-def _deflate(block: bytes, dictionary: bytes, last: bool) -> bytes:
-    if dictionary:
-        compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -15, zdict=dictionary)
-    else:
-        compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -15)
-    # A sync flush ends the block on a byte boundary without ending the stream, so the
-    # blocks' deflate streams join into one.
-    return compressor.compress(block) + compressor.flush(
-        zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH
-    )
-
-
-def gzip_blocks(blocks: Iterable[bytes], pool: ThreadPoolExecutor) -> Iterator[bytes]:
-    """One gzip member of the blocks' concatenation, the blocks compressed side by side.
-    Every block but the last must be BLOCK bytes long for the output to be deterministic."""
-    yield _GZIP_HEADER
-    in_flight: deque[Future[bytes]] = deque()
-    limit = 2 * (os.cpu_count() or 1)  # blocks in flight: what bounds the memory
-    crc = 0
-    size = 0
-    previous = b""
-    held: bytes | None = None
-    for block in blocks:
-        if held is not None:
-            in_flight.append(pool.submit(_deflate, held, previous[-_WINDOW:], False))
-            previous = held
-            while len(in_flight) > limit:
-                yield in_flight.popleft().result()
-        crc = zlib.crc32(block, crc)
-        size += len(block)
-        held = block
-    in_flight.append(pool.submit(_deflate, held or b"", previous[-_WINDOW:], True))
-    while in_flight:
-        yield in_flight.popleft().result()
-    yield struct.pack("<II", crc, size & 0xFFFFFFFF)
-
-
-def read_blocks(source: IO[bytes]) -> Iterator[bytes]:
-    """BLOCK-sized pieces of a file (the last one shorter), whatever its reads return."""
-    pending = bytearray()
-    while True:
-        piece = source.read(BLOCK - len(pending))
-        if not piece:
-            break
-        pending += piece
-        if len(pending) == BLOCK:
-            yield bytes(pending)
-            pending.clear()
-    if pending:
-        yield bytes(pending)
 
 
 def engine_push_reason(uploader: str, engine: Engine) -> str | None:
@@ -491,6 +428,22 @@ class ImageBlobs:
         self._temporary: Path | None = None
         self._temporary_lock: int | None = None
         self._pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="gzip")
+        self._closed = False
+        self._preparing: threading.Thread | None = None
+
+    def prepare(self) -> None:
+        """Starts the export in the background when the store lacks a layer, so that a ship
+        compresses the image while it runs and smoke-tests it: the engine takes most of a
+        second to write a `docker save` before its first byte. The push waits for it."""
+        if all(self.known(diff_id) is not None for diff_id in self.diff_ids):
+            return
+        self._preparing = threading.Thread(target=self._prepare, name="export", daemon=True)
+        self._preparing.start()
+
+    def _prepare(self) -> None:
+        # A failed export is tried again, and its error reported, by the push.
+        with self._lock, contextlib.suppress(Exception):
+            self._export()
 
     def known(self, diff_id: str) -> Blob | None:
         """The layer's blob as far as it is known without compressing anything: the one made
@@ -548,9 +501,24 @@ class ImageBlobs:
         return self._config
 
     def close(self) -> None:
+        self._closed = True
+        # An export still running fails at its next block, for want of the pool.
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._preparing is not None and self._temporary is not None:
+            # Compressing: it stops at its next block. Still waiting for the engine's first
+            # byte (a push that needed no upload), it has written nothing: not waited for.
+            self._preparing.join(self.stall_timeout)
+        if self._lock.acquire(blocking=False):
+            try:
+                self._remove_temporary()
+            finally:
+                self._lock.release()
+        # Else an export (a push thread's, after Ctrl-C) holds it, and removes the folder.
+
+    def _remove_temporary(self) -> None:
         if self._temporary is not None:
             shutil.rmtree(self._temporary, ignore_errors=True)
+            self._temporary = None
         if self._temporary_lock is not None:
             os.close(self._temporary_lock)
             self._temporary_lock = None
@@ -558,10 +526,8 @@ class ImageBlobs:
     def _export(self) -> None:
         """Reads the image from the engine once: every layer is compressed, the config kept.
         Called with the lock held. A failed export is tried again by the push's next attempt."""
-        if self._exported:
+        if self._exported or self._closed:
             return
-        if self._temporary is None:
-            self._temporary = self._temporary_folder()
         try:
             self._read_export()
         except (tarfile.TarError, EOFError) as error:
@@ -576,6 +542,9 @@ class ImageBlobs:
                 f"no space left in {self._temporary} for the compressed layers",
                 "free disk space, or point XDG_CACHE_HOME (or TMPDIR) at a larger disk",
             ) from error
+        finally:
+            if self._closed:
+                self._remove_temporary()
         self._exported = True
 
     def _temporary_folder(self) -> Path:
@@ -615,7 +584,8 @@ class ImageBlobs:
                         self._made[diff_id] = self.store.adopt(diff_id, blob)
 
     def _compress(self, layer: IO[bytes]) -> tuple[str, Blob]:
-        assert self._temporary is not None
+        if self._temporary is None:  # made once the engine sends a layer, not before
+            self._temporary = self._temporary_folder()
         uncompressed = hashlib.sha256()
         compressed = hashlib.sha256()
         size = 0

@@ -28,7 +28,18 @@ from shipit.push.steps import point_tag_once, push_first_tag_once
 from shipit.push.targets import RegistryAccess, Target
 from shipit.registries.distribution import Manifest
 
-__all__ = ["PushImage", "image_to_push", "publish"]
+__all__ = ["PushImage", "image_to_push", "prepared_blobs", "publish"]
+
+
+def prepared_blobs(settings: Settings, engine: Engine, image: PushImage) -> ImageBlobs | None:
+    """The image's blobs, their export and compression started in the background, when
+    shipit will upload the image itself (else None); the caller closes them."""
+    if not uploads_itself(settings.uploader, engine):
+        return None
+    store = BlobStore.for_user()
+    blobs = ImageBlobs(engine, image.id, image.layers, store, settings.engine_timeout)
+    blobs.prepare()
+    return blobs
 
 
 @dataclass
@@ -41,6 +52,7 @@ class _Publisher:
     layer_progress: LayerProgress | None
     uploader: str
     stall_timeout: float
+    prepared: ImageBlobs | None = None  # the caller's, which it closes
     _blobs: ImageBlobs | None = field(default=None, init=False)
     _blobs_decided: bool = field(default=False, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
@@ -48,6 +60,8 @@ class _Publisher:
     def blobs(self) -> ImageBlobs | None:
         """The image's blobs when shipit uploads it itself, None when the engine pushes;
         decided when the first registry needs an upload, so a push of nothing asks nothing."""
+        if self.prepared is not None:
+            return self.prepared
         with self._lock:
             if not self._blobs_decided:
                 self._blobs_decided = True
@@ -156,9 +170,11 @@ def publish(
     *,
     progress: Progress = quiet,
     layer_progress: LayerProgress | None = None,
+    blobs: ImageBlobs | None = None,
 ) -> PushReport:
     """Pushes `image` (which passed its smoke test: see image_to_push) under its tags to the
-    registries that `access` resolves, and reports per registry."""
+    registries that `access` resolves, and reports per registry. `blobs`: the image's blobs
+    when shipit uploads it itself, already being made (prepared_blobs); else made here."""
     for skipped in image.tags.skipped:
         progress(skipped.one_line())
     if not access.dry_run:
@@ -173,6 +189,7 @@ def publish(
         layer_progress=layer_progress,
         uploader=settings.uploader,
         stall_timeout=settings.engine_timeout,
+        prepared=blobs,
     )
     report = PushReport(
         image_id=image.id,
