@@ -211,10 +211,12 @@ def init(
     _ui = Ui(json_output=json_output, quiet=quiet, debug=debug)
     from shipit.scaffold import init_project
 
-    written = init_project(directory, force=force, ci=ci, install=install)
+    made = init_project(directory, force=force, ci=ci, install=install)
+    for note in made.notes:
+        _ui.progress(f"shipit: note: {note}")
     _ui.result(
-        {"ok": True, "directory": str(directory), "files": written},
-        f"created {len(written)} files in {directory}; next: cd {directory} && shipit run",
+        {"ok": True, "directory": str(directory), "files": made.files, "notes": made.notes},
+        f"created {len(made.files)} files in {directory}; next: cd {directory} && shipit run",
     )
 
 

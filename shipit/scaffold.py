@@ -4,15 +4,17 @@ The skeleton is the bundled example site itself (shipit/skeleton links to site/ 
 templates/) and a shipit.toml, plus a CI definition (shipit/ci/): a GitHub Actions workflow
 (the default) or a GitLab CI/CD pipeline.
 
-shipit is not on PyPI, so the CI definition installs the exact source given with --install,
-by default the one this shipit was installed from: a `pip install git+URL@COMMIT` records it,
-and a checkout with an origin remote names it.
+The CI definition installs the exact source given with --install, by default the one this
+shipit was installed from: an index install pins its version, a `pip install git+URL@COMMIT`
+or a checkout with a network origin pins that commit. Anything else (a wheel file, a local
+origin) gets a marked placeholder and a note: init always makes the project.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass, field
 from importlib import metadata, resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -20,7 +22,14 @@ from urllib.parse import unquote, urlsplit
 
 from shipit.ci_kind import Ci
 from shipit.errors import ConfigError, PreconditionError
-from shipit.vcs import revision, source_url
+from shipit.vcs import (
+    git_installed,
+    in_work_tree,
+    on_a_remote,
+    revision,
+    source_url,
+    start_repository,
+)
 
 CI_FILES = {Ci.GITHUB: ".github/workflows/shipit.yml", Ci.GITLAB: ".gitlab-ci.yml"}
 # Full commit ids of the release tags; the version goes beside each as a comment.
@@ -36,6 +45,29 @@ INSTALL_HINT = (
     "pass --install git+https://HOST/OWNER/shipit@COMMIT (a full 40-character commit id), "
     "or --ci none"
 )
+# Marked so that a run of the unfilled CI definition fails at pip with this very text, and
+# still a plain string, so that the workflow stays valid (actionlint, zizmor).
+PLACEHOLDER = "REPLACE-ME: pip install spec for shipit"
+OWN_FOLDER = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Install:
+    """What the CI definition installs, and why it may need a look: "" or one line."""
+
+    spec: str
+    reason: str = ""
+
+    @property
+    def placeholder(self) -> bool:
+        return self.spec == PLACEHOLDER
+
+
+@dataclass(frozen=True)
+class Scaffold:
+    files: list[str]
+    notes: list[str] = field(default_factory=list)
+
 
 # Stored without the dot so the skeleton's own .gitignore does not hide files in shipit's repo.
 _RENAMES = {"gitignore": ".gitignore"}
@@ -83,32 +115,65 @@ def _network_url(url: str) -> str | None:
     return None
 
 
-def source_of(direct_url: str | None, own_folder: Path) -> str | None:
-    """A pinned requirement for the shipit that pip recorded in `direct_url` (PEP 610), or
-    for the git checkout it was installed from (or runs from, without a record)."""
-    folder: Path | None = own_folder
-    if direct_url:
-        data = json.loads(direct_url)
-        vcs = data.get("vcs_info", {})
-        commit = str(vcs.get("commit_id", ""))
-        if vcs.get("vcs") == "git" and re.fullmatch(r"[0-9a-f]{40}", commit):
-            url = _network_url(str(data.get("url", "")))
-            return f"git+{url}@{commit}" if url else None
-        location = urlsplit(str(data.get("url", "")))
-        folder = Path(unquote(location.path)) if location.scheme == "file" else None
-    if folder is None:
-        return None
-    origin = _network_url(source_url(folder))
+def _placeholder(why: str) -> Install:
+    return Install(PLACEHOLDER, why)
+
+
+def _checkout_source(folder: Path) -> Install:
+    url = source_url(folder)
     commit = revision(folder).commit
-    return f"git+{origin}@{commit}" if origin and commit else None
+    if not commit:
+        return _placeholder(f"{folder} is not a git checkout with a commit")
+    origin = _network_url(url)
+    if origin is None:
+        where = f"a local path ({url}) as its origin" if url else "no origin remote"
+        return _placeholder(f"the checkout it runs from has {where}")
+    spec = f"git+{origin}@{commit}"
+    if not on_a_remote(folder, commit):
+        return Install(spec, f"commit {commit[:12]} is on no remote branch: push it before CI runs")
+    return Install(spec)
 
 
-def installed_source() -> str | None:
+def source_of(direct_url: str | None, own_folder: Path) -> Install:
+    """What pip recorded in `direct_url` (PEP 610) about how this shipit was installed, or
+    without a record the git checkout it runs from."""
+    if not direct_url:
+        return _checkout_source(own_folder)
+    data = json.loads(direct_url)
+    vcs = data.get("vcs_info", {})
+    commit = str(vcs.get("commit_id", ""))
+    if vcs.get("vcs") == "git" and re.fullmatch(r"[0-9a-f]{40}", commit):
+        url = _network_url(str(data.get("url", "")))
+        if url is None:
+            return _placeholder("it was installed from a git repository at a local path")
+        return Install(f"git+{url}@{commit}")
+    location = urlsplit(str(data.get("url", "")))
+    if "dir_info" in data and location.scheme == "file":
+        return _checkout_source(Path(unquote(location.path)))
+    return _placeholder(f"it was installed from a file ({location.path.rsplit('/', 1)[-1]})")
+
+
+def _own_distribution() -> metadata.Distribution | None:
+    names = metadata.packages_distributions().get("shipit", ["shipit"])
     try:
-        recorded = metadata.distribution("shipit").read_text("direct_url.json")
+        return metadata.distribution(names[0])
     except metadata.PackageNotFoundError:
-        recorded = None
-    return source_of(recorded, Path(__file__).resolve().parent.parent)
+        return None
+
+
+def installed_source(
+    distribution: metadata.Distribution | None = None, own_folder: Path = OWN_FOLDER
+) -> Install:
+    """distribution defaults to the one that holds this shipit, if any."""
+    if distribution is None:
+        distribution = _own_distribution()
+    if distribution is None:
+        return source_of(None, own_folder)
+    recorded = distribution.read_text("direct_url.json")
+    if recorded is None:
+        # pip writes no direct_url.json for an install from an index: that index has it.
+        return Install(f"{distribution.metadata['Name']}=={distribution.version}")
+    return source_of(recorded, own_folder)
 
 
 def _ci_text(ci: Ci, install: str, image: str) -> bytes:
@@ -121,9 +186,10 @@ def _ci_text(ci: Ci, install: str, image: str) -> bytes:
 
 def init_project(
     destination: Path, force: bool = False, ci: Ci = Ci.GITHUB, install: str | None = None
-) -> list[str]:
-    """Writes the skeleton and the CI definition into destination; refuses to overwrite
-    unless force. Checks everything before it writes anything."""
+) -> Scaffold:
+    """Writes the skeleton and the CI definition into destination and starts a git repository
+    there when it is in none; refuses to overwrite unless force. Checks everything before it
+    writes anything. The notes say what the user still has to do, one line each."""
     skeleton = resources.files("shipit") / "skeleton"
     files = _walk(skeleton)
     written_names = [relative for relative, _ in files]
@@ -138,16 +204,9 @@ def init_project(
             f"{destination} already has {shown}",
             "choose a new folder, or pass --force to overwrite those files",
         )
-    if ci is not Ci.NONE:
-        if install is None:
-            install = installed_source()
-            if install is None:
-                raise ConfigError(
-                    f"cannot tell which shipit the {ci.value} CI definition should install: "
-                    "this one was not installed from a git repository with an origin remote",
-                    INSTALL_HINT,
-                )
-        validate_install(install)
+    chosen = Install(validate_install(install)) if install is not None else None
+    if ci is not Ci.NONE and chosen is None:
+        chosen = installed_source()
     image = image_name_for(destination)
     for relative, source in files:
         target = destination / relative
@@ -156,9 +215,36 @@ def init_project(
         if relative == "shipit.toml":
             data = _IMAGE_LINE.sub(f'image = "{image}"', data.decode("utf-8"), count=1).encode()
         target.write_bytes(data)
-    if ci is not Ci.NONE:
-        assert install is not None  # checked above
+    notes: list[str] = []
+    if ci is not Ci.NONE and chosen is not None:
         target = destination / CI_FILES[ci]
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(_ci_text(ci, install, image))
-    return written_names
+        target.write_bytes(_ci_text(ci, chosen.spec, image))
+        notes.extend(_install_notes(chosen, CI_FILES[ci]))
+    notes.extend(_repository_notes(destination))
+    return Scaffold(written_names, notes)
+
+
+def _install_notes(chosen: Install, ci_file: str) -> list[str]:
+    if chosen.placeholder:
+        return [
+            f"{ci_file} installs a placeholder, as {chosen.reason}: set SHIPIT_INSTALL there "
+            "to a pinned pip requirement for shipit, or re-run with --force --install SPEC"
+        ]
+    if chosen.reason:
+        return [f"{ci_file} installs {chosen.spec}, but {chosen.reason}"]
+    return []
+
+
+def _repository_notes(destination: Path) -> list[str]:
+    # As `cargo new` does: tags come from commits, so a project wants a repository at once.
+    if not git_installed():
+        return [
+            f"git is not installed, so {destination} has no git repository: install git "
+            "and run `git init` there"
+        ]
+    if in_work_tree(destination):
+        return []
+    if not start_repository(destination):
+        return [f"`git init` failed in {destination}: run it there yourself"]
+    return []

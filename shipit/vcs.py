@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import urllib.parse
 from collections.abc import Callable
@@ -84,3 +85,22 @@ def source_url(project_dir: Path) -> str:
         return urllib.parse.urlunsplit((parsed.scheme, netloc, parsed.path, "", ""))
     # scp-like "git@host:org/repo" carries a login name, never a password.
     return url
+
+
+def git_installed() -> bool:
+    return shutil.which("git") is not None
+
+
+def in_work_tree(folder: Path) -> bool:
+    return git(folder, "rev-parse", "--is-inside-work-tree") == "true"
+
+
+def start_repository(folder: Path) -> bool:
+    """`git init` in folder; False when git failed."""
+    return git(folder, "init", "-q") is not None
+
+
+def on_a_remote(folder: Path, commit: str) -> bool:
+    """Whether a remote-tracking branch holds commit, as last fetched: a commit only here
+    cannot be installed by anyone else."""
+    return bool(git(folder, "branch", "-r", "--contains", commit))

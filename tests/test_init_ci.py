@@ -4,10 +4,12 @@ and zizmor (offline), and parsed for the jobs they must have."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ import pytest
 import yaml
 
 from shipit.errors import ExitCode
-from shipit.scaffold import GITHUB_ACTIONS, source_of
+from shipit.scaffold import GITHUB_ACTIONS, PLACEHOLDER, Install, installed_source, source_of
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 INSTALL = f"git+https://github.com/acme/shipit@{COMMIT}"
@@ -45,10 +47,10 @@ def github(tmp_path: Path) -> Path:
     return tmp_path / "site"
 
 
-def test_the_workflow_passes_actionlint(github: Path) -> None:
+def assert_actionlint_passes(site: Path) -> None:
     linted = subprocess.run(
         [tool("actionlint"), "-no-color", ".github/workflows/shipit.yml"],
-        cwd=github,
+        cwd=site,
         capture_output=True,
         text=True,
         check=False,
@@ -56,8 +58,11 @@ def test_the_workflow_passes_actionlint(github: Path) -> None:
     assert linted.returncode == 0, linted.stdout + linted.stderr
 
 
-@pytest.mark.parametrize("persona", ["regular", "pedantic"])
-def test_the_workflow_passes_zizmor(github: Path, persona: str) -> None:
+def test_the_workflow_passes_actionlint(github: Path) -> None:
+    assert_actionlint_passes(github)
+
+
+def assert_zizmor_passes(site: Path, persona: str) -> None:
     audited = subprocess.run(
         [
             tool("zizmor"),
@@ -66,13 +71,18 @@ def test_the_workflow_passes_zizmor(github: Path, persona: str) -> None:
             "--format=json",
             ".github/workflows/shipit.yml",
         ],
-        cwd=github,
+        cwd=site,
         capture_output=True,
         text=True,
         check=False,
     )
     assert json.loads(audited.stdout) == [], audited.stdout
     assert audited.returncode == 0, audited.stderr
+
+
+@pytest.mark.parametrize("persona", ["regular", "pedantic"])
+def test_the_workflow_passes_zizmor(github: Path, persona: str) -> None:
+    assert_zizmor_passes(github, persona)
 
 
 def workflow(root: Path) -> dict[Any, Any]:
@@ -187,9 +197,7 @@ def git(repo: Path, *args: str) -> str:
     ).stdout.strip()
 
 
-def test_the_default_install_is_where_this_shipit_came_from(tmp_path: Path) -> None:
-    repo = tmp_path / "shipit-src"
-    repo.mkdir()
+def commit_in(repo: Path) -> str:
     git(repo, "init", "-q")
     git(
         repo,
@@ -203,16 +211,30 @@ def test_the_default_install_is_where_this_shipit_came_from(tmp_path: Path) -> N
         "-m",
         "x",
     )
-    head = git(repo, "rev-parse", "HEAD")
+    return git(repo, "rev-parse", "HEAD")
+
+
+def test_the_default_install_is_where_this_shipit_came_from(tmp_path: Path) -> None:
+    repo = tmp_path / "shipit-src"
+    repo.mkdir()
+    head = commit_in(repo)
     # A checkout without a remote, or with a local one, names nothing CI can clone.
-    assert source_of(None, repo) is None
+    assert source_of(None, repo).placeholder
     git(repo, "remote", "add", "origin", "/srv/git/shipit")
-    assert source_of(None, repo) is None
+    assert source_of(None, repo) == Install(
+        PLACEHOLDER, "the checkout it runs from has a local path (/srv/git/shipit) as its origin"
+    )
     git(repo, "remote", "set-url", "origin", "git@github.com:acme/shipit.git")
-    assert source_of(None, repo) == f"git+https://github.com/acme/shipit.git@{head}"
+    pinned = f"git+https://github.com/acme/shipit.git@{head}"
+    # Never fetched from that remote: the commit is only here, which init says.
+    assert source_of(None, repo) == Install(
+        pinned, f"commit {head[:12]} is on no remote branch: push it before CI runs"
+    )
+    git(repo, "update-ref", "refs/remotes/origin/main", head)
+    assert source_of(None, repo) == Install(pinned)
     # pip install -e . or pip install . from that checkout
     editable = json.dumps({"url": repo.as_uri(), "dir_info": {"editable": True}})
-    assert source_of(editable, tmp_path) == f"git+https://github.com/acme/shipit.git@{head}"
+    assert source_of(editable, tmp_path) == Install(pinned)
     # pip install git+https://...@COMMIT
     from_git = json.dumps(
         {
@@ -220,25 +242,127 @@ def test_the_default_install_is_where_this_shipit_came_from(tmp_path: Path) -> N
             "vcs_info": {"vcs": "git", "commit_id": COMMIT, "requested_revision": "main"},
         }
     )
-    assert source_of(from_git, tmp_path) == f"git+https://github.com/acme/shipit@{COMMIT}"
-    wheel = json.dumps({"url": "https://example.com/shipit.whl", "archive_info": {}})
-    assert source_of(wheel, repo) is None
+    assert source_of(from_git, tmp_path) == Install(f"git+https://github.com/acme/shipit@{COMMIT}")
+    local_git = json.dumps({"url": repo.as_uri(), "vcs_info": {"vcs": "git", "commit_id": head}})
+    assert source_of(local_git, repo).placeholder
+    # pipx install ./shipit-0.1.0-py3-none-any.whl
+    wheel = json.dumps({"url": "file:///tmp/shipit-0.1.0-py3-none-any.whl", "archive_info": {}})
+    assert source_of(wheel, repo) == Install(
+        PLACEHOLDER, "it was installed from a file (shipit-0.1.0-py3-none-any.whl)"
+    )
 
 
-def test_without_a_known_source_init_says_to_pass_install(tmp_path: Path) -> None:
-    """A shipit installed from a wheel or a folder without a remote: nothing tells CI where to
-    get it (installed_source() answers None, as source_of does above)."""
+def fake_dist_info(tmp_path: Path, direct_url: str | None) -> Path:
+    info = tmp_path / "shipit-2.3.4.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: shipit\nVersion: 2.3.4\n")
+    if direct_url is not None:
+        (info / "direct_url.json").write_text(direct_url)
+    return info
+
+
+def fake_distribution(tmp_path: Path, direct_url: str | None) -> metadata.Distribution:
+    return metadata.PathDistribution(fake_dist_info(tmp_path, direct_url))
+
+
+def test_an_index_install_pins_its_own_version(tmp_path: Path) -> None:
+    """pip records no direct_url.json for an install from an index (PEP 610)."""
+    assert installed_source(fake_distribution(tmp_path, None), tmp_path) == Install("shipit==2.3.4")
+
+
+def test_a_recorded_git_install_pins_its_commit(tmp_path: Path) -> None:
+    recorded = json.dumps(
+        {"url": "https://github.com/acme/shipit", "vcs_info": {"vcs": "git", "commit_id": COMMIT}}
+    )
+    assert installed_source(fake_distribution(tmp_path, recorded), tmp_path) == Install(INSTALL)
+
+
+def run_init_from(
+    tmp_path: Path, distribution: str, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """init in a shipit whose own distribution is the fake one at `distribution`."""
     probe = (
-        "import sys, shipit.scaffold as s, shipit.cli as c; s.installed_source = lambda: None; "
-        "sys.exit(c.main(['init', 'site']))"
+        "import sys, importlib.metadata as m, shipit.scaffold as s, shipit.cli as c; "
+        f"s._own_distribution = lambda: m.PathDistribution(s.Path({distribution!r})); "
+        "sys.exit(c.main(sys.argv[1:]))"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=False
+    return subprocess.run(
+        [sys.executable, "-c", probe, "init", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
     )
-    assert done.returncode == ExitCode.CONFIG, done.stderr
+
+
+def test_init_from_an_index_install_pins_that_version(tmp_path: Path) -> None:
+    info = fake_dist_info(tmp_path, None)
+    done = run_init_from(tmp_path, str(info), "site")
+    assert done.returncode == 0, done.stderr
+    assert workflow(tmp_path / "site")["env"]["SHIPIT_INSTALL"] == "shipit==2.3.4"
+    assert "note" not in done.stderr
+
+
+def test_init_from_a_local_origin_checkout_writes_a_placeholder_and_says_so(
+    tmp_path: Path,
+) -> None:
+    """pip install -e . in a clone of a clone: the origin exists only on this machine."""
+    checkout = tmp_path / "clone"
+    checkout.mkdir()
+    commit_in(checkout)
+    git(checkout, "remote", "add", "origin", str(tmp_path / "upstream"))
+    editable = json.dumps({"url": checkout.as_uri(), "dir_info": {"editable": True}})
+    info = fake_dist_info(tmp_path, editable)
+    done = run_init_from(tmp_path, str(info), "site", "--ci", "gitlab")
+    assert done.returncode == 0, done.stderr
+    pipeline = yaml.safe_load((tmp_path / "site" / ".gitlab-ci.yml").read_text())
+    assert pipeline["variables"]["SHIPIT_INSTALL"] == PLACEHOLDER
     assert done.stderr.strip().splitlines() == [
-        "shipit: error: cannot tell which shipit the github CI definition should install: this "
-        "one was not installed from a git repository with an origin remote; pass --install "
-        "git+https://HOST/OWNER/shipit@COMMIT (a full 40-character commit id), or --ci none"
+        "shipit: note: .gitlab-ci.yml installs a placeholder, as the checkout it runs from has a "
+        f"local path ({tmp_path / 'upstream'}) as its origin: set SHIPIT_INSTALL there to a "
+        "pinned pip requirement for shipit, or re-run with --force --install SPEC"
     ]
-    assert not (tmp_path / "site").exists()
+
+
+def test_the_placeholder_workflow_passes_actionlint_and_zizmor(tmp_path: Path) -> None:
+    wheel = json.dumps({"url": "file:///tmp/shipit-2.3.4-py3-none-any.whl", "archive_info": {}})
+    info = fake_dist_info(tmp_path, wheel)
+    done = run_init_from(tmp_path, str(info), "site")
+    assert done.returncode == 0, done.stderr
+    site = tmp_path / "site"
+    assert workflow(site)["env"]["SHIPIT_INSTALL"] == PLACEHOLDER
+    assert_actionlint_passes(site)
+    assert_zizmor_passes(site, "pedantic")
+
+
+def test_init_starts_a_git_repository(tmp_path: Path) -> None:
+    done = init(tmp_path, "site", "--ci", "none")
+    assert done.returncode == 0, done.stderr
+    assert git(tmp_path / "site", "rev-parse", "--show-toplevel") == str(tmp_path / "site")
+
+
+def test_init_inside_a_repository_starts_none(tmp_path: Path) -> None:
+    commit_in(tmp_path)
+    done = init(tmp_path, "site", "--ci", "none")
+    assert done.returncode == 0, done.stderr
+    assert not (tmp_path / "site" / ".git").exists()
+
+
+def test_without_git_init_still_makes_the_project_and_says_so(tmp_path: Path) -> None:
+    no_git = tmp_path / "bin"
+    no_git.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "shipit", "init", "site", "--ci", "none"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PATH": str(no_git)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "site" / "shipit.toml").is_file()
+    assert not (tmp_path / "site" / ".git").exists()
+    assert done.stderr.strip().splitlines() == [
+        "shipit: note: git is not installed, so site has no git repository: install git and "
+        "run `git init` there"
+    ]
