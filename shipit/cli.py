@@ -734,8 +734,9 @@ def iam_check(
 ) -> None:
     """Evaluate policies locally: would they allow shipit's push (or the given actions)?
 
-    Exits 0 only when every action is allowed, 13 otherwise; a statement whose Condition
-    needs the request counts as allowed only when --context says it holds.
+    Exits 0 only when every action is allowed, 13 otherwise (denied, conditional or
+    undecided); a statement whose Condition needs the request counts as allowed only when
+    --context says it holds, and one whose Resource is not a well-formed ARN never does.
     Example: shipit iam check --policy ci-role.json --context aws:MultiFactorAuthPresent=true
     """
     settings = _setup(json_output, quiet, debug, project)

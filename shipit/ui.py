@@ -18,6 +18,24 @@ from typing import Any, TextIO
 from shipit.errors import OutputClosed, ShipitError
 from shipit.redact import redact
 
+# Red, then back to normal: a failure stands out in a terminal.
+_RED = "\x1b[31m"
+_RESET = "\x1b[0m"
+
+
+def no_color() -> bool:
+    """NO_COLOR set to anything (https://no-color.org), or a dumb terminal: not one escape
+    sequence, neither colour nor bold, italic or cursor movement."""
+    return bool(os.environ.get("NO_COLOR")) or os.environ.get("TERM") == "dumb"
+
+
+def _console(**options: Any) -> Any:
+    """A rich Console that writes styles only when colour is wanted: rich's own NO_COLOR
+    support drops colours but keeps bold and italic."""
+    from rich.console import Console
+
+    return Console(color_system=None if no_color() else "auto", **options)
+
 
 @dataclass
 class Ui:
@@ -37,17 +55,23 @@ class Ui:
         """Plain lines rather than rich tables: not a terminal, or running in CI."""
         return bool(os.environ.get("CI")) or not sys.stdout.isatty()
 
-    def _write(self, stream: TextIO, text: str) -> None:
+    def _write(self, stream: TextIO, text: str, *, failure: bool = False) -> None:
+        text = redact(text)
+        if failure and not no_color() and stream.isatty():
+            text = _RED + text + _RESET
         try:
-            stream.write(redact(text) + "\n")
+            stream.write(text + "\n")
             stream.flush()
         except BrokenPipeError as exc:
             raise OutputClosed("the reader of shipit's output went away") from exc
 
     @property
     def interactive(self) -> bool:
-        """Rich progress on stderr: a terminal, not CI, not --quiet."""
-        return not self.quiet and not os.environ.get("CI") and sys.stderr.isatty()
+        """Rich progress on stderr: a terminal, not CI, not --quiet, not NO_COLOR (the bars
+        move the cursor with escape sequences)."""
+        return (
+            not self.quiet and not os.environ.get("CI") and not no_color() and sys.stderr.isatty()
+        )
 
     def progress(self, message: str) -> None:
         if self.quiet:
@@ -65,7 +89,6 @@ class Ui:
             return
         with self._lock:
             if self._bars is None:
-                from rich.console import Console
                 from rich.progress import (
                     BarColumn,
                     DownloadColumn,
@@ -77,7 +100,7 @@ class Ui:
                     TextColumn("{task.description}"),
                     BarColumn(),
                     DownloadColumn(),
-                    console=Console(stderr=True),
+                    console=_console(stderr=True),
                     transient=True,
                 )
                 self._bars.start()
@@ -118,7 +141,6 @@ class Ui:
         if not self.plain:
             from io import StringIO
 
-            from rich.console import Console
             from rich.table import Table
 
             table = Table(title=title, show_lines=False)
@@ -127,7 +149,7 @@ class Ui:
             for row in cells:
                 table.add_row(*row)
             buffer = StringIO()
-            Console(file=buffer, force_terminal=True, width=120).print(table)
+            _console(file=buffer, force_terminal=True, width=120).print(table)
             return buffer.getvalue().rstrip()
         widths = [
             max(len(header), *(len(row[i]) for row in cells)) if cells else len(header)
@@ -145,7 +167,7 @@ class Ui:
         self.close()
         if self.debug:
             self._write(sys.stderr, "".join(traceback.format_exception(error)).rstrip())
-        self._write(sys.stderr, f"shipit: error: {error.one_line()}")
+        self._write(sys.stderr, f"shipit: error: {error.one_line()}", failure=True)
         if error.details:
             self._write(sys.stderr, error.details)
         if self.json_output:
@@ -161,7 +183,7 @@ class Ui:
             self._write(sys.stderr, "".join(traceback.format_exception(error)).rstrip())
         hint = "run again with --debug and report it"
         message = f"internal error: {type(error).__name__}: {error}"
-        self._write(sys.stderr, f"shipit: {message}; {hint}")
+        self._write(sys.stderr, f"shipit: {message}; {hint}", failure=True)
         if self.json_output:
             self._fail_json(
                 {

@@ -29,9 +29,15 @@ pytest_plugins = ["tests.reliability"]
 REPO = Path(__file__).resolve().parent.parent
 
 
+# Fixtures that reach a Docker engine: the local one, or the remote one that
+# tests/test_remote_engine.py checks for (it sets DOCKER_HOST itself, so a dead DOCKER_HOST
+# does not keep it away). `-m "not engine"` leaves out every test that uses one.
+ENGINE_FIXTURES = frozenset({"engine", "remote_engine"})
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if "engine" in getattr(item, "fixturenames", ()):
+        if ENGINE_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.engine)
 
 

@@ -500,3 +500,22 @@ def test_a_wildcard_resource_type_warns_and_allows_nothing(
     decisions = {c["action"]: c["decision"] for c in document["checks"]}
     assert decisions.pop("ecr:GetAuthorizationToken") == "allowed"
     assert set(decisions.values()) == {"implicit_deny"}
+
+
+def test_a_short_arn_is_undecided_with_a_warning_and_exit_13(project: Project) -> None:
+    statement = {"Sid": "Short", "Effect": "Allow", "Action": "sqs:*", "NotResource": "arn:aws:sqs"}
+    policy = write_policy(
+        project.root, "short.json", {"Version": "2012-10-17", "Statement": [statement]}
+    )
+    queue = f"arn:aws:sqs:us-east-1:{ACCOUNT}:jobs"
+    check = ("iam", "check", "--policy", str(policy), "--action", "sqs:SendMessage")
+    result = project.shipit(*check, "--resource", queue)
+    assert result.code == ExitCode.POLICY_DENIED, result.output
+    warning = next(line for line in result.stderr.splitlines() if "warning:" in line)
+    assert "Short" in warning and "'arn:aws:sqs'" in warning and "undecided" in warning
+    rows = [line.split()[0] for line in result.stdout.splitlines()[2:]]
+    assert rows == ["undecided"], result.stdout
+    assert "sqs:SendMessage is undecided" in error_line(result)
+    checked = first_json(project.shipit(*check, "--resource", queue, "--json"))
+    assert [c["decision"] for c in checked["checks"]] == ["undecided"]
+    assert checked["ok"] is False

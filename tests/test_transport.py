@@ -534,6 +534,7 @@ def test_a_push_to_plain_http_that_the_engine_would_not_allow_fails_in_one_line(
 NETNS_RULES = rules(WITH_NETNS)
 
 
+@pytest.mark.engine  # the remote one: it sets DOCKER_HOST itself
 def test_an_insecure_http_registry_in_the_netns_through_the_remote_engine(
     project: Project, tmp_path: Path
 ) -> None:

@@ -33,6 +33,7 @@ VERDICT_LABELS: dict[Verdict, str] = {
     "explicit_deny": "explicit deny",
     "implicit_deny": "implicit deny",
     "conditional": "conditional",
+    "undecided": "undecided",
 }
 
 
@@ -173,6 +174,8 @@ def _refusal(decision: Decision) -> str:
         return f"{decision.action} is denied by {where}"
     if decision.decision == "conditional":
         return f"{decision.action} only conditionally, by {where}"
+    if decision.decision == "undecided":
+        return f"{decision.action} is undecided, by {where} (see the warning)"
     return f"{decision.action} is allowed by no statement"
 
 

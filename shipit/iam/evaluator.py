@@ -5,7 +5,9 @@ ACTION on RESOURCE?" as IAM does when only identity policies are involved: no re
 policies, SCPs, permission boundaries or session policies. Conditions and policy variables
 depend on the request context: given one (conditions.RequestContext) they are judged as IAM
 judges them; without one, a statement that needs them is reported as "conditional" and is
-never silently counted as matching.
+never silently counted as matching. A Resource or NotResource that is not a well-formed ARN
+(`arn:aws:sqs`) is matched differently by different evaluators, so a decision that depends on
+one is "undecided", never "allowed".
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from shipit.iam.conditions import (
     tokenize,
 )
 
-Verdict = Literal["allowed", "explicit_deny", "implicit_deny", "conditional"]
+Verdict = Literal["allowed", "explicit_deny", "implicit_deny", "conditional", "undecided"]
 Effect = Literal["Allow", "Deny"]
 
 SUPPORTED_VERSIONS = ("2012-10-17", "2008-10-17")
@@ -93,6 +95,7 @@ class _Match(Enum):
     NO = "no"
     YES = "yes"
     MAYBE = "maybe"  # depends on the request context: a Condition or a policy variable
+    UNDECIDED = "undecided"  # a pattern that is not a well-formed ARN: no sure answer
 
 
 @dataclass(frozen=True)
@@ -102,12 +105,15 @@ class _Pattern:
     text: str
     tokens: tuple[Token, ...]
     ignore_case: bool
+    malformed: bool = False  # a resource that is neither * nor an ARN of six parts
 
     @property
     def has_variable(self) -> bool:
         return has_variables(self.tokens)
 
     def match(self, value: str, context: RequestContext | None) -> _Match:
+        if self.malformed:
+            return _Match.UNDECIDED
         regex = glob_regex(self.tokens, context, ignore_case=self.ignore_case)
         if regex is None or regex.fullmatch(value) is None:
             return _Match.NO
@@ -115,9 +121,10 @@ class _Pattern:
         return _Match.MAYBE if context is None and self.has_variable else _Match.YES
 
 
-def _compile(text: str, *, ignore_case: bool, variables: bool) -> _Pattern:
+def _compile(text: str, *, ignore_case: bool, variables: bool, arn: bool) -> _Pattern:
     tokens = tokenize(text, variables=variables, wildcards=True)
-    return _Pattern(text, tokens, ignore_case)
+    malformed = arn and text != "*" and len(_arn_parts(tokens)) < 6
+    return _Pattern(text, tokens, ignore_case, malformed)
 
 
 @dataclass(frozen=True)
@@ -125,10 +132,18 @@ class _PatternList:
     patterns: tuple[_Pattern, ...]
     negated: bool  # NotAction / NotResource: the statement covers everything else
 
+    @property
+    def malformed(self) -> tuple[str, ...]:
+        return tuple(pattern.text for pattern in self.patterns if pattern.malformed)
+
     def match(self, value: str, context: RequestContext | None) -> _Match:
         results = {pattern.match(value, context) for pattern in self.patterns}
-        found = next((m for m in (_Match.YES, _Match.MAYBE) if m in results), _Match.NO)
-        if not self.negated or found is _Match.MAYBE:
+        # One sure match decides the list; short of that, an undecided pattern leaves the
+        # whole list undecided, whatever the others say.
+        found = next(
+            (m for m in (_Match.YES, _Match.UNDECIDED, _Match.MAYBE) if m in results), _Match.NO
+        )
+        if not self.negated or found in (_Match.MAYBE, _Match.UNDECIDED):
             return found
         return _Match.NO if found is _Match.YES else _Match.YES
 
@@ -167,16 +182,18 @@ class Statement:
         matches = {self.actions.match(action, None), self.resources.match(resource, context)}
         if _Match.NO in matches:
             return _Match.NO, ()
+        # A Condition that fails still rules the statement out; else nothing can rule it in.
+        sure = _Match.UNDECIDED if _Match.UNDECIDED in matches else _Match.YES
         if context is None:
             unknown = self.has_condition or _Match.MAYBE in matches
-            return (_Match.MAYBE if unknown else _Match.YES), ()
+            return (_Match.MAYBE if unknown and sure is _Match.YES else sure), ()
         results: list[ConditionResult] = []
         for test in self.conditions:
             result = test.evaluate(context)
             if not result.holds:
                 return _Match.NO, (result,)
             results.append(result)
-        return _Match.YES, tuple(results)
+        return sure, tuple(results)
 
 
 @dataclass(frozen=True)
@@ -343,10 +360,16 @@ def _parse_statement(
     resources = _parse_patterns(
         raw, "Resource", where, _check_resource, ignore_case=False, variables=variables
     )
+    key = "NotResource" if resources.negated else "Resource"
+    for text in resources.malformed:
+        warnings.append(
+            f"{where}: {key} {text!r} is not a well-formed ARN "
+            "(arn:partition:service:region:account:resource): shipit cannot tell what it "
+            "matches, so a decision that depends on it is undecided"
+        )
     # The ARN identifiers page forbids a wildcard in the resource type
     # (`arn:aws:iam::123456789012:u*`). A plain glob would match every user, role and
     # policy there: a false allow. Such a statement matches nothing instead.
-    key = "NotResource" if resources.negated else "Resource"
     void = [p.text for p in resources.patterns if _wildcard_in_resource_type(p.tokens)]
     for text in void:
         warnings.append(
@@ -367,8 +390,13 @@ def _shape(token: Token) -> str:
     return token.replace("*", "x").replace("?", "x")
 
 
+def _arn_parts(tokens: Sequence[Token]) -> list[str]:
+    """The six parts of an ARN pattern (fewer when it has fewer); a variable is one name."""
+    return "".join(_shape(token) for token in tokens).split(":", 5)
+
+
 def _wildcard_in_resource_type(tokens: Sequence[Token]) -> bool:
-    parts = "".join(_shape(token) for token in tokens).split(":", 5)
+    parts = _arn_parts(tokens)
     if len(parts) < 6 or parts[5] == "*":
         return False
     resource = parts[5]
@@ -412,7 +440,10 @@ def _parse_patterns(
         )
     for text in texts:
         check(text, f"{where}: {key}")
-    patterns = tuple(_compile(t, ignore_case=ignore_case, variables=variables) for t in texts)
+    arn = element == "Resource"
+    patterns = tuple(
+        _compile(t, ignore_case=ignore_case, variables=variables, arn=arn) for t in texts
+    )
     return _PatternList(patterns, negated=key == negative)
 
 
@@ -437,6 +468,13 @@ class _Hit:
     source: str
     statement: Statement
     conditions: tuple[ConditionResult, ...] = ()
+
+    @property
+    def undecided(self) -> str:
+        resources = self.statement.resources
+        key = "NotResource" if resources.negated else "Resource"
+        patterns = ", ".join(repr(text) for text in resources.malformed)
+        return f"its {key} {patterns} is not a well-formed ARN"
 
     @property
     def context_needed(self) -> str:
@@ -487,6 +525,8 @@ def evaluate(
     conditional_deny = first.get(("Deny", _Match.MAYBE))
     allow = first.get(("Allow", _Match.YES))
     conditional_allow = first.get(("Allow", _Match.MAYBE))
+    undecided_deny = first.get(("Deny", _Match.UNDECIDED))
+    undecided_allow = first.get(("Allow", _Match.UNDECIDED))
 
     def decide(verdict: Verdict, hit: _Hit | None, reason: str) -> Decision:
         if hit is None:
@@ -498,6 +538,13 @@ def evaluate(
     if deny:
         when = f" ({deny.because})" if deny.conditions else ""
         return decide("explicit_deny", deny, f"{deny} denies it{when}, and a Deny beats any Allow")
+    # Without any Allow the request is denied whatever an undecided Deny would do.
+    if undecided_deny and (allow or conditional_allow or undecided_allow):
+        return decide(
+            "undecided",
+            undecided_deny,
+            f"{undecided_deny} may deny it, and cannot be decided: {undecided_deny.undecided}",
+        )
     if allow and not conditional_deny:
         when = f" ({allow.because})" if allow.conditions else ""
         return decide("allowed", allow, f"{allow} allows it{when}")
@@ -507,6 +554,12 @@ def evaluate(
             "conditional",
             conditional_deny,
             f"{conditional_deny} may deny it, depending on {conditional_deny.context_needed}",
+        )
+    if undecided_allow:
+        return decide(
+            "undecided",
+            undecided_allow,
+            f"{undecided_allow} may allow it, but cannot be decided: {undecided_allow.undecided}",
         )
     if conditional_allow:
         return decide(
@@ -547,5 +600,5 @@ def evaluate_all(
 
 
 def all_allowed(decisions: Iterable[Decision]) -> bool:
-    """True when every decision is "allowed" (conditional ones are not)."""
+    """True when every decision is "allowed" (conditional and undecided ones are not)."""
     return all(decision.allowed for decision in decisions)
