@@ -6,7 +6,9 @@ nothing else in shipit decides exit codes.
 
 from __future__ import annotations
 
+import errno
 from enum import IntEnum
+from pathlib import Path
 
 
 class ExitCode(IntEnum):
@@ -27,6 +29,7 @@ class ExitCode(IntEnum):
     REGISTRY_UNREACHABLE = 14
     DOCTOR = 15
     BUSY = 16
+    NOT_WRITABLE = 17
     INTERRUPTED = 130
     # The reader of stdout went away (`shipit config --json | head -1`): 128 + SIGPIPE, as a
     # shell reports a tool killed by that signal.
@@ -183,6 +186,19 @@ class ProjectBusyError(ShipitError):
     """Another shipit command held the project (its container, .shipit/) past lock_timeout."""
 
     exit_code = ExitCode.BUSY
+
+
+class NotWritableError(ShipitError):
+    """A folder shipit must write to is read-only: a read-only checkout, mount or permissions."""
+
+    exit_code = ExitCode.NOT_WRITABLE
+
+    # What a read-only file system or missing permission answers; a full disk is another error.
+    ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+
+    @classmethod
+    def of(cls, what: str, folder: Path, error: OSError, hint: str) -> NotWritableError:
+        return cls(f"cannot write {what} {folder}: {error.strerror or error}", hint)
 
 
 class Interrupted(ShipitError):

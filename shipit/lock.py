@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from shipit.config import Settings
-from shipit.errors import ProjectBusyError
+from shipit.errors import NotWritableError, ProjectBusyError
 from shipit.progress import Progress
 from shipit.state import make_state_dir
 
@@ -33,7 +33,7 @@ LOCK_FILE = "lock"
 POLL_SECONDS = 0.1
 # Where shipit cannot write (a read-only checkout, a full disk) there is no lock, as there
 # is no state: the command runs as it would without one, and fails where it must write.
-_CANNOT_WRITE = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT})
+_CANNOT_WRITE = NotWritableError.ERRNOS | {errno.ENOSPC, errno.EDQUOT}
 
 
 def try_lock(path: Path, *, create: bool = True) -> int | None:

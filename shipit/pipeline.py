@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -43,7 +44,7 @@ from shipit.lock import project_lock
 from shipit.progress import LayerProgress, Progress, quiet
 from shipit.smoke import SmokeReport, run_smoke, wait_until_ready
 from shipit.state import record_smoke_passed, smoke_pass_of
-from shipit.vcs import revision_started, source_url
+from shipit.vcs import NO_COMMIT_HINT, Revision, revision_started, source_url
 
 if TYPE_CHECKING:
     # Only the stages that need them import docker, boto3 and Jinja: render and smoke stay
@@ -143,7 +144,8 @@ def _build(settings: Settings, engine: Engine, progress: Progress) -> BuildResul
     # The build id digests every input of the render, and rendering is deterministic: an image
     # with this build id holds exactly what rendering now would give, so nothing is rendered.
     # Hashes of unchanged files come from .shipit/'s index (a no-change build reads nothing).
-    answer_revision = revision_started(settings.project_dir)  # git runs beside the scan
+    # git runs beside the scan; CI's variables name the commit when git knows none.
+    answer_revision = revision_started(settings.project_dir, os.environ)
     index = FileIndex(settings.state_dir)
     sources = scan_sources(settings.project_dir, index=index, max_size=settings.max_site_size)
     build_id = build_id_from(sources, base_image)
@@ -198,6 +200,7 @@ def _build(settings: Settings, engine: Engine, progress: Progress) -> BuildResul
     info = reusable[0] if reusable else engine.image(image_id)
     if info is None:
         raise EngineError(f"the engine does not list the image {image_id[:19]} it just built")
+    _say_where_the_commit_came_from(rev, tag, progress)
     return BuildResult(
         info=info,
         image=settings.image,
@@ -209,6 +212,14 @@ def _build(settings: Settings, engine: Engine, progress: Progress) -> BuildResul
         built=not reusable,
         seconds=round(time.monotonic() - started, 3),
     )
+
+
+def _say_where_the_commit_came_from(rev: Revision, tag: str, progress: Progress) -> None:
+    """A tag that is not a commit cannot be traced back to the source: never silently."""
+    if not rev.commit:
+        progress(f"warning: tagged {tag}, not a commit id: {rev.why_none}; {NO_COMMIT_HINT}")
+    elif rev.source != "git":
+        progress(f"commit {rev.commit[:12]} taken from {rev.source}: git knows no commit here")
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from typing import Any
 import jinja2
 
 from shipit import __version__
-from shipit.errors import TemplateError
+from shipit.errors import NotWritableError, TemplateError
 from shipit.inputs import (
     CHUNK_BYTES,
     SourceFile,
@@ -138,6 +138,19 @@ class RenderedSite:
     context_digest: str
 
     def write_to(self, out_dir: Path) -> None:
+        try:
+            self._write_files(out_dir)
+        except OSError as error:
+            if error.errno not in NotWritableError.ERRNOS:
+                raise
+            raise NotWritableError.of(
+                "the render output",
+                out_dir,
+                error,
+                "make that folder writable, or write the build context elsewhere with --out DIR",
+            ) from error
+
+    def _write_files(self, out_dir: Path) -> None:
         for relative, entry in self.files.entries():
             target = out_dir / relative
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ from typing import Any
 
 from shipit import __version__
 from shipit.config import Settings
+from shipit.errors import NotWritableError
 from shipit.registries.ecr_cache import write_atomically
 
 STATE_FILE = "state.json"
@@ -36,9 +37,21 @@ def make_state_dir(state_dir: Path) -> None:
 
 
 def _write_state(settings: Settings, state: dict[str, Any]) -> None:
-    make_state_dir(settings.state_dir)
-    # A temporary file of its own: `shipit smoke` records a pass without the project's lock.
-    write_atomically(_state_path(settings), json.dumps(state, indent=2, sort_keys=True).encode())
+    try:
+        make_state_dir(settings.state_dir)
+        # A temporary file of its own: `shipit smoke` records a pass without the project's lock.
+        data = json.dumps(state, indent=2, sort_keys=True).encode()
+        write_atomically(_state_path(settings), data)
+    except OSError as error:
+        if error.errno not in NotWritableError.ERRNOS:
+            raise
+        raise NotWritableError.of(
+            "shipit's state folder",
+            settings.state_dir,
+            error,
+            "make the project folder writable: shipit records the smoke pass there, "
+            "and push needs it",
+        ) from error
 
 
 def record_smoke_passed(settings: Settings, image_id: str, build_id: str, url: str) -> None:

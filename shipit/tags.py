@@ -29,7 +29,7 @@ from pathlib import Path
 
 from shipit.errors import ConfigError
 from shipit.reference import TAG_HINT, is_valid_tag
-from shipit.vcs import SHORT_SHA_LENGTH, git
+from shipit.vcs import SHORT_SHA_LENGTH, git, is_full_sha
 
 DEFAULT_TAGS = ("{sha}", "latest")
 PLACEHOLDERS = ("sha", "sha_long", "branch", "version", "major", "minor", "patch", "date")
@@ -309,5 +309,8 @@ def plan_for_image(
     # (five git calls would cost every push, the no-change one included).
     asks_git = bool(needed - {"sha"}) and revision
     facts = git_facts(project_dir, environ, revision) if asks_git else GitFacts()
+    if not facts.commit and is_full_sha(revision):
+        # Built where git knew no commit but CI did (GITHUB_SHA): the label still holds it.
+        facts = replace(facts, commit=revision)
     facts = replace(facts, short_id=built_as, dirty=built_as.endswith("-dirty"))
     return plan_tags(templates, facts)

@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 SHORT_SHA_LENGTH = 12
+# What CI services set to the commit they check out: GitHub Actions, GitLab CI.
+CI_COMMIT_VARIABLES = ("GITHUB_SHA", "CI_COMMIT_SHA")
+NO_COMMIT_HINT = (
+    "commit the project to git (git init, git commit), install git, or set GITHUB_SHA or "
+    "CI_COMMIT_SHA to the commit's 40-digit id"
+)
+_FULL_SHA = re.compile(r"[0-9a-f]{40}")
 
 
 @dataclass(frozen=True)
 class Revision:
-    commit: str  # full sha, or "" outside a git work tree
+    commit: str  # full sha, or "" when neither git nor a CI variable knows it
     dirty: bool
+    source: str = "git"  # "git", or the CI variable the commit came from
+    why_none: str = ""  # why there is no commit, when there is none
 
     @property
     def tag(self) -> str:
@@ -55,9 +65,28 @@ def git(project_dir: Path, *args: str) -> str | None:
     return _answer(_start_git(project_dir, *args))
 
 
-def revision_started(project_dir: Path) -> Callable[[], Revision]:
+def is_full_sha(text: str) -> bool:
+    return bool(_FULL_SHA.fullmatch(text))
+
+
+def _ci_revision(environ: Mapping[str, str], why_not_git: str) -> Revision:
+    """The commit a CI service says it checked out: its slim images often have no git, and
+    a checkout without history has none either."""
+    for name in CI_COMMIT_VARIABLES:
+        value = environ.get(name, "").strip().lower()
+        if is_full_sha(value):
+            return Revision(commit=value, dirty=False, source=name)
+        if value:
+            return Revision("", False, "", f"{why_not_git} and {name} is not a 40-digit hex id")
+    return Revision("", False, "", f"{why_not_git} and neither GITHUB_SHA nor CI_COMMIT_SHA is set")
+
+
+def revision_started(
+    project_dir: Path, ci_environ: Mapping[str, str] | None = None
+) -> Callable[[], Revision]:
     """Starts git now and returns the function that waits for its answer: on a big tree
-    `git status` takes a while (it stats every file), which can run beside other work."""
+    `git status` takes a while (it stats every file), which can run beside other work.
+    When git knows no commit, the CI variables in `ci_environ` (if given) are asked."""
     commit_asked = _start_git(project_dir, "rev-parse", "--verify", "-q", "HEAD")
     # Only what is below the project counts: an edit elsewhere in a monorepo is not this site's.
     status_asked = _start_git(project_dir, "status", "--porcelain", "--", ".")
@@ -65,15 +94,16 @@ def revision_started(project_dir: Path) -> Callable[[], Revision]:
     def answer() -> Revision:
         commit = _answer(commit_asked)
         status = _answer(status_asked)
-        if not commit:
-            return Revision(commit="", dirty=False)
-        return Revision(commit=commit, dirty=bool(status))
+        if commit:
+            return Revision(commit=commit, dirty=bool(status))
+        why = "git is not on PATH" if commit_asked is None else "git knows no commit of the project"
+        return _ci_revision(ci_environ or {}, why)
 
     return answer
 
 
-def revision(project_dir: Path) -> Revision:
-    return revision_started(project_dir)()
+def revision(project_dir: Path, ci_environ: Mapping[str, str] | None = None) -> Revision:
+    return revision_started(project_dir, ci_environ)()
 
 
 def source_url(project_dir: Path) -> str:

@@ -24,6 +24,7 @@ from harness.services import MotoService, RegistryService, free_port, moto_ecr_p
 from shipit.config import LOCAL_BASE_IMAGE
 from shipit.engine import Engine
 from shipit.errors import EngineError
+from shipit.vcs import CI_COMMIT_VARIABLES
 
 pytest_plugins = ["tests.reliability"]
 REPO = Path(__file__).resolve().parent.parent
@@ -68,6 +69,8 @@ class Project:
             key: value
             for key, value in os.environ.items()
             if not key.startswith(("SHIPIT_", "DOCKERHUB_", "AWS_"))
+            # A run inside CI must not take the CI's commit for the test project's.
+            and key not in CI_COMMIT_VARIABLES
         }
         env.update(
             SHIPIT_PROJECT=str(self.root),

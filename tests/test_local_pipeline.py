@@ -121,6 +121,34 @@ def test_a_fresh_checkout_is_not_dirty_while_git_looks_at_it(
     assert (project.root / ".shipit" / "inputs-index").exists()
 
 
+def test_outside_git_the_ci_commit_tags_and_labels_the_image(
+    engine: Engine, project: Project
+) -> None:
+    """A CI image without git, or a checkout without history: GITHUB_SHA is the commit."""
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    outside = project.env(GIT_CEILING_DIRECTORIES=str(project.root.parent))
+    result = project.shipit("build", "--json", env={**outside, "GITHUB_SHA": sha})
+    assert result.code == 0, result.output
+    assert json.loads(result.stdout)["tags"][0] == f"{project.image}:{sha[:12]}"
+    assert f"commit {sha[:12]} taken from GITHUB_SHA: git knows no commit here" in result.stderr
+    image = engine.image(f"{project.image}:{sha[:12]}")
+    assert image is not None
+    assert image.labels["org.opencontainers.image.revision"] == sha
+    assert image.labels["org.opencontainers.image.version"] == sha[:12]
+
+    unknown = project.shipit("build", "--json", env=outside)
+    assert unknown.code == 0, unknown.output
+    tag = json.loads(unknown.stdout)["tags"][0].rsplit(":", 1)[1]
+    assert tag.startswith("build-")
+    warnings = [line for line in unknown.stderr.splitlines() if "warning:" in line]
+    assert len(warnings) == 1
+    assert (
+        f"warning: tagged {tag}, not a commit id: git knows no commit of the project"
+        in (warnings[0])
+    )
+    assert "set GITHUB_SHA or CI_COMMIT_SHA" in warnings[0]
+
+
 def test_dirty_tree_gets_a_dirty_tag_and_a_new_image(engine: Engine, project: Project) -> None:
     sha = commit_all(project)
     clean = json.loads(project.shipit("build", "--json").stdout)

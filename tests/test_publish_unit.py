@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
+from shipit.config import load_settings
 from shipit.engine import ImageInfo
 from shipit.errors import (
     AuthError,
@@ -21,9 +23,10 @@ from shipit.errors import (
 from shipit.push.image import PushImage
 from shipit.push.report import PushReport, TargetReport
 from shipit.push.retry import auth_refusal, is_retryable, with_retries
-from shipit.push.steps import is_tag_conflict, uploaded_bytes
+from shipit.push.steps import _immutable_tag_hint, is_tag_conflict, uploaded_bytes
 from shipit.push.targets import Target
 from shipit.push_stream import classify_stream_error
+from shipit.registries.catalog import configured_registries
 from shipit.registries.distribution import Manifest, RegistryAuthError, RegistryResponseError
 from shipit.registries.ecr import CallerIdentity, root_refusal
 from shipit.tags import PlannedTag, TagPlan
@@ -325,3 +328,36 @@ def test_only_transient_faults_are_tried_again() -> None:
         with_retries(_target(), 4, lambda _: None, step)
     assert caught.value.status == 400
     assert len(seen) == 2  # the 503 once more, the 400 never
+
+
+@pytest.mark.parametrize(
+    ("name", "setting"),
+    [
+        ("dockerhub", 'dockerhub_tag_mutability = "IMMUTABLE"'),
+        ("ghcr", 'tag_mutability = "IMMUTABLE" in the [[registries]] entry name = "ghcr"'),
+    ],
+)
+def test_the_immutable_tag_hint_names_a_setting_that_exists(
+    tmp_path: Path, name: str, setting: str
+) -> None:
+    target = Target(
+        name=name,
+        registry="127.0.0.1:5000",
+        repository="acme/site",
+        auth={},
+        mutability="MUTABLE",
+        auth_hint="",
+    )
+    hint = _immutable_tag_hint(target)
+    assert hint.startswith(f"set {setting} so shipit leaves moving tags alone")
+    # What the hint says to write is a setting shipit takes.
+    toml = 'dockerhub_repository = "acme/site"\n'
+    if name == "dockerhub":
+        toml += 'dockerhub_tag_mutability = "IMMUTABLE"\n'
+    else:
+        toml += f'[[registries]]\nname = "{name}"\nrepository = "ghcr.io/acme/site"\n'
+        toml += 'tag_mutability = "IMMUTABLE"\n'
+    (tmp_path / "shipit.toml").write_text(toml)
+    settings = load_settings(tmp_path, environ={})
+    [spec] = [spec for spec in configured_registries(settings) if spec.name == name]
+    assert spec.tag_mutability == "IMMUTABLE"

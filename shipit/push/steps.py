@@ -195,9 +195,12 @@ def _immutable_tag_hint(target: Target) -> str:
     if target.name == "ecr":
         # shipit reads ECR's own mutability setting, so only the repository can change.
         return "make the repository's tags mutable (`aws ecr put-image-tag-mutability`)"
+    if target.name == "dockerhub":
+        setting = 'dockerhub_tag_mutability = "IMMUTABLE"'
+    else:
+        setting = f'tag_mutability = "IMMUTABLE" in the [[registries]] entry name = "{target.name}"'
     return (
-        f'set {target.name}_tag_mutability = "IMMUTABLE" so shipit leaves moving tags alone, '
-        "or make the repository's tags mutable"
+        f"set {setting} so shipit leaves moving tags alone, or make the repository's tags mutable"
     )
 
 
