@@ -40,6 +40,17 @@ def parse_github_output(text: str) -> dict[str, str]:
     return outputs
 
 
+def served_at(project: PublishProject, reference: str) -> str | None:
+    """The manifest digest a REGISTRY/REPO:TAG or REGISTRY/REPO@DIGEST is served as."""
+    assert project.ecr and project.hub
+    host, rest = reference.split("/", 1)
+    repository, ref = rest.split("@") if "@" in rest else rest.rsplit(":", 1)
+    if host == project.ecr.host:
+        return served_digest(host, "AWS", moto_ecr_password(), repository, ref)
+    assert host == project.hub.host, reference
+    return served_digest(host, project.hub.username or "", project.hub_token, repository, ref)
+
+
 def test_the_parser_reads_both_forms() -> None:
     parsed = parse_github_output("a=1\nrefs<<EOF\nx\ny\nEOF\nb=2=3\n")
     assert parsed == {"a": "1", "refs": "x\ny", "b": "2=3"}
@@ -69,20 +80,8 @@ def test_ship_writes_outputs_summary_and_quiet_lines(
     digest = pinned[ecr_ref]
     assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest)
     assert pinned[hub_ref] == digest
-    assert (
-        served_digest(project.ecr.host, "AWS", moto_ecr_password(), project.ecr_repository, digest)
-        == digest
-    )
-    assert (
-        served_digest(
-            project.hub.host,
-            project.hub.username or "",
-            project.hub_token,
-            project.hub_repository,
-            "latest",
-        )
-        == digest
-    )
+    for line in lines:
+        assert served_at(project, line) == digest
 
     outputs = parse_github_output(outputs_file.read_text())
     assert outputs["earlier"] == "step"
@@ -92,15 +91,8 @@ def test_ship_writes_outputs_summary_and_quiet_lines(
     assert f"{ecr_ref}:latest" in refs and f"{hub_ref}:latest" in refs
     tagged = [ref for ref in refs if "@" not in ref]
     assert len(tagged) >= 4 and {ref.rsplit(":", 1)[0] for ref in tagged} == {ecr_ref, hub_ref}
-    for ref in tagged:
-        repository = project.ecr_repository if ref.startswith(ecr_ref) else project.hub_repository
-        host = project.ecr.host if ref.startswith(ecr_ref) else project.hub.host
-        user, password = (
-            ("AWS", moto_ecr_password())
-            if host == project.ecr.host
-            else (project.hub.username or "", project.hub_token)
-        )
-        assert served_digest(host, user, password, repository, ref.rsplit(":", 1)[1]) == digest
+    for ref in refs:
+        assert served_at(project, ref) == digest
 
     summary = summary_file.read_text()
     assert summary.startswith("### shipit ship: done")
