@@ -75,6 +75,7 @@ def test_ship_writes_outputs_summary_and_quiet_lines(
     hub_ref = f"{project.hub.host}/{project.hub_repository}"
     lines = result.stdout.splitlines()
     assert len(lines) == 2, result.stdout
+    assert result.stderr == "", result.stderr
     pinned = dict(line.split("@", 1) for line in lines)
     assert set(pinned) == {ecr_ref, hub_ref}
     digest = pinned[ecr_ref]
