@@ -67,7 +67,12 @@ def test_ship_writes_outputs_summary_and_quiet_lines(
     summary_file = tmp_path / "step_summary"
     # Earlier steps' lines stay: the files are appended to.
     outputs_file.write_text("earlier=step\n")
-    env = project.env(GITHUB_OUTPUT=str(outputs_file), GITHUB_STEP_SUMMARY=str(summary_file))
+    env = project.env(
+        GITHUB_OUTPUT=str(outputs_file),
+        GITHUB_STEP_SUMMARY=str(summary_file),
+        # Its own blob store: the shared one would let later tests' pushes mount these layers.
+        XDG_CACHE_HOME=str(tmp_path / "cache"),
+    )
     result = project.shipit("ship", "-q", env=env)
     assert result.code == 0, result.output
 
@@ -115,6 +120,7 @@ def test_a_failed_push_writes_a_summary_and_no_outputs(
         GITHUB_OUTPUT=str(outputs_file),
         GITHUB_STEP_SUMMARY=str(summary_file),
         DOCKERHUB_TOKEN="wrong-token-for-the-summary",
+        XDG_CACHE_HOME=str(tmp_path / "cache"),
     )
     result = project.shipit("ship", "-q", env=env)
     assert result.code != 0, result.output
