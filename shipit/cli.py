@@ -407,7 +407,7 @@ def _push_table(report: PushReport) -> str:
             (
                 target.name,
                 target.reference or "-",
-                target.digest[:19] or "-",
+                target.digest or "-",
                 tags or "-",
                 f"{target.bytes_uploaded:,}",
                 f"{target.seconds:.1f}",
@@ -423,7 +423,7 @@ def _push_table(report: PushReport) -> str:
 
 
 def _finish_push(report: PushReport) -> None:
-    _ui.result(report.to_json(), _push_table(report))
+    _ui.push_result(report.to_json(), _push_table(report), report)
     failure = report.failure()
     if failure is not None:
         raise failure
@@ -461,6 +461,7 @@ def push(
         tags=tag or None,
         ecr_cache=_cache_override(no_cache),
     )
+    _ui.step_command = "push"
     from shipit.pipeline import push as push_stage
 
     selected = _selected_registries(settings, to)
@@ -518,6 +519,7 @@ def ship(
         tags=tag or None,
         ecr_cache=_cache_override(no_cache),
     )
+    _ui.step_command = "ship"
     from shipit.pipeline import ship as ship_stage
 
     selected = _selected_registries(settings, to)
@@ -531,11 +533,12 @@ def ship(
         layer_progress=_ui.layer_progress,
     )
     smoke_report = result.run.smoke if result.run else None
-    _ui.result(
+    _ui.push_result(
         result.to_json(),
         _smoke_table(smoke_report) + "\n" + _push_table(result.push)
         if smoke_report
         else _push_table(result.push),
+        result.push,
     )
     failure = result.push.failure()
     if failure is not None:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import threading
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from shipit.errors import OutputClosed, ShipitError
 from shipit.redact import redact
@@ -37,6 +38,10 @@ def _console(**options: Any) -> Any:
     return Console(color_system=None if no_color() else "auto", **options)
 
 
+if TYPE_CHECKING:
+    from shipit.push.report import PushReport
+
+
 @dataclass
 class Ui:
     json_output: bool = False
@@ -49,6 +54,10 @@ class Ui:
     # With --json the result is held until the command ends: a failure that follows the
     # report (a failing doctor, smoke or push) goes into the same document, not a second one.
     _pending: dict[str, Any] | None = field(default=None, repr=False)
+    # Set by push and ship: in GitHub Actions the step's files get what was pushed, or what
+    # failed, once per command.
+    step_command: str | None = None
+    _step_files_written: bool = field(default=False, repr=False)
 
     @property
     def plain(self) -> bool:
@@ -126,6 +135,31 @@ class Ui:
         else:
             self._write(sys.stdout, human)
 
+    def push_result(self, data: dict[str, Any], human: str, report: PushReport) -> None:
+        """A push's result; --quiet prints one REGISTRY/REPO@DIGEST line per registry that
+        serves the image, as crane and ko do, so `$(shipit push -q)` is usable as is."""
+        if self.quiet and not self.json_output:
+            self.close()
+            pinned = [target.pinned for target in report.delivered]
+            if pinned:
+                self._write(sys.stdout, "\n".join(pinned))
+        else:
+            self.result(data, human)
+        failure = report.failure()
+        self._write_step_files(report, None if failure is None else failure.one_line())
+
+    def _write_step_files(self, report: PushReport | None, failure: str | None) -> None:
+        if self.step_command is None or self._step_files_written:
+            return
+        self._step_files_written = True
+        from shipit.push.github import write_step_files
+
+        try:
+            write_step_files(self.step_command, report, failure)
+        except OSError as exc:
+            # The push itself is done; a step file that cannot be written is only a warning.
+            self._write(sys.stderr, f"shipit: warning: cannot write the GitHub step files: {exc}")
+
     def finish(self) -> None:
         """Write the held JSON document; the command succeeded."""
         if self._pending is not None:
@@ -145,11 +179,13 @@ class Ui:
 
             table = Table(title=title, show_lines=False)
             for header in headers:
-                table.add_column(header)
+                # Folded, never cut with an ellipsis: a reference or digest is copied whole.
+                table.add_column(header, overflow="fold")
             for row in cells:
                 table.add_row(*row)
             buffer = StringIO()
-            _console(file=buffer, force_terminal=True, width=120).print(table)
+            width = shutil.get_terminal_size().columns
+            _console(file=buffer, force_terminal=True, width=width).print(table)
             return buffer.getvalue().rstrip()
         widths = [
             max(len(header), *(len(row[i]) for row in cells)) if cells else len(header)
@@ -165,6 +201,7 @@ class Ui:
 
     def error(self, error: ShipitError) -> None:
         self.close()
+        self._write_step_files(None, error.one_line())
         if self.debug:
             self._write(sys.stderr, "".join(traceback.format_exception(error)).rstrip())
         self._write(sys.stderr, f"shipit: error: {error.one_line()}", failure=True)

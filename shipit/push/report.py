@@ -33,6 +33,27 @@ class TargetReport:
         self.status = "failed"
         self.error = error
 
+    @property
+    def delivered(self) -> bool:
+        """The registry now serves the image (pushed now or already there)."""
+        return self.status in ("pushed", "unchanged") and bool(self.digest)
+
+    @property
+    def pinned(self) -> str:
+        """REGISTRY/REPO@DIGEST: the reference a later step can rely on not moving."""
+        return f"{self.reference}@{self.digest}"
+
+    def references(self) -> list[str]:
+        """Every reference that serves the image: each tag that points at it, then the digest."""
+        if not self.delivered:
+            return []
+        tagged = [
+            f"{self.reference}:{tag.tag}"
+            for tag in self.tags
+            if tag.status in ("pushed", "unchanged")
+        ]
+        return [*tagged, self.pinned]
+
     def to_json(self) -> dict[str, Any]:
         return {
             "registry": self.name,
@@ -60,6 +81,16 @@ class PushReport:
     @property
     def failed(self) -> list[TargetReport]:
         return [target for target in self.targets if target.status == "failed"]
+
+    @property
+    def delivered(self) -> list[TargetReport]:
+        return [target for target in self.targets if target.delivered]
+
+    @property
+    def digest(self) -> str:
+        """The one manifest digest every registry serves ("" when none was pushed)."""
+        digests = {target.digest for target in self.delivered}
+        return digests.pop() if len(digests) == 1 else ""
 
     def to_json(self) -> dict[str, Any]:
         return {
