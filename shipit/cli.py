@@ -353,20 +353,24 @@ def stop(
 
 
 ToOption = Annotated[
-    str,
+    str | None,
     typer.Option(
         "--to",
-        help="Registries to push to: all, or names separated by commas "
-        "(ecr, dockerhub and each [[registries]] name in shipit.toml).",
+        help="Registries to push to: names separated by commas (ecr, dockerhub and each "
+        "[[registries]] name in shipit.toml) or all; default: the `to` setting, else every "
+        "registry with a repository set.",
     ),
 ]
 
 
-def _selected_registries(settings: Settings, to: str) -> tuple[RegistrySpec, ...]:
-    """--to, read once against the configured registries (an unknown name is exit 3)."""
+def _selected_registries(
+    settings: Settings, to: str | None, *, allow_none: bool = False
+) -> tuple[RegistrySpec, ...]:
+    """--to (else the `to` setting), read once against the configured registries (an
+    unknown name, or no registry at all, is exit 3)."""
     from shipit.registries.catalog import select_registries
 
-    return select_registries(settings, to)
+    return select_registries(settings, to, allow_none=allow_none)
 
 
 TagOption = Annotated[
@@ -431,7 +435,7 @@ def _finish_push(report: PushReport) -> None:
 
 @app.command()
 def push(
-    to: ToOption = "all",
+    to: ToOption = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the plan; change nothing.")
     ] = False,
@@ -450,7 +454,7 @@ def push(
 ) -> None:
     """Push the smoke-tested image to ECR and Docker Hub, concurrently, and verify the digests.
 
-    Example: shipit push --to all --dry-run
+    Example: shipit push --to dockerhub --dry-run
     """
     settings = _setup(
         json_output,
@@ -480,7 +484,7 @@ def push(
 
 @app.command()
 def ship(
-    to: ToOption = "all",
+    to: ToOption = None,
     allow_root: AllowRootOption = False,
     no_cache: NoCacheOption = False,
     tag: TagOption = None,
@@ -506,7 +510,7 @@ def ship(
     An image that already passed its smoke test on this machine (same image id, same
     shipit version, recorded in .shipit/state.json) is not run again unless --resmoke.
 
-    Example: shipit ship --to all
+    Example: shipit ship --to ecr,dockerhub
     """
     settings = _setup(
         json_output,
@@ -593,9 +597,12 @@ def doctor(
         ),
     ] = False,
     to: Annotated[
-        str,
-        typer.Option("--to", help="Registries to check: all, or names separated by commas."),
-    ] = "all",
+        str | None,
+        typer.Option(
+            "--to",
+            help="Registries to check: names separated by commas or all; default: as push.",
+        ),
+    ] = None,
     base_image: BaseImageOption = None,
     image: ImageOption = None,
     json_output: JsonOption = False,
@@ -611,7 +618,10 @@ def doctor(
     from shipit.doctor import diagnose
 
     report = diagnose(
-        settings, to=_selected_registries(settings, to), online=online, progress=_ui.progress
+        settings,
+        to=_selected_registries(settings, to, allow_none=True),
+        online=online,
+        progress=_ui.progress,
     )
     _ui.result(report.to_json(), _doctor_table(report))
     failure = report.failure()

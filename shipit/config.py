@@ -12,7 +12,7 @@ import configparser
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -150,6 +150,33 @@ def _validate_not_negative(value: float) -> float:
     if value < 0:
         raise ConfigError(f"{value} is negative", "use 0 or a positive number")
     return value
+
+
+RESERVED_REGISTRY_NAMES = ("ecr", "dockerhub", "all")
+ALL_REGISTRIES = "all"
+_REGISTRY_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+
+
+def validate_registry_selection(names: Iterable[str], what: str) -> tuple[str, ...]:
+    """Registry names as `--to` or the `to` setting gives them: lower-cased, each once, and
+    either `all` alone or names; whether each name is configured is the catalog's to say."""
+    chosen: list[str] = []
+    for raw in names:
+        name = raw.strip().lower()
+        if name and name not in chosen:
+            chosen.append(name)
+    if ALL_REGISTRIES in chosen and len(chosen) > 1:
+        raise ConfigError(
+            f"{what} {','.join(chosen)!r} mixes 'all' with names",
+            "give either all or a list of names",
+        )
+    bad = [name for name in chosen if not _REGISTRY_NAME_RE.match(name)]
+    if bad:
+        raise ConfigError(
+            f"{what} {bad[0]!r} is not a registry name",
+            "give ecr, dockerhub, a [[registries]] name or all, separated by commas",
+        )
+    return tuple(chosen)
 
 
 @dataclass(frozen=True)
@@ -303,6 +330,14 @@ SPECS: tuple[SettingSpec, ...] = (
         validate=_validate_not_negative,
     ),
     SettingSpec(
+        "to",
+        tuple,
+        (),
+        "registries push, ship and doctor use without --to: names (ecr, dockerhub, each "
+        "[[registries]] name) or all; default: every registry with a repository set",
+        validate=lambda v: validate_registry_selection(v, "to"),
+    ),
+    SettingSpec(
         "push_attempts",
         int,
         4,
@@ -313,8 +348,6 @@ SPECS: tuple[SettingSpec, ...] = (
 SPECS_BY_NAME = {spec.name: spec for spec in SPECS}
 
 
-RESERVED_REGISTRY_NAMES = ("ecr", "dockerhub", "all")
-_REGISTRY_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _EXAMPLE_ENV = {"username_env": "GHCR_USER", "password_env": "GHCR_TOKEN"}
 _REGISTRY_KEYS = ("name", "repository", "username_env", "password_env", "tag_mutability")
@@ -440,6 +473,7 @@ class Settings:
     uploader: str = "auto"
     ecr_cache: str = "auto"
     lock_timeout: float = 600.0
+    to: tuple[str, ...] = ()
     origins: Mapping[str, str] = field(default_factory=dict, compare=False)
     # The settings the user set (file, environment or flag) rather than left at default.
     explicit: frozenset[str] = field(default=frozenset(), compare=False)

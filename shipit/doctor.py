@@ -358,14 +358,14 @@ def check_login(
 def diagnose(
     settings: Settings,
     *,
-    to: tuple[RegistrySpec, ...] = (),
+    to: tuple[RegistrySpec, ...] | None = None,
     online: bool = False,
     environ: Mapping[str, str] | None = None,
     progress: Progress = quiet,
 ) -> DoctorReport:
     """Every check for the engine, the templates and the registries in `to` (default: every
-    configured one)."""
-    from shipit.registries.catalog import configured_registries
+    one with a repository set; none is a failed check)."""
+    from shipit.registries.catalog import nothing_to_push_to, select_registries
 
     environ = os.environ if environ is None else environ
     engine_check, engine = check_engine(settings.engine_timeout)
@@ -377,7 +377,11 @@ def diagnose(
         base_check,
         check_templates(settings, base_image),
     ]
-    for spec in to or configured_registries(settings):
+    if to is None:
+        to = select_registries(settings, allow_none=True)
+    if not to:
+        checks.append(Check.failed("registries", nothing_to_push_to()))
+    for spec in to:
         if spec.kind == "ecr":
             progress("doctor: asking AWS who the caller is")
             aws_check, identity = check_aws_credentials(settings)

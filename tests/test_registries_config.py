@@ -349,3 +349,68 @@ def test_shipit_pushes_and_verifies_with_an_identity_token_only(
         assert statuses[1][0] == "latest"  # moved by shipit's own manifest PUT
         assert entry["notes"] == [f"credentials from {tmp_path}/docker-config/config.json auths"]
         assert identity_token not in pushed.output
+
+
+@pytest.mark.parametrize(
+    ("environ", "to", "names"),
+    [
+        ({"SHIPIT_DOCKERHUB_REPOSITORY": "acme/site"}, None, ["dockerhub"]),
+        ({"SHIPIT_DOCKERHUB_REPOSITORY": "acme/site"}, "all", ["dockerhub"]),
+        ({"SHIPIT_ECR_REPOSITORY": "site"}, None, ["ecr"]),
+        ({"SHIPIT_ECR_REPOSITORY": "site"}, "", ["ecr"]),
+        # Named explicitly, ECR is taken with its default repository (the image name).
+        ({"SHIPIT_DOCKERHUB_REPOSITORY": "acme/site"}, "ecr", ["ecr"]),
+        ({"SHIPIT_TO": "ecr"}, None, ["ecr"]),
+        ({"SHIPIT_TO": "ECR, dockerhub", "SHIPIT_ECR_REPOSITORY": "s"}, "dockerhub", ["dockerhub"]),
+    ],
+)
+def test_without_to_only_the_registries_with_a_repository(
+    tmp_path: Path, environ: dict[str, str], to: str | None, names: list[str]
+) -> None:
+    selected = select_registries(load_settings(tmp_path, environ=environ), to)
+    assert [spec.name for spec in selected] == names
+
+
+def test_a_registries_table_counts_as_configured(tmp_path: Path) -> None:
+    (tmp_path / "shipit.toml").write_text(REGISTRIES.split("\n", 3)[3])
+    selected = select_registries(load_settings(tmp_path, environ={}))
+    assert [spec.name for spec in selected] == ["ghcr", "local"]
+
+
+def test_nothing_configured_says_what_to_set(tmp_path: Path) -> None:
+    settings = load_settings(tmp_path, environ={})
+    for to in (None, "all"):
+        with pytest.raises(ConfigError) as caught:
+            select_registries(settings, to)
+        assert caught.value.one_line() == (
+            "no registry to push to; set SHIPIT_ECR_REPOSITORY or SHIPIT_DOCKERHUB_REPOSITORY "
+            "(or [[registries]] in shipit.toml)"
+        )
+    assert select_registries(settings, allow_none=True) == ()
+
+
+@pytest.mark.parametrize(
+    ("toml", "environ", "complaint"),
+    [
+        ('to = ["quay"]', {}, "shipit.toml: to names 'quay', which is not a configured registry"),
+        ("", {"SHIPIT_TO": "all,ecr"}, "environment SHIPIT_TO: to 'all,ecr' mixes 'all'"),
+        ('to = "ecr/x"', {}, "shipit.toml: to 'ecr/x' is not a registry name"),
+        ("to = 3", {}, "shipit.toml: to = 3 is not"),
+    ],
+)
+def test_the_to_setting_is_checked_like_the_flag(
+    tmp_path: Path, toml: str, environ: dict[str, str], complaint: str
+) -> None:
+    (tmp_path / "shipit.toml").write_text(toml + "\n")
+    with pytest.raises(ConfigError) as caught:
+        select_registries(load_settings(tmp_path, environ=environ))
+    assert caught.value.one_line().startswith(complaint), caught.value.one_line()
+
+
+def test_config_shows_to_with_its_origin(project: Project) -> None:
+    (project.root / "shipit.toml").write_text('to = "dockerhub, ecr"\n')
+    result = project.shipit("config", "--json")
+    assert result.code == 0, result.output
+    shown = json.loads(result.stdout)
+    assert shown["settings"]["to"] == ["dockerhub", "ecr"]
+    assert shown["origins"]["to"] == "shipit.toml"

@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from shipit.config import RegistryEntry, Settings
+from shipit.config import ALL_REGISTRIES as ALL
+from shipit.config import RegistryEntry, Settings, validate_registry_selection
 from shipit.errors import ConfigError
 from shipit.reference import split_domain
 from shipit.registries.credentials import (
@@ -22,7 +23,6 @@ from shipit.registries.credentials import (
     entry_credentials,
 )
 
-ALL = "all"
 RegistryKind = Literal["ecr", "oci"]
 
 
@@ -93,21 +93,42 @@ def configured_registries(settings: Settings) -> tuple[RegistrySpec, ...]:
     return (ecr, dockerhub, *(_entry_spec(entry) for entry in settings.registries))
 
 
-def select_registries(settings: Settings, to: str) -> tuple[RegistrySpec, ...]:
-    """`--to` as given: "all", or names separated by commas, in configured order."""
+def _has_repository(spec: RegistrySpec, settings: Settings) -> bool:
+    # ECR's repository falls back to the image name, so only the setting says it is wanted.
+    return bool(settings.ecr_repository) if spec.kind == "ecr" else bool(spec.repository)
+
+
+def nothing_to_push_to() -> ConfigError:
+    return ConfigError(
+        "no registry to push to",
+        "set SHIPIT_ECR_REPOSITORY or SHIPIT_DOCKERHUB_REPOSITORY "
+        "(or [[registries]] in shipit.toml)",
+    )
+
+
+def select_registries(
+    settings: Settings, to: str | None = None, *, allow_none: bool = False
+) -> tuple[RegistrySpec, ...]:
+    """`--to` as given, else the `to` setting: names separated by commas, in configured
+    order, or `all` (or nothing): every registry with a repository set. A registry named
+    explicitly is taken as named, and its missing repository is reported when it is used.
+
+    With none configured that is a ConfigError, unless `allow_none` (doctor reports it)."""
     known = configured_registries(settings)
-    names = [name.strip().lower() for name in to.split(",") if name.strip()]
-    if not names or ALL in names:
-        if len(names) > 1:
-            raise ConfigError(
-                f"--to {to!r} mixes 'all' with names", "give either all or a list of names"
-            )
-        return known
+    if to is None:
+        names, what = settings.to, f"{settings.origins.get('to', 'shipit.toml')}: to"
+    else:
+        names, what = validate_registry_selection(to.split(","), "--to"), "--to"
+    if not names or names == (ALL,):
+        chosen = tuple(spec for spec in known if _has_repository(spec, settings))
+        if not chosen and not allow_none:
+            raise nothing_to_push_to()
+        return chosen
     by_name = {spec.name: spec for spec in known}
     unknown = [name for name in names if name not in by_name]
     if unknown:
         raise ConfigError(
-            f"--to names {', '.join(repr(name) for name in unknown)}, which "
+            f"{what} names {', '.join(repr(name) for name in unknown)}, which "
             + ("is not a configured registry" if len(unknown) == 1 else "are not configured"),
             f"known: {', '.join(by_name)}, all (more come from [[registries]] in shipit.toml)",
         )
