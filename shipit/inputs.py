@@ -31,6 +31,7 @@ from typing import IO, NamedTuple
 
 from shipit import __version__
 from shipit.errors import BuildError, SiteTooLargeError, TemplateError
+from shipit.state import make_state_dir
 
 BUILD_ID_LENGTH = 16
 SHA256_HEX_LENGTH = 64
@@ -498,22 +499,14 @@ class FileIndex:
         if self.path is None or self._sources is None or not self._changed:
             return
         temporary = self.path.with_name(f".{INDEX_FILE}.{os.getpid()}.tmp")
-        # The state folder ignores itself, so it never makes a user's tree dirty.
-        ignore = self.path.parent / ".gitignore"
-        made_ignore = False
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            if not ignore.exists():
-                made_ignore = True
-                ignore.write_text("*\n", encoding="utf-8")
+            make_state_dir(self.path.parent)
             with temporary.open("wb") as stream:
                 stream.write(INDEX_HEADER + b" %d\n" % time.time_ns())
                 self._sources.copy_to(stream)
             temporary.replace(self.path)
         except OSError as exc:
             temporary.unlink(missing_ok=True)
-            if made_ignore:  # possibly empty, and then it would never be written again
-                ignore.unlink(missing_ok=True)
             if exc.errno in _DISK_FULL:
                 raise _disk_full(self.path.parent, exc) from exc
 
