@@ -25,6 +25,7 @@ from shipit.errors import ConfigError, PreconditionError
 from shipit.vcs import (
     git_installed,
     in_work_tree,
+    is_full_sha,
     on_a_remote,
     revision,
     source_url,
@@ -142,7 +143,7 @@ def source_of(direct_url: str | None, own_folder: Path) -> Install:
     data = json.loads(direct_url)
     vcs = data.get("vcs_info", {})
     commit = str(vcs.get("commit_id", ""))
-    if vcs.get("vcs") == "git" and re.fullmatch(r"[0-9a-f]{40}", commit):
+    if vcs.get("vcs") == "git" and is_full_sha(commit):
         url = _network_url(str(data.get("url", "")))
         if url is None:
             return _placeholder("it was installed from a git repository at a local path")
