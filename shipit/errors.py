@@ -6,7 +6,9 @@ nothing else in shipit decides exit codes.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+from collections.abc import Iterator
 from enum import IntEnum
 from pathlib import Path
 
@@ -197,8 +199,16 @@ class NotWritableError(ShipitError):
     ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
 
     @classmethod
-    def of(cls, what: str, folder: Path, error: OSError, hint: str) -> NotWritableError:
-        return cls(f"cannot write {what} {folder}: {error.strerror or error}", hint)
+    @contextlib.contextmanager
+    def raised_for(cls, what: str, folder: Path, hint: str) -> Iterator[None]:
+        """The block's write refused by a read-only folder as this error; other OSErrors
+        (a full disk) as they are."""
+        try:
+            yield
+        except OSError as error:
+            if error.errno not in cls.ERRNOS:
+                raise
+            raise cls(f"cannot write {what} {folder}: {error.strerror or error}", hint) from error
 
 
 class Interrupted(ShipitError):

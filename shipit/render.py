@@ -138,17 +138,12 @@ class RenderedSite:
     context_digest: str
 
     def write_to(self, out_dir: Path) -> None:
-        try:
+        with NotWritableError.raised_for(
+            "the render output",
+            out_dir,
+            "make that folder writable, or write the build context elsewhere with --out DIR",
+        ):
             self._write_files(out_dir)
-        except OSError as error:
-            if error.errno not in NotWritableError.ERRNOS:
-                raise
-            raise NotWritableError.of(
-                "the render output",
-                out_dir,
-                error,
-                "make that folder writable, or write the build context elsewhere with --out DIR",
-            ) from error
 
     def _write_files(self, out_dir: Path) -> None:
         for relative, entry in self.files.entries():

@@ -37,21 +37,15 @@ def make_state_dir(state_dir: Path) -> None:
 
 
 def _write_state(settings: Settings, state: dict[str, Any]) -> None:
-    try:
+    with NotWritableError.raised_for(
+        "shipit's state folder",
+        settings.state_dir,
+        "make the project folder writable: shipit records the smoke pass there, and push needs it",
+    ):
         make_state_dir(settings.state_dir)
         # A temporary file of its own: `shipit smoke` records a pass without the project's lock.
         data = json.dumps(state, indent=2, sort_keys=True).encode()
         write_atomically(_state_path(settings), data)
-    except OSError as error:
-        if error.errno not in NotWritableError.ERRNOS:
-            raise
-        raise NotWritableError.of(
-            "shipit's state folder",
-            settings.state_dir,
-            error,
-            "make the project folder writable: shipit records the smoke pass there, "
-            "and push needs it",
-        ) from error
 
 
 def record_smoke_passed(settings: Settings, image_id: str, build_id: str, url: str) -> None:
