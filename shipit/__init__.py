@@ -4,6 +4,8 @@
 # version. Read from the file the build writes (pyproject.toml, tool.setuptools_scm), not from
 # importlib.metadata, which costs `shipit --version` a scan of every installed distribution.
 UNKNOWN_VERSION = "0.0+unknown"
+# The name to install shipit by (PyPI's `shipit` is another project); the command is `shipit`.
+DISTRIBUTION = "shipit-site"
 
 try:
     from shipit._version import __version__ as __version__

@@ -21,6 +21,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from shipit import DISTRIBUTION
 from shipit.ci_kind import Ci
 from shipit.errors import ConfigError, PreconditionError
 from shipit.vcs import (
@@ -41,9 +42,7 @@ GITHUB_ACTIONS = {
     "CONFIGURE_AWS_CREDENTIALS": ("e6de054238d6b7531b4efff3b6587d9aade6a06c", "v6.2.3"),
 }
 _PINNED_VCS = re.compile(r"^git\+(?:https|http|ssh)://(?:[\w.-]+@)?[^\s\"'$@{}]+@[0-9a-f]{40}$")
-# shipit's distribution on PyPI, in any spelling pip normalises to it; `shipit` there is another
-# project.
-DISTRIBUTION = "shipit-site"
+# shipit's distribution, in any spelling pip normalises to it.
 _PINNED_VERSION = re.compile(r"^shipit[-_.]+site(?:\[[a-z,]+\])?==[0-9][0-9A-Za-z.+-]*$", re.I)
 _SCP_LIKE = re.compile(r"^[\w.-]+@(?P<host>[\w.-]+):(?P<path>.+)$")
 INSTALL_HINT = (
