@@ -159,10 +159,11 @@ def source_of(direct_url: str | None, own_folder: Path) -> Install:
 
 def _own_distribution() -> metadata.Distribution | None:
     names = metadata.packages_distributions().get("shipit", [DISTRIBUTION])
-    try:
-        return metadata.distribution(names[0])
-    except metadata.PackageNotFoundError:
-        return None
+    found = list(metadata.distributions(name=names[0]))
+    # What an installer recorded (pip writes INSTALLER), before the egg-info a build leaves in
+    # the checkout, which comes first on the path of `python -m shipit` run from there.
+    installed = [distribution for distribution in found if distribution.read_text("INSTALLER")]
+    return next(iter(installed or found), None)
 
 
 def installed_source(
