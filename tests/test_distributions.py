@@ -216,6 +216,8 @@ def test_the_unpacked_sdist_passes_its_unit_tests(built: Built, tmp_path: Path) 
         *SDIST_TESTS,
         cwd=unpacked,
         DOCKER_HOST="tcp://127.0.0.1:9",
+        # For the shipit the tests start, as for pytest itself (its pythonpath setting).
+        PYTHONPATH=str(unpacked),
     )
     assert " passed" in report and "failed" not in report and "error" not in report, report
 
