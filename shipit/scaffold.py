@@ -158,8 +158,10 @@ def source_of(direct_url: str | None, own_folder: Path) -> Install:
 
 
 def _own_distribution() -> metadata.Distribution | None:
-    names = metadata.packages_distributions().get("shipit", [DISTRIBUTION])
-    found = list(metadata.distributions(name=names[0]))
+    # shipit-site first: an environment that had shipit under its old name may still list it.
+    names = metadata.packages_distributions().get("shipit", [])
+    name = DISTRIBUTION if DISTRIBUTION in names or not names else names[0]
+    found = list(metadata.distributions(name=name))
     # What an installer recorded (pip writes INSTALLER), before the egg-info a build leaves in
     # the checkout, which comes first on the path of `python -m shipit` run from there.
     installed = [distribution for distribution in found if distribution.read_text("INSTALLER")]

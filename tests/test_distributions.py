@@ -176,6 +176,16 @@ def test_the_installed_command_reports_the_version_and_pins_it_for_ci(
     assert _run(installed / "bin" / "python", "-c", probe, cwd=tmp_path) == (
         f"shipit-site=={VERSION}\n"
     )
+    # An install of shipit under its old name, earlier on the path (an older user-site install).
+    old_name = tmp_path / "older" / "shipit-0.1.0.dist-info"
+    old_name.mkdir(parents=True)
+    (old_name / "METADATA").write_text("Metadata-Version: 2.1\nName: shipit\nVersion: 0.1.0\n")
+    (old_name / "INSTALLER").write_text("pip\n")
+    (old_name / "top_level.txt").write_text("shipit\n")
+    older = _run(
+        installed / "bin" / "python", "-c", probe, cwd=installed, PYTHONPATH=str(old_name.parent)
+    )
+    assert older == f"shipit-site=={VERSION}\n"
 
 
 def test_the_sdist_holds_what_its_tests_need_and_not_the_repository_s_ci(built: Built) -> None:

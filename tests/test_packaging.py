@@ -12,8 +12,10 @@ import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "shipit"
-# The installed distribution that holds the shipit package, whatever its name.
-DISTRIBUTION = importlib.metadata.packages_distributions()["shipit"][0]
+# The installed distribution that holds the shipit package (under its old name, shipit, in an
+# environment installed before the rename).
+_NAMES = importlib.metadata.packages_distributions()["shipit"]
+DISTRIBUTION = "shipit-site" if "shipit-site" in _NAMES else _NAMES[0]
 
 
 def _runtime_imports(tree: ast.Module) -> set[str]:
