@@ -196,7 +196,7 @@ def init(
             "--install",
             envvar="SHIPIT_INSTALL",
             help="How CI installs shipit, pinned: git+https://HOST/OWNER/shipit@COMMIT or "
-            "shipit==VERSION (default: where this shipit came from).",
+            "shipit-site==VERSION (default: where this shipit came from).",
         ),
     ] = None,
     json_output: JsonOption = False,

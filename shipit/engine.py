@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import IO, Any, cast
 
-from shipit import paramiko_deferred  # noqa: F401 - before docker, see that module
+from shipit import DISTRIBUTION, paramiko_deferred  # before docker, see that module
 
 # isort: split
 import docker
@@ -254,10 +254,7 @@ def _connect_failure(address: EngineAddress, error: BaseException) -> EngineErro
             "set DOCKER_CERT_PATH to a folder with ca.pem, cert.pem and key.pem",
         )
     if "paramiko" in lowered:
-        return EngineError(
-            f"cannot reach the engine at {where}: docker-py's ssh:// support is not installed",
-            "pip install 'docker[ssh]' next to shipit, or use tcp:// with TLS",
-        )
+        return _no_ssh_support(address)
     if address.scheme == "ssh" and any(isinstance(item, FileNotFoundError) for item in causes):
         return EngineError(
             f"cannot reach the engine at {where}: ssh:// needs the OpenSSH client (`ssh`) on PATH",
@@ -299,6 +296,17 @@ def _connect_failure(address: EngineAddress, error: BaseException) -> EngineErro
         f"no Docker engine answers at {where}",
         "start the engine (as root: scripts/testenv.sh starts dockerd) or point "
         "DOCKER_HOST at a running one",
+    )
+
+
+def _no_ssh_support(address: EngineAddress) -> EngineError:
+    """docker-py imports paramiko for every ssh:// engine, though shipit talks through the
+    OpenSSH client; paramiko comes with shipit's ssh extra."""
+    return EngineError(
+        f"cannot reach the engine at {address.describe()}: ssh:// engines need paramiko, "
+        "which this shipit was installed without",
+        f"pip install '{DISTRIBUTION}[ssh]' (with pipx: pipx inject {DISTRIBUTION} paramiko), "
+        "or use tcp:// with TLS",
     )
 
 
@@ -377,6 +385,8 @@ class Engine:
             problem = _tls_files_problem(address)
             if problem is not None:
                 raise problem
+        if address.scheme == "ssh" and not paramiko_deferred.installed():
+            raise _no_ssh_support(address)
         try:
             params: dict[str, Any] = dict(docker.utils.kwargs_from_env())
             if "base_url" not in params:

@@ -5,9 +5,10 @@ templates/) and a shipit.toml, plus a CI definition (shipit/ci/): a GitHub Actio
 (the default) or a GitLab CI/CD pipeline.
 
 The CI definition installs the exact source given with --install, by default the one this
-shipit was installed from: an index install pins its version, a `pip install git+URL@COMMIT`
-or a checkout with a network origin pins that commit. Anything else (a wheel file, a local
-origin) gets a marked placeholder and a note: init always makes the project.
+shipit was installed from: an index install pins its version (shipit-site==VERSION), a
+`pip install git+URL@COMMIT` or a checkout with a network origin pins that commit. Anything
+else (a wheel file, a local origin) gets a marked placeholder and a note: init always makes
+the project.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from shipit import DISTRIBUTION
 from shipit.ci_kind import Ci
 from shipit.errors import ConfigError, PreconditionError
 from shipit.vcs import (
@@ -40,11 +42,12 @@ GITHUB_ACTIONS = {
     "CONFIGURE_AWS_CREDENTIALS": ("e6de054238d6b7531b4efff3b6587d9aade6a06c", "v6.2.3"),
 }
 _PINNED_VCS = re.compile(r"^git\+(?:https|http|ssh)://(?:[\w.-]+@)?[^\s\"'$@{}]+@[0-9a-f]{40}$")
-_PINNED_VERSION = re.compile(r"^shipit(?:\[[a-z,]+\])?==[0-9][0-9A-Za-z.+-]*$")
+# shipit's distribution, in any spelling pip normalises to it.
+_PINNED_VERSION = re.compile(r"^shipit[-_.]+site(?:\[[a-z,]+\])?==[0-9][0-9A-Za-z.+-]*$", re.I)
 _SCP_LIKE = re.compile(r"^[\w.-]+@(?P<host>[\w.-]+):(?P<path>.+)$")
 INSTALL_HINT = (
-    "pass --install git+https://HOST/OWNER/shipit@COMMIT (a full 40-character commit id), "
-    "or --ci none"
+    f"pass --install {DISTRIBUTION}==VERSION, or git+https://HOST/OWNER/shipit@COMMIT "
+    "(a full 40-character commit id), or --ci none"
 )
 # Marked so that a run of the unfilled CI definition fails at pip with this very text, and
 # still a plain string, so that the workflow stays valid (actionlint, zizmor).
@@ -94,7 +97,7 @@ def image_name_for(folder: Path) -> str:
 
 
 def validate_install(spec: str) -> str:
-    """A pip requirement that pins one shipit: git+URL@COMMIT, or shipit==VERSION."""
+    """A pip requirement that pins one shipit: git+URL@COMMIT, or shipit-site==VERSION."""
     if _PINNED_VCS.match(spec) or _PINNED_VERSION.match(spec):
         return spec
     raise ConfigError(f"--install {spec!r} does not pin one version of shipit", INSTALL_HINT)
@@ -155,11 +158,14 @@ def source_of(direct_url: str | None, own_folder: Path) -> Install:
 
 
 def _own_distribution() -> metadata.Distribution | None:
-    names = metadata.packages_distributions().get("shipit", ["shipit"])
-    try:
-        return metadata.distribution(names[0])
-    except metadata.PackageNotFoundError:
-        return None
+    # shipit-site first: an environment that had shipit under its old name may still list it.
+    names = metadata.packages_distributions().get("shipit", [])
+    name = DISTRIBUTION if DISTRIBUTION in names or not names else names[0]
+    found = list(metadata.distributions(name=name))
+    # What an installer recorded (pip writes INSTALLER), before the egg-info a build leaves in
+    # the checkout, which comes first on the path of `python -m shipit` run from there.
+    installed = [distribution for distribution in found if distribution.read_text("INSTALLER")]
+    return next(iter(installed or found), None)
 
 
 def installed_source(

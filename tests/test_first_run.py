@@ -12,7 +12,7 @@ import typer
 from PIL import Image, ImageChops
 
 from harness.services import free_port
-from shipit import entry
+from shipit import __version__, entry
 from shipit.cli import app
 from shipit.engine import Engine
 from shipit.errors import ExitCode
@@ -158,7 +158,7 @@ def _typer_help(columns: int) -> str:
 
 
 def test_version_answers_without_importing_typer() -> None:
-    assert _entry("--version", 80) == ["shipit 0.1.0", "False False False"]
+    assert _entry("--version", 80) == [f"shipit {__version__}", "False False False"]
 
 
 def test_stored_help_is_what_typer_prints() -> None:

@@ -174,6 +174,9 @@ def test_ci_none_writes_no_ci_and_needs_no_install(tmp_path: Path) -> None:
     "install",
     [
         "shipit",
+        "shipit-site",
+        # PyPI's `shipit` is another project.
+        "shipit==1.2.3",
         "git+https://github.com/acme/shipit",
         "git+https://github.com/acme/shipit@main",
         'git+https://github.com/acme/shipit@" ; curl evil',
@@ -189,6 +192,13 @@ def test_an_unpinned_install_is_refused_before_anything_is_written(
     assert "does not pin one version of shipit" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "site").exists()
+
+
+@pytest.mark.parametrize("install", ["shipit-site==1.2.3", "Shipit_Site[ssh]==0.2.1.dev3"])
+def test_a_pinned_index_install_is_written_as_given(tmp_path: Path, install: str) -> None:
+    done = init(tmp_path, "site", "--install", install)
+    assert done.returncode == 0, done.stderr
+    assert workflow(tmp_path / "site")["env"]["SHIPIT_INSTALL"] == install
 
 
 def git(repo: Path, *args: str) -> str:
@@ -245,17 +255,18 @@ def test_the_default_install_is_where_this_shipit_came_from(tmp_path: Path) -> N
     assert source_of(from_git, tmp_path) == Install(f"git+https://github.com/acme/shipit@{COMMIT}")
     local_git = json.dumps({"url": repo.as_uri(), "vcs_info": {"vcs": "git", "commit_id": head}})
     assert source_of(local_git, repo).placeholder
-    # pipx install ./shipit-0.1.0-py3-none-any.whl
-    wheel = json.dumps({"url": "file:///tmp/shipit-0.1.0-py3-none-any.whl", "archive_info": {}})
-    assert source_of(wheel, repo) == Install(
-        PLACEHOLDER, "it was installed from a file (shipit-0.1.0-py3-none-any.whl)"
+    # pipx install ./shipit_site-0.2.0-py3-none-any.whl
+    wheel = "file:///tmp/shipit_site-0.2.0-py3-none-any.whl"
+    recorded_wheel = json.dumps({"url": wheel, "archive_info": {}})
+    assert source_of(recorded_wheel, repo) == Install(
+        PLACEHOLDER, "it was installed from a file (shipit_site-0.2.0-py3-none-any.whl)"
     )
 
 
 def fake_dist_info(tmp_path: Path, direct_url: str | None) -> Path:
-    info = tmp_path / "shipit-2.3.4.dist-info"
+    info = tmp_path / "shipit_site-2.3.4.dist-info"
     info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: shipit\nVersion: 2.3.4\n")
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: shipit-site\nVersion: 2.3.4\n")
     if direct_url is not None:
         (info / "direct_url.json").write_text(direct_url)
     return info
@@ -267,7 +278,9 @@ def fake_distribution(tmp_path: Path, direct_url: str | None) -> metadata.Distri
 
 def test_an_index_install_pins_its_own_version(tmp_path: Path) -> None:
     """pip records no direct_url.json for an install from an index (PEP 610)."""
-    assert installed_source(fake_distribution(tmp_path, None), tmp_path) == Install("shipit==2.3.4")
+    assert installed_source(fake_distribution(tmp_path, None), tmp_path) == Install(
+        "shipit-site==2.3.4"
+    )
 
 
 def test_a_recorded_git_install_pins_its_commit(tmp_path: Path) -> None:
@@ -299,7 +312,7 @@ def test_init_from_an_index_install_pins_that_version(tmp_path: Path) -> None:
     info = fake_dist_info(tmp_path, None)
     done = run_init_from(tmp_path, str(info), "site")
     assert done.returncode == 0, done.stderr
-    assert workflow(tmp_path / "site")["env"]["SHIPIT_INSTALL"] == "shipit==2.3.4"
+    assert workflow(tmp_path / "site")["env"]["SHIPIT_INSTALL"] == "shipit-site==2.3.4"
     assert "note" not in done.stderr
 
 

@@ -1,4 +1,4 @@
-"""What a user's `pip install shipit` brings must be enough to run it: every module shipit
+"""What a user's `pip install shipit-site` brings must be enough to run it: every module shipit
 imports at run time is the standard library, shipit itself, or a declared dependency."""
 
 from __future__ import annotations
@@ -12,6 +12,10 @@ import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "shipit"
+# The installed distribution that holds the shipit package (under its old name, shipit, in an
+# environment installed before the rename).
+_NAMES = importlib.metadata.packages_distributions()["shipit"]
+DISTRIBUTION = "shipit-site" if "shipit-site" in _NAMES else _NAMES[0]
 
 
 def _runtime_imports(tree: ast.Module) -> set[str]:
@@ -32,7 +36,7 @@ def _runtime_imports(tree: ast.Module) -> set[str]:
 
 
 def _declared_distributions() -> set[str]:
-    requirements = importlib.metadata.requires("shipit") or []
+    requirements = importlib.metadata.requires(DISTRIBUTION) or []
     runtime = [r for r in requirements if "extra ==" not in r]
     return {re.split(r"[\s<>=!~;\[]", r, maxsplit=1)[0].lower() for r in runtime}
 
@@ -93,7 +97,7 @@ def test_render_of_the_default_base_without_an_engine_renders_for_the_default(
 
 
 def test_the_metadata_carries_the_license_and_classifiers() -> None:
-    meta = importlib.metadata.metadata("shipit")
+    meta = importlib.metadata.metadata(DISTRIBUTION)
     assert meta["License-Expression"] == "MIT"
     assert "LICENSE" in (meta.get_all("License-File") or [])
     license_text = (PACKAGE.parent / "LICENSE").read_text()
