@@ -95,8 +95,7 @@ def reference() -> str:
         )
     lines += [
         "",
-        "List settings (`tags`, `to`) take a comma-separated list in their environment "
-        "variable.",
+        "List settings (`tags`, `to`) take a comma-separated list in their environment variable.",
         "",
         "## `[[registries]]` entries",
         "",

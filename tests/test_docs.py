@@ -15,9 +15,8 @@ from shipit.settings_reference import REGENERATE, reference
 
 REPO = Path(__file__).resolve().parent.parent
 DOCUMENTS = sorted(
-    [REPO / "README.md", REPO / "CONTRIBUTING.md", REPO / "bench" / "README.md"]
-    + list((REPO / "docs").glob("*.md"))
-)
+    [REPO / "README.md", REPO / "CONTRIBUTING.md", REPO / "bench" / "README.md"],
+) + sorted((REPO / "docs").glob("*.md"))
 # [text](target) and [text]: target, outside code spans and blocks.
 _INLINE_LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 _REFERENCE_LINK = re.compile(r"^\[[^\]]+\]:\s*(\S+)", re.MULTILINE)
@@ -92,12 +91,17 @@ def test_the_settings_reference_command_prints_the_reference() -> None:
     assert "| `username_env` |" in printed
 
 
-def _readme_exit_codes() -> dict[int, str]:
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    section = readme.split("\n## Exit codes", 1)[1].split("\n## ", 1)[0]
-    rows = re.findall(r"^\|\s*(\d+)\s*\|\s*(.+?)\s*\|\s*$", section, re.MULTILINE)
-    return {int(code): meaning for code, meaning in rows}
+def listed_exit_codes(document: Path, heading: str) -> list[int]:
+    text = document.read_text(encoding="utf-8")
+    section = text.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    return [int(code) for code in re.findall(r"^\|\s*(\d+)\s*\|", section, re.MULTILINE)]
 
 
-def test_the_readme_lists_every_exit_code_and_no_other() -> None:
-    assert sorted(_readme_exit_codes()) == sorted(int(code) for code in ExitCode)
+@pytest.mark.parametrize(
+    ("document", "heading"),
+    [("README.md", "Exit codes"), ("docs/commands.md", "Exit codes in full")],
+)
+def test_the_exit_code_tables_list_every_code_once_and_no_other(
+    document: str, heading: str
+) -> None:
+    assert listed_exit_codes(REPO / document, heading) == [int(code) for code in ExitCode]
