@@ -1,5 +1,6 @@
 """The documents stay true to the code: the generated settings reference is current, every
-relative link points at a file that exists, and the README's exit codes are errors.py's."""
+relative link points at a file (and heading) that exists, and the exit-code tables are
+errors.py's."""
 
 from __future__ import annotations
 
@@ -28,18 +29,26 @@ def relative_links(markdown: str) -> list[str]:
     prose = _CODE_SPAN.sub("", _FENCE.sub("", markdown))
     prose = "\n".join(line for line in prose.splitlines() if not line.startswith("    "))
     targets = _INLINE_LINK.findall(prose) + _REFERENCE_LINK.findall(prose)
-    return [
-        target
-        for target in targets
-        if not re.match(r"^[a-z][a-z0-9+.-]*:", target) and not target.startswith("#")
-    ]
+    return [target for target in targets if not re.match(r"^[a-z][a-z0-9+.-]*:", target)]
+
+
+def anchors(markdown: str) -> set[str]:
+    """The fragment each heading gets, as GitHub makes it: lower case, punctuation dropped,
+    blanks as hyphens."""
+    headings = re.findall(r"^#{1,6}\s+(.+?)\s*$", _FENCE.sub("", markdown), re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-") for heading in headings}
 
 
 def broken_links(document: Path) -> list[str]:
     broken = []
     for target in relative_links(document.read_text(encoding="utf-8")):
-        path = target.split("#", 1)[0]
-        if not (document.parent / path).exists():
+        path, _, fragment = target.partition("#")
+        linked = (document.parent / path) if path else document
+        if not linked.exists() or (
+            fragment
+            and linked.suffix == ".md"
+            and fragment not in anchors(linked.read_text(encoding="utf-8"))
+        ):
             broken.append(target)
     return broken
 
@@ -50,14 +59,17 @@ def test_the_link_finder_sees_links_and_skips_code() -> None:
         "`[not](a-link.md)`\n\n    [indented](code.md)\n\n```\n[fenced](code.md)\n```\n"
         "[ref]: docs/ci.md\n"
     )
-    assert relative_links(markdown) == ["docs/stages.md#build", "docs/ci.md"]
+    assert relative_links(markdown) == ["docs/stages.md#build", "#top", "docs/ci.md"]
 
 
-def test_a_missing_target_is_a_broken_link(tmp_path: Path) -> None:
-    (tmp_path / "here.md").write_text("x")
+def test_a_missing_file_or_heading_is_a_broken_link(tmp_path: Path) -> None:
+    (tmp_path / "here.md").write_text("# Here\n\n## The `[[registries]]` entries\n")
     document = tmp_path / "doc.md"
-    document.write_text("[a](here.md) [b](gone.md#part)\n")
-    assert broken_links(document) == ["gone.md#part"]
+    document.write_text(
+        "# Doc\n[a](here.md) [b](gone.md#part) [c](here.md#the-registries-entries)\n"
+        "[d](here.md#nowhere) [e](#doc) [f](#gone)\n"
+    )
+    assert broken_links(document) == ["gone.md#part", "here.md#nowhere", "#gone"]
 
 
 @pytest.mark.parametrize("document", DOCUMENTS, ids=lambda path: str(path.relative_to(REPO)))
