@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 SHIPIT := $(BIN)/shipit
 STAMP := $(VENV)/.installed
 
-.PHONY: venv env engines engines-down test-containerd run build smoke push ship stop doctor config check help test test-unit reliability bench clean
+.PHONY: venv env engines engines-down test-containerd run build smoke push ship stop doctor config check help docs test test-unit reliability bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,10 @@ check: venv
 # The stored `shipit --help` (shipit/help.txt), after a change to commands or their help.
 help: venv
 	$(BIN)/python -c 'import pathlib, shipit.cli as c; pathlib.Path("shipit/help.txt").write_text(c.top_level_help())'
+
+# docs/settings.md, after a change to a setting's definition in shipit/config.py.
+docs: venv
+	$(BIN)/python -m shipit.settings_reference > docs/settings.md
 
 # CI runs this: the whole suite on the classic engine (the remote-engine tests included), then
 # the engine tests again on the containerd image store engine.

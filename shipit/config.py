@@ -41,6 +41,11 @@ _SECRET_WORDS = ("token", "password", "secret", "access_key")
 _FLAGS = {"tags": "--tag", "ecr_cache": "--no-cache"}
 
 
+def setting_flag(name: str) -> str:
+    """The command-line flag that sets the setting `name` (on the commands that take it)."""
+    return _FLAGS.get(name, "--" + name.replace("_", "-"))
+
+
 def validate_repository(value: str, what: str = "image name") -> str:
     parse_name(value, what)
     return value
@@ -187,6 +192,9 @@ class SettingSpec:
     help: str
     env: tuple[str, ...] = ()
     validate: Callable[[Any], Any] | None = None
+    # What the default means where `default` alone does not say it (an empty value that
+    # shipit fills in from elsewhere); docs/settings.md prints it.
+    default_help: str = ""
 
     @property
     def env_names(self) -> tuple[str, ...]:
@@ -194,53 +202,63 @@ class SettingSpec:
 
 
 SPECS: tuple[SettingSpec, ...] = (
-    SettingSpec("image", str, "shipit-site", "local image name", validate=validate_repository),
     SettingSpec(
-        "base_image", str, DEFAULT_BASE_IMAGE, "nginx base image", validate=validate_reference
+        "image",
+        str,
+        "shipit-site",
+        "name of the local image; also the ECR repository's when ecr_repository is not set",
+        validate=validate_repository,
+    ),
+    SettingSpec(
+        "base_image",
+        str,
+        DEFAULT_BASE_IMAGE,
+        "nginx base image the Dockerfile builds on; a reference, optionally pinned by digest",
+        validate=validate_reference,
     ),
     SettingSpec(
         "host",
         str,
         "127.0.0.1",
-        "address the container is published on, on the engine's machine (a remote engine's "
-        "default: 0.0.0.0)",
+        "address the container is published on, on the engine's machine",
+        default_help="127.0.0.1; 0.0.0.0 on a remote engine",
     ),
-    SettingSpec(
-        "port", int, 8080, "host port the container is published on", validate=_validate_port
-    ),
+    SettingSpec("port", int, 8080, "port the container is published on", validate=_validate_port),
     SettingSpec(
         "reach_host",
         str,
         "",
-        "address where this machine reaches the published port (default: the engine's host "
-        "for a remote engine, else --host)",
+        "address at which this machine reaches the published port (NAT, a tunnel)",
+        default_help="the engine's host for a remote engine, else host (127.0.0.1 for 0.0.0.0)",
     ),
     SettingSpec(
         "ready_timeout",
         float,
         30.0,
-        "seconds to wait for the site to answer",
+        "seconds `run` waits for the site to answer /healthz",
         validate=_validate_positive,
     ),
     SettingSpec(
         "ecr_repository",
         str,
         "",
-        "ECR repository name (default: the image name)",
+        "ECR repository name; setting it makes ECR one of the registries pushed to",
         validate=lambda v: validate_repository(v, "ECR repository") if v else v,
+        default_help="the image name, when ECR is chosen with --to",
     ),
     SettingSpec(
         "ecr_registry",
         str,
         "",
-        "registry host to push to instead of the token's endpoint",
+        "registry host to push to instead of the endpoint the ECR token names",
         validate=lambda v: _validate_host(v) if v else v,
+        default_help="the ECR token's endpoint",
     ),
     SettingSpec(
         "ecr_tag_mutability",
         str,
         "MUTABLE",
-        "tag mutability of a created ECR repository",
+        "tag mutability of a created ECR repository: MUTABLE or IMMUTABLE",
         validate=_validate_mutability,
     ),
     SettingSpec("ecr_create_repository", bool, True, "create the ECR repository when missing"),
@@ -260,26 +278,28 @@ SPECS: tuple[SettingSpec, ...] = (
         "AWS region of the ECR repository",
         env=("AWS_REGION", "AWS_DEFAULT_REGION"),
         validate=lambda v: _validate_region(v) if v else v,
+        default_help="the region of the AWS profile in use (AWS_PROFILE, ~/.aws/config)",
     ),
     SettingSpec(
         "dockerhub_repository",
         str,
         "",
-        "Docker Hub repository, namespace/name",
+        "Docker Hub repository, namespace/name; setting it makes Docker Hub one of the "
+        "registries pushed to",
         validate=lambda v: validate_repository(v, "Docker Hub repository") if v else v,
     ),
     SettingSpec(
         "dockerhub_registry",
         str,
         DEFAULT_DOCKERHUB_REGISTRY,
-        "Docker Hub or any OCI registry",
+        "registry host of the dockerhub registry: Docker Hub or any OCI registry",
         validate=_validate_host,
     ),
     SettingSpec(
         "dockerhub_tag_mutability",
         str,
         "MUTABLE",
-        "whether tags in that registry may move",
+        "whether tags in the dockerhub registry may move: MUTABLE or IMMUTABLE",
         validate=_validate_mutability,
     ),
     SettingSpec(
@@ -302,7 +322,8 @@ SPECS: tuple[SettingSpec, ...] = (
         "max_site_size",
         str,
         "10GB",
-        "largest site (site/ and templates/) shipit builds; bytes or e.g. '500MB', '10GB'",
+        "largest site (site/ and templates/) render and build accept, in bytes or with a "
+        "unit ('500MB', '2GiB'); a larger one is refused before any file is read",
         validate=parse_size,
     ),
     SettingSpec(
@@ -334,14 +355,15 @@ SPECS: tuple[SettingSpec, ...] = (
         tuple,
         (),
         "registries push, ship and doctor use without --to: names (ecr, dockerhub, each "
-        "[[registries]] name) or all; default: every registry with a repository set",
+        "[[registries]] name) or all",
         validate=lambda v: validate_registry_selection(v, "to"),
+        default_help="every registry with a repository set",
     ),
     SettingSpec(
         "push_attempts",
         int,
         4,
-        "attempts per push when the registry fails transiently",
+        "attempts per push when a registry fails transiently",
         validate=lambda v: int(_validate_positive(v)),
     ),
 )
@@ -357,11 +379,29 @@ _REGISTRY_KEYS = ("name", "repository", "username_env", "password_env", "tag_mut
 class RegistryEntry:
     """One [[registries]] table: any OCI registry beside ECR and Docker Hub."""
 
-    name: str
-    repository: str  # full name with the registry host, e.g. ghcr.io/acme/site
-    username_env: str = ""
-    password_env: str = ""
-    tag_mutability: str = "MUTABLE"
+    # Each field's `doc` is its line in docs/settings.md.
+    name: str = field(
+        metadata={
+            "doc": "the name --to and `to` use: 1-32 of a-z 0-9 - _, not ecr, dockerhub or all"
+        }
+    )
+    repository: str = field(
+        metadata={"doc": "full name with the registry host, e.g. ghcr.io/acme/site"}
+    )
+    username_env: str = field(
+        default="",
+        metadata={
+            "doc": "environment variable holding the user name (with password_env; "
+            "without both, what `docker login` stored is used)"
+        },
+    )
+    password_env: str = field(
+        default="", metadata={"doc": "environment variable holding the password or token"}
+    )
+    tag_mutability: str = field(
+        default="MUTABLE",
+        metadata={"doc": "whether its tags may move: MUTABLE or IMMUTABLE"},
+    )
 
     def as_dict(self) -> dict[str, str]:
         return {key: getattr(self, key) for key in _REGISTRY_KEYS}
@@ -646,7 +686,7 @@ def load_settings(
         if raw is None:
             continue
         spec = SPECS_BY_NAME[name]
-        flag = _FLAGS.get(name, "--" + name.replace("_", "-"))
+        flag = setting_flag(name)
         values[name] = _coerce(spec, raw, f"flag {flag}")
         origins[name] = f"flag {flag}"
 
