@@ -220,6 +220,7 @@ class Ui:
             self._write(sys.stderr, "".join(traceback.format_exception(error)).rstrip())
         hint = "run again with --debug and report it"
         message = f"internal error: {type(error).__name__}: {error}"
+        self._write_step_files(None, message)
         self._write(sys.stderr, f"shipit: {message}; {hint}", failure=True)
         if self.json_output:
             self._fail_json(
