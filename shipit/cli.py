@@ -461,6 +461,10 @@ def push(
 ) -> None:
     """Push the smoke-tested image to ECR and Docker Hub, concurrently, and verify the digests.
 
+    With -q, stdout holds one REGISTRY/REPO@DIGEST line per registry that serves the image;
+    with -q --dry-run, one "REGISTRY/REPO:TAG (dry run)" line per reference it would push
+    (the digest is known only once a registry has the image).
+
     Example: shipit push --to dockerhub --dry-run
     """
     settings = _setup(

@@ -1,14 +1,40 @@
-"""What a CI script gets when a push does not happen: in GitHub Actions a step summary that
-says what failed, even for a settings error before any push."""
+"""What a CI script gets when a push does not happen: a dry run's -q lines, and in GitHub
+Actions a step summary that says what failed, even for a settings error before any push."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from shipit.errors import ExitCode
 from tests.conftest import Project, PublishProject
+
+
+def test_a_quiet_dry_run_prints_each_reference_it_would_push(
+    publish_project: PublishProject,
+) -> None:
+    project = publish_project
+    assert project.ecr and project.hub
+    assert project.shipit("build").code == 0
+    planned = project.shipit("push", "--dry-run", "--skip-smoke", "--json")
+    assert planned.code == 0, planned.output
+    document = json.loads(planned.stdout)
+    expected = [
+        f"{target['reference']}:{tag} (dry run)"
+        for target in document["registries"]
+        for tag in document["tags"]
+    ]
+    quiet = project.shipit("push", "--dry-run", "--skip-smoke", "-q")
+    assert quiet.code == 0, quiet.output
+    assert quiet.stderr == ""
+    assert quiet.stdout.splitlines() == expected
+    ecr = f"{project.ecr.host}/{project.ecr_repository}"
+    hub = f"{project.hub.host}/{project.hub_repository}"
+    assert f"{ecr}:latest (dry run)" in expected and f"{hub}:latest (dry run)" in expected
+    # A script takes the first field as the reference: it never holds a digest it cannot know.
+    assert all("@" not in line.split()[0] for line in quiet.stdout.splitlines())
 
 
 def _step_files(tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
