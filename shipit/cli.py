@@ -69,10 +69,17 @@ ProjectOption = Annotated[
 
 
 def _setup(
-    json_output: bool, quiet: bool, debug: bool, project: Path, **overrides: Any
+    json_output: bool,
+    quiet: bool,
+    debug: bool,
+    project: Path,
+    *,
+    step_command: str | None = None,
+    **overrides: Any,
 ) -> Settings:
     global _ui  # noqa: PLW0603 - main() reports errors through the Ui the command chose
-    _ui = Ui(json_output=json_output, quiet=quiet, debug=debug)
+    # The step command is set before the settings load: their error gets a step summary too.
+    _ui = Ui(json_output=json_output, quiet=quiet, debug=debug, step_command=step_command)
     from shipit.config import load_settings
 
     return load_settings(project, overrides)
@@ -454,6 +461,10 @@ def push(
 ) -> None:
     """Push the smoke-tested image to ECR and Docker Hub, concurrently, and verify the digests.
 
+    With -q, stdout holds one REGISTRY/REPO@DIGEST line per registry that serves the image;
+    with -q --dry-run, one "REGISTRY/REPO:TAG (dry run)" line per reference it would push
+    (the digest is known only once a registry has the image).
+
     Example: shipit push --to dockerhub --dry-run
     """
     settings = _setup(
@@ -464,8 +475,8 @@ def push(
         image=image,
         tags=tag or None,
         ecr_cache=_cache_override(no_cache),
+        step_command="push",
     )
-    _ui.step_command = "push"
     from shipit.pipeline import push as push_stage
 
     selected = _selected_registries(settings, to)
@@ -522,8 +533,8 @@ def ship(
         image=image,
         tags=tag or None,
         ecr_cache=_cache_override(no_cache),
+        step_command="ship",
     )
-    _ui.step_command = "ship"
     from shipit.pipeline import ship as ship_stage
 
     selected = _selected_registries(settings, to)
@@ -790,10 +801,20 @@ def _wants_json(argv: list[str]) -> bool:
     return "--json" in options
 
 
+# The commands that leave GitHub's step files (what they pushed, or what failed).
+STEP_COMMANDS = frozenset({"push", "ship"})
+
+
+def _step_command(argv: list[str]) -> str | None:
+    """push or ship when it is the command: a usage error in its options gets a summary."""
+    command = next((arg for arg in argv if not arg.startswith("-")), None)
+    return command if command in STEP_COMMANDS else None
+
+
 def main(argv: list[str] | None = None) -> int:
     global _ui  # noqa: PLW0603 - errors before a command chose its Ui still honour --json
     argv = sys.argv[1:] if argv is None else argv
-    _ui = Ui(json_output=_wants_json(argv))
+    _ui = Ui(json_output=_wants_json(argv), step_command=_step_command(argv))
     command = typer.main.get_command(app)
     try:
         returned = command.main(args=argv, prog_name="shipit", standalone_mode=False)

@@ -137,12 +137,18 @@ class Ui:
 
     def push_result(self, data: dict[str, Any], human: str, report: PushReport) -> None:
         """A push's result; --quiet prints one REGISTRY/REPO@DIGEST line per registry that
-        serves the image, as crane and ko do, so `$(shipit push -q)` is usable as is."""
+        serves the image, as crane and ko do, so `$(shipit push -q)` is usable as is. A dry
+        run prints `REGISTRY/REPO:TAG (dry run)` per reference it would push: the first field
+        is the reference, and the marker keeps it from passing for one that was pushed."""
         if self.quiet and not self.json_output:
             self.close()
-            pinned = [target.pinned for target in report.delivered]
-            if pinned:
-                self._write(sys.stdout, "\n".join(pinned))
+            if report.dry_run:
+                planned = (ref for target in report.targets for ref in target.planned())
+                lines = [f"{ref} (dry run)" for ref in planned]
+            else:
+                lines = [target.pinned for target in report.delivered]
+            if lines:
+                self._write(sys.stdout, "\n".join(lines))
         else:
             self.result(data, human)
         failure = report.failure()
@@ -220,6 +226,7 @@ class Ui:
             self._write(sys.stderr, "".join(traceback.format_exception(error)).rstrip())
         hint = "run again with --debug and report it"
         message = f"internal error: {type(error).__name__}: {error}"
+        self._write_step_files(None, message)
         self._write(sys.stderr, f"shipit: {message}; {hint}", failure=True)
         if self.json_output:
             self._fail_json(

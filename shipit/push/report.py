@@ -54,6 +54,13 @@ class TargetReport:
         ]
         return [*tagged, self.pinned]
 
+    def planned(self) -> list[str]:
+        """A dry run's REGISTRY/REPO:TAG references, one per tag it would push; its digest is
+        known only once the registry has the image."""
+        if self.status != "planned":
+            return []
+        return [f"{self.reference}:{tag.tag}" for tag in self.tags if tag.status == "planned"]
+
     def to_json(self) -> dict[str, Any]:
         return {
             "registry": self.name,
