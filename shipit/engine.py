@@ -358,29 +358,20 @@ def _load_failure(error: str) -> BuildError:
     )
 
 
-@dataclass(frozen=True)
-class BuiltImage:
-    """What a docker build left: the image, and every image that was new to the engine (its
-    steps' results, oldest first, the image last), which removing the build removes."""
-
-    id: str
-    made: tuple[str, ...]
-
-
 # A build step's result in the legacy builder's stream: " ---> 1a2b3c4d5e6f".
 _STEP_RESULT = re.compile(r"^ ---> ([0-9a-f]{12})$")
 
 
 class _BuildSteps:
     """What a docker build's stream says: its last lines (for an error), the image, and the
-    image each step left. Once the build is cancelled its error is only the cancel's."""
+    images its steps added (`made`; not a FROM's image, nor one from the build cache). Once
+    the build is cancelled, its error is only the cancel's."""
 
-    def __init__(self, progress: Progress) -> None:
+    def __init__(self, progress: Progress, made: list[str]) -> None:
         self.progress = progress
+        self.made = made
         self.log: deque[str] = deque(maxlen=BUILD_LOG_TAIL)
         self.image_id = ""
-        self.results: list[str] = []
-        self.last_result = ""
         self._reused = False
 
     def read(self, event: Mapping[str, Any]) -> None:
@@ -407,28 +398,13 @@ class _BuildSteps:
             self.image_id = str(aux["ID"])
 
     def _note(self, line: str) -> None:
-        # A FROM step names its image, a cached step an image an earlier build left.
         starts_from = line.startswith("Step ") and " : FROM " in line.upper()
         if starts_from or line.strip() == "---> Using cache":
             self._reused = True
         elif (found := _STEP_RESULT.match(line)) is not None:
-            self.last_result = found.group(1)
             if not self._reused:
-                self.results.append(self.last_result)
+                self.made.append(found.group(1))
             self._reused = False
-
-    def made(self, before: frozenset[str], now: frozenset[str]) -> tuple[str, ...]:
-        """The full ids of the images the steps left that the engine lacked before."""
-        new = sorted(now - before)
-        made = [
-            image_id
-            for short in self.results
-            for image_id in new
-            if image_id.removeprefix("sha256:").startswith(short)
-        ]
-        if self.image_id and self.image_id not in made and self.image_id not in before:
-            made.append(self.image_id)
-        return tuple(dict.fromkeys(made))
 
 
 def _stop_sending(response: Any) -> None:
@@ -615,20 +591,20 @@ class Engine:
         context_tar: bytes | Iterator[bytes],
         tag: str,
         progress: Progress = quiet,
-    ) -> BuiltImage:
-        """Builds the image `tag` names from a context tar (docker build), leaving it
-        untagged. A context given in pieces is streamed to the engine as it is read (chunked
-        upload), so a site of any size costs no more memory than a piece; an error raised
-        while reading it ends the upload, and the engine builds nothing from an unfinished
-        context.
+        made: list[str] | None = None,
+    ) -> str:
+        """Builds from a context tar (docker build) and returns the image id. A context given
+        in pieces is streamed to the engine as it is read (chunked upload), so a site of any
+        size costs no more memory than a piece; an error raised while reading it ends the
+        upload, and the engine builds nothing from an unfinished context. `made` learns of
+        each image the build adds (its steps', the image last) as the engine names it.
 
         Interrupted (SIGINT, SIGTERM), the build is cancelled and the engine's answer read to
         its end: the engine finishes the step under way (a COPY runs to its end, a RUN is
-        killed) and names every image the steps left, which are removed before the interrupt
-        goes on."""
-        before = self.image_ids()
+        killed) and names every image the steps left. Those are removed (and `tag`, if the
+        build came to its end) before the interrupt goes on."""
         api: Any = self.api
-        steps = _BuildSteps(progress)
+        steps = _BuildSteps(progress, [] if made is None else made)
         started: list[Any] = []
 
         def cancel() -> None:
@@ -637,14 +613,24 @@ class Engine:
 
         try:
             with interrupts.deferred(on_signal=cancel):
-                started.append(self._start_build(context_tar))
+                started.append(self._start_build(context_tar, tag))
                 if interrupts.pending():
                     cancel()
                 for event in api._stream_helper(started[0], decode=True):
                     steps.read(event)
+            if not steps.image_id:
+                # An engine older than API 1.30 names the image only by its tag.
+                info = self.image(tag)
+                if info is None:
+                    raise BuildError(
+                        "docker build ended without an image", details="\n".join(steps.log)
+                    )
+                steps.image_id = info.id
         except KeyboardInterrupt:
-            with interrupts.deferred():
-                self.remove_images(steps.made(before, self.image_ids()))
+            with interrupts.deferred(), contextlib.suppress(EngineError):
+                if steps.image_id:
+                    self.untag(tag)
+                self.remove_images(steps.made)
             raise
         except docker.errors.APIError as exc:
             raise BuildError(
@@ -657,23 +643,13 @@ class Engine:
             ) from exc
         except _CONNECTION_ERRORS as exc:
             raise self._connection_failure(exc, f"building {tag}") from exc
-        image_id = steps.image_id
-        if not image_id:
-            # An engine older than API 1.30 names the image only as the last step's result.
-            info = self.image(steps.last_result) if steps.last_result else None
-            if info is None:
-                raise BuildError(
-                    "docker build ended without an image", details="\n".join(steps.log)
-                )
-            image_id = info.id
-        return BuiltImage(image_id, steps.made(before, self.image_ids()))
+        return steps.image_id
 
-    def _start_build(self, context_tar: bytes | Iterator[bytes]) -> Any:
+    def _start_build(self, context_tar: bytes | Iterator[bytes], tag: str) -> Any:
         """The build's request, sent as docker-py's APIClient.build sends it, answered with
-        the response whose connection shipit can half-close to cancel the build. The image
-        gets no tag: the caller tags a build that is complete."""
+        the response whose connection shipit can half-close to cancel the build."""
         api: Any = self.api
-        params: dict[str, Any] = {"rm": True, "forcerm": True, "pull": False}
+        params: dict[str, Any] = {"t": tag, "rm": True, "forcerm": True, "pull": False}
         build_args = api._proxy_configs.get_environment()
         if build_args:
             params["buildargs"] = json.dumps(build_args)
@@ -698,12 +674,15 @@ class Engine:
         return frozenset(self._call("listing images", self.api.images, all=True, quiet=True))
 
     def remove_images(self, image_ids: Iterable[str]) -> None:
-        """Removes images by id, the last first (a build's steps: children before their
-        parents). An image something still uses (a container, a tag, a child) stays."""
+        """Removes untagged images by id, the last first (a build's steps: children before
+        their parents). An image something still uses (a tag, a container, a child) stays."""
         for image_id in reversed(list(image_ids)):
+            info = self.image(image_id)
+            if info is None or info.tags:
+                continue
             try:
                 self._call(
-                    f"removing image {image_id[7:19]}",
+                    f"removing image {image_id.removeprefix('sha256:')[:12]}",
                     self.api.remove_image,
                     image_id,
                     noprune=True,

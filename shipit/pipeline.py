@@ -300,8 +300,8 @@ def _build_image(
     undo: _Undo,
     progress: Progress,
 ) -> str:
-    """The image `reference` names, untagged, written by shipit when the Dockerfile allows
-    it (shipit/assemble.py), else by docker build; `undo` learns of every image it adds."""
+    """The image, written by shipit when the Dockerfile allows it (shipit/assemble.py),
+    else by docker build (which tags it `reference`); `undo` learns of every image it adds."""
     from shipit.assemble import Assembly, Unsupported, base_blocker, history_of, recipe_of
     from shipit.render import SERVED
 
@@ -347,9 +347,7 @@ def _build_image(
                 keep_built_image(assembly.config, assembly.layer_diff_id, assembly.layer)
             return assembly.image_id
     progress(f"building {reference} from {base.reference} with docker build ({why})")
-    built = engine.build(site.tar_chunks(labels), reference, progress)
-    undo.made.extend(built.made)
-    return built.id
+    return engine.build(site.tar_chunks(labels), reference, progress, made=undo.made)
 
 
 # Run, smoke, stop
