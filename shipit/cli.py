@@ -20,8 +20,9 @@ from typer._click.exceptions import NoArgsIsHelpError
 
 from shipit import __version__
 from shipit.ci_kind import Ci
-from shipit.errors import ExitCode, Interrupted, OutputClosed, ShipitError, UsageError
+from shipit.errors import ExitCode, OutputClosed, ShipitError, UsageError
 from shipit.helptext import HELP_WIDTH
+from shipit.interrupts import error_for
 from shipit.ui import Ui
 
 if TYPE_CHECKING:
@@ -831,15 +832,16 @@ def main(argv: list[str] | None = None) -> int:
         if not isinstance(error, OutputClosed):
             _ui.error(error)
         return int(error.exit_code)
-    except (KeyboardInterrupt, typer.Abort):
-        _ui.error(Interrupted("interrupted; containers this command started were removed"))
+    except (KeyboardInterrupt, typer.Abort) as stopped:
+        interrupted = error_for(stopped, "containers this command started were removed")
+        _ui.error(interrupted)
         if threading.active_count() > 1:
             # Push threads may be blocked in the engine's stream; exiting normally would
             # join them. Ending the process closes their connections, which cancels them.
             sys.stdout.flush()
             sys.stderr.flush()
-            os._exit(int(ExitCode.INTERRUPTED))
-        return int(ExitCode.INTERRUPTED)
+            os._exit(int(interrupted.exit_code))
+        return int(interrupted.exit_code)
     except typer.Exit as exit_:
         return int(exit_.exit_code)
     except typer.exceptions.TyperException as error:

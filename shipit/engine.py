@@ -6,15 +6,18 @@ docker exception.
 
 from __future__ import annotations
 
-import io
+import contextlib
+import json
 import os
+import re
+import socket
 import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import IO, Any, cast
+from typing import Any
 
 from shipit import DISTRIBUTION, paramiko_deferred  # before docker, see that module
 
@@ -25,6 +28,7 @@ import docker.utils
 import requests
 import urllib3.exceptions
 
+from shipit import interrupts
 from shipit.config import split_reference
 from shipit.errors import (
     BuildError,
@@ -362,6 +366,71 @@ def _load_failure(error: str) -> BuildError:
     )
 
 
+# A build step's result in the legacy builder's stream: " ---> 1a2b3c4d5e6f".
+_STEP_RESULT = re.compile(r"^ ---> ([0-9a-f]{12})$")
+
+
+class _BuildSteps:
+    """What a docker build's stream says: its last lines (for an error), the image, and the
+    images its steps added (`made`; not a FROM's image, nor one from the build cache). Once
+    the build is cancelled, its error is only the cancel's."""
+
+    def __init__(self, progress: Progress, made: list[str]) -> None:
+        self.progress = progress
+        self.made = made
+        self.log: deque[str] = deque(maxlen=BUILD_LOG_TAIL)
+        self.image_id = ""
+        self._reused = False
+
+    def read(self, event: Mapping[str, Any]) -> None:
+        if "error" in event:
+            error = str(event["error"]).strip()
+            self.log.append(error)
+            if interrupts.pending():
+                return
+            raise BuildError(
+                f"docker build failed: {error}",
+                _disk_full_or(
+                    error, "fix templates/Dockerfile.j2 or the base image (build log below)"
+                ),
+                details="\n".join(self.log),
+            )
+        text = str(event.get("stream", "")).rstrip()
+        if text:
+            self.log.append(text)
+            for line in text.splitlines():
+                self.progress(line)
+                self._note(line)
+        aux = event.get("aux")
+        if isinstance(aux, dict) and "ID" in aux:
+            self.image_id = str(aux["ID"])
+
+    def _note(self, line: str) -> None:
+        starts_from = line.startswith("Step ") and " : FROM " in line.upper()
+        if starts_from or line.strip() == "---> Using cache":
+            self._reused = True
+        elif (found := _STEP_RESULT.match(line)) is not None:
+            if not self._reused:
+                self.made.append(found.group(1))
+            self._reused = False
+
+
+def _stop_sending(response: Any) -> None:
+    """Half-closes the connection of a streamed answer: the engine sees its client go (and
+    cancels a build) while what it still says can be read to the end. Called in a signal
+    handler, so it raises nothing."""
+    connection = getattr(response.raw, "_connection", None)
+    sock = getattr(connection, "sock", None)
+    # docker-py's ssh:// socket is an ssh process; closing its input ends the engine's side.
+    process = getattr(sock, "proc", None)
+    with contextlib.suppress(OSError, ValueError):
+        if process is not None and process.stdin is not None:
+            process.stdin.close()
+        elif isinstance(sock, socket.socket):
+            # The TCP connection's, under TLS too: the TLS session stays readable.
+            socket.socket.shutdown(sock, socket.SHUT_WR)
+
+
 @dataclass(frozen=True)
 class EngineFacts:
     """What `shipit doctor` tells about the engine."""
@@ -532,46 +601,47 @@ class Engine:
         context_tar: bytes | Iterator[bytes],
         tag: str,
         progress: Progress = quiet,
+        made: list[str] | None = None,
     ) -> str:
-        """Builds from a context tar and returns the image id. A context given in pieces is
-        streamed to the engine as it is read (chunked upload), so a site of any size costs
-        no more memory than a piece; an error raised while reading it ends the upload, and
-        the engine builds nothing from an unfinished context."""
-        log: deque[str] = deque(maxlen=BUILD_LOG_TAIL)
-        image_id = ""
+        """Builds from a context tar (docker build) and returns the image id. A context given
+        in pieces is streamed to the engine as it is read (chunked upload), so a site of any
+        size costs no more memory than a piece; an error raised while reading it ends the
+        upload, and the engine builds nothing from an unfinished context. `made` learns of
+        each image the build adds (its steps', the image last) as the engine names it.
+
+        Interrupted (SIGINT, SIGTERM), the build is cancelled and the engine's answer read to
+        its end: the engine finishes the step under way (a COPY runs to its end, a RUN is
+        killed) and names every image the steps left. Those are removed (and `tag`, if the
+        build came to its end) before the interrupt goes on."""
+        api: Any = self.api
+        steps = _BuildSteps(progress, [] if made is None else made)
+        started: list[Any] = []
+
+        def cancel() -> None:
+            for response in started:
+                _stop_sending(response)
+
         try:
-            stream = self.api.build(
-                # docker-py hands fileobj to requests as the body, and requests sends any
-                # iterable of bytes chunk by chunk (Transfer-Encoding: chunked).
-                fileobj=io.BytesIO(context_tar)
-                if isinstance(context_tar, bytes)
-                else cast("IO[bytes]", context_tar),
-                custom_context=True,
-                tag=tag,
-                rm=True,
-                forcerm=True,
-                pull=False,
-                decode=True,
-            )
-            for event in stream:
-                if "error" in event:
-                    error = str(event["error"]).strip()
-                    log.append(error)
+            with interrupts.deferred(on_signal=cancel):
+                started.append(self._start_build(context_tar, tag))
+                if interrupts.pending():
+                    cancel()
+                for event in api._stream_helper(started[0], decode=True):
+                    steps.read(event)
+            if not steps.image_id:
+                # An engine older than API 1.30 names the image only by its tag.
+                info = self.image(tag)
+                if info is None:
                     raise BuildError(
-                        f"docker build failed: {error}",
-                        _disk_full_or(
-                            error, "fix templates/Dockerfile.j2 or the base image (build log below)"
-                        ),
-                        details="\n".join(log),
+                        "docker build ended without an image", details="\n".join(steps.log)
                     )
-                text = str(event.get("stream", "")).rstrip()
-                if text:
-                    log.append(text)
-                    for line in text.splitlines():
-                        progress(line)
-                aux = event.get("aux")
-                if isinstance(aux, dict) and "ID" in aux:
-                    image_id = str(aux["ID"])
+                steps.image_id = info.id
+        except KeyboardInterrupt:
+            with interrupts.deferred(), contextlib.suppress(EngineError):
+                if steps.image_id:
+                    self.untag(tag)
+                self.remove_images(steps.made)
+            raise
         except docker.errors.APIError as exc:
             raise BuildError(
                 f"docker build failed: {exc.explanation}",
@@ -579,33 +649,82 @@ class Engine:
                     str(exc.explanation),
                     "check the base image (--base-image) and the Dockerfile template",
                 ),
-                details="\n".join(log),
+                details="\n".join(steps.log),
             ) from exc
         except _CONNECTION_ERRORS as exc:
             raise self._connection_failure(exc, f"building {tag}") from exc
-        if not image_id:
-            info = self.image(tag)
-            if info is None:
-                raise BuildError("docker build ended without an image", details="\n".join(log))
-            image_id = info.id
-        return image_id
+        return steps.image_id
+
+    def _start_build(self, context_tar: bytes | Iterator[bytes], tag: str) -> Any:
+        """The build's request, sent as docker-py's APIClient.build sends it, answered with
+        the response whose connection shipit can half-close to cancel the build."""
+        api: Any = self.api
+        params: dict[str, Any] = {"t": tag, "rm": True, "forcerm": True, "pull": False}
+        build_args = api._proxy_configs.get_environment()
+        if build_args:
+            params["buildargs"] = json.dumps(build_args)
+        headers = {"Content-Type": "application/tar"}
+        api._set_auth_headers(headers)
+        # requests sends any iterable of bytes chunk by chunk (Transfer-Encoding: chunked).
+        pieces = (context_tar,) if isinstance(context_tar, bytes) else context_tar
+        response = api._post(
+            api._url("/build"),
+            data=interrupts.between_pieces(pieces),
+            params=params,
+            headers=headers,
+            stream=True,
+            # A build step may be silent for long: only a cut connection ends the wait.
+            timeout=None,
+        )
+        api._raise_for_status(response)
+        return response
+
+    def image_ids(self) -> frozenset[str]:
+        """The id of every image the engine holds, the build cache's included."""
+        return frozenset(self._call("listing images", self.api.images, all=True, quiet=True))
+
+    def remove_images(self, image_ids: Iterable[str]) -> None:
+        """Removes untagged images by id, the last first (a build's steps: children before
+        their parents). An image something still uses (a tag, a container, a child) stays."""
+        for image_id in reversed(list(image_ids)):
+            info = self.image(image_id)
+            if info is None or info.tags:
+                continue
+            try:
+                self._call(
+                    f"removing image {image_id.removeprefix('sha256:')[:12]}",
+                    self.api.remove_image,
+                    image_id,
+                    noprune=True,
+                )
+            except EngineRefused as exc:
+                if exc.status not in (404, 409):
+                    raise
 
     def load(self, archive: Iterator[bytes], reference: str, progress: Progress = quiet) -> None:
         """Loads an image archive (`docker load`), streamed as it is read: an error raised
         while reading it ends the upload, and the engine loads nothing from an unfinished
-        archive."""
+        archive. Interrupted (SIGINT, SIGTERM) while the archive is sent, the upload stops
+        there; once all of it is sent, the engine loads it whatever shipit does, so the load
+        is waited for before the interrupt goes on (and the caller removes the image)."""
         # docker-py's load_image reads the answer without checking its status first.
         api: Any = self.api
         try:
-            response = api._post(api._url("/images/load"), data=archive, params={}, stream=True)
-            api._raise_for_status(response)
-            for event in api._stream_helper(response, decode=True):
-                if "error" in event:
-                    raise _load_failure(str(event["error"]).strip())
-                text = str(event.get("stream", "")).strip()
-                # Not the engine's note that a moved tag leaves its old image untagged.
-                if text.startswith("Loaded image"):
-                    progress(text)
+            with interrupts.deferred():
+                response = api._post(
+                    api._url("/images/load"),
+                    data=interrupts.between_pieces(archive),
+                    params={},
+                    stream=True,
+                )
+                api._raise_for_status(response)
+                for event in api._stream_helper(response, decode=True):
+                    if "error" in event:
+                        raise _load_failure(str(event["error"]).strip())
+                    text = str(event.get("stream", "")).strip()
+                    # Not the engine's note that a moved tag leaves its old image untagged.
+                    if text.startswith("Loaded image"):
+                        progress(text)
         except docker.errors.APIError as exc:
             raise _load_failure(str(exc.explanation)) from exc
         except _CONNECTION_ERRORS as exc:

@@ -38,6 +38,11 @@ def main() -> int:
         if text is not None:
             sys.stdout.write(text)
             return 0
+    from shipit import interrupts
+
+    # SIGTERM (a CI runner's cancel) then cleans up as Ctrl-C does, instead of ending
+    # shipit where it stands.
+    interrupts.install()
     from shipit.cli import main as cli_main
 
     return cli_main()

@@ -36,6 +36,9 @@ class ExitCode(IntEnum):
     # The reader of stdout went away (`shipit config --json | head -1`): 128 + SIGPIPE, as a
     # shell reports a tool killed by that signal.
     BROKEN_PIPE = 141
+    # SIGTERM, as a CI runner sends when a job is cancelled: 128 + its number, as a shell
+    # reports a process killed by it.
+    TERMINATED = 143
 
 
 class ShipitError(Exception):
@@ -212,8 +215,16 @@ class NotWritableError(ShipitError):
 
 
 class Interrupted(ShipitError):
+    """Ctrl-C (SIGINT); the message says what became of the command's work."""
+
     exit_code = ExitCode.INTERRUPTED
     default_hint = ""
+
+
+class Terminated(Interrupted):
+    """SIGTERM, handled as Ctrl-C is."""
+
+    exit_code = ExitCode.TERMINATED
 
 
 class OutputClosed(ShipitError):

@@ -18,6 +18,7 @@ file that later stages read back in pieces.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import operator
@@ -505,8 +506,12 @@ class FileIndex:
                 stream.write(INDEX_HEADER + b" %d\n" % time.time_ns())
                 self._sources.copy_to(stream)
             temporary.replace(self.path)
-        except OSError as exc:
-            temporary.unlink(missing_ok=True)
+        except BaseException as exc:
+            # An interrupt too: no half-written index stays in the state folder.
+            with contextlib.suppress(OSError):
+                temporary.unlink(missing_ok=True)
+            if not isinstance(exc, OSError):
+                raise
             if exc.errno in _DISK_FULL:
                 raise _disk_full(self.path.parent, exc) from exc
 

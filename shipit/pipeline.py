@@ -11,13 +11,13 @@ import datetime as dt
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shipit import __version__, screenshot
+from shipit import __version__, interrupts, screenshot
 from shipit.base_image import BaseImage, resolve_base_image
 from shipit.config import Settings
 from shipit.errors import (
@@ -133,8 +133,13 @@ def render(
 
 
 def build(settings: Settings, engine: Engine, progress: Progress = quiet) -> BuildResult:
+    """Renders and builds the image, and tags it once it is complete. A build that fails or
+    is interrupted (SIGINT, SIGTERM) leaves the engine's images and tags as they were."""
     with project_lock(settings, "build", progress):
-        return _build(settings, engine, progress)
+        try:
+            return _build(settings, engine, progress)
+        except KeyboardInterrupt as stopped:
+            raise interrupts.error_for(stopped, "nothing was built or tagged") from stopped
 
 
 def _build(settings: Settings, engine: Engine, progress: Progress) -> BuildResult:
@@ -192,14 +197,18 @@ def _build(settings: Settings, engine: Engine, progress: Progress) -> BuildResul
             "io.shipit.version": __version__,
         }
     tags = (f"{settings.image}:{tag}", f"{settings.image}:latest")
-    if reusable:
-        for reference in tags:
+    # An image that already holds both tags needs no call to the engine.
+    moved = [reference for reference in tags if not reusable or reference not in reusable[0].tags]
+    with _undone_unless_complete(engine, moved) as undo:
+        if not reusable:
+            image_id = _build_image(
+                settings, engine, site, base, base_facts, labels, tags[0], undo, progress
+            )
+        for reference in moved:
             engine.tag(image_id, *reference.rsplit(":", 1))
-    else:
-        image_id = _build_image(settings, engine, site, base, base_facts, labels, tags, progress)
-    info = reusable[0] if reusable else engine.image(image_id)
-    if info is None:
-        raise EngineError(f"the engine does not list the image {image_id[:19]} it just built")
+        info = reusable[0] if reusable else engine.image(image_id)
+        if info is None:
+            raise EngineError(f"the engine does not list the image {image_id[:19]} it just built")
     _say_where_the_commit_came_from(rev, tag, progress)
     return BuildResult(
         info=info,
@@ -220,6 +229,38 @@ def _say_where_the_commit_came_from(rev: Revision, tag: str, progress: Progress)
         progress(f"warning: tagged {tag}, not a commit id: {rev.why_none}; {NO_COMMIT_HINT}")
     elif rev.source != "git":
         progress(f"commit {rev.commit[:12]} taken from {rev.source}: git knows no commit here")
+
+
+class _Undo:
+    """What a build has changed in the engine so far: the tags it may move (each with the
+    image it named before, if any) and the images that were new to the engine."""
+
+    def __init__(self, engine: Engine, tags: list[str]) -> None:
+        self.engine = engine
+        self.tags = {reference: engine.image(reference) for reference in tags}
+        self.made: list[str] = []
+
+    def run(self) -> None:
+        for reference, before in self.tags.items():
+            if before is None:
+                self.engine.untag(reference)
+            else:
+                self.engine.tag(before.id, *reference.rsplit(":", 1))
+        self.engine.remove_images(self.made)
+
+
+@contextlib.contextmanager
+def _undone_unless_complete(engine: Engine, tags: list[str]) -> Iterator[_Undo]:
+    """The block's changes to the engine, put back when it does not end: a failure or an
+    interrupt leaves every tag where it was and no new image. What the undo meets on its way
+    (an engine that went away) is not the error to report."""
+    undo = _Undo(engine, tags)
+    try:
+        yield undo
+    except BaseException:
+        with interrupts.deferred(), contextlib.suppress(EngineError):
+            undo.run()
+        raise
 
 
 @dataclass(frozen=True)
@@ -255,15 +296,15 @@ def _build_image(
     base: BaseImage,
     base_facts: Callable[[], _BaseFacts | None],
     labels: dict[str, str],
-    tags: tuple[str, ...],
+    reference: str,
+    undo: _Undo,
     progress: Progress,
 ) -> str:
-    """The image under `tags`, written by shipit when the Dockerfile allows it
-    (shipit/assemble.py), else by docker build."""
+    """The image, written by shipit when the Dockerfile allows it (shipit/assemble.py),
+    else by docker build (which tags it `reference`); `undo` learns of every image it adds."""
     from shipit.assemble import Assembly, Unsupported, base_blocker, history_of, recipe_of
     from shipit.render import SERVED
 
-    reference = tags[0]
     why = "builder = docker"
     facts = base_facts()
     if facts is not None:
@@ -291,19 +332,22 @@ def _build_image(
                 history,
                 labels,
                 created,
-                tags,
+                (),  # tagged once loaded: an interrupted load must not move `latest`
                 keep_layer_bytes=KEEP_LAYER_BYTES if keep else 0,
             )
             progress(f"writing {reference} from {base.reference}: its settings and one layer")
-            engine.load(assembly.archive(), reference, progress)
+            existing = engine.image_ids()
+            try:
+                engine.load(assembly.archive(), reference, progress)
+            finally:
+                # Known once the whole archive was read: the engine may then have loaded it.
+                if assembly.image_id and assembly.image_id not in existing:
+                    undo.made.append(assembly.image_id)
             if keep:
                 keep_built_image(assembly.config, assembly.layer_diff_id, assembly.layer)
             return assembly.image_id
     progress(f"building {reference} from {base.reference} with docker build ({why})")
-    image_id = engine.build(site.tar_chunks(labels), reference, progress)
-    for tagged in tags[1:]:
-        engine.tag(image_id, *tagged.rsplit(":", 1))
-    return image_id
+    return engine.build(site.tar_chunks(labels), reference, progress, made=undo.made)
 
 
 # Run, smoke, stop
