@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import email.message
 import email.parser
+import io
 import os
 import shutil
 import subprocess
@@ -252,3 +253,21 @@ def test_a_tree_that_was_never_built_says_its_version_is_unknown(tmp_path: Path)
     assert not (exported / "shipit" / "_version.py").exists()
     version = _run(sys.executable, "-m", "shipit", "--version", cwd=exported, PYTHONPATH=exported)
     assert version == "shipit 0.0+unknown\n"
+
+
+def test_an_archive_of_a_tagged_commit_knows_its_version(tmp_path: Path) -> None:
+    """What GitHub downloads for `uses: OWNER/REPO@REF` and for a release tarball is
+    `git archive` output, with no .git: .git_archival.txt (export-subst) carries the version."""
+    tagged = _checkout_copy(tmp_path / "tagged", TAG)
+    archive = subprocess.run(
+        ["git", "-C", str(tagged), "archive", "--format=tar", "HEAD"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    exported = tmp_path / "exported"
+    exported.mkdir()
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(exported, filter="tar")
+    assert not (exported / ".git").exists()
+    (wheel,) = _build(exported, tmp_path / "dist", "--wheel")
+    assert _wheel_metadata(wheel)["Version"] == VERSION
