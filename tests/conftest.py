@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -132,6 +133,15 @@ def remove_project_leftovers(image: str) -> None:
         capture_output=True,
         check=False,
     )
+
+
+def wait_for_the_next_second(since: float) -> None:
+    """An image's labels record its build time to the second: a rebuild of the same input
+    gives another image id only when it starts in a later second than `since`."""
+    deadline = since + 3
+    while int(time.time()) <= int(since):
+        assert time.time() < deadline, "the clock did not move past the second"
+        time.sleep(0.02)
 
 
 def shipit_containers(image: str) -> list[str]:

@@ -18,6 +18,7 @@ import io
 import re
 import secrets
 import shutil
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -46,7 +47,7 @@ from shipit.registries.distribution import (
     same_origin,
 )
 from tests import test_faults
-from tests.conftest import Result, remove_project_leftovers
+from tests.conftest import Result, remove_project_leftovers, wait_for_the_next_second
 from tests.leftovers import shipit_uploads
 from tests.reliability import Recorder
 from tests.test_blobs import uploaded_layers
@@ -386,6 +387,7 @@ def test_blob_reads_redirected_to_a_cdn_in_a_push_and_a_rerun_send_it_no_credent
 
     # An edit: the base layer is in the registry, which a redirected HEAD must still say.
     build_committed(scenario)
+    edit_built_at = time.time()
     before = len(proxy.seen())
     second, result = pushed(scenario)
     assert second["status"] == "pushed"
@@ -396,6 +398,7 @@ def test_blob_reads_redirected_to_a_cdn_in_a_push_and_a_rerun_send_it_no_credent
     # A CI re-run of that commit from a fresh clone: the label check reads the config blob.
     remove_project_leftovers(scenario.project.image)
     shutil.rmtree(scenario.project.root / ".shipit")
+    wait_for_the_next_second(edit_built_at)
     rebuilt = scenario.project.shipit("build", "--json", env=scenario.env())
     assert rebuilt.code == 0, rebuilt.output
     assert report_of(rebuilt)["image_id"] != scenario.built["image_id"]
