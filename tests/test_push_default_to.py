@@ -71,5 +71,7 @@ def test_doctor_checks_the_configured_registries_and_fails_on_none(project: Proj
     nothing = project.shipit("doctor", "--json")
     assert nothing.code == ExitCode.DOCTOR, nothing.output
     failed = [c for c in json.loads(nothing.stdout)["checks"] if c["outcome"] == "fail"]
+    # The engine check is this machine's business (make test-unit runs with no engine).
+    failed = [check for check in failed if check["name"] != "engine"]
     assert [check["name"] for check in failed] == ["registries"], failed
     assert failed[0]["detail"] == "no registry to push to"
