@@ -1,6 +1,7 @@
 """Why the Docker engine cannot be reached, in one line: an address that does not answer, TLS
-files or a handshake that fail, ssh:// without its client or paramiko, a stream that went
-silent. engine.py turns every connection failure into one of these.
+files or a handshake that fail, ssh:// without its client or paramiko. Engine.connect asks
+here when the engine does not answer at all (connect_failure); Engine's later calls ask
+whether a connection went silent or went away (timed_out).
 """
 
 from __future__ import annotations
