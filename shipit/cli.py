@@ -6,12 +6,11 @@ Heavy modules (docker, boto3) are imported inside the commands that need them, s
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -20,20 +19,36 @@ from typer._click.exceptions import NoArgsIsHelpError
 
 from shipit import __version__
 from shipit.ci_kind import Ci
+from shipit.cli_common import (
+    AllowRootOption,
+    BaseImageOption,
+    DebugOption,
+    ImageOption,
+    JsonOption,
+    NoCacheOption,
+    ProjectOption,
+    QuietOption,
+    ScreenshotOption,
+    TagOption,
+    ToOption,
+    WindowOption,
+    setup,
+    ui,
+    use_ui,
+)
+from shipit.cli_iam import iam_app
 from shipit.errors import ExitCode, OutputClosed, ShipitError, UsageError
 from shipit.helptext import HELP_WIDTH
 from shipit.interrupts import error_for
+from shipit.tables import doctor_table, push_table, setting_text, smoke_table
 from shipit.ui import Ui
 
 if TYPE_CHECKING:
     from shipit.config import Settings
-    from shipit.doctor import DoctorReport
     from shipit.engine import Engine
-    from shipit.iam.access import CheckReport
     from shipit.pipeline import ScreenshotRequest
     from shipit.push import PushReport
     from shipit.registries.catalog import RegistrySpec
-    from shipit.smoke import SmokeReport
 
 app = typer.Typer(
     name="shipit",
@@ -43,47 +58,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-
-_ui = Ui()
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
-QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Print only results and errors.")]
-DebugOption = Annotated[
-    bool, typer.Option("--debug", help="Show tracebacks (secrets stay hidden).")
-]
-ImageOption = Annotated[
-    str | None, typer.Option("--image", help="Local image name (SHIPIT_IMAGE).")
-]
-BaseImageOption = Annotated[
-    str | None, typer.Option("--base-image", help="Nginx base image (SHIPIT_BASE_IMAGE).")
-]
-ProjectOption = Annotated[
-    Path,
-    typer.Option(
-        "--project",
-        "-C",
-        envvar="SHIPIT_PROJECT",
-        help="Project folder with site/ and templates/.",
-        file_okay=False,
-    ),
-]
-
-
-def _setup(
-    json_output: bool,
-    quiet: bool,
-    debug: bool,
-    project: Path,
-    *,
-    step_command: str | None = None,
-    **overrides: Any,
-) -> Settings:
-    global _ui  # noqa: PLW0603 - main() reports errors through the Ui the command chose
-    # The step command is set before the settings load: their error gets a step summary too.
-    _ui = Ui(json_output=json_output, quiet=quiet, debug=debug, step_command=step_command)
-    from shipit.config import load_settings
-
-    return load_settings(project, overrides)
 
 
 def _engine(settings: Settings) -> Engine:
@@ -127,11 +101,11 @@ def render(
 
     Example: shipit render --out /tmp/context
     """
-    settings = _setup(json_output, quiet, debug, project)
+    settings = setup(json_output, quiet, debug, project)
     from shipit.pipeline import render as render_stage
 
-    site = render_stage(settings, out, _ui.progress)
-    _ui.result(
+    site = render_stage(settings, out, ui().progress)
+    ui().result(
         {
             "ok": True,
             "out": str(out),
@@ -158,25 +132,16 @@ def build(
 
     Example: shipit build --base-image nginx:1.27.3-bookworm
     """
-    settings = _setup(json_output, quiet, debug, project, base_image=base_image, image=image)
+    settings = setup(json_output, quiet, debug, project, base_image=base_image, image=image)
     from shipit.pipeline import build as build_stage
 
-    result = build_stage(settings, _engine(settings), _ui.progress)
+    result = build_stage(settings, _engine(settings), ui().progress)
     verb = "built" if result.built else "unchanged, reused"
-    _ui.result(
+    ui().result(
         {"ok": True, **result.to_json()},
         f"{verb} {result.image_id[7:19]} as {', '.join(result.tags)} "
         f"(build id {result.build_id}, {result.seconds:.1f} s)",
     )
-
-
-ScreenshotOption = Annotated[
-    Path | None,
-    typer.Option("--screenshot", help="Write a PNG of the served page (headless Chromium)."),
-]
-WindowOption = Annotated[
-    str, typer.Option("--window", help="Screenshot window size, WIDTHxHEIGHT.")
-]
 
 
 def _screenshot_request(path: Path | None, window: str) -> ScreenshotRequest | None:
@@ -215,30 +180,16 @@ def init(
 
     Example: shipit init demo && cd demo && shipit run --screenshot page.png
     """
-    global _ui  # noqa: PLW0603 - main() reports errors through the Ui the command chose
-    _ui = Ui(json_output=json_output, quiet=quiet, debug=debug)
+    use_ui(Ui(json_output=json_output, quiet=quiet, debug=debug))
     from shipit.scaffold import init_project
 
     made = init_project(directory, force=force, ci=ci, install=install)
     for note in made.notes:
-        _ui.progress(f"shipit: note: {note}")
-    _ui.result(
+        ui().progress(f"shipit: note: {note}")
+    ui().result(
         {"ok": True, "directory": str(directory), "files": made.files, "notes": made.notes},
         f"created {len(made.files)} files in {directory}; next: cd {directory} && shipit run",
     )
-
-
-def _smoke_table(report: SmokeReport) -> str:
-    rows = [("ok" if check.ok else "FAIL", check.name, check.detail) for check in report.checks]
-    if report.screenshot is not None:
-        shot = report.screenshot
-        detail = (
-            f"{shot['path']} ({shot['width']}x{shot['height']})"
-            if "error" not in shot
-            else f"not taken: {shot['error']}"
-        )
-        rows.append(("ok" if "error" not in shot else "warn", "screenshot", detail))
-    return _ui.table(f"smoke test of {report.url}", ("result", "check", "detail"), rows)
 
 
 @app.command()
@@ -272,7 +223,7 @@ def run(
 
     Example: shipit run --port 8081 --screenshot page.png
     """
-    settings = _setup(
+    settings = setup(
         json_output,
         quiet,
         debug,
@@ -292,12 +243,12 @@ def run(
         smoke=not no_smoke,
         read_only=read_only,
         screenshot_request=_screenshot_request(screenshot, window),
-        progress=_ui.progress,
+        progress=ui().progress,
     )
     human = f"serving {result.url} (container {result.container}, build {result.build_id})"
     if result.smoke is not None:
-        human = _smoke_table(result.smoke) + "\n" + human
-    _ui.result({"ok": True, **result.to_json()}, human)
+        human = smoke_table(ui(), result.smoke) + "\n" + human
+    ui().result({"ok": True, **result.to_json()}, human)
 
 
 @app.command()
@@ -317,7 +268,7 @@ def smoke(
 
     Example: shipit smoke http://127.0.0.1:8080
     """
-    settings = _setup(json_output, quiet, debug, project, image=image)
+    settings = setup(json_output, quiet, debug, project, image=image)
     from shipit.errors import EngineError, SmokeError
     from shipit.pipeline import smoke as smoke_stage
 
@@ -328,9 +279,9 @@ def smoke(
             raise
         engine = None
     report = smoke_stage(
-        settings, url, engine, _screenshot_request(screenshot, window), _ui.progress
+        settings, url, engine, _screenshot_request(screenshot, window), ui().progress
     )
-    _ui.result(report.to_json(), _smoke_table(report))
+    ui().result(report.to_json(), smoke_table(ui(), report))
     if not report.ok:
         raise SmokeError(
             "smoke test failed: " + ", ".join(check.name for check in report.failed),
@@ -350,25 +301,14 @@ def stop(
 
     Example: shipit stop
     """
-    settings = _setup(json_output, quiet, debug, project, image=image)
+    settings = setup(json_output, quiet, debug, project, image=image)
     from shipit.pipeline import stop as stop_stage
 
-    removed = stop_stage(settings, _engine(settings), _ui.progress)
-    _ui.result(
+    removed = stop_stage(settings, _engine(settings), ui().progress)
+    ui().result(
         {"ok": True, "removed": removed},
         f"removed {', '.join(removed)}" if removed else "no shipit container was running",
     )
-
-
-ToOption = Annotated[
-    str | None,
-    typer.Option(
-        "--to",
-        help="Registries to push to: names separated by commas (ecr, dockerhub and each "
-        "[[registries]] name in shipit.toml) or all; default: the `to` setting, else every "
-        "registry with a repository set.",
-    ),
-]
 
 
 def _selected_registries(
@@ -381,61 +321,12 @@ def _selected_registries(
     return select_registries(settings, to, allow_none=allow_none)
 
 
-TagOption = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--tag",
-        help="Tag template, repeatable; replaces the tags setting (SHIPIT_TAGS). "
-        "Placeholders: {sha} {sha_long} {branch} {version} {major} {minor} {patch} {date}.",
-    ),
-]
-
-
-AllowRootOption = Annotated[
-    bool, typer.Option("--allow-root", help="Push even with the AWS account's root user.")
-]
-NoCacheOption = Annotated[
-    bool,
-    typer.Option(
-        "--no-cache",
-        help="Ask AWS for the ECR token and repository instead of reusing the cached ones "
-        "(SHIPIT_ECR_CACHE=off).",
-    ),
-]
-
-
 def _cache_override(no_cache: bool) -> str | None:
     return "off" if no_cache else None
 
 
-def _push_table(report: PushReport) -> str:
-    rows = []
-    for target in report.targets:
-        tags = ", ".join(f"{tag.tag} {tag.status}" for tag in target.tags)
-        outcome = target.status
-        if target.error is not None:
-            outcome += f": {target.error.one_line()}"
-        rows.append(
-            (
-                target.name,
-                target.reference or "-",
-                target.digest or "-",
-                tags or "-",
-                f"{target.bytes_uploaded:,}",
-                f"{target.seconds:.1f}",
-                outcome,
-            )
-        )
-    title = ("push plan" if report.dry_run else "push") + f" of {report.image_id[7:19]}"
-    table = _ui.table(
-        title, ("registry", "reference", "digest", "tags", "bytes", "s", "result"), rows
-    )
-    notes = [f"{target.name}: {note}" for target in report.targets for note in target.notes]
-    return "\n".join([table, *notes])
-
-
 def _finish_push(report: PushReport) -> None:
-    _ui.push_result(report.to_json(), _push_table(report), report)
+    ui().push_result(report.to_json(), push_table(ui(), report), report)
     failure = report.failure()
     if failure is not None:
         raise failure
@@ -468,7 +359,7 @@ def push(
 
     Example: shipit push --to dockerhub --dry-run
     """
-    settings = _setup(
+    settings = setup(
         json_output,
         quiet,
         debug,
@@ -488,8 +379,8 @@ def push(
         dry_run=dry_run,
         skip_smoke=skip_smoke,
         allow_root=allow_root,
-        progress=_ui.progress,
-        layer_progress=_ui.layer_progress,
+        progress=ui().progress,
+        layer_progress=ui().layer_progress,
     )
     _finish_push(report)
 
@@ -524,7 +415,7 @@ def ship(
 
     Example: shipit ship --to ecr,dockerhub
     """
-    settings = _setup(
+    settings = setup(
         json_output,
         quiet,
         debug,
@@ -545,28 +436,20 @@ def ship(
         to=selected,
         allow_root=allow_root,
         resmoke=resmoke,
-        progress=_ui.progress,
-        layer_progress=_ui.layer_progress,
+        progress=ui().progress,
+        layer_progress=ui().layer_progress,
     )
     smoke_report = result.run.smoke if result.run else None
-    _ui.push_result(
+    ui().push_result(
         result.to_json(),
-        _smoke_table(smoke_report) + "\n" + _push_table(result.push)
+        smoke_table(ui(), smoke_report) + "\n" + push_table(ui(), result.push)
         if smoke_report
-        else _push_table(result.push),
+        else push_table(ui(), result.push),
         result.push,
     )
     failure = result.push.failure()
     if failure is not None:
         raise failure
-
-
-def _setting_text(value: Any) -> str:
-    if isinstance(value, tuple):
-        return ", ".join(value)
-    if isinstance(value, list):  # [[registries]] tables
-        return ", ".join(f"{entry['name']} = {entry['repository']}" for entry in value)
-    return str(value)
 
 
 @app.command("config")
@@ -580,22 +463,16 @@ def show_config(
 
     Example: shipit config --json
     """
-    settings = _setup(json_output, quiet, debug, project)
+    settings = setup(json_output, quiet, debug, project)
     values = settings.as_dict()
     rows = [
-        (name, _setting_text(value), settings.origins.get(name, ""))
+        (name, setting_text(value), settings.origins.get(name, ""))
         for name, value in values.items()
     ]
-    _ui.result(
+    ui().result(
         {"ok": True, "settings": values, "origins": dict(settings.origins)},
-        _ui.table("shipit settings", ("setting", "value", "from"), rows),
+        ui().table("shipit settings", ("setting", "value", "from"), rows),
     )
-
-
-def _doctor_table(report: DoctorReport) -> str:
-    marks = {"ok": "ok", "warn": "WARN", "fail": "FAIL"}
-    rows = [(marks[check.outcome], check.name, check.one_line()) for check in report.checks]
-    return _ui.table("shipit doctor", ("result", "check", "detail"), rows)
 
 
 @app.command()
@@ -626,163 +503,22 @@ def doctor(
 
     Exits 15 when a check fails; warnings do not fail. Example: shipit doctor --online
     """
-    settings = _setup(json_output, quiet, debug, project, base_image=base_image, image=image)
+    settings = setup(json_output, quiet, debug, project, base_image=base_image, image=image)
     from shipit.doctor import diagnose
 
     report = diagnose(
         settings,
         to=_selected_registries(settings, to, allow_none=True),
         online=online,
-        progress=_ui.progress,
+        progress=ui().progress,
     )
-    _ui.result(report.to_json(), _doctor_table(report))
+    ui().result(report.to_json(), doctor_table(ui(), report))
     failure = report.failure()
     if failure is not None:
         raise failure
 
 
-iam_app = typer.Typer(
-    name="iam",
-    help="The least-privilege IAM policy for shipit's push, and checks of policies against it.",
-    no_args_is_help=True,
-)
 app.add_typer(iam_app)
-
-AccountOption = Annotated[
-    str | None,
-    typer.Option("--account", help="12-digit AWS account id (default: the caller's, from STS)."),
-]
-RegionOption = Annotated[
-    str | None, typer.Option("--region", help="AWS region (default: AWS_REGION / aws_region).")
-]
-RepositoryOption = Annotated[
-    str | None,
-    typer.Option("--repository", help="ECR repository name (default: ecr_repository)."),
-]
-DescribeImagesOption = Annotated[
-    bool,
-    typer.Option(
-        "--describe-images",
-        help="Also grant ecr:DescribeImages, for tools beside shipit that list images.",
-    ),
-]
-
-
-@iam_app.command("policy")
-def iam_policy(
-    account: AccountOption = None,
-    region: RegionOption = None,
-    repository: RepositoryOption = None,
-    describe_images: DescribeImagesOption = False,
-    json_output: JsonOption = False,
-    quiet: QuietOption = False,
-    debug: DebugOption = False,
-    project: ProjectOption = Path("."),
-) -> None:
-    """Print the least-privilege IAM identity policy for shipit's push, as JSON.
-
-    stdout is always the policy document itself, with or without --json.
-    Example: shipit iam policy --account 123456789012 > shipit-push.json
-    """
-    settings = _setup(json_output, quiet, debug, project)
-    from shipit.iam.access import resolve_scope
-
-    scope = resolve_scope(
-        settings,
-        account=account,
-        region=region,
-        repository=repository,
-        describe_images=describe_images,
-        progress=_ui.progress,
-    )
-    document = scope.policy()
-    _ui.result(document, json.dumps(document, indent=2))
-
-
-def _check_table(report: CheckReport) -> str:
-    from shipit.iam.access import VERDICT_LABELS
-
-    rows = [
-        (
-            VERDICT_LABELS[decision.decision],
-            decision.action,
-            decision.resource,
-            "; ".join(f"{c.test.operator} {c.test.key}" for c in decision.conditions) or "-",
-            decision.reason,
-        )
-        for decision in report.decisions
-    ]
-    title = "IAM check of " + ", ".join(report.policies)
-    return _ui.table(title, ("result", "action", "resource", "condition", "why"), rows)
-
-
-@iam_app.command("check")
-def iam_check(
-    policy: Annotated[
-        list[Path],
-        typer.Option(
-            "--policy",
-            help="Identity policy JSON file; repeat it for several policies of one identity "
-            "(/dev/stdin reads a pipe).",
-            dir_okay=False,
-        ),
-    ],
-    action: Annotated[
-        list[str] | None,
-        typer.Option("--action", help="Action to check, e.g. ecr:PutImage; repeatable."),
-    ] = None,
-    resource: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--resource",
-            help="Resource ARN or *: one per --action in the same order, or one for all; "
-            "default: the resource shipit performs that action on.",
-        ),
-    ] = None,
-    context: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--context",
-            help="Request context KEY=VALUE (e.g. aws:username=alice), repeatable; a key "
-            "given twice has two values. With it, Conditions and policy variables are "
-            "judged and any key not given is absent from the request.",
-        ),
-    ] = None,
-    account: AccountOption = None,
-    region: RegionOption = None,
-    repository: RepositoryOption = None,
-    describe_images: DescribeImagesOption = False,
-    json_output: JsonOption = False,
-    quiet: QuietOption = False,
-    debug: DebugOption = False,
-    project: ProjectOption = Path("."),
-) -> None:
-    """Evaluate policies locally: would they allow shipit's push (or the given actions)?
-
-    Exits 0 only when every action is allowed, 13 otherwise (denied, conditional or
-    undecided); a statement whose Condition needs the request counts as allowed only when
-    --context says it holds, and one whose Resource is not a well-formed ARN never does.
-    Example: shipit iam check --policy ci-role.json --context aws:MultiFactorAuthPresent=true
-    """
-    settings = _setup(json_output, quiet, debug, project)
-    from shipit.iam.access import check_policies
-
-    report = check_policies(
-        settings,
-        policy,
-        action or (),
-        resource or (),
-        account=account,
-        region=region,
-        repository=repository,
-        describe_images=describe_images,
-        context=context or (),
-        progress=_ui.progress,
-    )
-    _ui.result(report.to_json(), _check_table(report))
-    failure = report.failure()
-    if failure is not None:
-        raise failure
 
 
 def top_level_help() -> str:
@@ -813,16 +549,16 @@ def _step_command(argv: list[str]) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    global _ui  # noqa: PLW0603 - errors before a command chose its Ui still honour --json
     argv = sys.argv[1:] if argv is None else argv
-    _ui = Ui(json_output=_wants_json(argv), step_command=_step_command(argv))
+    # Errors before a command chose its Ui still honour --json.
+    use_ui(Ui(json_output=_wants_json(argv), step_command=_step_command(argv)))
     command = typer.main.get_command(app)
     try:
         returned = command.main(args=argv, prog_name="shipit", standalone_mode=False)
         # Typer turns Ctrl-C into a returned 130 when it does not own the exit.
         if returned == ExitCode.INTERRUPTED:
             raise KeyboardInterrupt
-        _ui.finish()
+        ui().finish()
     except NoArgsIsHelpError as missing:
         # `shipit` or `shipit iam` alone: the help, as git prints it, on stdout; still a
         # usage error (2) for a script that forgot the command.
@@ -830,11 +566,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(ExitCode.USAGE)
     except ShipitError as error:
         if not isinstance(error, OutputClosed):
-            _ui.error(error)
+            ui().error(error)
         return int(error.exit_code)
     except (KeyboardInterrupt, typer.Abort) as stopped:
         interrupted = error_for(stopped, "containers this command started were removed")
-        _ui.error(interrupted)
+        ui().error(interrupted)
         if threading.active_count() > 1:
             # Push threads may be blocked in the engine's stream; exiting normally would
             # join them. Ending the process closes their connections, which cancels them.
@@ -845,9 +581,9 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Exit as exit_:
         return int(exit_.exit_code)
     except typer.exceptions.TyperException as error:
-        _ui.error(UsageError(error.format_message(), "see shipit --help"))
+        ui().error(UsageError(error.format_message(), "see shipit --help"))
         return int(ExitCode.USAGE)
     except Exception as error:  # noqa: BLE001 - the last net: one line, not a traceback
-        _ui.internal_error(error)
+        ui().internal_error(error)
         return int(ExitCode.INTERNAL)
     return int(ExitCode.OK)

@@ -124,7 +124,8 @@ def check_push_uploads(settings: Settings, engine: Engine | None) -> Check:
 
 def check_published_ports(settings: Settings, engine: Engine | None) -> Check:
     """Where `shipit run` publishes the site and where this machine reaches it."""
-    from shipit.pipeline import container_name, publish_host, reach_host
+    from shipit.pipeline import container_name
+    from shipit.site_address import publish_host, reach_host
 
     name = "published_ports"
     if engine is None:

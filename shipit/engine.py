@@ -8,18 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import re
-import socket
-import ssl
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from shipit import DISTRIBUTION, paramiko_deferred  # before docker, see that module
+from shipit import paramiko_deferred  # before docker, see that module
 
 # isort: split
 import docker
@@ -29,7 +24,16 @@ import requests
 import urllib3.exceptions
 
 from shipit import interrupts
+from shipit.build_stream import BuildSteps, disk_full_or, load_failure, stop_sending
 from shipit.config import split_reference
+from shipit.engine_diagnosis import (
+    CONNECT_TIMEOUT,
+    connect_failure,
+    no_ssh_support,
+    timed_out,
+    tls_files_problem,
+)
+from shipit.engine_location import EngineAddress
 from shipit.errors import (
     BuildError,
     EngineError,
@@ -44,21 +48,10 @@ from shipit.progress import LayerProgress, Progress, quiet
 from shipit.push_stream import PushStream, read_push_event
 from shipit.registries.transport import RegistryRules
 
-BUILD_LOG_TAIL = 25
-
 # What docker-py lets through when the connection to the engine fails: requests' errors from
 # a call, urllib3's own from a stream (docker-py reads streams from the raw urllib3 response).
 # docker.errors.APIError is a requests error too, so it must be caught before these.
 _CONNECTION_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError)
-_READ_TIMEOUTS = (requests.exceptions.ReadTimeout, urllib3.exceptions.ReadTimeoutError)
-
-
-# What the engine says when its disk fills during a build (the context or a layer).
-_DISK_FULL_TEXT = "no space left on device"
-_DISK_FULL_HINT = (
-    "the Docker engine's disk is full: free space there (e.g. `docker system prune`) "
-    "and build again"
-)
 
 
 @dataclass(frozen=True)
@@ -80,262 +73,8 @@ class ContainerInfo:
     labels: Mapping[str, str]
 
 
-# Seconds to wait for an engine to answer the first time: an address that swallows packets
-# should fail in seconds, not after engine_timeout (which is about pushes that stall).
-CONNECT_TIMEOUT = 15.0
-_LOCAL_SCHEMES = ("unix", "npipe", "http+unix")
-_LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
-_TLS_FILES = ("ca.pem", "cert.pem", "key.pem")
 # How an engine names "every address of this machine" (noqa: it binds nothing).
 ALL_ADDRESSES = frozenset({"0.0.0.0", "::", ""})  # noqa: S104
-
-
-@dataclass(frozen=True)
-class EngineAddress:
-    """Where the engine is and who said so, resolved the way the docker CLI does it:
-    DOCKER_HOST (with DOCKER_TLS_VERIFY and DOCKER_CERT_PATH), else the current docker
-    context (DOCKER_CONTEXT, or `docker context use`), else the local socket."""
-
-    url: str
-    source: str
-    tls: bool = False
-    cert_path: str = ""
-
-    @classmethod
-    def resolve(cls, environ: Mapping[str, str] | None = None) -> EngineAddress:
-        environ = os.environ if environ is None else environ
-        host = environ.get("DOCKER_HOST", "")
-        cert_path = environ.get("DOCKER_CERT_PATH", "")
-        verify = environ.get("DOCKER_TLS_VERIFY", "") != ""
-        if host:
-            tls = bool(cert_path or verify)
-            if tls and not cert_path:
-                cert_path = os.path.join(os.path.expanduser("~"), ".docker")
-            return cls(host, "DOCKER_HOST", tls, cert_path if tls else "")
-        context = _current_context(environ)
-        if context is not None:
-            return context
-        return cls("unix:///var/run/docker.sock", "the default socket")
-
-    @property
-    def scheme(self) -> str:
-        return self.url.split("://", 1)[0].lower() if "://" in self.url else "tcp"
-
-    @property
-    def host(self) -> str:
-        """The engine's host name or address; empty for a local socket."""
-        if self.scheme in _LOCAL_SCHEMES:
-            return ""
-        rest = self.url.split("://", 1)[-1].split("/", 1)[0].rsplit("@", 1)[-1]
-        if rest.startswith("["):
-            return rest[1 : rest.find("]")]
-        return rest.rsplit(":", 1)[0] if rest.count(":") == 1 else rest
-
-    @property
-    def is_local_socket(self) -> bool:
-        return self.scheme in _LOCAL_SCHEMES
-
-    @property
-    def is_remote(self) -> bool:
-        """Whether the engine's published ports live on another machine than this one."""
-        return bool(self.host) and self.host not in _LOOPBACK_HOSTS
-
-    def describe(self) -> str:
-        """DOCKER_HOST=tcp://host:2376 (TLS), or the address and the context that names it."""
-        shown = f"{self.url} (TLS)" if self.tls else self.url
-        if self.source == "DOCKER_HOST":
-            return f"DOCKER_HOST={shown}"
-        return shown if self.source == "the default socket" else f"{shown} ({self.source})"
-
-
-def _current_context(environ: Mapping[str, str]) -> EngineAddress | None:
-    """The docker context in use, when it is not the built-in default."""
-    from docker.context import ContextAPI
-    from docker.context.config import get_current_context_name
-
-    name = environ.get("DOCKER_CONTEXT", "")
-    try:
-        name = name or str(get_current_context_name() or "")
-        if not name or name == "default":
-            return None
-        context = ContextAPI.get_context(name)
-    except (docker.errors.DockerException, OSError, ValueError, KeyError) as exc:
-        raise EngineError(
-            f"cannot read the docker context {name!r}: {exc}",
-            "check `docker context ls`, or set DOCKER_HOST",
-        ) from exc
-    if context is None:
-        raise EngineError(
-            f"the docker context {name!r} does not exist",
-            "pick one from `docker context ls` (`docker context use NAME`) or unset DOCKER_CONTEXT",
-        )
-    tls = context.TLSConfig
-    return EngineAddress(
-        str(context.Host),
-        f"docker context {name}",
-        tls=tls is not None,
-        cert_path=os.path.dirname(tls.ca_cert) if tls is not None and tls.ca_cert else "",
-    )
-
-
-def _timed_out(error: BaseException) -> bool:
-    """Whether the engine stopped answering (rather than the connection going away).
-
-    requests hides a read timeout inside a ConnectionError when it comes while a body is read.
-    """
-    wrapped = [error, *error.args, error.__cause__, error.__context__]
-    return any(isinstance(item, _READ_TIMEOUTS) for item in wrapped)
-
-
-def _causes(error: BaseException) -> list[BaseException]:
-    chain: list[BaseException] = []
-    current: BaseException | None = error
-    while current is not None and current not in chain and len(chain) < 10:
-        chain.append(current)
-        current = current.__cause__ or current.__context__
-    return chain
-
-
-def _tls_files_problem(address: EngineAddress) -> EngineError | None:
-    """What is wrong with the TLS files, said before docker-py says it less clearly."""
-    variable = "DOCKER_CERT_PATH" if address.source == "DOCKER_HOST" else address.source
-    folder = address.cert_path
-    if not os.path.isdir(folder):
-        return EngineError(
-            f"{variable}={folder} is not a folder; TLS to {address.url} needs ca.pem, "
-            "cert.pem and key.pem from there",
-            "point DOCKER_CERT_PATH at the engine's client certificates "
-            "(or unset DOCKER_TLS_VERIFY for an engine without TLS)",
-        )
-    missing = [name for name in _TLS_FILES if not os.path.isfile(os.path.join(folder, name))]
-    if missing:
-        return EngineError(
-            f"{variable}={folder} has no {', '.join(missing)}",
-            "put the engine's CA (ca.pem) and your client certificate and key "
-            "(cert.pem, key.pem) there",
-        )
-    for name in _TLS_FILES:
-        path = os.path.join(folder, name)
-        try:
-            with open(path, "rb") as handle:
-                head = handle.read(4096)
-        except OSError as exc:
-            return EngineError(f"cannot read {path}: {exc.strerror}", "check its permissions")
-        if b"-----BEGIN " not in head:
-            return EngineError(f"{path} is not a PEM file", f"replace it with the PEM {name}")
-    return None
-
-
-_UNREACHABLE_REASONS = (
-    (("name or service not known", "failed to resolve", "name resolution"), "cannot resolve"),
-    (("connection refused",), "nothing listens there (connection refused)"),
-    (("no route to host", "network is unreachable"), "the host is unreachable (no route)"),
-    (("timed out", "timeout"), f"no answer within {CONNECT_TIMEOUT:g} s (unreachable?)"),
-    (
-        ("connection reset", "connection aborted", "remote end closed"),
-        "the engine closed the connection at once (a TLS port without DOCKER_TLS_VERIFY?)",
-    ),
-)
-
-_TLS_REASONS = (
-    ("certificate required", "the engine wants a client certificate (DOCKER_CERT_PATH)"),
-    ("unknown ca", "the engine does not trust the client certificate's CA"),
-    ("bad certificate", "the engine refused the client certificate"),
-    ("hostname mismatch", "the engine's certificate does not name this host"),
-    ("doesn't match", "the engine's certificate does not name this host"),
-    ("expired", "a certificate has expired"),
-)
-
-
-def _connect_failure(address: EngineAddress, error: BaseException) -> EngineError:
-    """The real reason an engine does not answer, in one line."""
-    where = address.describe()
-    causes = _causes(error)
-    lowered = " ".join(str(item) for item in causes).lower()
-    if isinstance(error, docker.errors.TLSParameterError):
-        return _tls_files_problem(address) or EngineError(
-            f"the TLS settings for {where} are incomplete: {error}",
-            "set DOCKER_CERT_PATH to a folder with ca.pem, cert.pem and key.pem",
-        )
-    if "paramiko" in lowered:
-        return _no_ssh_support(address)
-    if address.scheme == "ssh" and any(isinstance(item, FileNotFoundError) for item in causes):
-        return EngineError(
-            f"cannot reach the engine at {where}: ssh:// needs the OpenSSH client (`ssh`) on PATH",
-            "install it (apt-get install openssh-client), or use tcp:// with TLS",
-        )
-    if "invalid bind address" in lowered or "invalid port" in lowered:
-        return EngineError(
-            f"{where} is not an engine address",
-            "use unix:///path, tcp://host:port or ssh://user@host",
-        )
-    if any(isinstance(item, ssl.SSLError | requests.exceptions.SSLError) for item in causes):
-        return _tls_failure(address, lowered)
-    if "client sent an http request to an https server" in lowered:
-        return EngineError(
-            f"the engine at {where} wants TLS",
-            "set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH to its client certificates",
-        )
-    if address.scheme == "ssh":
-        return EngineError(
-            f"cannot reach the engine over ssh at {where} (ssh said why above)",
-            f"check that `docker -H {address.url} version` works: ssh keys, known_hosts, "
-            "docker on that machine",
-        )
-    if address.scheme not in _LOCAL_SCHEMES:
-        reason = next(
-            (
-                text if text != "cannot resolve" else f"cannot resolve the host {address.host}"
-                for markers, text in _UNREACHABLE_REASONS
-                if any(marker in lowered for marker in markers)
-            ),
-            str(error).splitlines()[0][:200] if str(error) else type(error).__name__,
-        )
-        return EngineError(
-            f"cannot reach the Docker engine at {where}: {reason}",
-            "check the address and that dockerd listens there, or unset DOCKER_HOST for the "
-            "local engine",
-        )
-    return EngineError(
-        f"no Docker engine answers at {where}",
-        "start the engine (as root: scripts/testenv.sh starts dockerd) or point "
-        "DOCKER_HOST at a running one",
-    )
-
-
-def _no_ssh_support(address: EngineAddress) -> EngineError:
-    """docker-py imports paramiko for every ssh:// engine, though shipit talks through the
-    OpenSSH client; paramiko comes with shipit's ssh extra."""
-    return EngineError(
-        f"cannot reach the engine at {address.describe()}: ssh:// engines need paramiko, "
-        "which this shipit was installed without",
-        f"pip install '{DISTRIBUTION}[ssh]' (with pipx: pipx inject {DISTRIBUTION} paramiko), "
-        "or use tcp:// with TLS",
-    )
-
-
-def _tls_failure(address: EngineAddress, lowered: str) -> EngineError:
-    where = address.describe()
-    if "wrong version number" in lowered or "record layer failure" in lowered:
-        return EngineError(
-            f"TLS handshake with {where} failed: the engine does not speak TLS there",
-            "unset DOCKER_TLS_VERIFY and DOCKER_CERT_PATH for this engine, or use its TLS port "
-            "(usually 2376)",
-        )
-    if "certificate verify failed" in lowered:
-        return EngineError(
-            f"TLS handshake with {where} failed: the engine's certificate is not signed by "
-            f"{os.path.join(address.cert_path, 'ca.pem')}",
-            "put the engine's CA certificate there (DOCKER_CERT_PATH)",
-        )
-    reason = next(
-        (text for marker, text in _TLS_REASONS if marker in lowered),
-        "the engine refused the connection's certificates",
-    )
-    return EngineError(
-        f"TLS handshake with {where} failed: {reason}",
-        "check that DOCKER_CERT_PATH holds a client certificate signed by the engine's CA",
-    )
 
 
 class _EngineClient(docker.APIClient):
@@ -350,85 +89,6 @@ class _EngineClient(docker.APIClient):
         if verify is None and isinstance(self.verify, str):
             settings["verify"] = self.verify
         return settings
-
-
-def _disk_full_or(error: str, hint: str) -> str:
-    """The disk-full hint when the engine's error says its disk is full, else `hint`."""
-    return _DISK_FULL_HINT if _DISK_FULL_TEXT in error else hint
-
-
-def _load_failure(error: str) -> BuildError:
-    return BuildError(
-        f"the engine could not load the image: {error}",
-        _disk_full_or(
-            error, "build with docker build instead (SHIPIT_BUILDER=docker) and report this"
-        ),
-    )
-
-
-# A build step's result in the legacy builder's stream: " ---> 1a2b3c4d5e6f".
-_STEP_RESULT = re.compile(r"^ ---> ([0-9a-f]{12})$")
-
-
-class _BuildSteps:
-    """What a docker build's stream says: its last lines (for an error), the image, and the
-    images its steps added (`made`; not a FROM's image, nor one from the build cache). Once
-    the build is cancelled, its error is only the cancel's."""
-
-    def __init__(self, progress: Progress, made: list[str]) -> None:
-        self.progress = progress
-        self.made = made
-        self.log: deque[str] = deque(maxlen=BUILD_LOG_TAIL)
-        self.image_id = ""
-        self._reused = False
-
-    def read(self, event: Mapping[str, Any]) -> None:
-        if "error" in event:
-            error = str(event["error"]).strip()
-            self.log.append(error)
-            if interrupts.pending():
-                return
-            raise BuildError(
-                f"docker build failed: {error}",
-                _disk_full_or(
-                    error, "fix templates/Dockerfile.j2 or the base image (build log below)"
-                ),
-                details="\n".join(self.log),
-            )
-        text = str(event.get("stream", "")).rstrip()
-        if text:
-            self.log.append(text)
-            for line in text.splitlines():
-                self.progress(line)
-                self._note(line)
-        aux = event.get("aux")
-        if isinstance(aux, dict) and "ID" in aux:
-            self.image_id = str(aux["ID"])
-
-    def _note(self, line: str) -> None:
-        starts_from = line.startswith("Step ") and " : FROM " in line.upper()
-        if starts_from or line.strip() == "---> Using cache":
-            self._reused = True
-        elif (found := _STEP_RESULT.match(line)) is not None:
-            if not self._reused:
-                self.made.append(found.group(1))
-            self._reused = False
-
-
-def _stop_sending(response: Any) -> None:
-    """Half-closes the connection of a streamed answer: the engine sees its client go (and
-    cancels a build) while what it still says can be read to the end. Called in a signal
-    handler, so it raises nothing."""
-    connection = getattr(response.raw, "_connection", None)
-    sock = getattr(connection, "sock", None)
-    # docker-py's ssh:// socket is an ssh process; closing its input ends the engine's side.
-    process = getattr(sock, "proc", None)
-    with contextlib.suppress(OSError, ValueError):
-        if process is not None and process.stdin is not None:
-            process.stdin.close()
-        elif isinstance(sock, socket.socket):
-            # The TCP connection's, under TLS too: the TLS session stays readable.
-            socket.socket.shutdown(sock, socket.SHUT_WR)
 
 
 @dataclass(frozen=True)
@@ -451,11 +111,11 @@ class Engine:
         address = EngineAddress.resolve()
         # A context's TLS files live in its own store, checked by docker-py as it loads them.
         if address.tls and address.source == "DOCKER_HOST":
-            problem = _tls_files_problem(address)
+            problem = tls_files_problem(address)
             if problem is not None:
                 raise problem
         if address.scheme == "ssh" and not paramiko_deferred.installed():
-            raise _no_ssh_support(address)
+            raise no_ssh_support(address)
         try:
             params: dict[str, Any] = dict(docker.utils.kwargs_from_env())
             if "base_url" not in params:
@@ -473,7 +133,7 @@ class Engine:
             if "version" in params:
                 api.ping()
         except (docker.errors.DockerException, *_CONNECTION_ERRORS, OSError) as exc:
-            raise _connect_failure(address, exc) from exc
+            raise connect_failure(address, exc) from exc
         api.timeout = timeout  # type: ignore[assignment]
         return cls(api, address)
 
@@ -523,7 +183,7 @@ class Engine:
 
     def _connection_failure(self, error: BaseException, doing: str) -> EngineError:
         where = self.address.describe()
-        if _timed_out(error):
+        if timed_out(error):
             return EngineError(
                 f"the Docker engine at {where} sent nothing for {self.api.timeout:g} s "
                 f"while {doing}",
@@ -614,12 +274,12 @@ class Engine:
         killed) and names every image the steps left. Those are removed (and `tag`, if the
         build came to its end) before the interrupt goes on."""
         api: Any = self.api
-        steps = _BuildSteps(progress, [] if made is None else made)
+        steps = BuildSteps(progress, [] if made is None else made)
         started: list[Any] = []
 
         def cancel() -> None:
             for response in started:
-                _stop_sending(response)
+                stop_sending(response)
 
         try:
             with interrupts.deferred(on_signal=cancel):
@@ -645,7 +305,7 @@ class Engine:
         except docker.errors.APIError as exc:
             raise BuildError(
                 f"docker build failed: {exc.explanation}",
-                _disk_full_or(
+                disk_full_or(
                     str(exc.explanation),
                     "check the base image (--base-image) and the Dockerfile template",
                 ),
@@ -720,13 +380,13 @@ class Engine:
                 api._raise_for_status(response)
                 for event in api._stream_helper(response, decode=True):
                     if "error" in event:
-                        raise _load_failure(str(event["error"]).strip())
+                        raise load_failure(str(event["error"]).strip())
                     text = str(event.get("stream", "")).strip()
                     # Not the engine's note that a moved tag leaves its old image untagged.
                     if text.startswith("Loaded image"):
                         progress(text)
         except docker.errors.APIError as exc:
-            raise _load_failure(str(exc.explanation)) from exc
+            raise load_failure(str(exc.explanation)) from exc
         except _CONNECTION_ERRORS as exc:
             raise self._connection_failure(exc, f"loading {reference}") from exc
 
@@ -919,7 +579,7 @@ class Engine:
         return stalled_push(reference, float(self.api.timeout))
 
     def _push_failure(self, error: BaseException, reference: str) -> PushError:
-        if _timed_out(error):
+        if timed_out(error):
             # The engine says nothing while an upload waits on the registry, so this is most
             # likely a registry that stopped taking the upload: worth a retry, like a registry
             # that does not answer shipit's own requests. (A hung engine instead fails the

@@ -11,19 +11,17 @@ import datetime as dt
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shipit import __version__, interrupts, screenshot
-from shipit.base_image import BaseImage, resolve_base_image
+from shipit.base_image import resolve_base_image
+from shipit.builder import base_facts_started, build_image, undone_unless_complete
 from shipit.config import Settings
 from shipit.errors import (
     ContainerExitedError,
     EngineError,
-    PortBusyError,
     PreconditionError,
     RunError,
     SmokeError,
@@ -42,6 +40,7 @@ from shipit.labels import (
 )
 from shipit.lock import project_lock
 from shipit.progress import LayerProgress, Progress, quiet
+from shipit.site_address import ensure_port_free, is_loopback, publish_host, reach_host, site_url
 from shipit.smoke import SmokeReport, run_smoke, wait_until_ready
 from shipit.state import record_smoke_passed, smoke_pass_of
 from shipit.vcs import NO_COMMIT_HINT, Revision, revision_started, source_url
@@ -177,7 +176,7 @@ def _build(settings: Settings, engine: Engine, progress: Progress) -> BuildResul
         from shipit.render import load_site_data, render_site
 
         # What writing the image needs from the engine, asked while Jinja renders.
-        base_facts = _base_facts_started(settings, engine, base)
+        base_facts = base_facts_started(settings, engine, base)
         site = render_site(settings.project_dir, base_image, build_id, sources=sources)
         context_digest = site.context_digest
         title = load_site_data(settings.site_dir).get("title")
@@ -199,9 +198,9 @@ def _build(settings: Settings, engine: Engine, progress: Progress) -> BuildResul
     tags = (f"{settings.image}:{tag}", f"{settings.image}:latest")
     # An image that already holds both tags needs no call to the engine.
     moved = [reference for reference in tags if not reusable or reference not in reusable[0].tags]
-    with _undone_unless_complete(engine, moved) as undo:
+    with undone_unless_complete(engine, moved) as undo:
         if not reusable:
-            image_id = _build_image(
+            image_id = build_image(
                 settings, engine, site, base, base_facts, labels, tags[0], undo, progress
             )
         for reference in moved:
@@ -231,169 +230,7 @@ def _say_where_the_commit_came_from(rev: Revision, tag: str, progress: Progress)
         progress(f"commit {rev.commit[:12]} taken from {rev.source}: git knows no commit here")
 
 
-class _Undo:
-    """What a build has changed in the engine so far: the tags it may move (each with the
-    image it named before, if any) and the images that were new to the engine."""
-
-    def __init__(self, engine: Engine, tags: list[str]) -> None:
-        self.engine = engine
-        self.tags = {reference: engine.image(reference) for reference in tags}
-        self.made: list[str] = []
-
-    def run(self) -> None:
-        for reference, before in self.tags.items():
-            if before is None:
-                self.engine.untag(reference)
-            else:
-                self.engine.tag(before.id, *reference.rsplit(":", 1))
-        self.engine.remove_images(self.made)
-
-
-@contextlib.contextmanager
-def _undone_unless_complete(engine: Engine, tags: list[str]) -> Iterator[_Undo]:
-    """The block's changes to the engine, put back when it does not end: a failure or an
-    interrupt leaves every tag where it was and no new image. What the undo meets on its way
-    (an engine that went away) is not the error to report."""
-    undo = _Undo(engine, tags)
-    try:
-        yield undo
-    except BaseException:
-        with interrupts.deferred(), contextlib.suppress(EngineError):
-            undo.run()
-        raise
-
-
-@dataclass(frozen=True)
-class _BaseFacts:
-    image_store: str
-    document: dict[str, Any]
-    history: list[dict[str, Any]]
-
-
-def _base_facts_started(
-    settings: Settings, engine: Engine, base: BaseImage
-) -> Callable[[], _BaseFacts | None]:
-    """Starts asking the engine what writing the image needs (None with builder = docker);
-    the answer, or the engine's error, comes from the returned function."""
-    if settings.builder != "auto":
-        return lambda: None
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="base-facts")
-    future = pool.submit(
-        lambda: _BaseFacts(
-            engine.image_store(),
-            engine.image_document(base.image_id),
-            engine.image_history(base.image_id),
-        )
-    )
-    pool.shutdown(wait=False)
-    return future.result
-
-
-def _build_image(
-    settings: Settings,
-    engine: Engine,
-    site: RenderedSite,
-    base: BaseImage,
-    base_facts: Callable[[], _BaseFacts | None],
-    labels: dict[str, str],
-    reference: str,
-    undo: _Undo,
-    progress: Progress,
-) -> str:
-    """The image, written by shipit when the Dockerfile allows it (shipit/assemble.py),
-    else by docker build (which tags it `reference`); `undo` learns of every image it adds."""
-    from shipit.assemble import Assembly, Unsupported, base_blocker, history_of, recipe_of
-    from shipit.render import SERVED
-
-    why = "builder = docker"
-    facts = base_facts()
-    if facts is not None:
-        recipe = recipe_of(site.files.generated["Dockerfile"].decode(), base.reference, SERVED)
-        layers = (facts.document.get("RootFS") or {}).get("Layers") or ()
-        history = history_of(facts.history, len(layers))
-        blocker = base_blocker(facts.document)
-        if isinstance(recipe, Unsupported):
-            why = f"the Dockerfile has {recipe.reason}"
-        elif facts.image_store != "classic":
-            why = "the engine's containerd image store loads only whole images"
-        elif blocker is not None:
-            why = f"{blocker} ({base.reference})"
-        elif history is None:
-            why = f"the history of {base.reference} does not match its layers"
-        else:
-            from shipit.push.blobs import KEEP_LAYER_BYTES, keep_built_image, uploads_itself
-
-            created = labels["org.opencontainers.image.created"].replace("+00:00", "Z")
-            keep = uploads_itself(settings.uploader, engine)
-            assembly = Assembly(
-                site,
-                recipe,
-                facts.document,
-                history,
-                labels,
-                created,
-                (),  # tagged once loaded: an interrupted load must not move `latest`
-                keep_layer_bytes=KEEP_LAYER_BYTES if keep else 0,
-            )
-            progress(f"writing {reference} from {base.reference}: its settings and one layer")
-            existing = engine.image_ids()
-            try:
-                engine.load(assembly.archive(), reference, progress)
-            finally:
-                # Known once the whole archive was read: the engine may then have loaded it.
-                if assembly.image_id and assembly.image_id not in existing:
-                    undo.made.append(assembly.image_id)
-            if keep:
-                keep_built_image(assembly.config, assembly.layer_diff_id, assembly.layer)
-            return assembly.image_id
-    progress(f"building {reference} from {base.reference} with docker build ({why})")
-    return engine.build(site.tar_chunks(labels), reference, progress, made=undo.made)
-
-
 # Run, smoke, stop
-
-
-def _url(host: str, port: int) -> str:
-    shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}"
-
-
-def publish_host(settings: Settings, engine: Engine) -> str:
-    """Where the engine publishes the port. On a remote engine 127.0.0.1 is that machine's
-    loopback, which nobody else reaches: unless told otherwise, publish on all its addresses."""
-    if "host" not in settings.explicit and engine.address.is_remote:
-        return "0.0.0.0"  # noqa: S104 - a remote engine's port must be reachable from here
-    return settings.host
-
-
-def reach_host(settings: Settings, engine: Engine, published_on: str) -> str:
-    """Where this machine reaches the published port: the engine's own host for a remote
-    engine, unless a NAT or tunnel puts it elsewhere (reach_host)."""
-    if settings.reach_host:
-        return settings.reach_host
-    if engine.address.is_remote:
-        return engine.address.host
-    from shipit.engine import ALL_ADDRESSES
-
-    if published_on in ALL_ADDRESSES:
-        return "::1" if ":" in published_on else "127.0.0.1"
-    return published_on
-
-
-def _is_loopback(host: str) -> bool:
-    return host in {"localhost", "::1"} or host.startswith("127.")
-
-
-def _ensure_port_free(engine: Engine, host: str, port: int) -> None:
-    """Asks the engine, which is where the port is published: a probe socket on this machine
-    tests the wrong machine for a remote engine, and fails on the TIME_WAIT connections that
-    a site just served leaves behind. Anything else holding the port fails `docker run`."""
-    owner = engine.container_publishing(host, port)
-    if owner is not None:
-        raise PortBusyError(
-            f"port {host}:{port} is already in use (by container {owner})",
-            f"stop it (docker rm -f {owner}) or choose another port with --port",
-        )
 
 
 def container_name(settings: Settings) -> str:
@@ -442,15 +279,15 @@ def _run(
     for name in stop(settings, engine):
         progress(f"replaced the previous container {name}")
     published_on = publish_host(settings, engine)
-    if engine.address.is_remote and _is_loopback(published_on) and not settings.reach_host:
+    if engine.address.is_remote and is_loopback(published_on) and not settings.reach_host:
         raise RunError(
             f"--host {published_on} is the loopback of the engine's machine "
             f"({engine.address.host}), which this machine cannot reach",
             "publish on one of its addresses (--host 0.0.0.0 for all), or tunnel the port "
             "and pass --reach-host",
         )
-    _ensure_port_free(engine, published_on, settings.port)
-    url = _url(reach_host(settings, engine, published_on), settings.port)
+    ensure_port_free(engine, published_on, settings.port)
+    url = site_url(reach_host(settings, engine, published_on), settings.port)
     name = container_name(settings)
     labels = {
         LABEL_MANAGED: "true",
@@ -590,7 +427,7 @@ def smoke(
                     f"no shipit container of {settings.image} is running",
                     "start one with `shipit run`, or pass the URL to test",
                 )
-            url = running[0].labels.get(LABEL_URL, _url(settings.host, settings.port))
+            url = running[0].labels.get(LABEL_URL, site_url(settings.host, settings.port))
     if url is None:
         raise PreconditionError(
             "no URL to smoke-test", "pass the URL, e.g. shipit smoke http://127.0.0.1:8080"

@@ -157,13 +157,12 @@ def _digest_column(table: str, index: int) -> str:
 def test_the_terminal_table_keeps_the_whole_reference_and_digest(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from shipit import cli
+    from shipit.tables import push_table
 
     monkeypatch.setenv("COLUMNS", "80")
     monkeypatch.delenv("CI", raising=False)
     monkeypatch.setattr(Ui, "plain", property(lambda self: False))
-    monkeypatch.setattr(cli, "_ui", Ui())
-    table = cli._push_table(_report())
+    table = push_table(Ui(), _report())
     assert "…" not in table
     assert _digest_column(table, 3) == DIGEST * 2
     assert _digest_column(table, 2).replace("reference", "") == "".join(
@@ -173,11 +172,10 @@ def test_the_terminal_table_keeps_the_whole_reference_and_digest(
 
 
 def test_plain_tables_show_the_whole_digest(monkeypatch: pytest.MonkeyPatch) -> None:
-    from shipit import cli
+    from shipit.tables import push_table
 
     monkeypatch.setattr(Ui, "plain", property(lambda self: True))
-    monkeypatch.setattr(cli, "_ui", Ui())
-    table = cli._push_table(_report())
+    table = push_table(Ui(), _report())
     for target in _report().targets:
         assert re.search(rf"{re.escape(target.reference)} +{DIGEST} ", table), table
 

@@ -1,0 +1,143 @@
+"""Who makes the image, and why: shipit writes it itself (assemble.py: the base image's
+layers and one layer of the site, loaded into the engine) when the Dockerfile, the engine's
+image store and the base image allow it, else `docker build` does. What a build changes in the
+engine (tags, new images) is put back unless the build completes (undone_unless_complete).
+pipeline.build calls both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from shipit import interrupts
+from shipit.base_image import BaseImage
+from shipit.config import Settings
+from shipit.errors import EngineError
+from shipit.progress import Progress
+
+if TYPE_CHECKING:
+    from shipit.engine import Engine
+    from shipit.render import RenderedSite
+
+
+class Undo:
+    """What a build has changed in the engine so far: the tags it may move (each with the
+    image it named before, if any) and the images that were new to the engine."""
+
+    def __init__(self, engine: Engine, tags: list[str]) -> None:
+        self.engine = engine
+        self.tags = {reference: engine.image(reference) for reference in tags}
+        self.made: list[str] = []
+
+    def run(self) -> None:
+        for reference, before in self.tags.items():
+            if before is None:
+                self.engine.untag(reference)
+            else:
+                self.engine.tag(before.id, *reference.rsplit(":", 1))
+        self.engine.remove_images(self.made)
+
+
+@contextlib.contextmanager
+def undone_unless_complete(engine: Engine, tags: list[str]) -> Iterator[Undo]:
+    """The block's changes to the engine, put back when it does not end: a failure or an
+    interrupt leaves every tag where it was and no new image. What the undo meets on its way
+    (an engine that went away) is not the error to report."""
+    undo = Undo(engine, tags)
+    try:
+        yield undo
+    except BaseException:
+        with interrupts.deferred(), contextlib.suppress(EngineError):
+            undo.run()
+        raise
+
+
+@dataclass(frozen=True)
+class BaseFacts:
+    image_store: str
+    document: dict[str, Any]
+    history: list[dict[str, Any]]
+
+
+def base_facts_started(
+    settings: Settings, engine: Engine, base: BaseImage
+) -> Callable[[], BaseFacts | None]:
+    """Starts asking the engine what writing the image needs (None with builder = docker);
+    the answer, or the engine's error, comes from the returned function."""
+    if settings.builder != "auto":
+        return lambda: None
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="base-facts")
+    future = pool.submit(
+        lambda: BaseFacts(
+            engine.image_store(),
+            engine.image_document(base.image_id),
+            engine.image_history(base.image_id),
+        )
+    )
+    pool.shutdown(wait=False)
+    return future.result
+
+
+def build_image(
+    settings: Settings,
+    engine: Engine,
+    site: RenderedSite,
+    base: BaseImage,
+    base_facts: Callable[[], BaseFacts | None],
+    labels: dict[str, str],
+    reference: str,
+    undo: Undo,
+    progress: Progress,
+) -> str:
+    """The image, written by shipit when the Dockerfile allows it (shipit/assemble.py),
+    else by docker build (which tags it `reference`); `undo` learns of every image it adds."""
+    from shipit.assemble import Assembly, Unsupported, base_blocker, history_of, recipe_of
+    from shipit.render import SERVED
+
+    why = "builder = docker"
+    facts = base_facts()
+    if facts is not None:
+        recipe = recipe_of(site.files.generated["Dockerfile"].decode(), base.reference, SERVED)
+        layers = (facts.document.get("RootFS") or {}).get("Layers") or ()
+        history = history_of(facts.history, len(layers))
+        blocker = base_blocker(facts.document)
+        if isinstance(recipe, Unsupported):
+            why = f"the Dockerfile has {recipe.reason}"
+        elif facts.image_store != "classic":
+            why = "the engine's containerd image store loads only whole images"
+        elif blocker is not None:
+            why = f"{blocker} ({base.reference})"
+        elif history is None:
+            why = f"the history of {base.reference} does not match its layers"
+        else:
+            from shipit.push.blobs import KEEP_LAYER_BYTES, keep_built_image, uploads_itself
+
+            created = labels["org.opencontainers.image.created"].replace("+00:00", "Z")
+            keep = uploads_itself(settings.uploader, engine)
+            assembly = Assembly(
+                site,
+                recipe,
+                facts.document,
+                history,
+                labels,
+                created,
+                (),  # tagged once loaded: an interrupted load must not move `latest`
+                keep_layer_bytes=KEEP_LAYER_BYTES if keep else 0,
+            )
+            progress(f"writing {reference} from {base.reference}: its settings and one layer")
+            existing = engine.image_ids()
+            try:
+                engine.load(assembly.archive(), reference, progress)
+            finally:
+                # Known once the whole archive was read: the engine may then have loaded it.
+                if assembly.image_id and assembly.image_id not in existing:
+                    undo.made.append(assembly.image_id)
+            if keep:
+                keep_built_image(assembly.config, assembly.layer_diff_id, assembly.layer)
+            return assembly.image_id
+    progress(f"building {reference} from {base.reference} with docker build ({why})")
+    return engine.build(site.tar_chunks(labels), reference, progress, made=undo.made)
