@@ -30,8 +30,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from shipit.digests import digest_of, sha256_digest
 from shipit.inputs import SourceFile
 from shipit.render import ContextFiles, RenderedSite, padded, tar_end, tar_header
+from shipit.tar_headers import FIXED_MTIME, directory_header, file_header
 
 # The instructions that only set image settings, and what each sets.
 _SETTINGS = frozenset({"USER", "EXPOSE", "STOPSIGNAL", "HEALTHCHECK", "ENTRYPOINT", "CMD"})
@@ -66,9 +68,6 @@ _DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/b
 _PLAIN_PARENTS = frozenset(
     {"/srv", "/usr", "/usr/share", "/usr/share/nginx", "/usr/local", "/var", "/var/www", "/opt"}
 )
-# Directories of the layer get a fixed time: the layer, and so the image, stays the same for
-# the same site.
-DIRECTORY_MTIME = 978_307_200
 
 
 @dataclass(frozen=True)
@@ -312,16 +311,6 @@ def apply_settings(config: dict[str, Any], recipe: Recipe) -> dict[str, Any]:
 # The layer
 
 
-def _directory_header(name: str) -> bytes:
-    info = tarfile.TarInfo(name)
-    info.type = tarfile.DIRTYPE
-    info.mode = 0o755
-    info.mtime = DIRECTORY_MTIME
-    info.uid = info.gid = 0
-    info.uname = info.gname = "root"
-    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
-
-
 def _layer_members(
     site: RenderedSite, recipe: Recipe
 ) -> Iterator[tuple[bytes, int, tuple[str, bytes | SourceFile] | None]]:
@@ -333,7 +322,7 @@ def _layer_members(
     root = recipe.copy_destination.strip("/")
     parts = root.split("/")
     for depth in range(1, len(parts) + 1):
-        yield _directory_header("/".join(parts[:depth]) + "/"), 0, None
+        yield directory_header("/".join(parts[:depth]) + "/"), 0, None
     prefix = recipe.copy_source + "/"
     open_folders: list[str] = []
     for name, entry in site.files.entries():
@@ -350,7 +339,7 @@ def _layer_members(
         del open_folders[common:]
         for folder in folders[common:]:
             open_folders.append(folder)
-            yield _directory_header(f"{root}/{'/'.join(open_folders)}/"), 0, None
+            yield directory_header(f"{root}/{'/'.join(open_folders)}/"), 0, None
         if isinstance(entry, bytes):
             size, sha256 = len(entry), hashlib.sha256(entry).hexdigest()
         else:
@@ -359,12 +348,8 @@ def _layer_members(
 
 
 def member_header(name: str, size: int) -> bytes:
-    info = tarfile.TarInfo(name)
-    info.size = size
-    info.mode = 0o644
-    info.mtime = DIRECTORY_MTIME
-    # pax only when needed: a layer of 8 GiB or more does not fit ustar's size field.
-    return info.tobuf(tarfile.PAX_FORMAT)
+    """A member of the archive the engine loads, which names no owner."""
+    return file_header(name, size, FIXED_MTIME, owner="")
 
 
 # The image
@@ -449,7 +434,7 @@ def document_os(base: Mapping[str, Any]) -> str:
 
 
 def config_id(config: bytes) -> str:
-    return "sha256:" + hashlib.sha256(config).hexdigest()
+    return sha256_digest(config)
 
 
 _COALESCE_BYTES = 256 * 1024
@@ -538,7 +523,7 @@ class Assembly:
             self.history,
             self.recipe,
             self.labels,
-            "sha256:" + digest.hexdigest(),
+            digest_of(digest),
             self.created,
         )
         base_layers = len((self.base.get("RootFS") or {}).get("Layers") or ())
@@ -560,7 +545,7 @@ class Assembly:
         yield tar_end(offset)
         self.image_id = config_id(config)
         self.config = config
-        self.layer_diff_id = "sha256:" + digest.hexdigest()
+        self.layer_diff_id = digest_of(digest)
         if kept is not None:
             self.layer = b"".join([*kept, end])
 

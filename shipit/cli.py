@@ -37,6 +37,7 @@ from shipit.cli_common import (
     use_ui,
 )
 from shipit.cli_iam import iam_app
+from shipit.digests import short_id
 from shipit.errors import ExitCode, OutputClosed, ShipitError, UsageError
 from shipit.helptext import HELP_WIDTH
 from shipit.interrupts import error_for
@@ -139,7 +140,7 @@ def build(
     verb = "built" if result.built else "unchanged, reused"
     ui().result(
         {"ok": True, **result.to_json()},
-        f"{verb} {result.image_id[7:19]} as {', '.join(result.tags)} "
+        f"{verb} {short_id(result.image_id)} as {', '.join(result.tags)} "
         f"(build id {result.build_id}, {result.seconds:.1f} s)",
     )
 

@@ -26,6 +26,7 @@ import urllib3.exceptions
 from shipit import interrupts
 from shipit.build_stream import BuildSteps, disk_full_or, load_failure, stop_sending
 from shipit.config import split_reference
+from shipit.digests import short_id
 from shipit.engine_diagnosis import (
     CONNECT_TIMEOUT,
     connect_failure,
@@ -393,12 +394,15 @@ class Engine:
     def export_image(self, image_id: str) -> Iterator[bytes]:
         """The image as `docker save` writes it, streamed in chunks as the engine sends it."""
         chunks: Iterator[bytes] = self._call(
-            f"exporting image {image_id[7:19]}", self.api.get_image, image_id, chunk_size=1 << 20
+            f"exporting image {short_id(image_id)}",
+            self.api.get_image,
+            image_id,
+            chunk_size=1 << 20,
         )
         try:
             yield from chunks
         except _CONNECTION_ERRORS as exc:
-            raise self._connection_failure(exc, f"exporting image {image_id[7:19]}") from exc
+            raise self._connection_failure(exc, f"exporting image {short_id(image_id)}") from exc
 
     # Containers
 

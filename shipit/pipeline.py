@@ -19,6 +19,7 @@ from shipit import __version__, interrupts, screenshot
 from shipit.base_image import resolve_base_image
 from shipit.builder import base_facts_started, build_image, undone_unless_complete
 from shipit.config import Settings
+from shipit.digests import short_id
 from shipit.errors import (
     ContainerExitedError,
     EngineError,
@@ -171,7 +172,7 @@ def _build(settings: Settings, engine: Engine, progress: Progress) -> BuildResul
     if reusable:
         image_id = reusable[0].id
         context_digest = reusable[0].labels[LABEL_CONTEXT_DIGEST]
-        progress(f"nothing changed since image {image_id[7:19]}: no docker build needed")
+        progress(f"nothing changed since image {short_id(image_id)}: no docker build needed")
     else:
         from shipit.render import load_site_data, render_site
 
@@ -532,7 +533,7 @@ def _ship(
             earlier_pass = None if resmoke else smoke_pass_of(settings, built.image_id)
             if earlier_pass is not None:
                 progress(
-                    f"image {built.image_id[7:19]} passed its smoke test at "
+                    f"image {short_id(built.image_id)} passed its smoke test at "
                     f"{earlier_pass['at']}: not running it again (--resmoke to run it)"
                 )
             else:

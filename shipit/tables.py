@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from shipit.digests import short_id
+
 if TYPE_CHECKING:
     from shipit.doctor import DoctorReport
     from shipit.iam.access import CheckReport
@@ -44,7 +46,7 @@ def push_table(ui: Ui, report: PushReport) -> str:
                 outcome,
             )
         )
-    title = ("push plan" if report.dry_run else "push") + f" of {report.image_id[7:19]}"
+    title = ("push plan" if report.dry_run else "push") + f" of {short_id(report.image_id)}"
     table = ui.table(
         title, ("registry", "reference", "digest", "tags", "bytes", "s", "result"), rows
     )

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+from shipit.digests import digest_of, sha256_digest, short_id
 from shipit.errors import PushError
 from shipit.lock import new_locked_file, try_lock
 from shipit.push.compress import BLOB_FORMAT, BLOCK, gzip_blocks, read_blocks
@@ -140,8 +141,8 @@ def _hashes_of_layer_file(path: Path) -> tuple[str, str]:
             whole = False  # the stream ends early
             break
         inflated.update(piece)
-    layer = "sha256:" + inflated.hexdigest() if whole and not inflater.unused_data else ""
-    return "sha256:" + compressed.hexdigest(), layer
+    layer = digest_of(inflated) if whole and not inflater.unused_data else ""
+    return digest_of(compressed), layer
 
 
 @dataclass(frozen=True)
@@ -293,7 +294,7 @@ class BlobStore:
 
     def keep(self, data: bytes) -> Blob:
         """Stores bytes (a config, a small layer) under their digest."""
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        digest = sha256_digest(data)
         path = self.path_of(digest)
         if self.kept(digest) is None:  # absent, or damaged: written again
             self._write(path, data)
@@ -306,7 +307,7 @@ class BlobStore:
             data = self.path_of(digest).read_bytes()
         except OSError:
             return None
-        return data if "sha256:" + hashlib.sha256(data).hexdigest() == digest else None
+        return data if sha256_digest(data) == digest else None
 
     def keep_layer(self, diff_id: str, layer: bytes, pool: ThreadPoolExecutor) -> Blob:
         """Compresses a layer into the store and learns its digest."""
@@ -468,7 +469,8 @@ class ImageBlobs:
             made = self._made.get(diff_id)
         if made is None:
             raise PushError(
-                f"the engine's export of image {self.image_id[7:19]} has no layer {diff_id[:19]}",
+                f"the engine's export of image {short_id(self.image_id)} "
+                f"has no layer {diff_id[:19]}",
                 "rebuild the image (`shipit build`) and push again",
             )
         return made
@@ -495,7 +497,7 @@ class ImageBlobs:
                 self._export()
         if self._config is None:
             raise PushError(
-                f"the engine's export of image {self.image_id[7:19]} has no config",
+                f"the engine's export of image {short_id(self.image_id)} has no config",
                 "rebuild the image (`shipit build`) and push again",
             )
         return self._config
@@ -532,7 +534,7 @@ class ImageBlobs:
             self._read_export()
         except (tarfile.TarError, EOFError) as error:
             raise PushError(
-                f"the engine's export of image {self.image_id[7:19]} ended early ({error})",
+                f"the engine's export of image {short_id(self.image_id)} ended early ({error})",
                 "check the engine (`docker info`, its log) and push again",
             ) from error
         except OSError as error:
@@ -601,5 +603,5 @@ class ImageBlobs:
                 compressed.update(piece)
                 size += len(piece)
                 file.write(piece)
-        digest = "sha256:" + compressed.hexdigest()
-        return "sha256:" + uncompressed.hexdigest(), Blob(digest, size, Path(name))
+        digest = digest_of(compressed)
+        return digest_of(uncompressed), Blob(digest, size, Path(name))

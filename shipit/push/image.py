@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from shipit.config import Settings
+from shipit.digests import short_id
 from shipit.errors import ConfigError, PreconditionError
 from shipit.labels import LABEL_BASE_IMAGE_ID, LABEL_BUILD_ID, LABEL_REVISION, LABEL_VERSION
 from shipit.state import smoke_pass_of
@@ -41,7 +42,7 @@ class PushImage:
         built_as = labels.get(LABEL_VERSION, "")
         if not built_as:
             raise PreconditionError(
-                f"image {image.id[7:19]} was not built by shipit (no version label)",
+                f"image {short_id(image.id)} was not built by shipit (no version label)",
                 "build it with `shipit build`",
             )
         plan = plan_for_image(
@@ -98,7 +99,7 @@ def image_to_push(settings: Settings, engine: Engine, *, skip_smoke: bool) -> Pu
     image = PushImage.of(found, settings)
     if not skip_smoke and smoke_pass_of(settings, image.id) is None:
         raise PreconditionError(
-            f"image {image.id[7:19]} ({settings.image}:latest) has not passed a smoke test "
+            f"image {short_id(image.id)} ({settings.image}:latest) has not passed a smoke test "
             "with this shipit version",
             "run `shipit run` to smoke-test it (or `shipit ship`), or pass --skip-smoke",
         )

@@ -18,6 +18,7 @@ import io
 import json
 from typing import IO
 
+from shipit.digests import short_id
 from shipit.errors import PushError, stalled_push
 from shipit.progress import LayerProgress, Progress
 from shipit.push.blobs import Blob, ImageBlobs
@@ -173,7 +174,7 @@ def _settled_layers(
         shared = layer_of.setdefault(blob.digest, diff_id) != diff_id
         if shared or not _same(blobs.known(diff_id), blob):
             raise PushError(
-                f"{target.reference}:{image.first_tag}: the blob of layer {diff_id[7:19]} "
+                f"{target.reference}:{image.first_tag}: the blob of layer {short_id(diff_id)} "
                 "is not the one this push made for it; the manifest was not pushed",
                 "push again; if it persists remove ~/.cache/shipit/blobs",
             )
