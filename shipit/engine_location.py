@@ -15,9 +15,9 @@ from shipit import paramiko_deferred  # noqa: F401 - before docker, see that mod
 import docker.errors
 
 from shipit.errors import EngineError
+from shipit.loopback import is_loopback
 
 _LOCAL_SCHEMES = ("unix", "npipe", "http+unix")
-_LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class EngineAddress:
     @property
     def is_remote(self) -> bool:
         """Whether the engine's published ports live on another machine than this one."""
-        return bool(self.host) and self.host not in _LOOPBACK_HOSTS
+        return bool(self.host) and not is_loopback(self.host)
 
     def describe(self) -> str:
         """DOCKER_HOST=tcp://host:2376 (TLS), or the address and the context that names it."""

@@ -40,8 +40,9 @@ from shipit.labels import (
     LABEL_VERSION,
 )
 from shipit.lock import project_lock
+from shipit.loopback import is_loopback
 from shipit.progress import LayerProgress, Progress, quiet
-from shipit.site_address import ensure_port_free, is_loopback, publish_host, reach_host, site_url
+from shipit.site_address import ensure_port_free, publish_host, reach_host, site_url
 from shipit.smoke import SmokeReport, run_smoke, wait_until_ready
 from shipit.state import record_smoke_passed, smoke_pass_of
 from shipit.vcs import NO_COMMIT_HINT, Revision, revision_started, source_url

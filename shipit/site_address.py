@@ -42,10 +42,6 @@ def reach_host(settings: Settings, engine: Engine, published_on: str) -> str:
     return published_on
 
 
-def is_loopback(host: str) -> bool:
-    return host in {"localhost", "::1"} or host.startswith("127.")
-
-
 def ensure_port_free(engine: Engine, host: str, port: int) -> None:
     """Asks the engine, which is where the port is published: a probe socket on this machine
     tests the wrong machine for a remote engine, and fails on the TIME_WAIT connections that

@@ -40,6 +40,7 @@ import requests.adapters
 import urllib3.exceptions
 
 from shipit.errors import ConfigError
+from shipit.loopback import is_loopback
 from shipit.registries.credentials import docker_config_path
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -85,16 +86,6 @@ def split_host(host: str) -> tuple[str, str]:
         name, port = host.split(":", 1)
         return name, port
     return host, ""
-
-
-def is_loopback(host: str) -> bool:
-    name = split_host(host)[0].lower()
-    if name == "localhost" or name.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
 
 
 def resolve_addresses(name: str) -> list[str]:
@@ -308,7 +299,7 @@ class _RegistrySession(requests.Session):
         self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
     ) -> Any:
         settings: Any = super().merge_environment_settings(url, proxies, stream, verify, cert)
-        if is_loopback(urlsplit(str(url)).netloc.rsplit("@", 1)[-1]):
+        if is_loopback(split_host(urlsplit(str(url)).netloc.rsplit("@", 1)[-1])[0]):
             settings["proxies"] = {}
         return settings
 
@@ -476,7 +467,6 @@ __all__ = [
     "certs_folders",
     "exception_chain",
     "find_certificates",
-    "is_loopback",
     "resolve_addresses",
     "rules_for",
     "split_host",
