@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from shipit.aws import CallerIdentity, root_refusal
 from shipit.config import load_settings
 from shipit.engine import ImageInfo
 from shipit.errors import (
@@ -28,7 +29,6 @@ from shipit.push.targets import Target
 from shipit.push_stream import classify_stream_error
 from shipit.registries.catalog import configured_registries
 from shipit.registries.distribution import Manifest, RegistryAuthError, RegistryResponseError
-from shipit.registries.ecr import CallerIdentity, root_refusal
 from shipit.tags import PlannedTag, TagPlan
 
 REFERENCE = "127.0.0.1:5000/site:abc"
