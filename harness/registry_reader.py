@@ -6,7 +6,8 @@ from __future__ import annotations
 import re
 
 from shipit.errors import PushError
-from shipit.registries.distribution import RegistryClient, repository_scope
+from shipit.registries.challenge import repository_scope
+from shipit.registries.distribution import RegistryClient
 
 _MAX_TAG_PAGES = 1000
 

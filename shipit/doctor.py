@@ -18,10 +18,10 @@ from shipit.errors import DoctorError, ShipitError
 from shipit.progress import Progress, quiet
 
 if TYPE_CHECKING:
+    from shipit.aws import CallerIdentity
     from shipit.engine import Engine
     from shipit.registries.catalog import RegistrySpec
     from shipit.registries.credentials import Credentials
-    from shipit.registries.ecr import CallerIdentity
 
 Outcome = Literal["ok", "warn", "fail"]
 
@@ -200,7 +200,7 @@ def check_region(settings: Settings) -> Check:
 
 def judge_identity(identity: CallerIdentity) -> Check:
     """Any identity but the account's root user will do; the policy decides the rest."""
-    from shipit.registries.ecr import root_refusal
+    from shipit.aws import root_refusal
 
     if identity.is_root:
         refusal = root_refusal(identity)
@@ -209,16 +209,17 @@ def judge_identity(identity: CallerIdentity) -> Check:
 
 
 def check_aws_credentials(settings: Settings) -> tuple[Check, CallerIdentity | None]:
-    from shipit.registries.ecr import Ecr
+    from shipit.aws import AwsSession
 
     try:
-        identity = Ecr(settings.aws_region or STS_FALLBACK_REGION).caller()
+        identity = AwsSession(settings.aws_region or STS_FALLBACK_REGION).caller()
     except ShipitError as error:
         return Check.failed("aws_credentials", error), None
     return judge_identity(identity), identity
 
 
 def check_ecr_repository(settings: Settings, identity: CallerIdentity | None) -> Check:
+    from shipit.aws import AwsSession
     from shipit.registries.ecr import Ecr
 
     name = "ecr_repository"
@@ -228,7 +229,7 @@ def check_ecr_repository(settings: Settings, identity: CallerIdentity | None) ->
         return _not_checked(name, "no AWS region")
     repository = settings.ecr_repository_name
     try:
-        found = Ecr(settings.aws_region).repository(repository)
+        found = Ecr(AwsSession(settings.aws_region)).repository(repository)
     except ShipitError as error:
         return Check.failed(name, error)
     if found is not None:
@@ -255,6 +256,7 @@ def check_iam_simulation(settings: Settings, identity: CallerIdentity | None) ->
     A simulation that cannot run (the API is missing, as in moto_server, or the caller may
     not simulate) is a warning: it says nothing about whether the push would work.
     """
+    from shipit.aws import AwsSession
     from shipit.iam.actions import required_access
     from shipit.iam.identity import simulate
 
@@ -274,7 +276,7 @@ def check_iam_simulation(settings: Settings, identity: CallerIdentity | None) ->
     except ShipitError as error:
         return Check.failed(name, error)
     try:
-        simulation = simulate(settings.aws_region, identity.arn, accesses)
+        simulation = simulate(AwsSession(settings.aws_region), identity.arn, accesses)
     except ShipitError as error:
         return Check(
             name,

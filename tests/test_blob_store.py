@@ -28,7 +28,7 @@ from shipit.push.blobs import BLOB_FORMAT, Blob, BlobStore, ImageBlobs, gzip_blo
 from shipit.push.image import PushImage
 from shipit.push.targets import Target
 from shipit.push.upload import upload_image
-from shipit.registries import distribution
+from shipit.registries import diagnosis
 from shipit.tags import PlannedTag, TagPlan
 from tests.conftest import HUB_USER, Project, Result
 from tests.leftovers import shipit_uploads
@@ -213,12 +213,11 @@ def test_a_layer_the_export_made_as_another_blob_is_put_again_before_the_manifes
 def test_an_upload_is_named_in_errors_without_the_registrys_upload_state() -> None:
     state = "_state=" + "Zm9v" * 80
     url = f"http://127.0.0.1:5000/v2/team/site/blobs/uploads/8d3c-11ef?{state}"
-    named = distribution._request_name(f"PUT {url}&digest=sha256:{'ab' * 32}")
+    named = diagnosis._request_name(f"PUT {url}&digest=sha256:{'ab' * 32}")
     assert named == "PUT of the blob upload for sha256:abababababab… to team/site"
-    assert distribution._request_name(f"PATCH {url}") == "PATCH of the blob upload to team/site"
+    assert diagnosis._request_name(f"PATCH {url}") == "PATCH of the blob upload to team/site"
     assert (
-        distribution._request_name("GET /v2/team/site/manifests/1")
-        == "GET /v2/team/site/manifests/1"
+        diagnosis._request_name("GET /v2/team/site/manifests/1") == "GET /v2/team/site/manifests/1"
     )
 
 

@@ -27,18 +27,16 @@ from shipit.config import LOCAL_BASE_IMAGE
 from shipit.engine import Engine
 from shipit.errors import AuthError, ExitCode, PushError, RegistryUnreachableError
 from shipit.redact import redact
-from shipit.registries.distribution import (
-    DOCKER_MANIFEST_V2,
-    Manifest,
+from shipit.registries.challenge import parse_challenge, parse_challenges
+from shipit.registries.errors import (
     RegistryAuthError,
     RegistryConnectionError,
     RegistryResponseError,
-    api_host,
     is_transient,
     is_transient_status,
-    parse_challenge,
-    parse_challenges,
 )
+from shipit.registries.hosts import api_host
+from shipit.registries.manifest import DOCKER_MANIFEST_V2, Manifest
 
 REPOSITORY = "test/base"
 TAG = "v1"

@@ -10,12 +10,12 @@ from typing import Any
 import boto3
 
 from harness.services import MOTO_ACCOUNT, MotoService, free_port
+from shipit.aws import CallerIdentity
 from shipit.config import LOCAL_BASE_IMAGE, load_settings
 from shipit.doctor import check_iam_simulation, credentials_check, judge_identity
 from shipit.engine import Engine
 from shipit.errors import ExitCode
 from shipit.registries.catalog import select_registries
-from shipit.registries.ecr import CallerIdentity
 from tests.conftest import HUB_USER, PublishProject, Result
 from tests.leftovers import shipit_uploads
 

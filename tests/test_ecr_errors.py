@@ -15,8 +15,9 @@ import pytest
 
 from harness.loopback import HttpService
 from harness.services import AWS_ENV_CLEARED, aws_env
+from shipit.aws import AwsSession, explain_aws_error
 from shipit.errors import AuthError, AwsError, ConfigError, ExitCode, ShipitError
-from shipit.registries.ecr import Ecr, explain_aws_error
+from shipit.registries.ecr import Ecr
 from tests.conftest import Project
 
 REGION = "us-east-1"
@@ -52,11 +53,11 @@ ANSWERS: dict[str, Callable[[], NotAws]] = {
     "connection closed": lambda: NotAws(cut=True),
 }
 
-ECR_CALLS: dict[str, Callable[[Ecr], Any]] = {
-    "caller": lambda ecr: ecr.caller(),
-    "token": lambda ecr: ecr.token(),
-    "repository": lambda ecr: ecr.repository("site"),
-    "create repository": lambda ecr: ecr.create_repository("site", "MUTABLE", True),
+AWS_CALLS: dict[str, Callable[[AwsSession], Any]] = {
+    "caller": lambda aws: aws.caller(),
+    "token": lambda aws: Ecr(aws).token(),
+    "repository": lambda aws: Ecr(aws).repository("site"),
+    "create repository": lambda aws: Ecr(aws).create_repository("site", "MUTABLE", True),
 }
 
 
@@ -70,10 +71,10 @@ def not_aws(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
         yield server
 
 
-@pytest.mark.parametrize("call", ECR_CALLS)
+@pytest.mark.parametrize("call", AWS_CALLS)
 def test_an_answer_that_is_not_from_aws_is_an_aws_error(not_aws: NotAws, call: str) -> None:
     with pytest.raises(AwsError) as caught:
-        ECR_CALLS[call](Ecr(REGION))
+        AWS_CALLS[call](AwsSession(REGION))
     error = caught.value
     assert error.exit_code == ExitCode.AWS
     assert error.hint, error.message
@@ -118,7 +119,7 @@ def test_an_endpoint_that_is_not_a_url_is_a_configuration_error(
 ) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL", "ecr.example")
     with pytest.raises(ConfigError) as caught:
-        Ecr(REGION)
+        Ecr(AwsSession(REGION))
     assert "AWS_ENDPOINT_URL" in caught.value.hint
 
 

@@ -36,7 +36,8 @@ from harness.registry_reader import RegistryReader
 from harness.services import MotoService, RegistryService, free_port, moto_ecr_password, wait_until
 from shipit.engine import Engine
 from shipit.errors import ExitCode
-from shipit.registries.distribution import RegistryClient, RegistryResponseError
+from shipit.registries.distribution import RegistryClient
+from shipit.registries.errors import RegistryResponseError
 from tests.conftest import (
     HUB_USER,
     Project,

@@ -39,13 +39,10 @@ from shipit.push.retry import (
     too_long_to_wait,
 )
 from shipit.push.targets import Target
-from shipit.registries.distribution import (
-    RegistryClient,
-    RegistryResponseError,
-    describe_rate_limit,
-    parse_retry_after,
-    same_origin,
-)
+from shipit.registries.diagnosis import describe_rate_limit, parse_retry_after
+from shipit.registries.distribution import RegistryClient
+from shipit.registries.errors import RegistryResponseError
+from shipit.registries.hosts import same_origin
 from tests import test_faults
 from tests.conftest import Result, remove_project_leftovers, wait_for_the_next_second
 from tests.leftovers import shipit_uploads

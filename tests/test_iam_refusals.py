@@ -7,11 +7,11 @@ from __future__ import annotations
 import botocore.exceptions
 import pytest
 
+from shipit.aws import explain_aws_error
 from shipit.errors import AuthError
 from shipit.iam.identity import SimulatedDecision, caller_context, simulation_principal
 from shipit.iam.refusal import refused_action
 from shipit.push_stream import classify_stream_error
-from shipit.registries.ecr import explain_aws_error
 
 REFERENCE = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/site:abc123"
 ECR_HINT = "check the AWS identity's ECR permissions (`shipit iam policy`)"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from shipit.aws import CallerIdentity, root_refusal
 from shipit.config import load_settings
 from shipit.engine import ImageInfo
 from shipit.errors import (
@@ -27,8 +28,8 @@ from shipit.push.steps import _immutable_tag_hint, is_tag_conflict, uploaded_byt
 from shipit.push.targets import Target
 from shipit.push_stream import classify_stream_error
 from shipit.registries.catalog import configured_registries
-from shipit.registries.distribution import Manifest, RegistryAuthError, RegistryResponseError
-from shipit.registries.ecr import CallerIdentity, root_refusal
+from shipit.registries.errors import RegistryAuthError, RegistryResponseError
+from shipit.registries.manifest import Manifest
 from shipit.tags import PlannedTag, TagPlan
 
 REFERENCE = "127.0.0.1:5000/site:abc"

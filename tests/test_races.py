@@ -33,6 +33,7 @@ import requests
 
 from harness.loopback import HttpService
 from harness.services import AWS_ENV_CLEARED, MotoService, moto_ecr_password, wait_until
+from shipit.aws import AwsSession
 from shipit.config import load_settings
 from shipit.errors import ExitCode, ProjectBusyError
 from shipit.lock import LOCK_FILE, project_lock
@@ -540,7 +541,7 @@ def test_creating_an_ecr_repository_that_another_push_just_created_returns_it(
         monkeypatch.setenv(key, value)
     name = f"race-{uuid.uuid4().hex[:10]}"
     made = boto3.client("ecr").create_repository(repositoryName=name)["repository"]
-    found = Ecr("us-east-1").create_repository(name, "IMMUTABLE", scan_on_push=True)
+    found = Ecr(AwsSession("us-east-1")).create_repository(name, "IMMUTABLE", scan_on_push=True)
     assert found.name == name and found.uri == made["repositoryUri"]
     assert found.tag_mutability == "MUTABLE"  # the other push's choice stands
 

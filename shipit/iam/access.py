@@ -111,9 +111,9 @@ def resolve_scope(
     name = validate_repository_name(repository or settings.ecr_repository_name)
     source = "--account"
     if account is None:
-        from shipit.iam.identity import caller_identity
+        from shipit.aws import AwsSession
 
-        identity = caller_identity(region)
+        identity = AwsSession(region).caller()
         account = validate_account_id(identity.account)
         source = f"STS ({identity.arn})"
         progress(f"account {account} from STS, caller {identity.arn}")

@@ -1,9 +1,8 @@
-"""Who the AWS caller is, and what IAM itself says that caller may do.
+"""What IAM itself says the AWS caller may do, and the caller's context that IAM needs for it.
 
-The boto3 side of `shipit iam` and `shipit doctor --online`. Every AWS failure becomes the
-same one-line error with a hint as in ECR (explain_aws_error), saying what was asked; the
-caller decides whether that is fatal (`shipit iam policy` without --account) or only a
-warning (the doctor's simulation).
+The IAM side of `shipit doctor --online`, through the caller's `AwsSession` (aws.py, which also
+says who the caller is). Every AWS failure becomes the same one-line error with a hint as in
+ECR (explain_aws_error), saying what was asked; the doctor reports it as a warning.
 """
 
 from __future__ import annotations
@@ -13,12 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-import boto3
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError
-
+from shipit.aws import AWS_FAILURES, AwsSession, explain_aws_error
 from shipit.errors import AwsError
-from shipit.registries.ecr import AWS_FAILURES, CallerIdentity, Ecr, explain_aws_error
 
 if TYPE_CHECKING:
     from mypy_boto3_iam import IAMClient
@@ -36,11 +31,6 @@ _IAM_USER_OR_ROLE = re.compile(r"arn:aws[a-z-]*:iam::[0-9]{12}:(?:user|role)/.+"
 _IAM_CONFIG = {"retries": {"max_attempts": 2, "mode": "standard"}, "connect_timeout": 5}
 
 SIMULATE_ACTION = "iam:SimulatePrincipalPolicy"
-
-
-def caller_identity(region: str) -> CallerIdentity:
-    """The identity behind the default credential chain, from STS in `region`."""
-    return Ecr(region).caller()
 
 
 def simulation_principal(caller_arn: str) -> str | None:
@@ -155,12 +145,6 @@ class Simulation:
         return tuple(decision for decision in self.decisions if not decision.allowed)
 
 
-def _iam_client(region: str) -> IAMClient:
-    # IAM is global, but its endpoint differs per partition, which the region selects.
-    config = Config(region_name=region, **_IAM_CONFIG)  # type: ignore[arg-type]
-    return boto3.session.Session().client("iam", config=config)
-
-
 def _role(client: IAMClient, arn: str) -> tuple[str, str | None]:
     """The role's full ARN (with its path) and id, or `arn` and None when IAM will not say."""
     name = arn.rsplit("/", 1)[-1]
@@ -173,19 +157,9 @@ def _role(client: IAMClient, arn: str) -> tuple[str, str | None]:
         return arn, None
 
 
-def _own_credentials() -> tuple[str | None, str | None]:
-    """The access key id boto3 signs with, and the profile's mfa_serial if it has one."""
-    session = boto3.session.Session()
-    credentials = session.get_credentials()
-    access_key = None if credentials is None else credentials.access_key
-    try:
-        serial = session._session.get_scoped_config().get("mfa_serial")
-    except BotoCoreError:  # a profile that cannot be read has no MFA device that we know of
-        serial = None
-    return access_key, (str(serial) if serial else None)
-
-
-def simulate(region: str, caller_arn: str, accesses: Sequence[RequiredAccess]) -> Simulation:
+def simulate(
+    session: AwsSession, caller_arn: str, accesses: Sequence[RequiredAccess]
+) -> Simulation:
     """IAM's own verdict (iam:SimulatePrincipalPolicy) on each access for the caller.
 
     Only the caller's identity policies, boundaries and SCPs count; no repository policy.
@@ -195,11 +169,12 @@ def simulate(region: str, caller_arn: str, accesses: Sequence[RequiredAccess]) -
         raise AwsError(
             f"{caller_arn} is not an IAM user or role session, which is all IAM can simulate"
         )
-    client = _iam_client(region)
+    # IAM is global, but its endpoint differs per partition, which the session's region selects.
+    client: IAMClient = session.client("iam", _IAM_CONFIG)
     role_id = None
     if ":role/" in principal:
         principal, role_id = _role(client, principal)
-    access_key, mfa_serial = _own_credentials()
+    access_key, mfa_serial = session.signing_credentials()
     context = caller_context(
         caller_arn,
         role_arn=principal if role_id else None,

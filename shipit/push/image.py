@@ -17,7 +17,7 @@ from shipit.tags import TagPlan, plan_for_image
 
 if TYPE_CHECKING:
     from shipit.engine import Engine, ImageInfo
-    from shipit.registries.distribution import Manifest
+    from shipit.registries.manifest import Manifest
 
 # The labels that together say "built from the same input": every rendered byte (build id),
 # the same base image, the same commit.

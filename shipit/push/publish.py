@@ -26,7 +26,7 @@ from shipit.push.report import PushReport, TagOutcome, TargetReport
 from shipit.push.retry import with_retries
 from shipit.push.steps import point_tag_once, push_first_tag_once
 from shipit.push.targets import RegistryAccess, Target
-from shipit.registries.distribution import Manifest
+from shipit.registries.manifest import Manifest
 
 __all__ = ["PushImage", "image_to_push", "prepared_blobs", "publish"]
 

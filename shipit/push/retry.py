@@ -31,7 +31,7 @@ from shipit.iam.refusal import refused_action, refused_request
 from shipit.progress import Progress
 from shipit.push.targets import Target
 from shipit.push_stream import EXPIRED_TOKEN_WORDS
-from shipit.registries.distribution import RegistryAuthError, RegistryResponseError, is_transient
+from shipit.registries.errors import RegistryAuthError, RegistryResponseError, is_transient
 
 Outcome = TypeVar("Outcome")
 # Bounds of the backoff between attempts; the total wait stays under ~15 s at 4 attempts.

@@ -29,7 +29,9 @@ from shipit.push.report import TagOutcome
 from shipit.push.targets import Target
 from shipit.push.upload import upload_image
 from shipit.push_stream import classify_stream_error
-from shipit.registries.distribution import Manifest, RegistryClient, RegistryResponseError
+from shipit.registries.distribution import RegistryClient
+from shipit.registries.errors import RegistryResponseError
+from shipit.registries.manifest import Manifest
 
 # How registries word a refused overwrite of an existing tag (ECR: 400 TAG_INVALID "... already
 # exists ... cannot be overwritten because the tag is immutable"; others: 409 TAG_IMMUTABLE).

@@ -147,10 +147,12 @@ def _cached_ecr_target(
 def _ecr_target_from_aws(
     settings: Settings, slot: EcrCacheSlot | None, *, dry_run: bool, allow_root: bool
 ) -> Target:
-    from shipit.registries.ecr import Ecr, RegistryToken, root_refusal
+    from shipit.aws import AwsSession, root_refusal
+    from shipit.registries.ecr import Ecr, RegistryToken
 
-    ecr = Ecr(settings.aws_region)
-    identity = ecr.caller()
+    aws = AwsSession(settings.aws_region)
+    ecr = Ecr(aws)
+    identity = aws.caller()
     if identity.is_root and not allow_root:
         raise root_refusal(identity)
     name = settings.ecr_repository_name

@@ -24,12 +24,8 @@ from shipit.progress import LayerProgress, Progress
 from shipit.push.blobs import Blob, ImageBlobs
 from shipit.push.image import PushImage
 from shipit.push.targets import Target
-from shipit.registries.distribution import (
-    DOCKER_MANIFEST_V2,
-    Manifest,
-    RegistryConnectionError,
-    RegistryResponseError,
-)
+from shipit.registries.errors import RegistryConnectionError, RegistryResponseError
+from shipit.registries.manifest import DOCKER_MANIFEST_V2, Manifest
 
 LAYER_MEDIA_TYPE = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 CONFIG_MEDIA_TYPE = "application/vnd.docker.container.image.v1+json"

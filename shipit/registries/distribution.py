@@ -18,355 +18,52 @@ made for). A redirect to a CDN (Docker Hub, GHCR) and an upload `Location` on an
 (ECR, S3-backed registries, presigned URLs) are sent no Authorization at all; such a host gets
 credentials only when it asks with a challenge of its own. Redirects are followed here, not by
 requests, so that this rule is in one place; ~/.netrc is never consulted.
+
+Beside it in registries/: its errors (errors.py), the API host and origins (hosts.py), the
+challenge parser and scopes (challenge.py), `Manifest` (manifest.py), the blob uploads
+(blob_uploads.py) and the one-line diagnosis of a failed request (diagnosis.py).
 """
 
 from __future__ import annotations
 
 import base64
-import datetime
-import email.utils
 import hashlib
 import logging
-import re
-import socket
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import IO, Any
-from urllib.parse import parse_qs, urljoin, urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
 
 from shipit import __version__
-from shipit.errors import AuthError, PushError, RegistryUnreachableError
+from shipit.errors import AuthError, PushError
 from shipit.redact import register_secret
-from shipit.registries.transport import (
-    RegistryRules,
-    RegistryTransport,
-    exception_chain,
-    transport_for,
-)
+from shipit.registries.blob_uploads import BlobUploads
+from shipit.registries.challenge import BearerToken, Challenge, parse_challenge, repository_scope
+from shipit.registries.diagnosis import FailureDiagnosis
+from shipit.registries.errors import NOT_FOUND_CODES, RegistryResponseError
+from shipit.registries.hosts import DOCKER_HUB_API_HOST, api_host, same_origin
+from shipit.registries.manifest import MANIFEST_ACCEPT, Manifest
+from shipit.registries.transport import RegistryRules, RegistryTransport, transport_for
 
 log = logging.getLogger(__name__)
-
-DOCKER_MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
-DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-MANIFEST_ACCEPT = ", ".join((DOCKER_MANIFEST_V2, OCI_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX))
-INDEX_MEDIA_TYPES = frozenset({DOCKER_MANIFEST_LIST, OCI_INDEX})
-
-DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
-DOCKER_HUB_API_HOST = "registry-1.docker.io"
-
-# Registry error codes meaning "there is no such thing", which callers treat as absence.
-NOT_FOUND_CODES = frozenset({"NAME_UNKNOWN", "MANIFEST_UNKNOWN", "BLOB_UNKNOWN"})
 
 DEFAULT_AUTH_HINT = (
     "check the user name and password for this registry "
     "(DOCKERHUB_TOKEN for Docker Hub; for ECR a fresh token from ecr get-authorization-token)"
 )
 
-# A token is dropped this long before it expires, so it cannot expire in flight.
-_TOKEN_EXPIRY_MARGIN = 10.0
 # Docker's token spec: a token without expires_in is valid for 60 seconds.
 _DEFAULT_TOKEN_LIFETIME = 60.0
-_MAX_MESSAGE = 200
 # Redirects followed for one request; Docker Hub's blob reads need one.
 _MAX_REDIRECTS = 5
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
-def is_transient_status(status: int) -> bool:
-    """True for HTTP statuses worth retrying: throttling, request timeout and server faults.
-
-    Everything else (401, 403, 404, 400 for a bad manifest, 409/400 for an immutable tag)
-    will answer the same way next time, so it must fail at once.
-    """
-    return status in (408, 429) or 500 <= status <= 599
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Whether an error raised by RegistryClient (or by requests) may succeed on retry."""
-    if isinstance(exc, RegistryResponseError):
-        return is_transient_status(exc.status)
-    if isinstance(exc, RegistryConnectionError):
-        return exc.transient
-    return isinstance(
-        exc, requests.Timeout | requests.ConnectionError | requests.exceptions.ChunkedEncodingError
-    )
-
-
-class RegistryResponseError(PushError):
-    """A registry answered with a non-2xx status that is neither auth nor absence.
-
-    `code` and `registry_message` are the registry's own error code and words (one line,
-    secrets masked), for callers that tell refusals apart, such as an immutable tag.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        hint: str | None = None,
-        *,
-        status: int,
-        code: str = "",
-        registry_message: str = "",
-        retry_after: float | None = None,
-        rate_limit: str = "",
-    ) -> None:
-        super().__init__(message, hint)
-        self.status = status
-        self.code = code
-        self.registry_message = registry_message
-        # Seconds the registry asked to wait (its Retry-After on a 429 or 503), None if unsaid.
-        self.retry_after = retry_after
-        # The registry's own rate limit, in words ("100 requests per 6 h, 0 left"), or "".
-        self.rate_limit = rate_limit
-
-    @property
-    def transient(self) -> bool:
-        return is_transient_status(self.status)
-
-
-class RegistryAuthError(AuthError):
-    """A registry (or its token service) answered 401 or 403.
-
-    `registry_message` keeps the registry's own words (one line, secrets masked) out of the
-    message, so callers can recognise an expired token or the IAM action ECR names.
-    `method` and `url` are the refused request's: ECR answers a HEAD without a body, so its
-    IAM action follows only from the request.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        hint: str | None = None,
-        *,
-        status: int,
-        registry_message: str = "",
-        method: str = "",
-        url: str = "",
-    ) -> None:
-        super().__init__(message, hint)
-        self.status = status
-        self.registry_message = registry_message
-        self.method = method
-        self.url = url
-
-
-class RegistryConnectionError(RegistryUnreachableError):
-    """No HTTP answer at all: refused, unresolvable, reset or timed out."""
-
-    def __init__(
-        self,
-        message: str,
-        hint: str | None = None,
-        *,
-        transient: bool,
-        timed_out: bool = False,
-    ) -> None:
-        super().__init__(message, hint)
-        self.transient = transient
-        self.timed_out = timed_out
-
-
-# ---------------------------------------------------------------------------------------
-# Hosts and challenges (pure functions, unit-testable without a network)
-# ---------------------------------------------------------------------------------------
-
-
-def api_host(host: str) -> str:
-    """The host that serves the v2 API: Docker Hub's user-facing names are not it."""
-    host = host.strip().rstrip("/")
-    for prefix in ("https://", "http://"):
-        if host.startswith(prefix):
-            host = host[len(prefix) :]
-    return DOCKER_HUB_API_HOST if host.lower() in DOCKER_HUB_ALIASES else host
-
-
-def origin(url: str) -> tuple[str, str, int | None]:
-    """(scheme, host, port) of a URL, lower case, the port spelled out when it is the default."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    return scheme, (parts.hostname or "").lower(), port or _DEFAULT_PORTS.get(scheme)
-
-
-def same_origin(url: str, other: str) -> bool:
-    """Whether two URLs name the same scheme, host and port: the only test of whether a
-    request may carry the registry's credentials. Another port or plain http is another
-    origin, as browsers and Go's http.Client treat it."""
-    return origin(url) == origin(other)
-
-
-def parse_retry_after(value: str, now: datetime.datetime | None = None) -> float | None:
-    """Seconds a `Retry-After` value asks to wait (RFC 9110: delay-seconds or an HTTP-date),
-    0 for a date in the past, None when the value is neither."""
-    value = value.strip()
-    if not value:
-        return None
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=datetime.UTC)
-    now = now or datetime.datetime.now(datetime.UTC)
-    return max(0.0, (when - now).total_seconds())
-
-
-def _window(seconds: int) -> str:
-    for unit, size in (("h", 3600), ("min", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds // size} {unit}"
-    return f"{seconds} s"
-
-
-def describe_rate_limit(limit: str, remaining: str) -> str:
-    """Docker Hub's `ratelimit-limit` / `ratelimit-remaining` (e.g. "100;w=21600"), in
-    words: "100 requests per 6 h, 0 left"; "" when there is no limit header."""
-
-    def parsed(value: str) -> tuple[str, int | None]:
-        count, _, rest = value.strip().partition(";")
-        window = re.search(r"\bw=(\d+)", rest)
-        return count.strip(), int(window.group(1)) if window else None
-
-    count, window = parsed(limit)
-    if not count.isdigit():
-        return ""
-    text = f"{count} requests" + (f" per {_window(window)}" if window else "")
-    left, _ = parsed(remaining)
-    return f"{text}, {left} left" if left.isdigit() else text
-
-
-@dataclass(frozen=True)
-class Challenge:
-    """One parsed `WWW-Authenticate` challenge: its scheme (lower case) and parameters."""
-
-    scheme: str
-    params: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def realm(self) -> str:
-        return self.params.get("realm", "")
-
-    @property
-    def service(self) -> str:
-        return self.params.get("service", "")
-
-    @property
-    def scope(self) -> str:
-        return self.params.get("scope", "")
-
-    @property
-    def error(self) -> str:
-        return self.params.get("error", "")
-
-
-# auth-param = token "=" ( token / quoted-string )  (RFC 7235); the quoted form may hold
-# commas, as scope="repository:a/b:pull,push" does, so it cannot be split on commas.
-_PARAM = re.compile(
-    r'\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s,]*)\s*(?:,|$)'
-)
-_SCHEME = re.compile(r"\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)(?:\s+|$)")
-
-
-def parse_challenges(header: str) -> list[Challenge]:
-    """All challenges in a `WWW-Authenticate` value, in order.
-
-    Tolerant on purpose: an unparseable tail ends the list instead of raising, because a
-    registry's odd header must not hide its status code from the user.
-    """
-    challenges: list[Challenge] = []
-    pos = 0
-    text = header.strip()
-    while pos < len(text):
-        while pos < len(text) and text[pos] in ", ":
-            pos += 1
-        scheme_match = _SCHEME.match(text, pos)
-        if not scheme_match:
-            break
-        scheme = scheme_match.group(1).lower()
-        pos = scheme_match.end()
-        params: dict[str, str] = {}
-        while pos < len(text):
-            param_match = _PARAM.match(text, pos)
-            if not param_match:
-                break
-            name, value = param_match.group(1).lower(), param_match.group(2)
-            if value.startswith('"'):
-                value = re.sub(r"\\(.)", r"\1", value[1:-1])
-            params[name] = value
-            pos = param_match.end()
-        challenges.append(Challenge(scheme, params))
-    return challenges
-
-
-def parse_challenge(header: str) -> Challenge | None:
-    """The challenge shipit answers: Bearer if offered, else Basic, else the first one."""
-    challenges = parse_challenges(header)
-    for scheme in ("bearer", "basic"):
-        for challenge in challenges:
-            if challenge.scheme == scheme:
-                return challenge
-    return challenges[0] if challenges else None
-
-
-def repository_scope(repository: str, actions: str = "pull") -> str:
-    return f"repository:{repository}:{actions}"
-
-
-# ---------------------------------------------------------------------------------------
-# The client
-# ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Manifest:
-    """A manifest as the registry serves it: `raw` holds its exact bytes (empty when the
-    manifest was not fetched from a registry)."""
-
-    digest: str
-    media_type: str
-    content: dict[str, Any]
-    raw: bytes = field(default=b"", repr=False, compare=False)
-
-    @property
-    def raw_digest(self) -> str:
-        """The digest of the exact bytes: what a registry must answer when they are PUT."""
-        return "sha256:" + hashlib.sha256(self.raw).hexdigest()
-
-    @property
-    def is_index(self) -> bool:
-        return self.media_type in INDEX_MEDIA_TYPES or "manifests" in self.content
-
-    @property
-    def config_digest(self) -> str | None:
-        config = self.content.get("config")
-        if isinstance(config, dict) and isinstance(config.get("digest"), str):
-            return str(config["digest"])
-        return None
-
-
-@dataclass
-class _Token:
-    value: str
-    expires_at: float
-
-    def fresh(self) -> bool:
-        return time.monotonic() < self.expires_at - _TOKEN_EXPIRY_MARGIN
-
-
-class RegistryClient:
+class RegistryClient(BlobUploads, FailureDiagnosis):
     """Access to one registry's v2 API: reads, and put_manifest to point a tag at a manifest.
 
     `host` is what users write ("127.0.0.1:5001", "docker.io",
@@ -407,7 +104,7 @@ class RegistryClient:
         self._session.headers["User-Agent"] = f"shipit/{__version__}"
         # Learned from the first challenge; later requests answer it up front.
         self._challenge: Challenge | None = None
-        self._tokens: dict[str, _Token] = {}
+        self._tokens: dict[str, BearerToken] = {}
         self._lock = threading.Lock()
         register_secret(self._password)
         register_secret(self._identity_token)
@@ -543,101 +240,6 @@ class RegistryClient:
         if response is None:
             return None
         return int(response.headers.get("Content-Length") or -1)
-
-    def upload_blob(
-        self,
-        repository: str,
-        digest: str,
-        content: IO[bytes],
-        size: int,
-        *,
-        timeout: float | None = None,
-        location: str | None = None,
-    ) -> None:
-        """Uploads a blob as the engine does: one upload session, the bytes in one PATCH,
-        then the PUT that names the digest, which the registry checks against the bytes.
-        `timeout`: how long the registry may take no bytes and send none; `location`: an
-        upload session already open (a declined mount's)."""
-        repository = self._repository(repository)
-        scope = repository_scope(repository, "pull,push")
-        if location is None:
-            location = self._start_upload(repository, timeout=timeout)
-        patched = self._request(
-            "PATCH",
-            location,
-            scope=scope,
-            headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
-            body=content,
-            timeout=timeout,
-        )
-        assert patched is not None
-        location = self._upload_location(patched)
-        separator = "&" if "?" in location else "?"
-        finished = self._request(
-            "PUT",
-            f"{location}{separator}digest={digest}",
-            scope=scope,
-            headers={"Content-Type": "application/octet-stream", "Content-Length": "0"},
-            timeout=timeout,
-        )
-        assert finished is not None
-        answered = finished.headers.get("Docker-Content-Digest", digest)
-        if answered != digest:
-            raise PushError(
-                f"registry {self.display_host} stored the blob {digest[:19]} of "
-                f"{repository} as {answered[:19]}",
-                "push again; if it persists the registry rewrites blobs",
-            )
-
-    def mount_blob(
-        self, repository: str, digest: str, source: str, *, timeout: float | None = None
-    ) -> str | None:
-        """Asks the registry to mount a blob that its repository `source` holds into
-        `repository`: None when mounted (201), else the Location of the upload session to
-        send the bytes to (a registry that declines answers 202 with one; a refused pull of
-        `source` gets a plain upload session)."""
-        repository = self._repository(repository)
-        source = self._repository(source)
-        # A Bearer token for a mount must grant the pull of the source as well.
-        scope = f"{repository_scope(repository, 'pull,push')} {repository_scope(source)}"
-        try:
-            answered = self._request(
-                "POST",
-                f"/v2/{repository}/blobs/uploads/?mount={digest}&from={source}",
-                scope=scope,
-                timeout=timeout,
-            )
-        except (RegistryAuthError, RegistryResponseError) as error:
-            if is_transient(error):
-                raise
-            # No pull of the source, or a registry that refuses mounts: the POST without
-            # them opens the session, or fails as it would have without the mount.
-            return self._start_upload(repository, timeout=timeout)
-        assert answered is not None  # only absent_ok requests answer None
-        if answered.status_code == 201:
-            return None
-        return self._upload_location(answered)
-
-    # -- internals -----------------------------------------------------------------------
-
-    def _start_upload(self, repository: str, *, timeout: float | None) -> str:
-        started = self._request(
-            "POST",
-            f"/v2/{repository}/blobs/uploads/",
-            scope=repository_scope(repository, "pull,push"),
-            timeout=timeout,
-        )
-        assert started is not None  # only absent_ok requests answer None
-        return self._upload_location(started)
-
-    def _upload_location(self, response: requests.Response) -> str:
-        location = response.headers.get("Location", "")
-        if not location:
-            raise PushError(
-                f"registry {self.display_host} started a blob upload without a Location",
-                "check that the host is a container registry",
-            )
-        return urljoin(response.url, location)
 
     def _repository(self, repository: str) -> str:
         repository = repository.strip("/")
@@ -824,15 +426,6 @@ class RegistryClient:
         token = self._fetch_token(challenge, scope)
         return f"Bearer {token}"
 
-    @staticmethod
-    def _scope_detail(response: requests.Response) -> str:
-        challenge = parse_challenge(response.headers.get("WWW-Authenticate", ""))
-        if challenge is not None and challenge.error == "insufficient_scope":
-            # Docker Hub answers so for a repository the user may not see or that does not
-            # exist; both read the same to the user.
-            return f"no access to {challenge.scope or 'the repository'}"
-        return ""
-
     def _forget_token(self, scope: str) -> None:
         with self._lock:
             self._tokens.pop(scope, None)
@@ -900,7 +493,7 @@ class RegistryClient:
         register_secret(value)
         lifetime = body.get("expires_in")
         seconds = float(lifetime) if isinstance(lifetime, int | float) else _DEFAULT_TOKEN_LIFETIME
-        token = _Token(value, time.monotonic() + seconds)
+        token = BearerToken(value, time.monotonic() + seconds)
         if not remember:
             return value
         with self._lock:
@@ -953,117 +546,6 @@ class RegistryClient:
             return None
         raise self._response_error(response, f"{method} {path}")
 
-    def _error_body(self, response: requests.Response) -> tuple[str, str]:
-        """(code, message) of the first entry in a registry error body, or ("", "")."""
-        try:
-            body = response.json()
-        except ValueError:
-            return "", ""
-        errors = body.get("errors") if isinstance(body, dict) else None
-        if not isinstance(errors, list) or not errors or not isinstance(errors[0], dict):
-            return "", ""
-        code = str(errors[0].get("code") or "")
-        message = str(errors[0].get("message") or "")
-        return code, self._clean(message)
-
-    def _clean(self, text: str) -> str:
-        """One line, bounded, and free of this client's secrets even if a server echoes them."""
-        text = " ".join(text.split())
-        secrets = [self._password] if self._password else []
-        with self._lock:
-            secrets.extend(token.value for token in self._tokens.values())
-        for secret in secrets:
-            text = text.replace(secret, "***")
-        return text[:_MAX_MESSAGE]
-
-    def _auth_error(
-        self, status: int, detail: str = "", *, response: requests.Response
-    ) -> RegistryAuthError:
-        if self.username is None:
-            message = f"registry {self.display_host} requires credentials and none were given"
-        elif status == 403:
-            message = f"registry {self.display_host} denied access to user {self.username!r}"
-        else:
-            message = (
-                f"registry {self.display_host} refused the credentials for user {self.username!r}"
-            )
-        if detail:
-            message = f"{message}, {detail}"
-        _, registry_message = self._error_body(response)
-        return RegistryAuthError(
-            self._clean(f"{message} ({status})"),
-            self.auth_hint,
-            status=status,
-            registry_message=registry_message,
-            method=response.request.method or "",
-            url=urlsplit(response.request.url or "").path,
-        )
-
-    def _response_error(self, response: requests.Response, what: str) -> RegistryResponseError:
-        status = response.status_code
-        code, message = self._error_body(response)
-        reason = ": ".join(part for part in (code, message) if part) or (response.reason or "")
-        text = f"registry {self.display_host} answered {status} to {_request_name(what)}"
-        if reason:
-            text = f"{text} ({self._clean(reason)})"
-        rate_limit = describe_rate_limit(
-            response.headers.get("ratelimit-limit", ""),
-            response.headers.get("ratelimit-remaining", ""),
-        )
-        if rate_limit:
-            text = f"{text}; its rate limit: {rate_limit}"
-        if status == 429:
-            hint = (
-                "the registry limits how often it may be asked; wait for the limit to reset, "
-                "or use an account with a higher limit"
-            )
-        elif is_transient_status(status):
-            hint = "the registry is overloaded or failing; retry later"
-        elif code in _UPLOAD_HINTS:
-            hint = _UPLOAD_HINTS[code]
-        elif status == 404:
-            hint = "check the repository name (and create it first for ECR)"
-        else:
-            hint = ""
-        retry_after = None
-        if status in (429, 503):
-            retry_after = parse_retry_after(response.headers.get("Retry-After", ""))
-        return RegistryResponseError(
-            text,
-            hint,
-            status=status,
-            code=code,
-            registry_message=message,
-            retry_after=retry_after,
-            rate_limit=rate_limit,
-        )
-
-    def _connection_error(
-        self, exc: requests.RequestException, where: str, role: str, timeout: float | None = None
-    ) -> RegistryConnectionError:
-        # The engine's TLS rules are about the registry's own host, not a CDN or token host.
-        own = not role and where == self.display_host
-        tls = self.transport.tls_failure(exception_chain(exc)) if own else None
-        if tls is not None:
-            return RegistryConnectionError(tls.message, tls.hint, transient=False)
-        reason, transient = _describe_connection_failure(exc, timeout or self.timeout)
-        if role:
-            target = f"the {role} registry {self.display_host} ({where})"
-        else:
-            target = f"registry {where}"
-        hint = {
-            "connection refused": "check that the registry is running and that host and "
-            "port are right",
-            "host name not found": "check the registry host name and DNS",
-            "TLS handshake failed": "check the registry's certificate and that it speaks https",
-        }.get(reason, "check the network path to the registry, then retry")
-        return RegistryConnectionError(
-            f"cannot reach {target}: {reason}",
-            hint,
-            transient=transient,
-            timed_out=reason.startswith("no answer within"),
-        )
-
 
 def _no_ambient_auth(request: requests.PreparedRequest) -> requests.PreparedRequest:
     """An explicit "no auth" for requests: without one it would add ~/.netrc's credentials
@@ -1075,70 +557,3 @@ def _rewind(body: bytes | IO[bytes] | None) -> None:
     """A file body is sent again from its start (after a challenge, or a 307/308)."""
     if body is not None and not isinstance(body, bytes):
         body.seek(0)
-
-
-_UPLOAD_HINTS = {
-    "DIGEST_INVALID": "the bytes the registry received do not hash to the blob's digest: "
-    "something on the way (a proxy) changed them; push again",
-    "SIZE_INVALID": "the registry received another size than the blob's; push again",
-    "BLOB_UPLOAD_INVALID": "the registry dropped the upload session; push again",
-    "BLOB_UPLOAD_UNKNOWN": "the registry dropped the upload session; push again",
-}
-
-
-def _request_name(what: str) -> str:
-    """A request as an error names it. A blob upload's URL carries the registry's upload
-    state (the session's id, `_state=...`: hundreds of characters, of use to no one), so
-    it is named by the blob's digest instead."""
-    method, _, url = what.partition(" ")
-    path, _, query = url.partition("?")
-    if "/blobs/uploads/" not in path:
-        return what
-    repository = urlsplit(path).path.removeprefix("/v2/").split("/blobs/uploads/")[0]
-    fields = parse_qs(query)
-    digest = (fields.get("digest") or fields.get("mount") or [""])[0]
-    blob = f"for {digest[:19]}… " if digest else ""
-    return f"{method} of the blob upload {blob}to {repository}"
-
-
-def _describe_connection_failure(exc: BaseException, timeout: float) -> tuple[str, bool]:
-    """A short reason, and whether retrying makes sense."""
-    chain = exception_chain(exc)
-    if isinstance(exc, requests.Timeout) or any(isinstance(e, TimeoutError) for e in chain):
-        return f"no answer within {timeout:g} s", True
-    if any(isinstance(e, ConnectionRefusedError) for e in chain):
-        return "connection refused", True
-    if any(isinstance(e, socket.gaierror) for e in chain):
-        return "host name not found", False
-    if any(isinstance(e, ConnectionResetError | ConnectionAbortedError) for e in chain):
-        return "connection reset", True
-    if isinstance(exc, requests.exceptions.SSLError):
-        return "TLS handshake failed", False
-    text = " ".join(str(e) for e in chain)
-    if "RemoteDisconnected" in text or "reset" in text.lower():
-        return "connection reset", True
-    return type(exc).__name__, True
-
-
-__all__ = [
-    "DOCKER_MANIFEST_LIST",
-    "DOCKER_MANIFEST_V2",
-    "MANIFEST_ACCEPT",
-    "OCI_INDEX",
-    "OCI_MANIFEST",
-    "Challenge",
-    "Manifest",
-    "RegistryAuthError",
-    "RegistryClient",
-    "RegistryConnectionError",
-    "RegistryResponseError",
-    "api_host",
-    "describe_rate_limit",
-    "is_transient",
-    "is_transient_status",
-    "parse_challenge",
-    "parse_challenges",
-    "parse_retry_after",
-    "repository_scope",
-    "same_origin",
-]

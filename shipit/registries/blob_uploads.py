@@ -1,0 +1,134 @@
+"""The blob uploads of a push that shipit makes itself (push/upload.py): an upload session, a
+mount from another repository, the bytes and the digest that closes the session.
+
+`BlobUploads` is the part of `RegistryClient` (distribution.py) that writes blobs; its requests
+go through the client's `_request`, with the client's credentials and redirect rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import IO, TYPE_CHECKING
+from urllib.parse import urljoin
+
+import requests
+
+from shipit.errors import PushError
+from shipit.registries.challenge import repository_scope
+from shipit.registries.errors import RegistryAuthError, RegistryResponseError, is_transient
+
+
+class BlobUploads:
+    """Blob writes of a `RegistryClient`, which supplies its host name and its requests."""
+
+    display_host: str
+    if TYPE_CHECKING:
+
+        def _repository(self, repository: str) -> str: ...
+
+        def _request(
+            self,
+            method: str,
+            path: str,
+            *,
+            scope: str,
+            headers: Mapping[str, str] | None = None,
+            absent_ok: bool = False,
+            body: bytes | IO[bytes] | None = None,
+            timeout: float | None = None,
+        ) -> requests.Response | None: ...
+
+    def upload_blob(
+        self,
+        repository: str,
+        digest: str,
+        content: IO[bytes],
+        size: int,
+        *,
+        timeout: float | None = None,
+        location: str | None = None,
+    ) -> None:
+        """Uploads a blob as the engine does: one upload session, the bytes in one PATCH,
+        then the PUT that names the digest, which the registry checks against the bytes.
+        `timeout`: how long the registry may take no bytes and send none; `location`: an
+        upload session already open (a declined mount's)."""
+        repository = self._repository(repository)
+        scope = repository_scope(repository, "pull,push")
+        if location is None:
+            location = self._start_upload(repository, timeout=timeout)
+        patched = self._request(
+            "PATCH",
+            location,
+            scope=scope,
+            headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+            body=content,
+            timeout=timeout,
+        )
+        assert patched is not None
+        location = self._upload_location(patched)
+        separator = "&" if "?" in location else "?"
+        finished = self._request(
+            "PUT",
+            f"{location}{separator}digest={digest}",
+            scope=scope,
+            headers={"Content-Type": "application/octet-stream", "Content-Length": "0"},
+            timeout=timeout,
+        )
+        assert finished is not None
+        answered = finished.headers.get("Docker-Content-Digest", digest)
+        if answered != digest:
+            raise PushError(
+                f"registry {self.display_host} stored the blob {digest[:19]} of "
+                f"{repository} as {answered[:19]}",
+                "push again; if it persists the registry rewrites blobs",
+            )
+
+    def mount_blob(
+        self, repository: str, digest: str, source: str, *, timeout: float | None = None
+    ) -> str | None:
+        """Asks the registry to mount a blob that its repository `source` holds into
+        `repository`: None when mounted (201), else the Location of the upload session to
+        send the bytes to (a registry that declines answers 202 with one; a refused pull of
+        `source` gets a plain upload session)."""
+        repository = self._repository(repository)
+        source = self._repository(source)
+        # A Bearer token for a mount must grant the pull of the source as well.
+        scope = f"{repository_scope(repository, 'pull,push')} {repository_scope(source)}"
+        try:
+            answered = self._request(
+                "POST",
+                f"/v2/{repository}/blobs/uploads/?mount={digest}&from={source}",
+                scope=scope,
+                timeout=timeout,
+            )
+        except (RegistryAuthError, RegistryResponseError) as error:
+            if is_transient(error):
+                raise
+            # No pull of the source, or a registry that refuses mounts: the POST without
+            # them opens the session, or fails as it would have without the mount.
+            return self._start_upload(repository, timeout=timeout)
+        assert answered is not None  # only absent_ok requests answer None
+        if answered.status_code == 201:
+            return None
+        return self._upload_location(answered)
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _start_upload(self, repository: str, *, timeout: float | None) -> str:
+        started = self._request(
+            "POST",
+            f"/v2/{repository}/blobs/uploads/",
+            scope=repository_scope(repository, "pull,push"),
+            timeout=timeout,
+        )
+        assert started is not None  # only absent_ok requests answer None
+        return self._upload_location(started)
+
+    def _upload_location(self, response: requests.Response) -> str:
+        location = response.headers.get("Location", "")
+        if not location:
+            raise PushError(
+                f"registry {self.display_host} started a blob upload without a Location",
+                "check that the host is a container registry",
+            )
+        return urljoin(response.url, location)
