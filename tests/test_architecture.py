@@ -5,6 +5,7 @@ boto3 loaded by the push only when the ECR token cache misses."""
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -176,3 +177,23 @@ def test_the_size_check_finds_a_long_module(tmp_path: Path) -> None:
     (package / "short.py").write_text("x = 1\n" * MAX_MODULE_LINES, encoding="utf-8")
     (package / "sub" / "long.py").write_text("x = 1\n" * (MAX_MODULE_LINES + 1), encoding="utf-8")
     assert _oversized(package, MAX_MODULE_LINES) == {"shipit/sub/long.py": MAX_MODULE_LINES + 1}
+
+
+# A digest spelled out by hand, or a short id sliced from one, outside digests.py.
+HAND_MADE_DIGESTS = re.compile(r'"sha256:" \+ hashlib|\[7:19\]')
+
+
+def _hand_made_digests(package: Path) -> list[str]:
+    return sorted(
+        path.relative_to(package.parent).as_posix()
+        for path in package.rglob("*.py")
+        if path.name != "digests.py" and HAND_MADE_DIGESTS.search(path.read_text(encoding="utf-8"))
+    )
+
+
+def test_digests_and_short_ids_come_from_digests_py(tmp_path: Path) -> None:
+    assert _hand_made_digests(PACKAGE) == []
+    package = tmp_path / "shipit"
+    package.mkdir()
+    (package / "own.py").write_text("def short(image_id):\n    return image_id[7:19]\n")
+    assert _hand_made_digests(package) == ["shipit/own.py"]

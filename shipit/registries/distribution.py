@@ -27,7 +27,6 @@ challenge parser and scopes (challenge.py), `Manifest` (manifest.py), the blob u
 from __future__ import annotations
 
 import base64
-import hashlib
 import logging
 import threading
 import time
@@ -39,6 +38,7 @@ from urllib.parse import urljoin, urlsplit
 import requests
 
 from shipit import __version__
+from shipit.digests import sha256_digest
 from shipit.errors import AuthError, PushError
 from shipit.redact import register_secret
 from shipit.registries.blob_uploads import BlobUploads
@@ -203,7 +203,7 @@ class RegistryClient(BlobUploads, FailureDiagnosis):
             "GET", f"/v2/{repository}/blobs/{digest}", scope=repository_scope(repository)
         )
         assert response is not None  # only absent_ok requests answer None
-        computed = "sha256:" + hashlib.sha256(response.content).hexdigest()
+        computed = sha256_digest(response.content)
         if computed != digest:
             raise PushError(
                 f"registry {self.display_host} served the config {repository}@{digest} with "
@@ -258,7 +258,7 @@ class RegistryClient(BlobUploads, FailureDiagnosis):
         )
         if response is None:
             return None
-        computed = "sha256:" + hashlib.sha256(response.content).hexdigest()
+        computed = sha256_digest(response.content)
         if reference.startswith("sha256:") and computed != reference:
             # A content-addressed fetch that does not hash to its address is corrupt.
             raise PushError(

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any
+
+from shipit.digests import sha256_digest
 
 DOCKER_MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -27,7 +28,7 @@ class Manifest:
     @property
     def raw_digest(self) -> str:
         """The digest of the exact bytes: what a registry must answer when they are PUT."""
-        return "sha256:" + hashlib.sha256(self.raw).hexdigest()
+        return sha256_digest(self.raw)
 
     @property
     def is_index(self) -> bool:
