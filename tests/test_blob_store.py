@@ -24,8 +24,10 @@ import pytest
 from harness.faultproxy import FaultProxy, Seen
 from harness.services import RegistryService
 from shipit.progress import quiet
-from shipit.push.blobs import BLOB_FORMAT, Blob, BlobStore, ImageBlobs, gzip_blocks, read_blocks
+from shipit.push.blobs import Blob, BlobStore
+from shipit.push.compress import BLOB_FORMAT, gzip_blocks, read_blocks
 from shipit.push.image import PushImage
+from shipit.push.image_blobs import ImageBlobs
 from shipit.push.targets import Target
 from shipit.push.upload import upload_image
 from shipit.registries import diagnosis

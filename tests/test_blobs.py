@@ -26,7 +26,9 @@ import pytest
 from shipit.engine import Engine
 from shipit.errors import ExitCode, PushError
 from shipit.push import blobs, compress
-from shipit.push.blobs import BLOCK, Blob, BlobStore, ImageBlobs, gzip_blocks, read_blocks
+from shipit.push.blobs import Blob, BlobStore
+from shipit.push.compress import BLOCK, gzip_blocks, read_blocks
+from shipit.push.image_blobs import ImageBlobs
 from tests.conftest import (
     HUB_USER,
     PublishProject,

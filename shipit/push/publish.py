@@ -20,8 +20,9 @@ from shipit.config import Settings
 from shipit.engine import Engine
 from shipit.errors import ShipitError
 from shipit.progress import LayerProgress, Progress, quiet
-from shipit.push.blobs import BlobStore, ImageBlobs, uploads_itself
+from shipit.push.blobs import BlobStore, uploads_itself
 from shipit.push.image import PushImage, image_to_push
+from shipit.push.image_blobs import ImageBlobs
 from shipit.push.report import PushReport, TagOutcome, TargetReport
 from shipit.push.retry import with_retries
 from shipit.push.steps import point_tag_once, push_first_tag_once

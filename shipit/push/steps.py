@@ -23,8 +23,8 @@ from shipit.engine import Engine
 from shipit.errors import AuthError, PushError, PushStreamError, ShipitError, TagConflictError
 from shipit.iam.refusal import refused_action, refused_ecr_request
 from shipit.progress import LayerProgress, Progress
-from shipit.push.blobs import ImageBlobs
 from shipit.push.image import PushImage
+from shipit.push.image_blobs import ImageBlobs
 from shipit.push.report import TagOutcome
 from shipit.push.targets import Target
 from shipit.push.upload import upload_image

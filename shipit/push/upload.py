@@ -21,8 +21,9 @@ from typing import IO
 from shipit.digests import short_id
 from shipit.errors import PushError, stalled_push
 from shipit.progress import LayerProgress, Progress
-from shipit.push.blobs import Blob, ImageBlobs
+from shipit.push.blobs import Blob
 from shipit.push.image import PushImage
+from shipit.push.image_blobs import ImageBlobs
 from shipit.push.targets import Target
 from shipit.registries.errors import RegistryConnectionError, RegistryResponseError
 from shipit.registries.manifest import DOCKER_MANIFEST_V2, Manifest
