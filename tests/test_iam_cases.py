@@ -11,7 +11,8 @@ import pytest
 
 from shipit.errors import ConfigError, ExitCode, ShipitError, UsageError
 from shipit.iam.conditions import RequestContext
-from shipit.iam.evaluator import evaluate, load_policy
+from shipit.iam.evaluator import evaluate
+from shipit.iam.policy_document import load_policy
 
 CASES: list[dict[str, Any]] = json.loads(
     (Path(__file__).parent / "iam_cases.json").read_text(encoding="utf-8")

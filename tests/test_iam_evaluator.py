@@ -16,9 +16,8 @@ from shipit.iam.evaluator import (
     all_allowed,
     evaluate,
     evaluate_all,
-    load_policy,
-    parse_policy,
 )
+from shipit.iam.policy_document import load_policy, parse_policy
 
 ACCOUNT = "123456789012"
 REPO = "arn:aws:ecr:us-east-1:123456789012:repository/shipit-example"

@@ -25,7 +25,8 @@ from shipit.iam.actions import (
     validate_repository_name,
 )
 from shipit.iam.conditions import RequestContext
-from shipit.iam.evaluator import Decision, Verdict, evaluate_all, load_policy
+from shipit.iam.evaluator import Decision, Verdict, evaluate_all
+from shipit.iam.policy_document import load_policy
 from shipit.progress import Progress, quiet
 
 VERDICT_LABELS: dict[Verdict, str] = {
