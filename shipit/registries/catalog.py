@@ -11,8 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from shipit.config import ALL_REGISTRIES as ALL
-from shipit.config import RegistryEntry, Settings, validate_registry_selection
+from shipit.registries.entries import ALL_REGISTRIES as ALL
+from shipit.config import Settings
+from shipit.registries.entries import RegistryEntry, validate_registry_selection
 from shipit.errors import ConfigError
 from shipit.reference import split_domain
 from shipit.registries.credentials import (
