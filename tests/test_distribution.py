@@ -27,6 +27,7 @@ from shipit.config import LOCAL_BASE_IMAGE
 from shipit.engine import Engine
 from shipit.errors import AuthError, ExitCode, PushError, RegistryUnreachableError
 from shipit.redact import redact
+from shipit.registries.credentials import Credentials
 from shipit.registries.distribution import (
     DOCKER_MANIFEST_V2,
     Manifest,
@@ -417,7 +418,7 @@ def test_use_credentials_replaces_refused_ones(
         with pytest.raises(RegistryAuthError) as caught:
             client.tags(REPOSITORY)
         assert caught.value.status == 401
-        client.use_credentials(registry.username, registry.password)
+        client.use_credentials(Credentials(registry.username, registry.password))
         client.tags(REPOSITORY)  # the same client, now with the renewed credentials
         assert wrong not in repr(client)
 

@@ -23,6 +23,7 @@ from botocore.config import Config
 from shipit.errors import AuthError, AwsError, ConfigError, RootUserError, ShipitError
 from shipit.iam.refusal import refused_action
 from shipit.redact import register_secret
+from shipit.registries.credentials import Credentials
 
 if TYPE_CHECKING:
     from mypy_boto3_ecr import ECRClient
@@ -73,8 +74,9 @@ class RegistryToken:
     # When ECR stops accepting it (seconds since the epoch); None when the answer lacked it.
     expires_at: float | None = None
 
-    def auth_config(self) -> dict[str, str]:
-        return {"username": self.username, "password": self.password}
+    @property
+    def login(self) -> Credentials:
+        return Credentials(self.username, password=self.password, source="ECR")
 
 
 def root_refusal(identity: CallerIdentity) -> RootUserError:
