@@ -48,7 +48,7 @@ def prepared_blobs(settings: Settings, engine: Engine, image: PushImage) -> Imag
 @dataclass(frozen=True)
 class Leg:
     """One registry's push so far: what its report will say, and the target and manifest
-    the next tags go on with (no target: failed, or a dry run)."""
+    the next tags go on with."""
 
     name: str
     reference: str = ""
@@ -61,6 +61,11 @@ class Leg:
     seconds: float = 0.0
     target: Target | None = None
     manifest: Manifest | None = None
+
+    @property
+    def pushed(self) -> bool:
+        """The registry holds every tag so far (not a failure, not a dry run)."""
+        return self.error is None and self.manifest is not None
 
     def recorded(self, outcome: TagOutcome, attempts: int) -> Leg:
         outcome = replace(outcome, attempts=attempts)
@@ -123,7 +128,7 @@ class _Publisher:
 
     def _failed(self, leg: Leg, error: ShipitError) -> Leg:
         self.progress(f"{leg.name}: failed: {error.one_line()}")
-        return replace(leg, status="failed", error=error, target=None)
+        return replace(leg, status="failed", error=error)
 
     def push_fixed(self, name: str) -> Leg:
         """Pushes the first tag and points the other fixed tags at it."""
@@ -192,6 +197,7 @@ class _Publisher:
         return leg
 
     def move_tags(self, leg: Leg) -> Leg:
+        """Points the moving tags at what the fixed ones serve."""
         started = time.monotonic()
         for tag in self.image.tags.moving:
             leg = self._point(leg, tag, moving=True)
@@ -235,12 +241,10 @@ def publish(
         legs = list(pool.map(publisher.push_fixed, access.names))
         if access.dry_run:
             pass
-        elif any(leg.target is None for leg in legs):
+        elif not all(leg.pushed for leg in legs):
             # Moving tags move only once every registry holds every fixed tag.
             held = tuple(TagOutcome(tag, "held-back") for tag in image.tags.moving)
-            legs = [
-                leg if leg.target is None else replace(leg, tags=(*leg.tags, *held)) for leg in legs
-            ]
+            legs = [replace(leg, tags=(*leg.tags, *held)) if leg.pushed else leg for leg in legs]
         else:
             legs = list(pool.map(publisher.move_tags, legs))
     except BaseException:
