@@ -4,9 +4,11 @@ the image config digest. shipit's own client reads only what a push needs."""
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from shipit.errors import PushError
 from shipit.registries.challenge import repository_scope
+from shipit.registries.credentials import Credentials
 from shipit.registries.distribution import RegistryClient
 
 _MAX_TAG_PAGES = 1000
@@ -24,6 +26,13 @@ def _next_link(header: str | None) -> str | None:
 
 
 class RegistryReader(RegistryClient):
+    def __init__(
+        self, host: str, username: str | None = None, password: str | None = None, **options: Any
+    ) -> None:
+        """An account as a test or a benchmark names it: a user and a password, or none."""
+        login = Credentials(username, password=password or "") if username else None
+        super().__init__(host, login, **options)
+
     def config_digest(self, repository: str, reference: str) -> str | None:
         """The image config digest (the local image ID for a docker-pushed image)."""
         manifest = self._fetch_manifest(self._repository(repository), reference)

@@ -12,13 +12,20 @@ import configparser
 import os
 import re
 import tomllib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from shipit.errors import ConfigError
 from shipit.reference import is_valid_host, parse_name, parse_reference
+from shipit.registries.entries import (
+    CREDENTIAL_WORDS,
+    RegistryEntry,
+    registry_entries,
+    validate_mutability,
+    validate_registry_selection,
+)
 from shipit.tags import DEFAULT_TAGS, validate_templates
 
 DEFAULT_BASE_IMAGE = "nginx:1.27.3-bookworm"
@@ -28,7 +35,6 @@ DEFAULT_DOCKERHUB_REGISTRY = "docker.io"
 CONFIG_FILE = "shipit.toml"
 
 _REGION_RE = re.compile(r"^[a-z]{2}(?:-gov|-iso[a-z]*)?-[a-z]+-\d{1,2}$")
-_MUTABILITY = ("MUTABLE", "IMMUTABLE")
 _KIND_NAMES = {
     str: "a string",
     int: "a whole number",
@@ -36,7 +42,6 @@ _KIND_NAMES = {
     bool: "true or false",
     tuple: "a list of strings",
 }
-_SECRET_WORDS = ("token", "password", "secret", "access_key")
 # Flags whose name is not the setting's: --tag is repeated, once per template.
 _FLAGS = {"tags": "--tag", "ecr_cache": "--no-cache"}
 
@@ -75,13 +80,6 @@ def _validate_region(value: str) -> str:
             f"AWS region {value!r} is not a region name", "use a region such as 'us-east-1'"
         )
     return value
-
-
-def _validate_mutability(value: str) -> str:
-    upper = value.upper()
-    if upper not in _MUTABILITY:
-        raise ConfigError(f"tag mutability {value!r} is not valid", "use MUTABLE or IMMUTABLE")
-    return upper
 
 
 BUILDERS = ("auto", "docker")
@@ -155,33 +153,6 @@ def _validate_not_negative(value: float) -> float:
     if value < 0:
         raise ConfigError(f"{value} is negative", "use 0 or a positive number")
     return value
-
-
-RESERVED_REGISTRY_NAMES = ("ecr", "dockerhub", "all")
-ALL_REGISTRIES = "all"
-_REGISTRY_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
-
-
-def validate_registry_selection(names: Iterable[str], what: str) -> tuple[str, ...]:
-    """Registry names as `--to` or the `to` setting gives them: lower-cased, each once, and
-    either `all` alone or names; whether each name is configured is the catalog's to say."""
-    chosen: list[str] = []
-    for raw in names:
-        name = raw.strip().lower()
-        if name and name not in chosen:
-            chosen.append(name)
-    if ALL_REGISTRIES in chosen and len(chosen) > 1:
-        raise ConfigError(
-            f"{what} {','.join(chosen)!r} mixes 'all' with names",
-            "give either all or a list of names",
-        )
-    bad = [name for name in chosen if not _REGISTRY_NAME_RE.match(name)]
-    if bad:
-        raise ConfigError(
-            f"{what} {bad[0]!r} is not a registry name",
-            "give ecr, dockerhub, a [[registries]] name or all, separated by commas",
-        )
-    return tuple(chosen)
 
 
 @dataclass(frozen=True)
@@ -259,7 +230,7 @@ SPECS: tuple[SettingSpec, ...] = (
         str,
         "MUTABLE",
         "tag mutability of a created ECR repository: MUTABLE or IMMUTABLE",
-        validate=_validate_mutability,
+        validate=validate_mutability,
     ),
     SettingSpec("ecr_create_repository", bool, True, "create the ECR repository when missing"),
     SettingSpec("ecr_scan_on_push", bool, True, "scan on push for a created ECR repository"),
@@ -300,7 +271,7 @@ SPECS: tuple[SettingSpec, ...] = (
         str,
         "MUTABLE",
         "whether tags in the dockerhub registry may move: MUTABLE or IMMUTABLE",
-        validate=_validate_mutability,
+        validate=validate_mutability,
     ),
     SettingSpec(
         "engine_timeout",
@@ -368,122 +339,6 @@ SPECS: tuple[SettingSpec, ...] = (
     ),
 )
 SPECS_BY_NAME = {spec.name: spec for spec in SPECS}
-
-
-_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_EXAMPLE_ENV = {"username_env": "GHCR_USER", "password_env": "GHCR_TOKEN"}
-_REGISTRY_KEYS = ("name", "repository", "username_env", "password_env", "tag_mutability")
-
-
-@dataclass(frozen=True)
-class RegistryEntry:
-    """One [[registries]] table: any OCI registry beside ECR and Docker Hub."""
-
-    # Each field's `doc` is its line in docs/settings.md.
-    name: str = field(
-        metadata={
-            "doc": "the name --to and `to` use: 1-32 of a-z 0-9 - _, not ecr, dockerhub or all"
-        }
-    )
-    repository: str = field(
-        metadata={"doc": "full name with the registry host, e.g. ghcr.io/acme/site"}
-    )
-    username_env: str = field(
-        default="",
-        metadata={
-            "doc": "environment variable holding the user name (with password_env; "
-            "without both, what `docker login` stored is used)"
-        },
-    )
-    password_env: str = field(
-        default="", metadata={"doc": "environment variable holding the password or token"}
-    )
-    tag_mutability: str = field(
-        default="MUTABLE",
-        metadata={"doc": "whether its tags may move: MUTABLE or IMMUTABLE"},
-    )
-
-    def as_dict(self) -> dict[str, str]:
-        return {key: getattr(self, key) for key in _REGISTRY_KEYS}
-
-
-def _registry_entry(raw: Any, index: int, origin: str, seen: set[str]) -> RegistryEntry:
-    where = f"{origin}: [[registries]] #{index + 1}"
-    if not isinstance(raw, dict):
-        raise ConfigError(
-            f"{where} is not a table", "write each registry as a [[registries]] table"
-        )
-    name = raw.get("name")
-    if isinstance(name, str):
-        where = f"{origin}: registry {name!r}"
-    for key in raw:
-        if key not in _REGISTRY_KEYS:
-            secret = any(word in key.lower() for word in _SECRET_WORDS)
-            raise ConfigError(
-                f"{where}: unknown key '{key}'"
-                + (
-                    ", and credentials do not belong in a file that gets committed"
-                    if secret
-                    else ""
-                ),
-                "name the environment variables that hold them with username_env and password_env"
-                if secret
-                else f"known keys: {', '.join(_REGISTRY_KEYS)}",
-            )
-        if not isinstance(raw[key], str):
-            raise ConfigError(f"{where}: {key} = {raw[key]!r} is not a string", f"quote {key}")
-    if not isinstance(name, str) or not _REGISTRY_NAME_RE.match(name):
-        raise ConfigError(
-            f"{where}: name {name!r} is not a registry name",
-            "use 1-32 lowercase letters, digits, '-' or '_', e.g. name = \"ghcr\"",
-        )
-    if name in RESERVED_REGISTRY_NAMES or name in seen:
-        raise ConfigError(
-            f"{where}: the name {name!r} is already taken",
-            "ecr, dockerhub and all are shipit's own; give each [[registries]] entry its own name",
-        )
-    seen.add(name)
-    repository = raw.get("repository", "")
-    if not repository:
-        raise ConfigError(
-            f"{where}: repository is missing",
-            'give the full name with the registry host, e.g. repository = "ghcr.io/acme/site"',
-        )
-    try:
-        parse_name(repository, "repository")
-    except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc.message}", exc.hint) from exc
-    username_env = raw.get("username_env", "")
-    password_env = raw.get("password_env", "")
-    if bool(username_env) != bool(password_env):
-        given, wanted = (
-            ("username_env", "password_env") if username_env else ("password_env", "username_env")
-        )
-        raise ConfigError(
-            f"{where}: {given} is set but {wanted} is not",
-            "set both, or neither to use the credentials `docker login` stored",
-        )
-    for key, variable in (("username_env", username_env), ("password_env", password_env)):
-        if variable and not _ENV_NAME_RE.match(variable):
-            raise ConfigError(
-                f"{where}: {key} = {variable!r} is not an environment variable name",
-                f"name the variable, e.g. {key} = {_EXAMPLE_ENV[key]!r}",
-            )
-    try:
-        mutability = _validate_mutability(raw.get("tag_mutability", "MUTABLE"))
-    except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc.message}", exc.hint) from exc
-    return RegistryEntry(name, repository, username_env, password_env, mutability)
-
-
-def _registry_entries(raw: Any, origin: str) -> tuple[RegistryEntry, ...]:
-    if not isinstance(raw, list):
-        raise ConfigError(
-            f"{origin}: registries is not a list of tables",
-            "write each registry as a [[registries]] table",
-        )
-    seen: set[str] = set()
-    return tuple(_registry_entry(item, index, origin, seen) for index, item in enumerate(raw))
 
 
 @dataclass(frozen=True)
@@ -651,10 +506,10 @@ def load_settings(
     file_values, file_name = _file_settings(project_dir)
     registries: tuple[RegistryEntry, ...] = ()
     if "registries" in file_values:
-        registries = _registry_entries(file_values.pop("registries"), file_name)
+        registries = registry_entries(file_values.pop("registries"), file_name)
         origins["registries"] = file_name
     for key, raw in file_values.items():
-        if any(word in key.lower() for word in _SECRET_WORDS):
+        if any(word in key.lower() for word in CREDENTIAL_WORDS):
             raise ConfigError(
                 f"{file_name}: '{key}' looks like a credential, and credentials do not belong "
                 "in a file that gets committed",

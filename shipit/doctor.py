@@ -8,11 +8,13 @@ Secrets are looked up, never shown: details name where credentials come from and
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
+from shipit.checks import Check, Probe
 from shipit.config import Settings
 from shipit.errors import DoctorError, ShipitError
 from shipit.progress import Progress, quiet
@@ -21,36 +23,8 @@ if TYPE_CHECKING:
     from shipit.aws import CallerIdentity
     from shipit.engine import Engine
     from shipit.registries.catalog import RegistrySpec
-    from shipit.registries.credentials import Credentials
 
-Outcome = Literal["ok", "warn", "fail"]
-
-# STS answers the same caller in any region; without a configured one this lets the
-# credentials be checked on their own (the region gets its own failing check).
-STS_FALLBACK_REGION = "us-east-1"
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    outcome: Outcome
-    detail: str
-    hint: str = ""
-
-    @classmethod
-    def failed(cls, name: str, error: ShipitError) -> Check:
-        return cls(name, "fail", error.message, error.hint)
-
-    def one_line(self) -> str:
-        return f"{self.detail}; {self.hint}" if self.hint else self.detail
-
-    def to_json(self) -> dict[str, str]:
-        return {
-            "name": self.name,
-            "outcome": self.outcome,
-            "detail": self.detail,
-            "hint": self.hint,
-        }
+__all__ = ["Check", "DoctorReport", "check_iam_simulation", "diagnose"]
 
 
 @dataclass(frozen=True)
@@ -78,10 +52,6 @@ class DoctorReport:
         )
 
 
-def _not_checked(name: str, because: str) -> Check:
-    return Check(name, "warn", f"not checked: {because}")
-
-
 # The Docker side
 
 
@@ -107,7 +77,7 @@ def check_push_uploads(settings: Settings, engine: Engine | None) -> Check:
 
     name = "push_uploads"
     if engine is None:
-        return _not_checked(name, "no Docker engine")
+        return Check.not_checked(name, "no Docker engine")
     try:
         reason = engine_push_reason(settings.uploader, engine)
     except ShipitError as error:
@@ -129,7 +99,7 @@ def check_published_ports(settings: Settings, engine: Engine | None) -> Check:
 
     name = "published_ports"
     if engine is None:
-        return _not_checked(name, "no Docker engine")
+        return Check.not_checked(name, "no Docker engine")
     published_on = publish_host(settings, engine)
     url = f"http://{reach_host(settings, engine, published_on)}:{settings.port}"
     where = "the engine's machine" if engine.address.is_remote else "this machine"
@@ -157,7 +127,7 @@ def check_base_image(
 
     name = "base_image"
     if engine is None:
-        return _not_checked(name, "no Docker engine"), settings.base_image
+        return Check.not_checked(name, "no Docker engine"), settings.base_image
     try:
         base = resolve_base_image(settings, engine, progress)
     except ShipitError as error:
@@ -183,71 +153,7 @@ def check_templates(settings: Settings, base_image: str) -> Check:
     )
 
 
-# The AWS side
-
-
-def check_region(settings: Settings) -> Check:
-    if not settings.aws_region:
-        return Check(
-            "aws_region",
-            "fail",
-            "no AWS region is set",
-            "set AWS_REGION, or aws_region in shipit.toml",
-        )
-    origin = settings.origins.get("aws_region", "")
-    return Check("aws_region", "ok", f"{settings.aws_region} (from {origin})")
-
-
-def judge_identity(identity: CallerIdentity) -> Check:
-    """Any identity but the account's root user will do; the policy decides the rest."""
-    from shipit.aws import root_refusal
-
-    if identity.is_root:
-        refusal = root_refusal(identity)
-        return Check("aws_credentials", "fail", refusal.message, refusal.hint)
-    return Check("aws_credentials", "ok", f"{identity.arn} (account {identity.account})")
-
-
-def check_aws_credentials(settings: Settings) -> tuple[Check, CallerIdentity | None]:
-    from shipit.aws import AwsSession
-
-    try:
-        identity = AwsSession(settings.aws_region or STS_FALLBACK_REGION).caller()
-    except ShipitError as error:
-        return Check.failed("aws_credentials", error), None
-    return judge_identity(identity), identity
-
-
-def check_ecr_repository(settings: Settings, identity: CallerIdentity | None) -> Check:
-    from shipit.aws import AwsSession
-    from shipit.registries.ecr import Ecr
-
-    name = "ecr_repository"
-    if identity is None:
-        return _not_checked(name, "no working AWS credentials")
-    if not settings.aws_region:
-        return _not_checked(name, "no AWS region")
-    repository = settings.ecr_repository_name
-    try:
-        found = Ecr(AwsSession(settings.aws_region)).repository(repository)
-    except ShipitError as error:
-        return Check.failed(name, error)
-    if found is not None:
-        return Check(name, "ok", f"{found.uri} exists (tags {found.tag_mutability})")
-    if settings.ecr_create_repository:
-        scan = "on" if settings.ecr_scan_on_push else "off"
-        return Check(
-            name,
-            "ok",
-            f"{repository} does not exist in {settings.aws_region} yet; the first push "
-            f"creates it (tags {settings.ecr_tag_mutability}, scan on push {scan})",
-        )
-    return Check(
-        name,
-        "fail",
-        f"ECR repository {repository} does not exist in {settings.aws_region}",
-        "create it, or set ecr_create_repository = true",
-    )
+# The AWS side: each registry checks its own (registries/ecr_registry.py); IAM answers here.
 
 
 def check_iam_simulation(settings: Settings, identity: CallerIdentity | None) -> Check:
@@ -262,9 +168,9 @@ def check_iam_simulation(settings: Settings, identity: CallerIdentity | None) ->
 
     name = "iam_permissions"
     if identity is None:
-        return _not_checked(name, "no working AWS credentials")
+        return Check.not_checked(name, "no working AWS credentials")
     if not settings.aws_region:
-        return _not_checked(name, "no AWS region")
+        return Check.not_checked(name, "no AWS region")
     try:
         accesses = required_access(
             settings.aws_region,
@@ -300,64 +206,6 @@ def check_iam_simulation(settings: Settings, identity: CallerIdentity | None) ->
     )
 
 
-# Docker Hub and every other OCI registry
-
-
-def check_repository(spec: RegistrySpec) -> Check:
-    name = f"{spec.name}_repository"
-    if not spec.repository:
-        hint = (
-            "set SHIPIT_DOCKERHUB_REPOSITORY (namespace/name), or check only ECR with --to ecr"
-            if spec.name == "dockerhub"
-            else f"give [[registries]] {spec.name!r} a repository"
-        )
-        shown = "Docker Hub" if spec.name == "dockerhub" else spec.name
-        return Check(name, "fail", f"no {shown} repository is set", hint)
-    return Check(name, "ok", f"{spec.repository} on {spec.host}")
-
-
-def credentials_check(
-    spec: RegistrySpec, environ: Mapping[str, str]
-) -> tuple[Check, Credentials | None]:
-    """The same lookup as the push's (registries/catalog.credentials_of)."""
-    from shipit.registries.catalog import credentials_of
-
-    name = f"{spec.name}_credentials"
-    try:
-        found = credentials_of(spec, environ)
-    except ShipitError as error:
-        return Check.failed(name, error), None
-    return Check(name, "ok", f"user {found.username} for {spec.host}, from {found.source}"), found
-
-
-def check_login(
-    spec: RegistrySpec, found: Credentials | None, engine: Engine | None = None
-) -> Check:
-    """Logs in as a push would (the registry's token service, for Docker Hub; the engine's
-    rules for TLS and insecure registries), so a revoked or mistyped token, or a registry
-    certificate that does not verify, shows up here rather than halfway through a ship."""
-    name = f"{spec.name}_login"
-    if found is None:
-        return _not_checked(name, f"no {spec.name} credentials to log in with")
-    from shipit.registries.distribution import RegistryClient
-    from shipit.registries.transport import rules_for
-
-    try:
-        client = RegistryClient(
-            spec.host,
-            found.username,
-            found.password,
-            identity_token=found.identity_token or None,
-            auth_hint=f"check the {spec.name} credentials ({spec.credential_source})",
-            rules=None if engine is None else rules_for(spec.host, engine.registry_rules),
-        )
-        with client:
-            client.ping()
-    except ShipitError as error:
-        return Check.failed(name, error)
-    return Check(name, "ok", f"{found.username} logged in to {spec.host}")
-
-
 def diagnose(
     settings: Settings,
     *,
@@ -368,7 +216,7 @@ def diagnose(
 ) -> DoctorReport:
     """Every check for the engine, the templates and the registries in `to` (default: every
     one with a repository set; none is a failed check)."""
-    from shipit.registries.catalog import nothing_to_push_to, select_registries
+    from shipit.registries.catalog import nothing_to_push_to, registry_of, select_registries
 
     environ = os.environ if environ is None else environ
     engine_check, engine = check_engine(settings.engine_timeout)
@@ -384,22 +232,13 @@ def diagnose(
         to = select_registries(settings, allow_none=True)
     if not to:
         checks.append(Check.failed("registries", nothing_to_push_to()))
+    probe = Probe(
+        environ,
+        engine_rules=None if engine is None else engine.registry_rules,
+        online=online,
+        progress=progress,
+        iam_verdict=functools.partial(check_iam_simulation, settings),
+    )
     for spec in to:
-        if spec.kind == "ecr":
-            progress("doctor: asking AWS who the caller is")
-            aws_check, identity = check_aws_credentials(settings)
-            checks += [
-                check_region(settings),
-                aws_check,
-                check_ecr_repository(settings, identity),
-            ]
-            if online:
-                progress("doctor: simulating the push's IAM actions")
-                checks.append(check_iam_simulation(settings, identity))
-            continue
-        hub_check, found = credentials_check(spec, environ)
-        checks += [check_repository(spec), hub_check]
-        if online:
-            progress(f"doctor: logging in to {spec.host}")
-            checks.append(check_login(spec, found, engine))
+        checks += registry_of(spec, settings).doctor_checks(probe)
     return DoctorReport(tuple(checks))

@@ -7,10 +7,13 @@ nothing else in shipit decides exit codes.
 from __future__ import annotations
 
 import contextlib
+import copy
+import copyreg
 import errno
 from collections.abc import Iterator
 from enum import IntEnum
 from pathlib import Path
+from typing import Any, Self
 
 
 class ExitCode(IntEnum):
@@ -53,6 +56,19 @@ class ShipitError(Exception):
         self.hint = self.default_hint if hint is None else hint
         # Extra lines (a build log tail, container logs) shown under the one-line message.
         self.details = details
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A copy (or a pickle) is made from the error's attributes: the subclasses' __init__
+        # take keyword arguments that `args` does not hold.
+        return (copyreg.__newobj__, (type(self), *self.args), self.__dict__)  # type: ignore[attr-defined]
+
+    def reworded(self, message: str) -> Self:
+        """This error saying `message` instead (a summary of several): the same class, so the
+        same exit code, with the same hint, details and attributes."""
+        twin = copy.copy(self)
+        twin.message = message
+        twin.args = (message,)
+        return twin
 
     def one_line(self) -> str:
         text = self.message.rstrip(".")

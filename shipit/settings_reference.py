@@ -9,7 +9,8 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from shipit.config import CONFIG_FILE, SPECS, RegistryEntry, SettingSpec, setting_flag
+from shipit.config import CONFIG_FILE, SPECS, SettingSpec, setting_flag
+from shipit.registries.entries import RegistryEntry
 
 REGENERATE = "python -m shipit.settings_reference > docs/settings.md"
 

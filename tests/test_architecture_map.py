@@ -15,7 +15,9 @@ PATH = re.compile(r"^[\w./-]+(\.py|/)$")
 DOTTED = re.compile(r"^([\w/]+)\.([A-Za-z_][\w.]*?)(\(\))?$")
 # A quoted code name: CamelCase, or snake_case with an underscore (plain words such as
 # `latest` or `run` are commands, tags and outputs, not names in the code).
-CODE_NAME = re.compile(r"^(?:[A-Z][a-z0-9]+(?:[A-Z]\w*)?|[a-z]+_[a-z0-9_]+|[A-Z][A-Z0-9_]+)(\(\))?$")
+CODE_NAME = re.compile(
+    r"^(?:[A-Z][a-z0-9]+(?:[A-Z]\w*)?|[a-z]+_[a-z0-9_]+|[A-Z][A-Z0-9_]+)(\(\))?$"
+)
 
 
 def _defined(tree: ast.Module, chain: list[str]) -> bool:

@@ -23,14 +23,15 @@ import pytest
 
 from harness.faultproxy import FaultProxy, Seen
 from harness.services import RegistryService
+from harness.targets import oci_registry, target_of
 from shipit.progress import quiet
 from shipit.push.blobs import Blob, BlobStore
 from shipit.push.compress import BLOB_FORMAT, gzip_blocks, read_blocks
 from shipit.push.image import PushImage
 from shipit.push.image_blobs import ImageBlobs
-from shipit.push.targets import Target
 from shipit.push.upload import upload_image
 from shipit.registries import diagnosis
+from shipit.registries.credentials import Credentials
 from shipit.tags import PlannedTag, TagPlan
 from tests.conftest import HUB_USER, Project, Result
 from tests.leftovers import shipit_uploads
@@ -186,13 +187,8 @@ def test_a_layer_the_export_made_as_another_blob_is_put_again_before_the_manifes
     wrong = gzipped(site)
     store.learn(digest_of(base), Blob(digest_of(wrong), len(wrong)))
     repository = repository_name("settled")
-    target = Target(
-        "dockerhub",
-        hub_registry.host,
-        repository,
-        auth={"username": HUB_USER, "password": hub_token},
-        mutability="MUTABLE",
-        auth_hint="",
+    target = target_of(
+        oci_registry(), hub_registry.host, repository, Credentials(HUB_USER, hub_token)
     )
     target.client.upload_blob(repository, digest_of(wrong), io.BytesIO(wrong), len(wrong))
     archive = {f"{image_id[7:]}.json": config, "1/layer.tar": base, "2/layer.tar": site}

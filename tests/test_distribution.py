@@ -28,6 +28,7 @@ from shipit.engine import Engine
 from shipit.errors import AuthError, ExitCode, PushError, RegistryUnreachableError
 from shipit.redact import redact
 from shipit.registries.challenge import parse_challenge, parse_challenges
+from shipit.registries.credentials import Credentials
 from shipit.registries.errors import (
     RegistryAuthError,
     RegistryConnectionError,
@@ -415,7 +416,7 @@ def test_use_credentials_replaces_refused_ones(
         with pytest.raises(RegistryAuthError) as caught:
             client.tags(REPOSITORY)
         assert caught.value.status == 401
-        client.use_credentials(registry.username, registry.password)
+        client.use_credentials(Credentials(registry.username, registry.password))
         client.tags(REPOSITORY)  # the same client, now with the renewed credentials
         assert wrong not in repr(client)
 

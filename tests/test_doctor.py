@@ -11,11 +11,13 @@ import boto3
 
 from harness.services import MOTO_ACCOUNT, MotoService, free_port
 from shipit.aws import CallerIdentity
+from shipit.checks import Probe
 from shipit.config import LOCAL_BASE_IMAGE, load_settings
-from shipit.doctor import check_iam_simulation, credentials_check, judge_identity
+from shipit.doctor import check_iam_simulation
 from shipit.engine import Engine
 from shipit.errors import ExitCode
-from shipit.registries.catalog import select_registries
+from shipit.registries.catalog import registry_of, select_registries
+from shipit.registries.ecr_registry import judge_identity
 from tests.conftest import HUB_USER, PublishProject, Result
 from tests.leftovers import shipit_uploads
 
@@ -121,7 +123,8 @@ def test_the_credentials_check_names_the_user_and_source_only(
     # In process, so the Ui's redaction cannot hide a detail that carries the token.
     environ = publish_project.env()
     settings = load_settings(publish_project.root, environ=environ)
-    check, _ = credentials_check(select_registries(settings, "dockerhub")[0], environ)
+    hub = registry_of(select_registries(settings, "dockerhub")[0], settings)
+    [check] = [c for c in hub.doctor_checks(Probe(environ)) if c.name == "dockerhub_credentials"]
     assert check.outcome == "ok"
     assert publish_project.hub_token not in json.dumps(check.to_json())
     assert f"user {HUB_USER} for {settings.dockerhub_registry}" in check.detail

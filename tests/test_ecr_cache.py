@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from harness.targets import StandInRegistry, target_of
 from shipit.config import load_settings
 from shipit.errors import AuthError, ConfigError, TagConflictError
 from shipit.push.retry import with_retries
 from shipit.push.targets import Target
 from shipit.redact import MASK, redact
+from shipit.registries.credentials import Credentials
 from shipit.registries.ecr_cache import (
     CACHE_FILE,
     CachedRepository,
@@ -315,31 +317,18 @@ def test_expired_entries_are_pruned_and_repositories_kept_with_a_new_token(tmp_p
 # A stale entry during a push: one lookup through AWS, then the step once more.
 
 
-def cached_target(fresh: Target, refused: list[str]) -> Target:
-    def resolve_fresh() -> Target:
-        refused.append("looked up")
-        return fresh
-
-    return Target(
-        name="ecr",
-        registry="127.0.0.1:5000",
-        repository="site",
-        auth={"username": "AWS", "password": "cached-token"},
-        mutability="MUTABLE",
-        auth_hint="check",
-        notes=["ECR token from cache (expires 20:00, used until 14:00)"],
-        resolve_fresh=resolve_fresh,
+def cached_target(registry: StandInRegistry) -> Target:
+    return target_of(
+        registry,
+        login=Credentials("AWS", "cached-token"),
+        cached=True,
+        notes=("ECR token from cache (expires 20:00, used until 14:00)",),
     )
 
 
 def fresh_target(mutability: str = "MUTABLE") -> Target:
-    return Target(
-        name="ecr",
-        registry="127.0.0.1:5000",
-        repository="site",
-        auth={"username": "AWS", "password": "fresh-token"},
-        mutability=mutability,
-        auth_hint="check",
+    return target_of(
+        StandInRegistry(), login=Credentials("AWS", "fresh-token"), mutability=mutability
     )
 
 
@@ -348,45 +337,48 @@ def fresh_target(mutability: str = "MUTABLE") -> Target:
     [AuthError("registry refused"), TagConflictError("immutable tag")],
 )
 def test_a_refusal_of_a_cached_target_is_looked_up_again_once(refusal: Exception) -> None:
-    looked: list[str] = []
-    target = cached_target(fresh_target("IMMUTABLE"), looked)
-    notes = target.notes
+    registry = StandInRegistry(fresh=fresh_target("IMMUTABLE"))
+    target = cached_target(registry)
     used: list[str] = []
 
-    def step() -> str:
-        used.append(target.auth["password"])
-        if target.auth["password"] == "cached-token":
+    def step(on: Target) -> str:
+        used.append(on.login.password)
+        if on.login.password == "cached-token":
             raise refusal
         return "pushed"
 
-    assert with_retries(target, 3, lambda _: None, step) == ("pushed", 1)
+    tried = with_retries(target, 3, lambda _: None, step)
+    assert (tried.result(), tried.attempts) == ("pushed", 1)
     assert used == ["cached-token", "fresh-token"]
-    assert looked == ["looked up"]
-    assert target.mutability == "IMMUTABLE"
-    assert target.notes is notes
-    assert notes == ["the registry refused what the ECR token cache held; looked it up again"]
+    assert registry.calls == ["looked up"]
+    assert tried.target.mutability == "IMMUTABLE"
+    assert tried.target.notes == ("looked up again",)
+    assert target.notes == ("ECR token from cache (expires 20:00, used until 14:00)",)
 
 
 def test_a_refusal_after_the_fresh_lookup_is_the_error() -> None:
-    looked: list[str] = []
-    target = cached_target(fresh_target(), looked)
+    registry = StandInRegistry(fresh=fresh_target())
+    target = cached_target(registry)
 
-    def step() -> str:
+    def step(_: Target) -> str:
         raise AuthError("denied")
 
+    tried = with_retries(target, 3, lambda _: None, step)
     with pytest.raises(AuthError, match="denied"):
-        with_retries(target, 3, lambda _: None, step)
-    assert looked == ["looked up"]
+        tried.result()
+    assert registry.calls == ["looked up"]
+    # The report shows the notes of the target the push ended with.
+    assert tried.target.notes == ("looked up again",)
 
 
 def test_a_target_not_from_the_cache_fails_at_once() -> None:
     target = fresh_target()
     calls: list[int] = []
 
-    def step() -> str:
+    def step(_: Target) -> str:
         calls.append(1)
         raise TagConflictError("immutable")
 
     with pytest.raises(TagConflictError):
-        with_retries(target, 3, lambda _: None, step)
+        with_retries(target, 3, lambda _: None, step).result()
     assert calls == [1]

@@ -31,6 +31,7 @@ from tenacity import RetryCallState, Retrying
 from harness.faultproxy import FaultProxy, Seen
 from harness.loopback import HttpService
 from harness.services import RegistryService
+from harness.targets import oci_registry, target_of
 from shipit.errors import ExitCode, PushError
 from shipit.push.retry import (
     RETRY_AFTER_CAP_SECONDS,
@@ -39,6 +40,7 @@ from shipit.push.retry import (
     too_long_to_wait,
 )
 from shipit.push.targets import Target
+from shipit.registries.credentials import Credentials
 from shipit.registries.diagnosis import describe_rate_limit, parse_retry_after
 from shipit.registries.distribution import RegistryClient
 from shipit.registries.errors import RegistryResponseError
@@ -142,14 +144,7 @@ def test_the_wait_is_the_longer_of_the_backoff_and_retry_after() -> None:
 
 
 def _target() -> Target:
-    return Target(
-        name="dockerhub",
-        registry="registry.example",
-        repository="team/site",
-        auth={},
-        mutability="MUTABLE",
-        auth_hint="",
-    )
+    return target_of(oci_registry(), "registry.example", "team/site")
 
 
 def test_a_retry_after_beyond_the_cap_is_one_error_saying_when_to_push_again() -> None:
@@ -191,7 +186,7 @@ def proxy(registry: RegistryService) -> Iterator[FaultProxy]:
 
 
 def client_of(proxy: FaultProxy, registry: RegistryService) -> RegistryClient:
-    return RegistryClient(proxy.host, registry.username, registry.password)
+    return RegistryClient(proxy.host, Credentials(registry.username, registry.password))
 
 
 def basic(registry: RegistryService) -> str:
@@ -311,7 +306,7 @@ def test_a_redirect_on_the_registrys_own_host_keeps_the_credentials(
     )
     with (
         Redirecting(hops=2, elsewhere=presigned) as server,
-        RegistryClient(server.host, "AWS", "p") as client,
+        RegistryClient(server.host, Credentials("AWS", "p")) as client,
     ):
         response = client._request("GET", f"/v2/{REPOSITORY}/blobs/x", scope="")
     assert response is not None and response.content == b"a blob behind three redirects"
@@ -324,7 +319,7 @@ def test_a_redirect_on_the_registrys_own_host_keeps_the_credentials(
 def test_a_redirect_loop_is_one_error() -> None:
     with (
         Redirecting(hops=0) as server,
-        RegistryClient(server.host, "u", "p") as client,
+        RegistryClient(server.host, Credentials("u", "p")) as client,
         pytest.raises(PushError, match=r"redirected GET /v2/.* more than 5 times"),
     ):
         client._request("GET", f"/v2/{REPOSITORY}/blobs/x", scope="")

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from harness.targets import StandInRegistry, target_of
 from shipit.aws import CallerIdentity, root_refusal
 from shipit.config import load_settings
 from shipit.engine import ImageInfo
@@ -24,10 +24,11 @@ from shipit.errors import (
 from shipit.push.image import PushImage
 from shipit.push.report import PushReport, TargetReport
 from shipit.push.retry import auth_refusal, is_retryable, with_retries
-from shipit.push.steps import _immutable_tag_hint, is_tag_conflict, uploaded_bytes
+from shipit.push.steps import is_tag_conflict, uploaded_bytes
 from shipit.push.targets import Target
 from shipit.push_stream import classify_stream_error
-from shipit.registries.catalog import configured_registries
+from shipit.registries.catalog import configured_registries, registry_of
+from shipit.registries.credentials import Credentials
 from shipit.registries.errors import RegistryAuthError, RegistryResponseError
 from shipit.registries.manifest import Manifest
 from shipit.tags import PlannedTag, TagPlan
@@ -242,16 +243,8 @@ def test_tag_conflicts_are_told_from_other_refusals(
     assert is_retryable(error) is False
 
 
-def _target(refresh: Callable[[], dict[str, str]] | None = None) -> Target:
-    return Target(
-        name="ecr",
-        registry="127.0.0.1:5000",
-        repository="site",
-        auth={"username": "AWS", "password": "first-token"},
-        mutability="MUTABLE",
-        auth_hint="check the ECR permissions",
-        refresh_auth=refresh,
-    )
+def _target(registry: StandInRegistry | None = None) -> Target:
+    return target_of(registry or StandInRegistry(), login=Credentials("AWS", "first-token"))
 
 
 def _refused(status: int, words: str) -> RegistryAuthError:
@@ -287,31 +280,33 @@ def test_registry_refusals_are_plain_auth_errors_naming_what_ecr_names() -> None
 
 
 def test_an_expired_token_is_renewed_once_for_the_same_client() -> None:
-    renewals: list[int] = []
-
-    def refresh() -> dict[str, str]:
-        renewals.append(1)
-        return {"username": "AWS", "password": f"token-{len(renewals) + 1}"}
-
-    target = _target(refresh)
-    client = target.client
+    registry = StandInRegistry()
+    target = _target(registry)
     calls: list[str] = []
 
-    def step() -> str:
-        calls.append(target.auth["password"])
+    def step(on: Target) -> str:
+        calls.append(on.login.password)
         if len(calls) == 1:
             raise _refused(403, "Your authorization token has expired.")
         return "done"
 
-    assert with_retries(target, 1, lambda _: None, step) == ("done", 1)
+    tried = with_retries(target, 1, lambda _: None, step)
+    assert (tried.result(), tried.attempts) == ("done", 1)
     assert calls == ["first-token", "token-2"]
-    assert target.client is client  # renewed in place: no second client, no second challenge
+    assert registry.calls == ["renewed"]
+    # Renewed as a new value on the same client: no second client, no second challenge.
+    assert tried.target.client is target.client
+    assert tried.target.login.password == "token-2" and target.login.password == "first-token"
 
-    def always_expired() -> str:
+    def always_expired(_: Target) -> str:
         raise _refused(403, "Your authorization token has expired.")
 
     with pytest.raises(TokenExpired):
-        with_retries(_target(refresh), 3, lambda _: None, always_expired)
+        with_retries(_target(), 3, lambda _: None, always_expired).result()
+    cannot_renew = _target(StandInRegistry(renewable=False))
+    assert isinstance(
+        with_retries(cannot_renew, 3, lambda _: None, always_expired).error, TokenExpired
+    )
 
 
 def test_only_transient_faults_are_tried_again() -> None:
@@ -321,12 +316,12 @@ def test_only_transient_faults_are_tried_again() -> None:
     ]
     seen: list[int] = []
 
-    def step() -> str:
+    def step(_: Target) -> str:
         seen.append(1)
         raise answers[len(seen) - 1]
 
     with pytest.raises(RegistryResponseError) as caught:
-        with_retries(_target(), 4, lambda _: None, step)
+        with_retries(_target(), 4, lambda _: None, step).result()
     assert caught.value.status == 400
     assert len(seen) == 2  # the 503 once more, the 400 never
 
@@ -341,16 +336,6 @@ def test_only_transient_faults_are_tried_again() -> None:
 def test_the_immutable_tag_hint_names_a_setting_that_exists(
     tmp_path: Path, name: str, setting: str
 ) -> None:
-    target = Target(
-        name=name,
-        registry="127.0.0.1:5000",
-        repository="acme/site",
-        auth={},
-        mutability="MUTABLE",
-        auth_hint="",
-    )
-    hint = _immutable_tag_hint(target)
-    assert hint.startswith(f"set {setting} so shipit leaves moving tags alone")
     # What the hint says to write is a setting shipit takes.
     toml = 'dockerhub_repository = "acme/site"\n'
     if name == "dockerhub":
@@ -362,3 +347,5 @@ def test_the_immutable_tag_hint_names_a_setting_that_exists(
     settings = load_settings(tmp_path, environ={})
     [spec] = [spec for spec in configured_registries(settings) if spec.name == name]
     assert spec.tag_mutability == "IMMUTABLE"
+    hint = registry_of(spec, settings).immutable_tag_hint()
+    assert hint.startswith(f"set {setting} so shipit leaves moving tags alone")

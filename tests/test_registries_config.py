@@ -19,8 +19,9 @@ from shipit.config import load_settings
 from shipit.engine import Engine
 from shipit.errors import AuthError, ConfigError, ExitCode
 from shipit.redact import redact
-from shipit.registries.catalog import configured_registries, credentials_of, select_registries
-from shipit.registries.credentials import dockerhub_credentials, stored_credentials
+from shipit.registries.catalog import configured_registries, select_registries
+from shipit.registries.credentials import Credentials, stored_credentials
+from shipit.registries.oci import OciRegistry
 from tests.conftest import Project
 
 REGISTRIES = """
@@ -206,12 +207,21 @@ def test_a_credential_helper_and_a_store(tmp_path: Path) -> None:
     assert ghcr is not None
     assert ghcr.auth_config() == {"username": "ghcr-user", "password": "ghcr-pat"}
     assert ghcr.source == "docker credential helper shipittest"
-    hub = dockerhub_credentials("docker.io", environ)
+    hub = hub_credentials(tmp_path, environ)
     assert hub.auth_config() == {"username": "<token>", "identitytoken": "hub-identity-token"}
     assert stored_credentials("quay.io", environ) is None
     assert log.read_text().split() == ["ghcr.io", "https://index.docker.io/v1/", "quay.io"]
     config = json.loads((Path(environ["DOCKER_CONFIG"]) / "config.json").read_text())
     assert config == {"credsStore": "shipittest", "credHelpers": {"ghcr.io": "shipittest"}}
+
+
+def hub_credentials(tmp_path: Path, environ: dict[str, str]) -> Credentials:
+    """Docker Hub's credentials as the catalogue's Docker Hub row looks them up."""
+    project = tmp_path / "hub-project"
+    project.mkdir(exist_ok=True)
+    hub = configured_registries(load_settings(project, environ={}))[1]
+    assert hub.name == "dockerhub" and hub.host == "docker.io"
+    return OciRegistry(hub).credentials(environ)
 
 
 def test_a_helper_that_is_not_installed_is_named(tmp_path: Path) -> None:
@@ -222,15 +232,15 @@ def test_a_helper_that_is_not_installed_is_named(tmp_path: Path) -> None:
 
 def test_docker_hub_variables_come_before_the_store(tmp_path: Path) -> None:
     environ = docker_config(tmp_path, {"auths": {"docker.io": {"identitytoken": "stored"}}})
-    chosen = dockerhub_credentials(
-        "docker.io", {**environ, "DOCKERHUB_USERNAME": "ci", "DOCKERHUB_TOKEN": "dckr_pat_x"}
+    chosen = hub_credentials(
+        tmp_path, {**environ, "DOCKERHUB_USERNAME": "ci", "DOCKERHUB_TOKEN": "dckr_pat_x"}
     )
     assert chosen.auth_config() == {"username": "ci", "password": "dckr_pat_x"}
     assert chosen.source == "environment DOCKERHUB_USERNAME/DOCKERHUB_TOKEN"
     with pytest.raises(AuthError, match="DOCKERHUB_TOKEN is set but DOCKERHUB_USERNAME is not"):
-        dockerhub_credentials("docker.io", {**environ, "DOCKERHUB_TOKEN": "dckr_pat_x"})
+        hub_credentials(tmp_path, {**environ, "DOCKERHUB_TOKEN": "dckr_pat_x"})
     with pytest.raises(AuthError, match=r"no credentials for docker\.io"):
-        dockerhub_credentials("docker.io", docker_config(tmp_path, {}))
+        hub_credentials(tmp_path, docker_config(tmp_path, {}))
 
 
 def test_an_entry_with_missing_credentials_names_itself_and_the_setting(tmp_path: Path) -> None:
@@ -239,16 +249,16 @@ def test_an_entry_with_missing_credentials_names_itself_and_the_setting(tmp_path
     _, _, ghcr, local = configured_registries(settings)
     environ = docker_config(tmp_path, {})
     with pytest.raises(ConfigError) as caught:
-        credentials_of(ghcr, {**environ, "GHCR_USER": "acme"})
+        OciRegistry(ghcr).credentials({**environ, "GHCR_USER": "acme"})
     assert caught.value.one_line() == (
         "registry 'ghcr': password_env GHCR_TOKEN not set in the environment; export the "
         "account and its token there (CI: from a secret)"
     )
     assert caught.value.exit_code == ExitCode.CONFIG
-    found = credentials_of(ghcr, {**environ, "GHCR_USER": "acme", "GHCR_TOKEN": "ghp_x"})
+    found = OciRegistry(ghcr).credentials({**environ, "GHCR_USER": "acme", "GHCR_TOKEN": "ghp_x"})
     assert found.auth_config() == {"username": "acme", "password": "ghp_x"}
     with pytest.raises(ConfigError) as missing:
-        credentials_of(local, environ)
+        OciRegistry(local).credentials(environ)
     assert missing.value.one_line() == (
         "registry 'local': no credentials for [::1]:5000; set username_env and password_env in "
         "its [[registries]] table, or `docker login [::1]:5000`"

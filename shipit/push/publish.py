@@ -7,14 +7,17 @@ On a local engine with the classic image store, shipit uploads the image itself:
 engine would compress every new layer on one thread once per registry, where shipit
 compresses it once on every core (shipit/push/blobs.py). Remote engines (their export would
 cross the network uncompressed) and the containerd store (which keeps compressed layers and
-pushes them as they are) push through the engine, as does `uploader = "engine"`."""
+pushes them as they are) push through the engine, as does `uploader = "engine"`.
+
+Each registry's part runs on a thread of its own and returns what it did (a `Leg`, frozen);
+only the caller's thread assembles the report from them."""
 
 from __future__ import annotations
 
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from shipit.config import Settings
 from shipit.engine import Engine
@@ -41,6 +44,50 @@ def prepared_blobs(settings: Settings, engine: Engine, image: PushImage) -> Imag
     blobs = ImageBlobs(engine, image.id, image.layers, store, settings.engine_timeout)
     blobs.prepare()
     return blobs
+
+
+@dataclass(frozen=True)
+class Leg:
+    """One registry's push so far: what its report will say, and the target and manifest
+    the next tags go on with."""
+
+    name: str
+    reference: str = ""
+    status: str = "pending"
+    digest: str = ""
+    tags: tuple[TagOutcome, ...] = ()
+    notes: tuple[str, ...] = ()  # the target's
+    remarks: tuple[str, ...] = ()  # the push's own: tags held back
+    error: ShipitError | None = None
+    seconds: float = 0.0
+    target: Target | None = None
+    manifest: Manifest | None = None
+
+    @property
+    def pushed(self) -> bool:
+        """The registry holds every tag so far (not a failure, not a dry run)."""
+        return self.error is None and self.manifest is not None
+
+    def recorded(self, outcome: TagOutcome, attempts: int) -> Leg:
+        outcome = replace(outcome, attempts=attempts)
+        return replace(
+            self,
+            tags=(*self.tags, outcome),
+            status="pushed" if outcome.status == "pushed" else self.status,
+        )
+
+    def report(self) -> TargetReport:
+        return TargetReport(
+            name=self.name,
+            reference=self.reference,
+            status=self.status,
+            digest=self.digest,
+            bytes_uploaded=sum(tag.bytes_uploaded for tag in self.tags),
+            seconds=self.seconds,
+            tags=list(self.tags),
+            notes=[*self.notes, *self.remarks],
+            error=self.error,
+        )
 
 
 @dataclass
@@ -80,87 +127,84 @@ class _Publisher:
         if self._blobs is not None:
             self._blobs.close()
 
-    def _failed(self, report: TargetReport, error: ShipitError) -> None:
-        report.fail(error)
-        self.progress(f"{report.name}: failed: {error.one_line()}")
+    def _failed(self, leg: Leg, error: ShipitError) -> Leg:
+        self.progress(f"{leg.name}: failed: {error.one_line()}")
+        return replace(leg, status="failed", error=error)
 
-    def _record(self, report: TargetReport, outcome: TagOutcome, attempts: int) -> None:
-        outcome.attempts = attempts
-        report.tags.append(outcome)
-        report.bytes_uploaded += outcome.bytes_uploaded
-        if outcome.status == "pushed":
-            report.status = "pushed"
-
-    def push_fixed(self, report: TargetReport) -> tuple[Target, Manifest] | None:
-        """Pushes the first tag and points the other fixed tags at it: the registry and the
-        manifest it serves under them, or None when nothing was pushed (a failure, a dry run)."""
+    def push_fixed(self, name: str) -> Leg:
+        """Pushes the first tag and points the other fixed tags at it."""
         started = time.monotonic()
+        leg = self._push_fixed(Leg(name))
+        return replace(leg, seconds=round(time.monotonic() - started, 3))
+
+    def _push_fixed(self, leg: Leg) -> Leg:
         try:
-            target = self.access.target(report.name)
-            report.reference = target.reference
+            target = self.access.target(leg.name)
+            leg = replace(leg, reference=target.reference)
             if self.access.dry_run:
-                report.notes = list(target.notes)
-                report.status = "planned"
-                report.tags = [TagOutcome(tag, "planned") for tag in self.image.tags.ordered]
-                return None
-            target.ensure_repository()
-            # The target's own list: a stale cache entry looked up again during the push
-            # replaces its notes, and the report shows them as they end up.
-            report.notes = target.notes
-            (outcome, manifest), attempts = with_retries(
+                planned = tuple(TagOutcome(tag, "planned") for tag in self.image.tags.ordered)
+                return replace(leg, notes=target.notes, status="planned", tags=planned)
+            target = target.registry.prepare(target)
+            leg = replace(leg, notes=target.notes)
+            tried = with_retries(
                 target,
                 self.attempts,
                 self.progress,
-                lambda: push_first_tag_once(
-                    self.engine, target, self.image, self.progress, self.layer_progress, self.blobs
+                lambda on: push_first_tag_once(
+                    self.engine, on, self.image, self.progress, self.layer_progress, self.blobs
                 ),
             )
-            report.status = outcome.status
-            report.digest = outcome.digest
-            self._record(report, outcome, attempts)
+            # A stale cache entry looked up again during the push replaces the notes.
+            leg = replace(leg, notes=tried.target.notes, target=tried.target)
+            first, manifest = tried.result()
+            leg = replace(leg, status=first.status, digest=first.digest, manifest=manifest)
+            leg = leg.recorded(first, tried.attempts)
             for tag in self.image.tags.fixed[1:]:
-                self._point(report, target, tag, manifest, moving=False)
-            return target, manifest
+                leg = self._point(leg, tag, moving=False)
+                if leg.error is not None:
+                    break
+            return leg
         except ShipitError as error:
-            self._failed(report, error)
-            return None
-        finally:
-            report.seconds = round(time.monotonic() - started, 3)
+            return self._failed(leg, error)
 
-    def _point(
-        self, report: TargetReport, target: Target, tag: str, manifest: Manifest, *, moving: bool
-    ) -> None:
-        def step() -> TagOutcome:
-            outcome = point_tag_once(target, tag, manifest, self.progress, moving=moving)
-            if outcome.status == "held-back" and target.resolve_fresh is not None:
-                # The cached tag mutability may be out of date: ask ECR before holding back.
-                target.forget_cached()
-                outcome = point_tag_once(target, tag, manifest, self.progress, moving=moving)
-            return outcome
+    def _point(self, leg: Leg, tag: str, *, moving: bool) -> Leg:
+        """`leg` with `tag` pointed at its manifest, or failed."""
+        assert leg.target is not None and leg.manifest is not None
+        manifest = leg.manifest
 
+        def step(target: Target) -> TagOutcome:
+            return point_tag_once(target, tag, manifest, self.progress, moving=moving)
+
+        tried = with_retries(leg.target, self.attempts, self.progress, step)
         try:
-            outcome, attempts = with_retries(target, self.attempts, self.progress, step)
-        except ShipitError:
-            report.tags.append(TagOutcome(tag, "failed"))
-            raise
-        self._record(report, outcome, attempts)
-        if outcome.status == "held-back":
+            held_back = tried.outcome is not None and tried.outcome.status == "held-back"
+            if held_back and tried.target.cached:
+                # The cached tag mutability may be out of date: ask ECR before holding back.
+                fresh = tried.target.registry.looked_up_again(tried.target)
+                tried.target.close()
+                tried = with_retries(fresh, self.attempts, self.progress, step)
+            leg = replace(leg, notes=tried.target.notes, target=tried.target)
+            leg = leg.recorded(tried.result(), tried.attempts)
+        except ShipitError as error:
+            return self._failed(replace(leg, tags=(*leg.tags, TagOutcome(tag, "failed"))), error)
+        if leg.tags[-1].status == "held-back":
             # An immutable repository cannot move the tag; the fixed tags are what count.
-            report.notes.append(
-                f"{tag} not moved: {target.reference}:{tag} already holds another image and "
+            assert leg.target is not None
+            held = (
+                f"{tag} not moved: {leg.target.reference}:{tag} already holds another image and "
                 "the repository's tags are immutable"
             )
+            leg = replace(leg, remarks=(*leg.remarks, held))
+        return leg
 
-    def move_tags(self, report: TargetReport, pushed: tuple[Target, Manifest]) -> None:
-        target, manifest = pushed
-        started = time.monotonic() - report.seconds
-        try:
-            for tag in self.image.tags.moving:
-                self._point(report, target, tag, manifest, moving=True)
-        except ShipitError as error:
-            self._failed(report, error)
-        finally:
-            report.seconds = round(time.monotonic() - started, 3)
+    def move_tags(self, leg: Leg) -> Leg:
+        """Points the moving tags at what the fixed ones serve."""
+        started = time.monotonic()
+        for tag in self.image.tags.moving:
+            leg = self._point(leg, tag, moving=True)
+            if leg.error is not None:
+                break
+        return replace(leg, seconds=round(leg.seconds + time.monotonic() - started, 3))
 
 
 def publish(
@@ -192,39 +236,38 @@ def publish(
         stall_timeout=settings.engine_timeout,
         prepared=blobs,
     )
-    report = PushReport(
-        image_id=image.id,
-        build_id=image.build_id,
-        tags=image.tags.ordered,
-        dry_run=access.dry_run,
-        targets=[TargetReport(name=name) for name in access.names],
-        skipped_tags=[skipped.one_line() for skipped in image.tags.skipped],
-    )
     pool = ThreadPoolExecutor(max_workers=max(1, len(access.names)), thread_name_prefix="push")
+    legs: list[Leg] = []
     try:
-        pushed = list(pool.map(publisher.push_fixed, report.targets))
+        legs = list(pool.map(publisher.push_fixed, access.names))
         if access.dry_run:
             pass
-        elif any(registry is None for registry in pushed):
+        elif not all(leg.pushed for leg in legs):
             # Moving tags move only once every registry holds every fixed tag.
-            for target_report, registry in zip(report.targets, pushed, strict=True):
-                if registry is not None:
-                    target_report.tags += [
-                        TagOutcome(tag, "held-back") for tag in image.tags.moving
-                    ]
+            held = tuple(TagOutcome(tag, "held-back") for tag in image.tags.moving)
+            legs = [replace(leg, tags=(*leg.tags, *held)) if leg.pushed else leg for leg in legs]
         else:
-            ready = [registry for registry in pushed if registry is not None]
-            list(pool.map(publisher.move_tags, report.targets, ready))
+            legs = list(pool.map(publisher.move_tags, legs))
     except BaseException:
         # Ctrl-C: do not wait for pushes blocked in the engine; the caller cleans up and the
         # CLI ends the process, which closes their connections.
         pool.shutdown(wait=False, cancel_futures=True)
         # The push threads' own clean-up may never run: drop the registry-named tags here.
-        for target_report in report.targets:
-            if target_report.reference:
-                engine.untag(f"{target_report.reference}:{image.first_tag}")
+        for target in access.resolved():
+            engine.untag(f"{target.reference}:{image.first_tag}")
         raise
     finally:
         publisher.close()
+        # Targets made during the push (a fresh look-up) have clients of their own.
+        for leg in legs:
+            if leg.target is not None:
+                leg.target.close()
     pool.shutdown(wait=True)
-    return report
+    return PushReport(
+        image_id=image.id,
+        build_id=image.build_id,
+        tags=image.tags.ordered,
+        dry_run=access.dry_run,
+        targets=[leg.report() for leg in legs],
+        skipped_tags=[skipped.one_line() for skipped in image.tags.skipped],
+    )

@@ -120,10 +120,5 @@ class PushReport:
         first = errors[0]
         summary = f"push failed for {names}: {first.message}"
         if len(codes) == 1:
-            # Same class (so the same exit code) without calling a subclass's __init__.
-            combined = type(first).__new__(type(first))
-            combined.__dict__.update(first.__dict__)
-            combined.message = summary
-            combined.args = (summary,)
-            return combined
+            return first.reworded(summary)
         return PushError(summary, "see the report above for each registry")

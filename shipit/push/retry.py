@@ -1,13 +1,17 @@
 """Transient faults retried with bounded exponential backoff and jitter, or after the wait a
 registry asks for (Retry-After, up to a cap); an expired token renewed once; a refusal that a
-stale ECR token cache explains looked up again once; other refusals fail at once."""
+stale ECR token cache explains looked up again once; other refusals fail at once.
+
+A renewal or a second look-up gives a new Target (registries/registry.py); the step is
+given the target to use each time, and the caller gets back the one the last attempt used."""
 
 from __future__ import annotations
 
 import datetime
 import math
 from collections.abc import Callable
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Generic, TypeVar, cast
 
 from tenacity import (
     RetryCallState,
@@ -111,7 +115,7 @@ def auth_refusal(error: RegistryAuthError, target: Target) -> AuthError:
     # ECR answers a missing permission with AWS's own sentence naming the action (but a
     # HEAD's answer has no body: then the request names it).
     refusal = refused_action(words)
-    if refusal is None and target.name == "ecr" and error.status == 403:
+    if refusal is None and target.registry.names_iam_actions and error.status == 403:
         refusal = refused_request(error.method, error.url)
     if refusal is None:
         return AuthError(error.message, error.hint)
@@ -124,19 +128,39 @@ def stale_cache_explains(error: ShipitError) -> bool:
     return isinstance(error, AuthError | RepositoryMissingError | TagConflictError)
 
 
+@dataclass(frozen=True)
+class Tried(Generic[Outcome]):
+    """How a step ended: its outcome or its error, the attempt that ended it, and the target
+    that attempt used (renewed, or looked up again, on the way)."""
+
+    target: Target
+    attempts: int
+    outcome: Outcome | None = None
+    error: ShipitError | None = None
+
+    def result(self) -> Outcome:
+        """The outcome; the error is raised."""
+        if self.error is not None:
+            raise self.error
+        return cast(Outcome, self.outcome)
+
+
 def with_retries(
-    target: Target, attempts: int, progress: Progress, step: Callable[[], Outcome]
-) -> tuple[Outcome, int]:
-    """`step()`'s result and the attempt it took."""
+    target: Target, attempts: int, progress: Progress, step: Callable[[Target], Outcome]
+) -> Tried[Outcome]:
+    """`step(target)` until it succeeds, the faults are not worth another attempt, or
+    `attempts` are used up."""
+    current = target
     renewed = False
+    number = 0
 
     def run_step() -> Outcome:
         try:
-            return step()
+            return step(current)
         except RegistryAuthError as error:
-            raise auth_refusal(error, target) from error
+            raise auth_refusal(error, current) from error
         except RegistryResponseError as error:
-            too_long = too_long_to_wait(error, target)
+            too_long = too_long_to_wait(error, current)
             if too_long is not None:
                 raise too_long from error
             raise
@@ -146,26 +170,34 @@ def with_retries(
         wait=WaitForRegistry(),
         retry=retry_if_exception(is_retryable),
         reraise=True,
-        before_sleep=lambda state: progress(retry_line(target, state)),
+        before_sleep=lambda state: progress(retry_line(current, state)),
     )
-    for attempt in retrying:
-        with attempt:
-            try:
-                result = run_step()
-            except ShipitError as error:
-                if target.resolve_fresh is not None and stale_cache_explains(error):
-                    progress(
-                        f"{target.name}: {error.one_line()}; looking up the cached ECR token "
-                        "and repository again"
-                    )
-                    target.forget_cached()
+    try:
+        for attempt in retrying:
+            number = attempt.retry_state.attempt_number
+            with attempt:
+                try:
                     result = run_step()
-                    return result, attempt.retry_state.attempt_number
-                if not isinstance(error, TokenExpired) or renewed or target.refresh_auth is None:
-                    raise
-                renewed = True
-                progress(f"{target.name}: token expired; fetching a fresh one")
-                target.renew_auth()
-                result = run_step()
-            return result, attempt.retry_state.attempt_number
+                except ShipitError as error:
+                    if current.cached and stale_cache_explains(error):
+                        progress(
+                            f"{current.name}: {error.one_line()}; looking up the cached ECR "
+                            "token and repository again"
+                        )
+                        stale, current = current, current.registry.looked_up_again(current)
+                        stale.close()
+                        return Tried(current, number, run_step())
+                    if (
+                        not isinstance(error, TokenExpired)
+                        or renewed
+                        or not current.registry.renewable
+                    ):
+                        raise
+                    renewed = True
+                    progress(f"{current.name}: token expired; fetching a fresh one")
+                    current = current.registry.renewed(current)
+                    result = run_step()
+                return Tried(current, number, result)
+    except ShipitError as error:
+        return Tried(current, number, error=error)
     raise AssertionError("unreachable: tenacity reraises the last error")

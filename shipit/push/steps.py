@@ -99,10 +99,10 @@ def _stream_refusal(target: Target, reference: str, text: str) -> tuple[ShipitEr
     """The error a refused engine push stands for, and whether it names an IAM action: in
     ECR's words (the classic image store streams them), or, for ECR, after the request the
     containerd image store says was refused."""
-    refusal = classify_stream_error(text, reference, target.auth_hint)
+    refusal = classify_stream_error(text, reference, target.registry.auth_hint)
     if refused_action(text) is not None:
         return refusal, True
-    inferred = refused_ecr_request(text) if target.name == "ecr" else None
+    inferred = refused_ecr_request(text) if target.registry.names_iam_actions else None
     if inferred is None:
         return refusal, False
     described = f"push of {reference} was refused ({inferred.describe()}): {text}"
@@ -139,7 +139,7 @@ def push_first_tag_once(
         stream = engine.push(
             target.reference,
             tag,
-            target.auth,
+            target.login.auth_config(),
             lambda line: progress(f"{target.name}: {line}"),
             None
             if layer_progress is None
@@ -193,19 +193,6 @@ def is_tag_conflict(error: RegistryResponseError) -> bool:
     return error.status == 400 and any(words in lowered for words in _TAG_CONFLICT_WORDS)
 
 
-def _immutable_tag_hint(target: Target) -> str:
-    if target.name == "ecr":
-        # shipit reads ECR's own mutability setting, so only the repository can change.
-        return "make the repository's tags mutable (`aws ecr put-image-tag-mutability`)"
-    if target.name == "dockerhub":
-        setting = 'dockerhub_tag_mutability = "IMMUTABLE"'
-    else:
-        setting = f'tag_mutability = "IMMUTABLE" in the [[registries]] entry name = "{target.name}"'
-    return (
-        f"set {setting} so shipit leaves moving tags alone, or make the repository's tags mutable"
-    )
-
-
 def point_tag_once(
     target: Target, tag: str, manifest: Manifest, progress: Progress, *, moving: bool
 ) -> TagOutcome:
@@ -239,7 +226,7 @@ def point_tag_once(
         if is_tag_conflict(error):
             raise TagConflictError(
                 f"{reference} cannot be moved: {error.registry_message or error.message}",
-                _immutable_tag_hint(target),
+                target.registry.immutable_tag_hint(),
             ) from error
         raise
     if not answered:

@@ -1,60 +1,42 @@
 """The registries a project publishes to, in order: ECR, Docker Hub, then each [[registries]]
 table of shipit.toml; and `--to NAME[,NAME...]|all` read once into a selection of them.
 
-Pure: nothing here asks AWS, the engine or a registry. Credentials are resolved by
-registries/credentials.py (ECR's by registries/ecr.py) when a push or doctor needs them.
+Each row is data (`RegistrySpec`: the name, host, repository, label, credential variables and
+hints); `registry_of` gives it its kind's behaviour (registries/ecr_registry.py,
+registries/oci.py). This is the one place a registry is told apart by its name: Docker Hub is
+an OCI registry whose label, variables and hints are written here.
+
+Pure: nothing here asks AWS, the engine or a registry; the kinds do when a push or doctor
+resolves them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Literal
-
-from shipit.config import ALL_REGISTRIES as ALL
-from shipit.config import RegistryEntry, Settings, validate_registry_selection
+from shipit.config import Settings
 from shipit.errors import ConfigError
 from shipit.reference import split_domain
-from shipit.registries.credentials import (
-    DOCKERHUB_TOKEN,
-    DOCKERHUB_USERNAME,
-    Credentials,
-    dockerhub_credentials,
-    entry_credentials,
-)
+from shipit.registries.ecr_registry import EcrRegistry
+from shipit.registries.entries import ALL_REGISTRIES as ALL
+from shipit.registries.entries import RegistryEntry, validate_registry_selection
+from shipit.registries.oci import OciRegistry
+from shipit.registries.registry import Registry, RegistrySpec
 
-RegistryKind = Literal["ecr", "oci"]
+__all__ = [
+    "RegistrySpec",
+    "configured_registries",
+    "nothing_to_push_to",
+    "registry_of",
+    "select_registries",
+]
 
-
-@dataclass(frozen=True)
-class RegistrySpec:
-    name: str
-    kind: RegistryKind
-    # "" for ECR without ecr_registry: the host comes with the authorization token.
-    host: str
-    repository: str  # the path inside the registry, e.g. acme/site
-    credential_source: str  # where the credentials will come from, for people
-    tag_mutability: str = "MUTABLE"
-    username_env: str = ""
-    password_env: str = ""
-
-    @property
-    def reference(self) -> str:
-        """host/repository, or the repository alone while ECR's host is not known yet."""
-        return f"{self.host}/{self.repository}" if self.host else self.repository
-
-    def to_json(self) -> dict[str, str]:
-        return {
-            "name": self.name,
-            "kind": self.kind,
-            "host": self.host,
-            "repository": self.repository,
-            "credential_source": self.credential_source,
-        }
+# Docker Hub's own variables: what its CI examples and the docs name.
+DOCKERHUB_USERNAME = "DOCKERHUB_USERNAME"
+DOCKERHUB_TOKEN = "DOCKERHUB_TOKEN"  # noqa: S105 - the variable's name, not a token
 
 
 def _entry_spec(entry: RegistryEntry) -> RegistrySpec:
     domain, path = split_domain(entry.repository)
+    host = domain or "docker.io"
     source = (
         f"environment {entry.username_env}/{entry.password_env}"
         if entry.username_env
@@ -63,12 +45,21 @@ def _entry_spec(entry: RegistryEntry) -> RegistrySpec:
     return RegistrySpec(
         name=entry.name,
         kind="oci",
-        host=domain or "docker.io",
+        host=host,
         repository=path,
         credential_source=source,
         tag_mutability=entry.tag_mutability,
         username_env=entry.username_env,
         password_env=entry.password_env,
+        variables_required=True,
+        label=entry.name,
+        auth_hint=f"check {entry.username_env} and {entry.password_env} (a token with push scope)"
+        if entry.username_env
+        else f"log in again with `docker login {host}`",
+        missing_repository_hint=f"give [[registries]] {entry.name!r} a repository",
+        immutable_setting=(
+            f'tag_mutability = "IMMUTABLE" in the [[registries]] entry name = "{entry.name}"'
+        ),
     )
 
 
@@ -80,6 +71,7 @@ def configured_registries(settings: Settings) -> tuple[RegistrySpec, ...]:
         repository=settings.ecr_repository_name,
         credential_source="AWS (ecr:GetAuthorizationToken through boto3)",
         tag_mutability=settings.ecr_tag_mutability,
+        label="ECR",
     )
     dockerhub = RegistrySpec(
         name="dockerhub",
@@ -89,8 +81,25 @@ def configured_registries(settings: Settings) -> tuple[RegistrySpec, ...]:
         credential_source=f"environment {DOCKERHUB_USERNAME}/{DOCKERHUB_TOKEN}, "
         "else docker credential store (read-only)",
         tag_mutability=settings.dockerhub_tag_mutability,
+        username_env=DOCKERHUB_USERNAME,
+        password_env=DOCKERHUB_TOKEN,
+        label="Docker Hub",
+        auth_hint=f"check {DOCKERHUB_USERNAME} and {DOCKERHUB_TOKEN} (an access token with "
+        "write scope)",
+        credentials_hint=f"set {DOCKERHUB_USERNAME} and {DOCKERHUB_TOKEN} (a Docker Hub access "
+        "token, not the account password), or `docker login` once",
+        missing_repository_hint="set SHIPIT_DOCKERHUB_REPOSITORY (namespace/name) or push with "
+        "--to ecr",
+        immutable_setting='dockerhub_tag_mutability = "IMMUTABLE"',
     )
     return (ecr, dockerhub, *(_entry_spec(entry) for entry in settings.registries))
+
+
+def registry_of(spec: RegistrySpec, settings: Settings) -> Registry:
+    """The registry that `spec` describes, with its kind's behaviour."""
+    if spec.kind == "ecr":
+        return EcrRegistry(spec, settings)
+    return OciRegistry(spec)
 
 
 def _has_repository(spec: RegistrySpec, settings: Settings) -> bool:
@@ -133,12 +142,3 @@ def select_registries(
             f"known: {', '.join(by_name)}, all (more come from [[registries]] in shipit.toml)",
         )
     return tuple(spec for spec in known if spec.name in names)
-
-
-def credentials_of(spec: RegistrySpec, environ: Mapping[str, str] | None = None) -> Credentials:
-    """The credentials of an OCI registry (not ECR: ask registries/ecr.py for its token)."""
-    if spec.kind == "ecr":
-        raise ValueError("ECR's credentials come from registries/ecr.py")
-    if spec.name == "dockerhub":
-        return dockerhub_credentials(spec.host, environ)
-    return entry_credentials(spec.name, spec.host, spec.username_env, spec.password_env, environ)

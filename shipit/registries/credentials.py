@@ -1,8 +1,9 @@
 """Where a registry's credentials come from: the one home of that rule.
 
 In order:
-1. Named environment variables: DOCKERHUB_USERNAME + DOCKERHUB_TOKEN for Docker Hub, the
-   `username_env` + `password_env` of a [[registries]] table for the others. CI sets these.
+1. Named environment variables: DOCKERHUB_USERNAME + DOCKERHUB_TOKEN for Docker Hub (the
+   catalogue names them), the `username_env` + `password_env` of a [[registries]] table for
+   the others. CI sets these.
 2. What `docker login` stored, read-only, from $DOCKER_CONFIG/config.json (default
    ~/.docker/config.json): the registry's `credHelpers` entry, else `credsStore`, each asked
    through the docker-credential-<helper> `get` protocol; else its `auths` entry (`auth`,
@@ -10,7 +11,8 @@ In order:
 
 An identity token (what Docker Hub's `docker login` saves: an OAuth refresh token, shown by a
 helper as the user "<token>") is passed as `identitytoken`, never as a password. ECR is not
-here: its credentials are a fresh token from boto3 (registries/ecr.py).
+here: its credentials are a fresh token from boto3 (registries/ecr.py), or the token cache's.
+`Credentials` is the one login type of every registry, ECR's included.
 """
 
 from __future__ import annotations
@@ -29,8 +31,6 @@ from typing import Any
 from shipit.errors import AuthError, ConfigError
 from shipit.redact import register_secret
 
-DOCKERHUB_USERNAME = "DOCKERHUB_USERNAME"
-DOCKERHUB_TOKEN = "DOCKERHUB_TOKEN"  # noqa: S105 - the variable's name, not a token
 # The key Docker uses for Docker Hub in config.json and with credential helpers.
 DOCKERHUB_SERVER = "https://index.docker.io/v1/"
 DOCKERHUB_HOSTS = ("docker.io", "index.docker.io", "registry-1.docker.io")
@@ -217,20 +217,24 @@ def from_environment(
     )
 
 
-def dockerhub_credentials(registry: str, environ: Mapping[str, str] | None = None) -> Credentials:
-    """Docker Hub, or the registry that stands in for it (dockerhub_registry)."""
+def default_credentials(
+    host: str,
+    username_variable: str,
+    password_variable: str,
+    missing_hint: str,
+    environ: Mapping[str, str] | None = None,
+) -> Credentials:
+    """A registry with variable names of shipit's own (Docker Hub's, or those of the registry
+    that stands in for it): those variables when they are set, else what `docker login`
+    stored; neither is an AuthError with `missing_hint`."""
     environ = os.environ if environ is None else environ
     try:
-        found = from_environment(DOCKERHUB_USERNAME, DOCKERHUB_TOKEN, environ)
+        found = from_environment(username_variable, password_variable, environ)
     except ConfigError as exc:
         raise AuthError(exc.message, exc.hint) from exc
-    found = found or stored_credentials(registry, environ)
+    found = found or stored_credentials(host, environ)
     if found is None:
-        raise AuthError(
-            f"no credentials for {registry}",
-            f"set {DOCKERHUB_USERNAME} and {DOCKERHUB_TOKEN} (a Docker Hub access token, not "
-            "the account password), or `docker login` once",
-        )
+        raise AuthError(f"no credentials for {host}", missing_hint)
     return found
 
 

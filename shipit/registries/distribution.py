@@ -43,6 +43,7 @@ from shipit.errors import AuthError, PushError
 from shipit.redact import register_secret
 from shipit.registries.blob_uploads import BlobUploads
 from shipit.registries.challenge import BearerToken, Challenge, parse_challenge, repository_scope
+from shipit.registries.credentials import Credentials
 from shipit.registries.diagnosis import FailureDiagnosis
 from shipit.registries.errors import NOT_FOUND_CODES, RegistryResponseError
 from shipit.registries.hosts import DOCKER_HUB_API_HOST, api_host, same_origin
@@ -76,10 +77,8 @@ class RegistryClient(BlobUploads, FailureDiagnosis):
     def __init__(
         self,
         host: str,
-        username: str | None = None,
-        password: str | None = None,
+        login: Credentials | None = None,
         *,
-        identity_token: str | None = None,
         timeout: float = 30.0,
         scheme: str | None = None,
         auth_hint: str = DEFAULT_AUTH_HINT,
@@ -88,11 +87,11 @@ class RegistryClient(BlobUploads, FailureDiagnosis):
     ) -> None:
         self.host = api_host(host)
         self.display_host = host.strip().rstrip("/") or self.host
-        self.username = username or None
-        self._password = password or None
+        self.username = (login.username if login else "") or None
+        self._password = (login.password if login else "") or None
         # What `docker login` stores for registries that log in with OAuth2: a refresh
         # token, traded at the token service for access tokens (never sent as a password).
-        self._identity_token = identity_token or None
+        self._identity_token = (login.identity_token if login else "") or None
         self.timeout = timeout
         # The engine's rules for this host (`rules`: its `docker info`; docker's defaults
         # without one): https verified with certs.d, or, for an insecure registry, https
@@ -130,11 +129,13 @@ class RegistryClient(BlobUploads, FailureDiagnosis):
     def base_url(self) -> str:
         return f"{self.scheme}://{self.host}"
 
-    def use_credentials(self, username: str | None, password: str | None) -> None:
+    def use_credentials(self, login: Credentials) -> None:
         """Replace the credentials (a renewed ECR token, say); tokens got with the old ones go."""
-        self.username = username or None
-        self._password = password or None
+        self.username = login.username or None
+        self._password = login.password or None
+        self._identity_token = login.identity_token or None
         register_secret(self._password)
+        register_secret(self._identity_token)
         with self._lock:
             self._tokens.clear()
 

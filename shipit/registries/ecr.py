@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from shipit.aws import AwsSession, call_aws
 from shipit.errors import AwsError, ConfigError
 from shipit.redact import register_secret
+from shipit.registries.credentials import Credentials
 
 if TYPE_CHECKING:
     from mypy_boto3_ecr import ECRClient
@@ -39,8 +40,9 @@ class RegistryToken:
     # When ECR stops accepting it (seconds since the epoch); None when the answer lacked it.
     expires_at: float | None = None
 
-    def auth_config(self) -> dict[str, str]:
-        return {"username": self.username, "password": self.password}
+    @property
+    def login(self) -> Credentials:
+        return Credentials(self.username, password=self.password, source="ECR")
 
 
 class Ecr:

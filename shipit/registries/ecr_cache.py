@@ -39,6 +39,7 @@ from typing import Any
 
 from shipit.config import aws_profile
 from shipit.redact import register_secret
+from shipit.registries.credentials import Credentials
 
 CACHE_FILE = "ecr-tokens.json"
 _FORMAT = 1
@@ -219,8 +220,9 @@ class CachedToken:
     def usable(self, now: float) -> bool:
         return self.issued_at - _CLOCK_SKEW_SECONDS <= now < self.reuse_until
 
-    def auth_config(self) -> dict[str, str]:
-        return {"username": self.username, "password": self.password}
+    @property
+    def login(self) -> Credentials:
+        return Credentials(self.username, password=self.password, source="the ECR token cache")
 
 
 @dataclass(frozen=True)
