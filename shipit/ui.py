@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
+from shipit.ci_kind import in_ci
 from shipit.errors import OutputClosed, ShipitError
 from shipit.redact import redact
 
@@ -62,7 +63,7 @@ class Ui:
     @property
     def plain(self) -> bool:
         """Plain lines rather than rich tables: not a terminal, or running in CI."""
-        return bool(os.environ.get("CI")) or not sys.stdout.isatty()
+        return in_ci(os.environ) or not sys.stdout.isatty()
 
     def _write(self, stream: TextIO, text: str, *, failure: bool = False) -> None:
         text = redact(text)
@@ -78,9 +79,7 @@ class Ui:
     def interactive(self) -> bool:
         """Rich progress on stderr: a terminal, not CI, not --quiet, not NO_COLOR (the bars
         move the cursor with escape sequences)."""
-        return (
-            not self.quiet and not os.environ.get("CI") and not no_color() and sys.stderr.isatty()
-        )
+        return not self.quiet and not in_ci(os.environ) and not no_color() and sys.stderr.isatty()
 
     def progress(self, message: str) -> None:
         if self.quiet:

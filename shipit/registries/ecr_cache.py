@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shipit.ci_kind import in_ci
 from shipit.config import aws_profile
 from shipit.redact import register_secret
 from shipit.registries.credentials import Credentials
@@ -45,7 +46,6 @@ CACHE_FILE = "ecr-tokens.json"
 _FORMAT = 1
 # How far a token's issue time may lie in the future before the local clock is not trusted.
 _CLOCK_SKEW_SECONDS = 300.0
-_DISABLED = ("0", "false", "no", "off")
 # Environment variables that change which AWS endpoint answers, hence which registry.
 _ENDPOINT_VARIABLES = (
     "AWS_USE_FIPS_ENDPOINT",
@@ -60,11 +60,6 @@ _UNCACHEABLE_VARIABLES = (
     "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
     "AWS_CONTAINER_CREDENTIALS_FULL_URI",
 )
-
-
-def in_ci(environ: Mapping[str, str]) -> bool:
-    """The convention of CI services (GitHub Actions, GitLab CI, CircleCI, ...): CI=true."""
-    return environ.get("CI", "").strip().lower() not in ("", *_DISABLED)
 
 
 def cache_wanted(setting: str, environ: Mapping[str, str]) -> bool:
