@@ -19,6 +19,7 @@ from typing import Any
 
 from shipit.errors import ConfigError
 from shipit.reference import is_valid_host, parse_name, parse_reference
+from shipit.regions import REGION
 from shipit.registries.entries import (
     CREDENTIAL_WORDS,
     RegistryEntry,
@@ -34,7 +35,6 @@ LOCAL_BASE_IMAGE = "shipit-local/nginx:bookworm"
 DEFAULT_DOCKERHUB_REGISTRY = "docker.io"
 CONFIG_FILE = "shipit.toml"
 
-_REGION_RE = re.compile(r"^[a-z]{2}(?:-gov|-iso[a-z]*)?-[a-z]+-\d{1,2}$")
 _KIND_NAMES = {
     str: "a string",
     int: "a whole number",
@@ -75,7 +75,7 @@ def _validate_port(value: int) -> int:
 
 
 def _validate_region(value: str) -> str:
-    if not _REGION_RE.match(value):
+    if not REGION.fullmatch(value):
         raise ConfigError(
             f"AWS region {value!r} is not a region name", "use a region such as 'us-east-1'"
         )

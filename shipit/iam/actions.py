@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from shipit.errors import UsageError
+from shipit.regions import REGION
 
 # [0-9] rather than \d: \d also matches non-ASCII digits, which no AWS name contains.
-_REGION = re.compile(r"[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-[0-9]+")
 _ISO_PARTITIONS = {
     "-iso": "aws-iso",
     "-isob": "aws-iso-b",
@@ -95,7 +95,7 @@ def registry_actions(method: str, url: str) -> tuple[str, ...]:
 
 def partition_for_region(region: str) -> str:
     """The AWS partition ("aws", "aws-cn", "aws-us-gov", "aws-iso*") that holds `region`."""
-    match = _REGION.fullmatch(region)
+    match = REGION.fullmatch(region)
     if match is None:
         raise UsageError(
             f"region {region!r} is not an AWS region name",
