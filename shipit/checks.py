@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from shipit.errors import ShipitError
+from shipit.json_fields import fields_of
 from shipit.progress import Progress, quiet
 
 if TYPE_CHECKING:
@@ -39,12 +40,7 @@ class Check:
         return f"{self.detail}; {self.hint}" if self.hint else self.detail
 
     def to_json(self) -> dict[str, str]:
-        return {
-            "name": self.name,
-            "outcome": self.outcome,
-            "detail": self.detail,
-            "hint": self.hint,
-        }
+        return fields_of(self, "name", "outcome", "detail", "hint")
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from shipit.iam.actions import (
     AUTHORIZATION_ACTION,
     RequiredAccess,
     partition_for_region,
-    push_policy_document,
+    policy_for,
     repository_arn,
     required_access,
     validate_account_id,
@@ -69,14 +69,7 @@ class PushScope:
         )
 
     def policy(self) -> dict[str, Any]:
-        return push_policy_document(
-            self.region,
-            self.account,
-            self.repository,
-            describe_repository=True,
-            create_repository=self.create_repository,
-            describe_images=self.describe_images,
-        )
+        return policy_for(self.accesses())
 
     def to_json(self) -> dict[str, Any]:
         return {

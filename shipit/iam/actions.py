@@ -189,15 +189,22 @@ def push_policy_document(
     describe_images: bool = True,
 ) -> dict[str, Any]:
     """The least-privilege IAM identity policy for a push, as a JSON-ready dict."""
-    accesses = required_access(
-        region,
-        account,
-        repository,
-        describe_repository=describe_repository,
-        create_repository=create_repository,
-        describe_images=describe_images,
+    return policy_for(
+        required_access(
+            region,
+            account,
+            repository,
+            describe_repository=describe_repository,
+            create_repository=create_repository,
+            describe_images=describe_images,
+        )
     )
-    arn = repository_arn(partition_for_region(region), region, account, repository)
+
+
+def policy_for(accesses: list[RequiredAccess]) -> dict[str, Any]:
+    """The identity policy that allows exactly `accesses` (as `required_access` lists them:
+    the token on "*", then one repository's actions)."""
+    arn = next(access.resource for access in accesses if access.resource != "*")
     return {
         "Version": POLICY_VERSION,
         "Statement": [

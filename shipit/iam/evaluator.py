@@ -31,6 +31,7 @@ from shipit.iam.conditions import (
     has_variables,
     tokenize,
 )
+from shipit.json_fields import fields_of
 
 Verdict = Literal["allowed", "explicit_deny", "implicit_deny", "conditional", "undecided"]
 Effect = Literal["Allow", "Deny"]
@@ -190,12 +191,7 @@ class Decision:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "action": self.action,
-            "resource": self.resource,
-            "decision": self.decision,
-            "statement": self.statement,
-            "source": self.source,
-            "reason": self.reason,
+            **fields_of(self, "action", "resource", "decision", "statement", "source", "reason"),
             "conditions": [result.to_json() for result in self.conditions],
         }
 

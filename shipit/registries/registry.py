@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal, Protocol
 
+from shipit.json_fields import fields_of
 from shipit.registries.credentials import Credentials
 from shipit.registries.distribution import RegistryClient
 
@@ -57,13 +58,7 @@ class RegistrySpec:
         return f"{self.host}/{self.repository}" if self.host else self.repository
 
     def to_json(self) -> dict[str, str]:
-        return {
-            "name": self.name,
-            "kind": self.kind,
-            "host": self.host,
-            "repository": self.repository,
-            "credential_source": self.credential_source,
-        }
+        return fields_of(self, "name", "kind", "host", "repository", "credential_source")
 
 
 @dataclass(frozen=True)
