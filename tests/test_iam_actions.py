@@ -11,7 +11,7 @@ from shipit.iam.actions import (
     PUSH_ACTIONS,
     RequiredAccess,
     partition_for_region,
-    push_policy_document,
+    policy_for,
     registry_actions,
     repository_arn,
     required_access,
@@ -160,8 +160,10 @@ def test_each_optional_feature_adds_exactly_its_action(feature: str, action: str
     assert set(without) < set(everything)
 
 
-def test_push_policy_document_shape() -> None:
-    document = push_policy_document("us-east-1", ACCOUNT, REPOSITORY, create_repository=False)
+def test_the_push_policy_shape() -> None:
+    document = policy_for(
+        required_access("us-east-1", ACCOUNT, REPOSITORY, create_repository=False)
+    )
     assert document == {
         "Version": "2012-10-17",
         "Statement": [
@@ -191,8 +193,8 @@ def test_push_policy_document_shape() -> None:
     }
 
 
-def test_push_policy_document_agrees_with_required_access() -> None:
-    document = push_policy_document("cn-north-1", ACCOUNT, "team/site")
+def test_the_push_policy_agrees_with_required_access() -> None:
+    document = policy_for(required_access("cn-north-1", ACCOUNT, "team/site"))
     granted = {
         RequiredAccess(action, statement["Resource"])
         for statement in document["Statement"]
@@ -201,9 +203,9 @@ def test_push_policy_document_agrees_with_required_access() -> None:
     assert granted == set(required_access("cn-north-1", ACCOUNT, "team/site"))
 
 
-def test_push_policy_document_is_deterministic_json() -> None:
-    first = json.dumps(push_policy_document("us-east-1", ACCOUNT, REPOSITORY))
-    second = json.dumps(push_policy_document("us-east-1", ACCOUNT, REPOSITORY))
+def test_the_push_policy_is_deterministic_json() -> None:
+    first = json.dumps(policy_for(required_access("us-east-1", ACCOUNT, REPOSITORY)))
+    second = json.dumps(policy_for(required_access("us-east-1", ACCOUNT, REPOSITORY)))
     assert first == second
     actions = json.loads(first)["Statement"][1]["Action"]
     assert actions == sorted(actions)

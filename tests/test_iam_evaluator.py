@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from shipit.errors import ConfigError, ExitCode, UsageError
-from shipit.iam.actions import RequiredAccess, push_policy_document, required_access
+from shipit.iam.actions import RequiredAccess, policy_for, required_access
 from shipit.iam.evaluator import (
     Decision,
     Policy,
@@ -462,7 +462,7 @@ ALL_ECR_ACTIONS = [
 
 
 def push_policy(region: str = "us-east-1", **features: bool) -> Policy:
-    document = push_policy_document(region, ACCOUNT, "shipit-example", **features)
+    document = policy_for(required_access(region, ACCOUNT, "shipit-example", **features))
     # Through JSON text, as a user would save and pass it to `shipit iam check`.
     return parse_policy(json.loads(json.dumps(document)), "shipit-policy.json")
 

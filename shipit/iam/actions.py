@@ -1,6 +1,6 @@
 """The AWS access that shipit's own push needs, and the least-privilege policy granting it.
 
-Pure logic: no boto3, no network. `shipit iam policy` prints `push_policy_document`, and
+Pure logic: no boto3, no network. `shipit iam policy` prints `policy_for(required_access(...))`, and
 `shipit iam check` evaluates a user's policy against `required_access`; both come from the
 same list, so the printed policy and the check can never disagree.
 """
@@ -177,28 +177,6 @@ def required_access(
     return [RequiredAccess(AUTHORIZATION_ACTION, "*")] + [
         RequiredAccess(action, arn) for action in sorted(repository_actions)
     ]
-
-
-def push_policy_document(
-    region: str,
-    account: str,
-    repository: str,
-    *,
-    describe_repository: bool = True,
-    create_repository: bool = True,
-    describe_images: bool = True,
-) -> dict[str, Any]:
-    """The least-privilege IAM identity policy for a push, as a JSON-ready dict."""
-    return policy_for(
-        required_access(
-            region,
-            account,
-            repository,
-            describe_repository=describe_repository,
-            create_repository=create_repository,
-            describe_images=describe_images,
-        )
-    )
 
 
 def policy_for(accesses: list[RequiredAccess]) -> dict[str, Any]:
