@@ -10,7 +10,7 @@ import os
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from shipit.pipeline import ScreenshotRequest
     from shipit.push import PushReport
     from shipit.registries.catalog import RegistrySpec
+    from shipit.smoke import SmokeReport
 
 app = typer.Typer(
     name="shipit",
@@ -326,8 +327,15 @@ def _cache_override(no_cache: bool) -> str | None:
     return "off" if no_cache else None
 
 
-def _finish_push(report: PushReport) -> None:
-    ui().push_result(report.to_json(), push_table(ui(), report), report)
+def _finish_push(
+    report: PushReport, data: dict[str, Any] | None = None, smoke: SmokeReport | None = None
+) -> None:
+    """Prints the push (after the smoke test's table, for a ship), writes what CI reads,
+    then fails as the push did."""
+    table = push_table(ui(), report)
+    if smoke is not None:
+        table = smoke_table(ui(), smoke) + "\n" + table
+    ui().push_result(report.to_json() if data is None else data, table, report)
     failure = report.failure()
     if failure is not None:
         raise failure
@@ -440,17 +448,7 @@ def ship(
         progress=ui().progress,
         layer_progress=ui().layer_progress,
     )
-    smoke_report = result.run.smoke if result.run else None
-    ui().push_result(
-        result.to_json(),
-        smoke_table(ui(), smoke_report) + "\n" + push_table(ui(), result.push)
-        if smoke_report
-        else push_table(ui(), result.push),
-        result.push,
-    )
-    failure = result.push.failure()
-    if failure is not None:
-        raise failure
+    _finish_push(result.push, result.to_json(), result.run.smoke if result.run else None)
 
 
 @app.command("config")
