@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from shipit.json_fields import fields_of
+
 SECURITY_HEADERS = (
     "X-Content-Type-Options",
     "Content-Security-Policy",
@@ -59,10 +61,7 @@ class SmokeReport:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "url": self.url,
-            "ok": self.ok,
-            "expected_build_id": self.expected_build_id,
-            "served_build_id": self.served_build_id,
+            **fields_of(self, "url", "ok", "expected_build_id", "served_build_id"),
             "checks": [asdict(check) for check in self.checks],
             "screenshot": self.screenshot,
         }

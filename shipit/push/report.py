@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shipit.errors import PushError, ShipitError
+from shipit.json_fields import fields_of
 
 
 @dataclass
@@ -64,11 +65,7 @@ class TargetReport:
     def to_json(self) -> dict[str, Any]:
         return {
             "registry": self.name,
-            "reference": self.reference,
-            "status": self.status,
-            "digest": self.digest,
-            "bytes_uploaded": self.bytes_uploaded,
-            "seconds": self.seconds,
+            **fields_of(self, "reference", "status", "digest", "bytes_uploaded", "seconds"),
             "tags": [vars(tag) for tag in self.tags],
             "notes": self.notes,
             "error": None if self.error is None else self.error.to_json(),
