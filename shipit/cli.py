@@ -323,8 +323,30 @@ def _selected_registries(
     return select_registries(settings, to, allow_none=allow_none)
 
 
-def _cache_override(no_cache: bool) -> str | None:
-    return "off" if no_cache else None
+def _publish_setup(
+    command: str,
+    to: str | None,
+    tag: list[str] | None,
+    no_cache: bool,
+    json_output: bool,
+    quiet: bool,
+    debug: bool,
+    project: Path,
+    **overrides: Any,
+) -> tuple[Settings, tuple[RegistrySpec, ...]]:
+    """The settings of a push or a ship (its tags and token cache as the flags say), and the
+    registries it goes to."""
+    settings = setup(
+        json_output,
+        quiet,
+        debug,
+        project,
+        tags=tag or None,
+        ecr_cache="off" if no_cache else None,
+        step_command=command,
+        **overrides,
+    )
+    return settings, _selected_registries(settings, to)
 
 
 def _finish_push(
@@ -368,19 +390,11 @@ def push(
 
     Example: shipit push --to dockerhub --dry-run
     """
-    settings = setup(
-        json_output,
-        quiet,
-        debug,
-        project,
-        image=image,
-        tags=tag or None,
-        ecr_cache=_cache_override(no_cache),
-        step_command="push",
+    settings, selected = _publish_setup(
+        "push", to, tag, no_cache, json_output, quiet, debug, project, image=image
     )
     from shipit.pipeline import push as push_stage
 
-    selected = _selected_registries(settings, to)
     report = push_stage(
         settings,
         _engine(settings),
@@ -424,7 +438,11 @@ def ship(
 
     Example: shipit ship --to ecr,dockerhub
     """
-    settings = setup(
+    settings, selected = _publish_setup(
+        "ship",
+        to,
+        tag,
+        no_cache,
         json_output,
         quiet,
         debug,
@@ -432,13 +450,9 @@ def ship(
         base_image=base_image,
         port=port,
         image=image,
-        tags=tag or None,
-        ecr_cache=_cache_override(no_cache),
-        step_command="ship",
     )
     from shipit.pipeline import ship as ship_stage
 
-    selected = _selected_registries(settings, to)
     result = ship_stage(
         settings,
         _engine(settings),
