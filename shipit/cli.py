@@ -32,6 +32,8 @@ from shipit.cli_common import (
     TagOption,
     ToOption,
     WindowOption,
+    publish_setup,
+    selected_registries,
     setup,
     ui,
     use_ui,
@@ -49,7 +51,6 @@ if TYPE_CHECKING:
     from shipit.engine import Engine
     from shipit.pipeline import ScreenshotRequest
     from shipit.push import PushReport
-    from shipit.registries.catalog import RegistrySpec
     from shipit.smoke import SmokeReport
 
 app = typer.Typer(
@@ -313,42 +314,6 @@ def stop(
     )
 
 
-def _selected_registries(
-    settings: Settings, to: str | None, *, allow_none: bool = False
-) -> tuple[RegistrySpec, ...]:
-    """--to (else the `to` setting), read once against the configured registries (an
-    unknown name, or no registry at all, is exit 3)."""
-    from shipit.registries.catalog import select_registries
-
-    return select_registries(settings, to, allow_none=allow_none)
-
-
-def _publish_setup(
-    command: str,
-    to: str | None,
-    tag: list[str] | None,
-    no_cache: bool,
-    json_output: bool,
-    quiet: bool,
-    debug: bool,
-    project: Path,
-    **overrides: Any,
-) -> tuple[Settings, tuple[RegistrySpec, ...]]:
-    """The settings of a push or a ship (its tags and token cache as the flags say), and the
-    registries it goes to."""
-    settings = setup(
-        json_output,
-        quiet,
-        debug,
-        project,
-        tags=tag or None,
-        ecr_cache="off" if no_cache else None,
-        step_command=command,
-        **overrides,
-    )
-    return settings, _selected_registries(settings, to)
-
-
 def _finish_push(
     report: PushReport, data: dict[str, Any] | None = None, smoke: SmokeReport | None = None
 ) -> None:
@@ -390,7 +355,7 @@ def push(
 
     Example: shipit push --to dockerhub --dry-run
     """
-    settings, selected = _publish_setup(
+    settings, selected = publish_setup(
         "push", to, tag, no_cache, json_output, quiet, debug, project, image=image
     )
     from shipit.pipeline import push as push_stage
@@ -438,7 +403,7 @@ def ship(
 
     Example: shipit ship --to ecr,dockerhub
     """
-    settings, selected = _publish_setup(
+    settings, selected = publish_setup(
         "ship",
         to,
         tag,
@@ -521,7 +486,7 @@ def doctor(
 
     report = diagnose(
         settings,
-        to=_selected_registries(settings, to, allow_none=True),
+        to=selected_registries(settings, to, allow_none=True),
         online=online,
         progress=ui().progress,
     )

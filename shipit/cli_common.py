@@ -14,6 +14,7 @@ from shipit.ui import Ui
 
 if TYPE_CHECKING:
     from shipit.config import Settings
+    from shipit.registries.catalog import RegistrySpec
 
 _ui = Ui()
 
@@ -101,3 +102,39 @@ def setup(
     from shipit.config import load_settings
 
     return load_settings(project, overrides)
+
+
+def selected_registries(
+    settings: Settings, to: str | None, *, allow_none: bool = False
+) -> tuple[RegistrySpec, ...]:
+    """--to (else the `to` setting), read once against the configured registries (an
+    unknown name, or no registry at all, is exit 3)."""
+    from shipit.registries.catalog import select_registries
+
+    return select_registries(settings, to, allow_none=allow_none)
+
+
+def publish_setup(
+    command: str,
+    to: str | None,
+    tag: list[str] | None,
+    no_cache: bool,
+    json_output: bool,
+    quiet: bool,
+    debug: bool,
+    project: Path,
+    **overrides: Any,
+) -> tuple[Settings, tuple[RegistrySpec, ...]]:
+    """The settings of a push or a ship (its tags and token cache as the flags say), and the
+    registries it goes to."""
+    settings = setup(
+        json_output,
+        quiet,
+        debug,
+        project,
+        tags=tag or None,
+        ecr_cache="off" if no_cache else None,
+        step_command=command,
+        **overrides,
+    )
+    return settings, selected_registries(settings, to)

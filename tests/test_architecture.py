@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.code_scan import modules_matching
+
 PACKAGE = Path(__file__).resolve().parent.parent / "shipit"
 
 
@@ -172,17 +174,9 @@ def test_the_size_check_finds_a_long_module(tmp_path: Path) -> None:
 HAND_MADE_DIGESTS = re.compile(r'"sha256:" \+ hashlib|\[7:19\]')
 
 
-def _hand_made_digests(package: Path) -> list[str]:
-    return sorted(
-        path.relative_to(package.parent).as_posix()
-        for path in package.rglob("*.py")
-        if path.name != "digests.py" and HAND_MADE_DIGESTS.search(path.read_text(encoding="utf-8"))
-    )
-
-
 def test_digests_and_short_ids_come_from_digests_py(tmp_path: Path) -> None:
-    assert _hand_made_digests(PACKAGE) == []
+    assert modules_matching(PACKAGE, HAND_MADE_DIGESTS, home="digests.py") == []
     package = tmp_path / "shipit"
     package.mkdir()
     (package / "own.py").write_text("def short(image_id):\n    return image_id[7:19]\n")
-    assert _hand_made_digests(package) == ["shipit/own.py"]
+    assert modules_matching(package, HAND_MADE_DIGESTS, home="digests.py") == ["shipit/own.py"]

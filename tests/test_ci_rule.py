@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from shipit.ci_kind import in_ci
+from tests.code_scan import modules_matching
 
 SHIPIT = Path(__file__).resolve().parent.parent / "shipit"
 
@@ -27,15 +28,9 @@ def test_ci_unset_or_false_is_not_ci(value: str) -> None:
 CI_READ = re.compile(r"""environ(?:\.get\(|\[)\s*["']CI["']""")
 
 
-def ci_readers(root: Path) -> list[str]:
-    return [
-        str(path.relative_to(root))
-        for path in sorted(root.rglob("*.py"))
-        if path.name != "ci_kind.py" and CI_READ.search(path.read_text(encoding="utf-8"))
-    ]
-
-
 def test_no_module_but_ci_kind_reads_the_ci_variable(tmp_path: Path) -> None:
-    assert ci_readers(SHIPIT) == []
-    (tmp_path / "own.py").write_text('import os\nPLAIN = bool(os.environ.get("CI"))\n')
-    assert ci_readers(tmp_path) == ["own.py"]
+    assert modules_matching(SHIPIT, CI_READ, home="ci_kind.py") == []
+    package = tmp_path / "shipit"
+    package.mkdir()
+    (package / "own.py").write_text('import os\nPLAIN = bool(os.environ.get("CI"))\n')
+    assert modules_matching(package, CI_READ, home="ci_kind.py") == ["shipit/own.py"]

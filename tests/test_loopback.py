@@ -9,6 +9,7 @@ import pytest
 
 from shipit.engine_location import EngineAddress
 from shipit.loopback import is_loopback
+from tests.code_scan import modules_matching
 
 SHIPIT = Path(__file__).resolve().parent.parent / "shipit"
 
@@ -65,16 +66,10 @@ def test_an_engine_on_loopback_publishes_on_this_machine(url: str, remote: bool)
 LOOPBACK_TESTS = re.compile(r"\.is_loopback\b|startswith\(\"127\.|\"127\.0\.0\.1\", \"::1\"")
 
 
-def loopback_rules(root: Path) -> list[str]:
-    return [
-        str(path.relative_to(root))
-        for path in sorted(root.rglob("*.py"))
-        if path.name != "loopback.py" and LOOPBACK_TESTS.search(path.read_text(encoding="utf-8"))
-    ]
-
-
 def test_no_module_but_loopback_decides_what_loopback_is(tmp_path: Path) -> None:
-    assert loopback_rules(SHIPIT) == []
+    assert modules_matching(SHIPIT, LOOPBACK_TESTS, home="loopback.py") == []
     # The check can fail: a module with its own rule is named.
-    (tmp_path / "own.py").write_text('def local(host):\n    return host.startswith("127.")\n')
-    assert loopback_rules(tmp_path) == ["own.py"]
+    package = tmp_path / "shipit"
+    package.mkdir()
+    (package / "own.py").write_text('def local(host):\n    return host.startswith("127.")\n')
+    assert modules_matching(package, LOOPBACK_TESTS, home="loopback.py") == ["shipit/own.py"]
