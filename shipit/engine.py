@@ -353,7 +353,7 @@ class Engine:
                 continue
             try:
                 self._call(
-                    f"removing image {image_id.removeprefix('sha256:')[:12]}",
+                    f"removing image {short_id(image_id)}",
                     self.api.remove_image,
                     image_id,
                     noprune=True,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from shipit.digests import short_id
 from shipit.engine import Engine
 from shipit.errors import AuthError, PushError, PushStreamError, ShipitError, TagConflictError
 from shipit.iam.refusal import refused_action, refused_ecr_request
@@ -54,9 +55,9 @@ def uploaded_bytes(manifest: Manifest, image: PushImage, pushed_layers: set[str]
     layers = manifest.content.get("layers") or []
     uploaded = 0
     for index, layer in enumerate(layers):
-        names = {str(layer.get("digest", "")).removeprefix("sha256:")[:12]}
+        names = {short_id(str(layer.get("digest", "")))}
         if index < len(image.layers):
-            names.add(image.layers[index].removeprefix("sha256:")[:12])
+            names.add(short_id(image.layers[index]))
         if names & pushed_layers:
             uploaded += int(layer.get("size", 0))
     return uploaded

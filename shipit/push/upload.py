@@ -108,7 +108,7 @@ def _layer(
     layer_progress: LayerProgress | None,
 ) -> tuple[Blob, int]:
     """The layer's blob in this registry, and the bytes uploaded for it."""
-    short = diff_id.removeprefix("sha256:")[:12]
+    short = short_id(diff_id)
     label = f"{target.name} {short}"
     known = blobs.known(diff_id)
     if known is not None and _held(target, blobs, known):
