@@ -6,7 +6,6 @@ docker exception.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import threading
 import time
@@ -272,8 +271,9 @@ class Engine:
 
         Interrupted (SIGINT, SIGTERM), the build is cancelled and the engine's answer read to
         its end: the engine finishes the step under way (a COPY runs to its end, a RUN is
-        killed) and names every image the steps left. Those are removed (and `tag`, if the
-        build came to its end) before the interrupt goes on."""
+        killed) and names every image the steps left, so that `made` holds all of them when
+        the interrupt goes on. Removing them, and putting `tag` back, is the caller's
+        (builder.undone_unless_complete), as for a build that fails."""
         api: Any = self.api
         steps = BuildSteps(progress, [] if made is None else made)
         started: list[Any] = []
@@ -297,12 +297,6 @@ class Engine:
                         "docker build ended without an image", details="\n".join(steps.log)
                     )
                 steps.image_id = info.id
-        except KeyboardInterrupt:
-            with interrupts.deferred(), contextlib.suppress(EngineError):
-                if steps.image_id:
-                    self.untag(tag)
-                self.remove_images(steps.made)
-            raise
         except docker.errors.APIError as exc:
             raise BuildError(
                 f"docker build failed: {exc.explanation}",
