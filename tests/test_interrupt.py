@@ -399,18 +399,31 @@ def test_sigint_after_the_engine_loaded_the_image_removes_it_and_moves_no_tag(
 # -- docker build, for a Dockerfile with RUN ----------------------------------------------
 
 
+def interrupted_in_a_run_step(
+    project: Project,
+    own_base: OwnBase,
+    argv: list[str],
+    sent: signal.Signals,
+    env: dict[str, str],
+) -> Result:
+    """`shipit ARGV`, signalled once the docker build's `RUN sleep 600` runs, and the engine
+    checked to be as it was before."""
+    latest = built_before(project, env)
+    sleeping_build(project)
+    before = engine_state(own_base)
+    shipit = watched(project, argv, env)
+    result = shipit.signal_when(
+        lambda: shipit.said("RUN sleep 600", "Running in "), "the RUN step to start", sent
+    )
+    assert_unchanged(before, own_base, project, latest)
+    return result
+
+
 def test_sigint_during_a_run_step_cancels_the_build_and_leaves_no_layer(
     engine: Engine, project: Project, own_base: OwnBase
 ) -> None:
     env = on_base(project, own_base)
-    latest = built_before(project, env)
-    sleeping_build(project)
-    before = engine_state(own_base)
-    shipit = watched(project, ["build"], env)
-    result = shipit.signal_when(
-        lambda: shipit.said("RUN sleep 600", "Running in "), "the RUN step to start", signal.SIGINT
-    )
-    assert_unchanged(before, own_base, project, latest)
+    result = interrupted_in_a_run_step(project, own_base, ["build"], signal.SIGINT, env)
     assert_stopped(result, ExitCode.INTERRUPTED, "interrupted")
 
 
@@ -441,14 +454,7 @@ def test_sigterm_during_the_build_of_a_run_leaves_no_container(
     engine: Engine, project: Project, own_base: OwnBase
 ) -> None:
     env = on_base(project, own_base)
-    latest = built_before(project, env)
-    sleeping_build(project)
-    before = engine_state(own_base)
-    shipit = watched(project, ["run"], env)
-    result = shipit.signal_when(
-        lambda: shipit.said("RUN sleep 600", "Running in "), "the RUN step to start", signal.SIGTERM
-    )
-    assert_unchanged(before, own_base, project, latest)
+    result = interrupted_in_a_run_step(project, own_base, ["run"], signal.SIGTERM, env)
     assert_stopped(result, ExitCode.TERMINATED, "terminated (SIGTERM)")
 
 
@@ -468,14 +474,8 @@ def test_sigint_during_the_build_of_a_ship_pushes_nothing(
         DOCKERHUB_USERNAME=HUB_USER,
         DOCKERHUB_TOKEN=hub_token,
     )
-    latest = built_before(project, env)
-    sleeping_build(project)
-    before = engine_state(own_base)
-    shipit = watched(project, ["ship", "--to", "dockerhub"], env)
-    result = shipit.signal_when(
-        lambda: shipit.said("RUN sleep 600", "Running in "), "the RUN step to start", signal.SIGINT
-    )
-    assert_unchanged(before, own_base, project, latest)
+    argv = ["ship", "--to", "dockerhub"]
+    result = interrupted_in_a_run_step(project, own_base, argv, signal.SIGINT, env)
     assert_stopped(result, ExitCode.INTERRUPTED, "interrupted")
     with RegistryReader(hub_registry.host, HUB_USER, hub_token) as hub:
         assert assert_whole_or_absent(hub, repository) == {}
