@@ -4,7 +4,6 @@ gives them, on a project that ships to the loopback registries."""
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
@@ -20,7 +19,7 @@ from harness.services import moto_ecr_password
 from shipit.scaffold import GITHUB_ACTIONS
 from tests.conftest import REPO, Project, PublishProject
 from tests.test_ci_outputs import parse_github_output, served_at
-from tests.test_init_ci import tool
+from tests.test_init_ci import assert_zizmor_passes, tool
 
 ACTION = REPO / "action.yml"
 EXPRESSION = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
@@ -108,23 +107,8 @@ def test_actionlint_reads_the_action_s_inputs(tmp_path: Path) -> None:
 @pytest.mark.parametrize("persona", ["regular", "pedantic"])
 def test_the_action_and_its_workflow_pass_zizmor(tmp_path: Path, persona: str) -> None:
     folder = lint_folder(tmp_path, "command: push\n          to: dockerhub")
-    audited = subprocess.run(
-        [
-            tool("zizmor"),
-            "--offline",
-            f"--persona={persona}",
-            "--config=zizmor.yml",
-            "--format=json",
-            ".",
-        ],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert json.loads(audited.stdout) == [], audited.stdout
-    assert audited.returncode == 0, audited.stderr
-    assert "completed ./action.yml" in audited.stderr
+    said = assert_zizmor_passes(folder, persona, "--config=zizmor.yml", audited=".")
+    assert "completed ./action.yml" in said
 
 
 def test_inputs_reach_the_scripts_only_through_env() -> None:
