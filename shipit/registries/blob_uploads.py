@@ -7,7 +7,7 @@ go through the client's `_request`, with the client's credentials and redirect r
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable
 from typing import IO, TYPE_CHECKING
 from urllib.parse import urljoin
 
@@ -23,20 +23,9 @@ class BlobUploads:
 
     display_host: str
     if TYPE_CHECKING:
-
-        def _repository(self, repository: str) -> str: ...
-
-        def _request(
-            self,
-            method: str,
-            path: str,
-            *,
-            scope: str,
-            headers: Mapping[str, str] | None = None,
-            absent_ok: bool = False,
-            body: bytes | IO[bytes] | None = None,
-            timeout: float | None = None,
-        ) -> requests.Response | None: ...
+        # Supplied by RegistryClient, whose signature is the one spelling of the options.
+        _repository: Callable[[str], str]
+        _request: Callable[..., requests.Response | None]
 
     def upload_blob(
         self,
