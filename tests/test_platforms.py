@@ -3,10 +3,15 @@ platforms setting choose, which platforms a base image can give, and the engine'
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
-from shipit.errors import ExitCode, PlatformError, UsageError
+from shipit.config import load_settings
+from shipit.errors import ConfigError, ExitCode, PlatformError, UsageError
 from shipit.platforms import Platform, PlatformChoice
+from tests.conftest import Project
 
 AMD64 = Platform("linux", "amd64")
 ARM64 = Platform("linux", "arm64")
@@ -249,3 +254,106 @@ def test_a_flag_for_run_must_name_one_platform() -> None:
         assert caught.value.one_line().startswith("run serves one platform, and --platform names")
         assert "name one, e.g. --platform linux/arm64" in caught.value.one_line()
         assert caught.value.exit_code == ExitCode.USAGE
+
+
+def test_the_setting_comes_from_the_file_the_environment_or_the_flag(tmp_path: Path) -> None:
+    assert load_settings(tmp_path, environ={}).platforms == PlatformChoice()
+    (tmp_path / "shipit.toml").write_text('platforms = ["linux/amd64", "linux/arm64"]\n')
+    settings = load_settings(tmp_path, environ={})
+    assert settings.platforms == PlatformChoice((AMD64, ARM64))
+    assert settings.origins["platforms"] == "shipit.toml"
+    assert settings.as_dict()["platforms"] == ("linux/amd64", "linux/arm64")
+    (tmp_path / "shipit.toml").write_text('platforms = "linux/arm64,linux/arm/v7"\n')
+    assert load_settings(tmp_path, environ={}).platforms == PlatformChoice((ARM64, ARM_V7))
+    settings = load_settings(tmp_path, environ={"SHIPIT_PLATFORMS": "all"})
+    assert settings.platforms.every
+    assert settings.origins["platforms"] == "environment SHIPIT_PLATFORMS"
+    settings = load_settings(
+        tmp_path, {"platforms": ["linux/amd64", "linux/amd64"]}, {"SHIPIT_PLATFORMS": "all"}
+    )
+    assert settings.platforms == PlatformChoice((AMD64,))
+    assert settings.origins["platforms"] == "flag --platform"
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        ('platforms = ["linux/amd64", ""]', "shipit.toml: the platform list 'linux/amd64,' has"),
+        ('platforms = ["linux"]', "shipit.toml: platform 'linux' is not os/architecture"),
+        ("platforms = 64", "shipit.toml: platforms = 64 is not a list of strings"),
+    ],
+)
+def test_a_bad_setting_in_the_file_names_the_file(tmp_path: Path, toml: str, expected: str) -> None:
+    (tmp_path / "shipit.toml").write_text(toml + "\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(tmp_path, environ={})
+    assert caught.value.one_line().startswith(expected)
+
+
+def _project(tmp_path: Path) -> Project:
+    return Project(root=tmp_path, image="shipit-test/platforms")
+
+
+def test_shipit_config_shows_the_platforms_and_where_they_came_from(tmp_path: Path) -> None:
+    project = _project(tmp_path)
+    shown = project.shipit("config", "--json")
+    assert shown.code == 0, shown.output
+    document = json.loads(shown.stdout)
+    assert document["settings"]["platforms"] == []
+    assert document["origins"]["platforms"] == "default"
+
+    shown = project.shipit(
+        "config", "--json", env=project.env(SHIPIT_PLATFORMS="linux/arm64,linux/amd64")
+    )
+    document = json.loads(shown.stdout)
+    assert document["settings"]["platforms"] == ["linux/arm64", "linux/amd64"]
+    assert document["origins"]["platforms"] == "environment SHIPIT_PLATFORMS"
+
+    (tmp_path / "shipit.toml").write_text('platforms = ["linux/aarch64", "linux/arm/v7"]\n')
+    shown = project.shipit("config")
+    assert shown.code == 0, shown.output
+    row = next(line for line in shown.stdout.splitlines() if line.startswith("platforms "))
+    assert row.split() == ["platforms", "linux/arm64,", "linux/arm/v7", "shipit.toml"]
+
+
+@pytest.mark.parametrize("command", ["build", "run", "push", "ship"])
+def test_a_malformed_flag_is_one_line_and_exit_3_before_anything_is_done(
+    tmp_path: Path, command: str
+) -> None:
+    project = _project(tmp_path)
+    failed = project.shipit(command, "--platform", "linux/amd64", "--platform", "linux", "--json")
+    assert failed.code == ExitCode.CONFIG, failed.output
+    error = json.loads(failed.stdout)["error"]
+    assert error["class"] == "PlatformError"
+    assert error["message"] == (
+        "flag --platform: platform 'linux' is not os/architecture[/variant]: it has no architecture"
+    )
+    assert error["hint"] == "write it as docker does, e.g. linux/amd64, linux/arm64 or linux/arm/v7"
+    plain = project.shipit(command, "--platform", "all,linux/amd64")
+    assert plain.code == ExitCode.CONFIG
+    assert plain.stdout == ""
+    assert plain.stderr.count("\n") == 1, plain.stderr
+    assert "flag --platform: the platform list 'all,linux/amd64' mixes 'all'" in plain.stderr
+    assert not (tmp_path / ".shipit").exists()
+
+
+def test_a_bad_environment_value_names_the_variable(tmp_path: Path) -> None:
+    project = _project(tmp_path)
+    failed = project.shipit("config", env=project.env(SHIPIT_PLATFORMS="linux/arm64/v8/x"))
+    assert failed.code == ExitCode.CONFIG
+    assert failed.stderr.startswith(
+        "shipit: error: environment SHIPIT_PLATFORMS: platform 'linux/arm64/v8/x' is not "
+    )
+    assert failed.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("several", ["linux/amd64,linux/arm64", "all"])
+def test_run_with_a_flag_naming_several_platforms_is_a_usage_error(
+    tmp_path: Path, several: str
+) -> None:
+    project = _project(tmp_path)
+    failed = project.shipit("run", "--platform", several)
+    assert failed.code == ExitCode.USAGE, failed.output
+    assert failed.stderr.startswith("shipit: error: run serves one platform, and --platform")
+    assert failed.stderr.count("\n") == 1
+    assert not (tmp_path / ".shipit").exists()
