@@ -4,11 +4,13 @@ platforms setting choose, which platforms a base image can give, and the engine'
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from shipit.config import load_settings
+from shipit.engine import Engine
 from shipit.errors import ConfigError, ExitCode, PlatformError, UsageError
 from shipit.platforms import Platform, PlatformChoice
 from tests.conftest import Project
@@ -357,3 +359,14 @@ def test_run_with_a_flag_naming_several_platforms_is_a_usage_error(
     assert failed.stderr.startswith("shipit: error: run serves one platform, and --platform")
     assert failed.stderr.count("\n") == 1
     assert not (tmp_path / ".shipit").exists()
+
+
+def test_the_engine_names_its_own_platform(engine: Engine) -> None:
+    docker_says = subprocess.run(
+        ["docker", "version", "--format", "{{.Server.Os}}/{{.Server.Arch}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert str(engine.platform()) == docker_says == "linux/amd64"
+    assert engine.platform() == AMD64
