@@ -26,9 +26,11 @@ from shipit.cli_common import (
     ImageOption,
     JsonOption,
     NoCacheOption,
+    PlatformOption,
     ProjectOption,
     QuietOption,
     ScreenshotOption,
+    ServePlatformOption,
     TagOption,
     ToOption,
     WindowOption,
@@ -126,6 +128,7 @@ def render(
 def build(
     base_image: BaseImageOption = None,
     image: ImageOption = None,
+    platform: PlatformOption = None,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
     debug: DebugOption = False,
@@ -135,7 +138,10 @@ def build(
 
     Example: shipit build --base-image nginx:1.27.3-bookworm
     """
-    settings = setup(json_output, quiet, debug, project, base_image=base_image, image=image)
+    platforms = platform or None
+    settings = setup(
+        json_output, quiet, debug, project, base_image=base_image, image=image, platforms=platforms
+    )
     from shipit.pipeline import build as build_stage
 
     result = build_stage(settings, _engine(settings), ui().progress)
@@ -212,6 +218,7 @@ def run(
     ] = False,
     image: ImageOption = None,
     base_image: BaseImageOption = None,
+    platform: ServePlatformOption = None,
     ready_timeout: Annotated[
         float | None, typer.Option("--ready-timeout", help="Seconds to wait for the site.")
     ] = None,
@@ -237,7 +244,10 @@ def run(
         image=image,
         base_image=base_image,
         ready_timeout=ready_timeout,
+        platforms=platform or None,
     )
+    if platform:
+        settings.platforms.require_one("run", "--platform")
     from shipit.pipeline import run as run_stage
 
     result = run_stage(
@@ -342,6 +352,7 @@ def push(
     no_cache: NoCacheOption = False,
     tag: TagOption = None,
     image: ImageOption = None,
+    platform: PlatformOption = None,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
     debug: DebugOption = False,
@@ -356,7 +367,16 @@ def push(
     Example: shipit push --to dockerhub --dry-run
     """
     settings, selected = publish_setup(
-        "push", to, tag, no_cache, json_output, quiet, debug, project, image=image
+        "push",
+        to,
+        tag,
+        no_cache,
+        json_output,
+        quiet,
+        debug,
+        project,
+        image=image,
+        platforms=platform or None,
     )
     from shipit.pipeline import push as push_stage
 
@@ -384,6 +404,7 @@ def ship(
         int | None, typer.Option("--port", help="Host port for the smoke test.")
     ] = None,
     image: ImageOption = None,
+    platform: PlatformOption = None,
     resmoke: Annotated[
         bool,
         typer.Option(
@@ -415,6 +436,7 @@ def ship(
         base_image=base_image,
         port=port,
         image=image,
+        platforms=platform or None,
     )
     from shipit.pipeline import ship as ship_stage
 

@@ -74,6 +74,23 @@ TagOption = Annotated[
         "Placeholders: {sha} {sha_long} {branch} {version} {major} {minor} {patch} {date}.",
     ),
 ]
+PlatformOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--platform",
+        help="Platform to build, os/arch[/variant] as docker spells it; repeatable or "
+        "comma-separated (linux/amd64,linux/arm64), or all: every platform the base image "
+        "offers; default: the platforms setting (SHIPIT_PLATFORMS), else the engine's own.",
+    ),
+]
+ServePlatformOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--platform",
+        help="Platform to serve, os/arch[/variant] (linux/arm64); default: the engine's own "
+        "when the platforms setting names it, else the setting's first.",
+    ),
+]
 AllowRootOption = Annotated[
     bool, typer.Option("--allow-root", help="Push even with the AWS account's root user.")
 ]

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from shipit.errors import ConfigError
+from shipit.platforms import PlatformChoice
 from shipit.reference import is_valid_host, parse_name, parse_reference
 from shipit.regions import REGION
 from shipit.registries.entries import (
@@ -43,7 +44,7 @@ _KIND_NAMES = {
     tuple: "a list of strings",
 }
 # Flags whose name is not the setting's: --tag is repeated, once per template.
-_FLAGS = {"tags": "--tag", "ecr_cache": "--no-cache"}
+_FLAGS = {"tags": "--tag", "ecr_cache": "--no-cache", "platforms": "--platform"}
 
 
 def setting_flag(name: str) -> str:
@@ -298,6 +299,16 @@ SPECS: tuple[SettingSpec, ...] = (
         validate=parse_size,
     ),
     SettingSpec(
+        "platforms",
+        tuple,
+        (),
+        "platforms to build, as docker spells them (os/architecture[/variant]: linux/amd64, "
+        "linux/arm64, linux/arm/v7), or all: every platform the base image offers; run serves "
+        "one of them: the engine's own when named, else the first",
+        validate=PlatformChoice.parse,
+        default_help="the engine's own platform",
+    ),
+    SettingSpec(
         "builder",
         str,
         "auto",
@@ -369,6 +380,7 @@ class Settings:
     ecr_cache: str = "auto"
     lock_timeout: float = 600.0
     to: tuple[str, ...] = ()
+    platforms: PlatformChoice = field(default_factory=PlatformChoice)
     origins: Mapping[str, str] = field(default_factory=dict, compare=False)
     # The settings the user set (file, environment or flag) rather than left at default.
     explicit: frozenset[str] = field(default=frozenset(), compare=False)
@@ -403,6 +415,7 @@ class Settings:
         }
         values["project_dir"] = str(self.project_dir)
         values["registries"] = [entry.as_dict() for entry in self.registries]
+        values["platforms"] = self.platforms.names
         return values
 
 
@@ -550,7 +563,7 @@ def load_settings(
             try:
                 values[spec.name] = spec.validate(values[spec.name])
             except ConfigError as exc:
-                raise ConfigError(f"{origins[spec.name]}: {exc.message}", exc.hint) from exc
+                raise exc.reworded(f"{origins[spec.name]}: {exc.message}") from exc
     explicit = frozenset(name for name, origin in origins.items() if origin != "default")
     return Settings(
         project_dir=project_dir,

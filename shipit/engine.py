@@ -44,6 +44,7 @@ from shipit.errors import (
     RunError,
     stalled_push,
 )
+from shipit.platforms import Platform
 from shipit.progress import LayerProgress, Progress, quiet
 from shipit.push_stream import PushStream, read_push_event
 from shipit.registries.transport import RegistryRules
@@ -162,6 +163,12 @@ class Engine:
             version=str(info.get("ServerVersion", "unknown")),
             image_store="containerd" if containerd else "classic",
         )
+
+    def platform(self) -> Platform:
+        """The engine's own platform: what it builds and runs without --platform. `docker
+        version` names it as docker does (amd64, arm64); `docker info` only as uname does."""
+        version = self._call("asking for its version", self.api.version)
+        return Platform.of({"os": version.get("Os"), "architecture": version.get("Arch")})
 
     def _call(self, doing: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """function(...) with every docker-py and requests exception turned into an

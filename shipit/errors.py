@@ -94,6 +94,10 @@ class ConfigError(ShipitError):
     exit_code = ExitCode.CONFIG
 
 
+class PlatformError(ConfigError):
+    """A malformed platform, or one the base image does not offer."""
+
+
 class TemplateError(ShipitError):
     exit_code = ExitCode.TEMPLATE
     default_hint = "fix the template or site/site.toml and run again"

@@ -96,7 +96,8 @@ def reference() -> str:
         )
     lines += [
         "",
-        "List settings (`tags`, `to`) take a comma-separated list in their environment variable.",
+        f"List settings ({', '.join(_code(spec.name) for spec in SPECS if spec.kind is tuple)}) "
+        "take a comma-separated list in their environment variable.",
         "",
         "## `[[registries]]` entries",
         "",
