@@ -77,7 +77,7 @@ test: venv env engines
 # tests start, are reachable only there. The reliability table stays the classic run's.
 CONTAINERD_TESTS := tests/test_local_pipeline.py tests/test_publish.py tests/test_faults.py \
 	tests/test_security.py tests/test_publish_latest.py tests/test_ship_reuse.py \
-	tests/test_ecr_iam.py tests/test_races.py tests/test_interrupt.py
+	tests/test_ecr_iam.py tests/test_races.py tests/test_interrupt.py tests/test_platform_base.py
 test-containerd: venv env engines
 	bash scripts/engines.sh exec containerd $(BIN)/pytest -p no:cacheprovider \
 		$(CONTAINERD_TESTS)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Two more Docker engines for shipit's tests, beside the classic one that testenv.sh starts:
+# Two more Docker engines for shipit's tests, beside the classic one that testenv.sh starts,
+# and the buildx plugin that the benchmark compares shipit with:
 #
 #   containerd   Docker 26.1.5 (Debian trixie's docker.io + containerd 1.7.24) with the
 #                containerd image store, in the network namespace shipit-ctrd,
@@ -13,8 +14,11 @@
 #                `docker system dial-stdio`; client settings in $STATE_DIR/remote-ssh/ssh_config).
 #                Its daemon.json lists 10.251.0.0/30 in insecure-registries, as testenv.sh's
 #                does for the classic engine: plain-HTTP registries on 10.251.0.1 for tests.
+#   buildx       Debian trixie's docker-buildx 0.13.1, a docker CLI plugin linked into
+#                ${DOCKER_CONFIG:-~/.docker}/cli-plugins (multi-platform builds need the
+#                containerd engine's image store).
 #
-# Usage: engines.sh up|down|status|env [containerd|remote|all]
+# Usage: engines.sh up|down|status|env [containerd|remote|buildx|all]
 #        engines.sh exec containerd|remote CMD...   (CMD in that engine's network namespace,
 #                                                    with DOCKER_HOST pointing at it)
 # `up` is idempotent: each step checks first. Downloaded packages stay in $STATE_DIR so a
@@ -101,22 +105,29 @@ trixie_mirror() {
   printf '%s\n' "$uri"
 }
 
+trixie_download() { # trixie_download PACKAGE...: their .debs from Debian trixie into $CTRD_TRIXIE/debs
+  local apt_dir="$CTRD_TRIXIE/apt" debs="$CTRD_TRIXIE/debs" package missing=()
+  for package in "$@"; do
+    ls "$debs/${package}"_*.deb >/dev/null 2>&1 || missing+=("$package")
+  done
+  [ ${#missing[@]} -gt 0 ] || return 0
+  mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial" "$debs"
+  printf 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] %s trixie main\n' \
+    "$(trixie_mirror)" >"$apt_dir/trixie.list"
+  local opts=(-o "Dir::Etc::SourceList=$apt_dir/trixie.list" -o Dir::Etc::SourceParts=/dev/null
+    -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir/cache")
+  say "downloading ${missing[*]} from Debian trixie"
+  apt-get "${opts[@]}" update -qq >"$CTRD_TRIXIE/apt.log" 2>&1 \
+    || die "apt-get update (trixie) failed, see $CTRD_TRIXIE/apt.log"
+  (cd "$debs" && apt-get "${opts[@]}" download "${missing[@]}" >>"$CTRD_TRIXIE/apt.log" 2>&1) \
+    || die "apt-get download ${missing[*]} failed, see $CTRD_TRIXIE/apt.log"
+}
+
 ensure_trixie_binaries() {
   local bin="$CTRD_TRIXIE/bin"
   if [ -x "$bin/dockerd" ] && [ -x "$bin/containerd" ] && [ -x "$bin/ctr" ] && [ -x "$bin/runc" ]; then return; fi
-  local apt_dir="$CTRD_TRIXIE/apt" debs="$CTRD_TRIXIE/debs" root="$CTRD_TRIXIE/root"
-  mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial" "$debs"
-  if ! ls "$debs"/docker.io_*.deb "$debs"/containerd_*.deb >/dev/null 2>&1; then
-    printf 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] %s trixie main\n' \
-      "$(trixie_mirror)" >"$apt_dir/trixie.list"
-    local opts=(-o "Dir::Etc::SourceList=$apt_dir/trixie.list" -o Dir::Etc::SourceParts=/dev/null
-      -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir/cache")
-    say "downloading docker.io and containerd from Debian trixie"
-    apt-get "${opts[@]}" update -qq >"$CTRD_TRIXIE/apt.log" 2>&1 \
-      || die "apt-get update (trixie) failed, see $CTRD_TRIXIE/apt.log"
-    (cd "$debs" && apt-get "${opts[@]}" download docker.io containerd >>"$CTRD_TRIXIE/apt.log" 2>&1) \
-      || die "apt-get download docker.io containerd failed, see $CTRD_TRIXIE/apt.log"
-  fi
+  local debs="$CTRD_TRIXIE/debs" root="$CTRD_TRIXIE/root"
+  trixie_download docker.io containerd
   rm -rf "$root" "$bin"
   mkdir -p "$root" "$bin"
   for deb in "$debs"/docker.io_*.deb "$debs"/containerd_*.deb; do dpkg-deb -x "$deb" "$root"; done
@@ -163,6 +174,35 @@ containerd_down() {
   [ -e "/var/run/netns/$CTRD" ] && ip netns del "$CTRD"
   return 0
 }
+
+# --- docker buildx -------------------------------------------------------------------------
+
+BUILDX_VERSION=0.13.1
+BUILDX_ROOT="$CTRD_TRIXIE/buildx"
+BUILDX_PLUGIN="$BUILDX_ROOT/usr/libexec/docker/cli-plugins/docker-buildx"
+# Where the docker CLI looks for plugins: the engines' clients use this machine's config.
+BUILDX_PLUGIN_DIR="${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins"
+
+buildx_answers() { [[ "$(docker buildx version 2>/dev/null)" == *" $BUILDX_VERSION"* ]]; }
+
+buildx_up() {
+  # Debian trixie's buildx, for `docker buildx build --platform ...` on the containerd-store
+  # engine; a CLI plugin only, so nothing to start.
+  if buildx_answers; then return; fi
+  if [ ! -x "$BUILDX_PLUGIN" ]; then
+    trixie_download docker-buildx
+    rm -rf "$BUILDX_ROOT"
+    dpkg-deb -x "$CTRD_TRIXIE"/debs/docker-buildx_*.deb "$BUILDX_ROOT"
+    [ -x "$BUILDX_PLUGIN" ] || die "no docker-buildx in the trixie package (see $BUILDX_ROOT)"
+  fi
+  mkdir -p "$BUILDX_PLUGIN_DIR"
+  ln -sf "$BUILDX_PLUGIN" "$BUILDX_PLUGIN_DIR/docker-buildx"
+  buildx_answers \
+    || die "docker buildx version does not say $BUILDX_VERSION: $(docker buildx version 2>&1 | head -n1)"
+  say "docker buildx $BUILDX_VERSION in $BUILDX_PLUGIN_DIR"
+}
+
+buildx_down() { rm -f "$BUILDX_PLUGIN_DIR/docker-buildx"; }
 
 # --- the remote engine ----------------------------------------------------------------------
 
@@ -328,6 +368,9 @@ status() {
   answers "tcp://$REMOTE_IP:2375" && state="up ($(docker -H "tcp://$REMOTE_IP:2375" version --format '{{.Server.Version}}'))"
   printf 'remote      tcp://%s:2375, tcp://%s:2376 (TLS, DOCKER_CERT_PATH=%s/client), ssh://root@%s (ssh -F %s/ssh_config)  %s\n' \
     "$REMOTE_IP" "$REMOTE_IP" "$REMOTE_TLS" "$REMOTE_IP" "$REMOTE_SSH" "$state"
+  state=missing
+  buildx_answers && state="$BUILDX_VERSION"
+  printf 'buildx      %s/docker-buildx  %s\n' "$BUILDX_PLUGIN_DIR" "$state"
 }
 
 print_env() { # shell lines that point docker (and shipit) at one engine
@@ -356,8 +399,9 @@ case $command in
     case $which in
       containerd) containerd_up ;;
       remote) remote_up ;;
-      all) containerd_up; remote_up ;;
-      *) die "unknown engine $which (containerd, remote or all)" ;;
+      buildx) buildx_up ;;
+      all) containerd_up; remote_up; buildx_up ;;
+      *) die "unknown engine $which (containerd, remote, buildx or all)" ;;
     esac
     status
     ;;
@@ -365,8 +409,9 @@ case $command in
     case $which in
       containerd) containerd_down ;;
       remote) remote_down ;;
-      all) containerd_down; remote_down ;;
-      *) die "unknown engine $which (containerd, remote or all)" ;;
+      buildx) buildx_down ;;
+      all) containerd_down; remote_down; buildx_down ;;
+      *) die "unknown engine $which (containerd, remote, buildx or all)" ;;
     esac
     if [ "$command" = purge ]; then
       case $which in containerd | all) rm -rf "/var/lib/$CTRD" "/run/$CTRD" ;; esac

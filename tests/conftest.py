@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.platform_base import PlatformBase, PlatformBaseMissing, push_platform_base
 from harness.services import MotoService, RegistryService, free_port, moto_ecr_password
 from shipit.config import LOCAL_BASE_IMAGE
 from shipit.engine import Engine
@@ -181,6 +182,24 @@ def hub_token() -> str:
 def hub_registry(hub_token: str) -> Iterator[RegistryService]:
     with RegistryService(username=HUB_USER, password=hub_token) as registry:
         yield registry
+
+
+@pytest.fixture(scope="session")
+def base_registry() -> Iterator[RegistryService]:
+    """A registry that anyone may pull from, as Docker Hub serves its official images."""
+    with RegistryService(auth="none") as registry:
+        yield registry
+
+
+@pytest.fixture(scope="session")
+def multi_platform_base(base_registry: RegistryService) -> PlatformBase:
+    """The nginx base for linux/amd64 and linux/arm64 as one index in `base_registry`."""
+    try:
+        return push_platform_base(base_registry.url)
+    except PlatformBaseMissing as exc:
+        missing = str(exc)
+    # Outside the except block: the one line, without the exception it replaces.
+    pytest.fail(missing, pytrace=False)
 
 
 @dataclass
