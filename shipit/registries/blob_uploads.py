@@ -8,14 +8,28 @@ go through the client's `_request`, with the client's credentials and redirect r
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urljoin
 
 import requests
 
 from shipit.errors import PushError
 from shipit.registries.challenge import repository_scope
-from shipit.registries.errors import RegistryAuthError, RegistryResponseError, is_transient
+from shipit.registries.errors import (
+    RegistryAuthError,
+    RegistryConnectionError,
+    RegistryResponseError,
+    is_transient,
+)
+
+
+class Body(Protocol):
+    """What a request body is read from: a file, or a blob streamed from another registry
+    (blob_reads.BlobStream). A request sent again reads it again from its start."""
+
+    def read(self, amount: int = -1, /) -> bytes: ...
+
+    def seek(self, offset: int, whence: int = 0, /) -> int: ...
 
 
 class BlobUploads:
@@ -31,7 +45,7 @@ class BlobUploads:
         self,
         repository: str,
         digest: str,
-        content: IO[bytes],
+        content: Body,
         size: int,
         *,
         timeout: float | None = None,
@@ -44,7 +58,7 @@ class BlobUploads:
         repository = self._repository(repository)
         scope = repository_scope(repository, "pull,push")
         if location is None:
-            location = self._start_upload(repository, timeout=timeout)
+            location = self.start_upload(repository, timeout=timeout)
         patched = self._request(
             "PATCH",
             location,
@@ -95,15 +109,15 @@ class BlobUploads:
                 raise
             # No pull of the source, or a registry that refuses mounts: the POST without
             # them opens the session, or fails as it would have without the mount.
-            return self._start_upload(repository, timeout=timeout)
+            return self.start_upload(repository, timeout=timeout)
         assert answered is not None  # only absent_ok requests answer None
         if answered.status_code == 201:
             return None
         return self._upload_location(answered)
 
-    # -- internals -----------------------------------------------------------------------
-
-    def _start_upload(self, repository: str, *, timeout: float | None) -> str:
+    def start_upload(self, repository: str, *, timeout: float | None = None) -> str:
+        """Opens an upload session: the Location that upload_blob sends the bytes to."""
+        repository = self._repository(repository)
         started = self._request(
             "POST",
             f"/v2/{repository}/blobs/uploads/",
@@ -112,6 +126,22 @@ class BlobUploads:
         )
         assert started is not None  # only absent_ok requests answer None
         return self._upload_location(started)
+
+    def cancel_upload(self, repository: str, location: str) -> None:
+        """Ends an upload session that will not be finished, so the registry keeps nothing of
+        it; a registry that cannot be told is left to expire the session itself."""
+        repository = self._repository(repository)
+        try:
+            self._request(
+                "DELETE",
+                location,
+                scope=repository_scope(repository, "pull,push"),
+                absent_ok=True,
+            )
+        except (RegistryAuthError, RegistryResponseError, RegistryConnectionError):
+            return
+
+    # -- internals -----------------------------------------------------------------------
 
     def _upload_location(self, response: requests.Response) -> str:
         location = response.headers.get("Location", "")

@@ -2,11 +2,11 @@
 
 The Docker engine pushes images; this module asks a registry what it holds: the digest a tag
 points at, an image's config digest (equal to the local image ID), whether a blob exists,
-the tags of a repository. That is what lets shipit verify a push (the pushed digest is the
-one the registry serves) and skip work that is already done, for ECR, Docker Hub and any
-Distribution-compatible registry alike. Its writes are a manifest PUT, which points another
-tag at a manifest the registry already serves, without the engine's second push, and the
-blob uploads of a push that shipit makes itself (shipit/push/blobs.py).
+the tags of a repository, a base image's index and blobs. That is what lets shipit verify a
+push (the pushed digest is the one the registry serves) and skip work that is already done, for
+ECR, Docker Hub and any Distribution-compatible registry alike. Its writes are a manifest PUT,
+which points another tag at a manifest the registry already serves, without the engine's second
+push, and the blob uploads of a push that shipit makes itself (shipit/push/blobs.py).
 
 Authentication follows the registry's `WWW-Authenticate` challenge, as the engine does:
 `Basic` (ECR, htpasswd registries) sends the credentials on every request; `Bearer` (Docker
@@ -20,19 +20,21 @@ credentials only when it asks with a challenge of its own. Redirects are followe
 requests, so that this rule is in one place; ~/.netrc is never consulted.
 
 Beside it in registries/: its errors (errors.py), the API host and origins (hosts.py), the
-challenge parser and scopes (challenge.py), `Manifest` (manifest.py), the blob uploads
-(blob_uploads.py) and the one-line diagnosis of a failed request (diagnosis.py).
+challenge parser and scopes (challenge.py), `Manifest` (manifest.py), the blob reads
+(blob_reads.py) and uploads (blob_uploads.py) and the one-line diagnosis of a failed request
+(diagnosis.py). Copying a blob from one registry to another is blob_copy.py's.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import threading
 import time
 from collections.abc import Mapping
 from types import TracebackType
-from typing import IO, Any
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -41,12 +43,13 @@ from shipit import __version__
 from shipit.digests import sha256_digest
 from shipit.errors import AuthError, PushError
 from shipit.redact import register_secret
-from shipit.registries.blob_uploads import BlobUploads
+from shipit.registries.blob_reads import BlobReads
+from shipit.registries.blob_uploads import BlobUploads, Body
 from shipit.registries.challenge import BearerToken, Challenge, parse_challenge, repository_scope
 from shipit.registries.credentials import Credentials
 from shipit.registries.diagnosis import FailureDiagnosis
 from shipit.registries.errors import NOT_FOUND_CODES, RegistryResponseError
-from shipit.registries.hosts import DOCKER_HUB_API_HOST, api_host, same_origin
+from shipit.registries.hosts import api_host, repository_path, same_origin
 from shipit.registries.manifest import MANIFEST_ACCEPT, Manifest
 from shipit.registries.transport import RegistryRules, RegistryTransport, transport_for
 
@@ -64,7 +67,7 @@ _MAX_REDIRECTS = 5
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
 
-class RegistryClient(BlobUploads, FailureDiagnosis):
+class RegistryClient(BlobReads, BlobUploads, FailureDiagnosis):
     """Access to one registry's v2 API: reads, and put_manifest to point a tag at a manifest.
 
     `host` is what users write ("127.0.0.1:5001", "docker.io",
@@ -181,7 +184,8 @@ class RegistryClient(BlobUploads, FailureDiagnosis):
         return None if manifest is None else manifest.digest
 
     def get_manifest(self, repository: str, reference: str) -> Manifest:
-        """The manifest `reference` resolves to; RegistryResponseError (404) when absent."""
+        """The manifest a tag or a digest names: an image manifest or an index (Accept names
+        both), its bytes checked against a digest; RegistryResponseError (404) when absent."""
         repository = self._repository(repository)
         manifest = self._fetch_manifest(repository, reference)
         if manifest is None:
@@ -199,19 +203,9 @@ class RegistryClient(BlobUploads, FailureDiagnosis):
         digest = manifest.config_digest
         if digest is None:
             return {}
-        repository = self._repository(repository)
-        response = self._request(
-            "GET", f"/v2/{repository}/blobs/{digest}", scope=repository_scope(repository)
-        )
-        assert response is not None  # only absent_ok requests answer None
-        computed = sha256_digest(response.content)
-        if computed != digest:
-            raise PushError(
-                f"registry {self.display_host} served the config {repository}@{digest} with "
-                f"content that hashes to {computed}",
-                "retry; if it persists the registry storage is damaged",
-            )
-        return self._json(response, what=f"image config {repository}@{digest}")
+        size = manifest.content["config"].get("size")
+        content = self.read_blob(repository, digest, size=size if isinstance(size, int) else None)
+        return self._json_of(content, what=f"image config {self._repository(repository)}@{digest}")
 
     def put_manifest(self, repository: str, reference: str, manifest: Manifest) -> str:
         """Store `manifest`'s exact bytes under `reference` (a tag); returns the digest the
@@ -243,11 +237,7 @@ class RegistryClient(BlobUploads, FailureDiagnosis):
         return int(response.headers.get("Content-Length") or -1)
 
     def _repository(self, repository: str) -> str:
-        repository = repository.strip("/")
-        # Docker Hub's official images live under library/, as the engine assumes.
-        if self.host == DOCKER_HUB_API_HOST and "/" not in repository:
-            repository = f"library/{repository}"
-        return repository
+        return repository_path(self.host, repository)
 
     def _fetch_manifest(self, repository: str, reference: str) -> Manifest | None:
         response = self._request(
@@ -275,8 +265,11 @@ class RegistryClient(BlobUploads, FailureDiagnosis):
         return Manifest(digest=digest, media_type=media_type, content=content, raw=response.content)
 
     def _json(self, response: requests.Response, *, what: str) -> dict[str, Any]:
+        return self._json_of(response.content, what=what)
+
+    def _json_of(self, content: bytes, *, what: str) -> dict[str, Any]:
         try:
-            body = response.json()
+            body = json.loads(content)
         except ValueError:
             body = None
         if not isinstance(body, dict):
@@ -320,17 +313,18 @@ class RegistryClient(BlobUploads, FailureDiagnosis):
         scope: str,
         headers: Mapping[str, str] | None = None,
         absent_ok: bool = False,
-        body: bytes | IO[bytes] | None = None,
+        body: bytes | Body | None = None,
         timeout: float | None = None,
+        stream: bool = False,
     ) -> requests.Response | None:
         """Send one API request, following redirects and answering at most one auth
-        challenge per host.
+        challenge per host; with `stream`, the answer's body is left to the caller to read.
 
         Returns None for a 404 (or a registry "unknown" error code) when `absent_ok`, raises
         the matching ShipitError for anything else that is not 2xx.
         """
         url = self._url(path)
-        response = self._send_authorized(method, url, scope, headers, body, timeout)
+        response = self._send_authorized(method, url, scope, headers, body, timeout, stream)
         for _ in range(_MAX_REDIRECTS):
             location = response.headers.get("Location")
             if response.status_code not in _REDIRECT_STATUSES or not location:
@@ -349,7 +343,7 @@ class RegistryClient(BlobUploads, FailureDiagnosis):
                     if name.lower() not in ("content-type", "content-length")
                 }
             _rewind(body)
-            response = self._send_authorized(method, url, scope, headers, body, timeout)
+            response = self._send_authorized(method, url, scope, headers, body, timeout, stream)
         else:
             if response.status_code in _REDIRECT_STATUSES:
                 raise PushError(
@@ -368,14 +362,15 @@ class RegistryClient(BlobUploads, FailureDiagnosis):
         url: str,
         scope: str,
         headers: Mapping[str, str] | None,
-        body: bytes | IO[bytes] | None,
+        body: bytes | Body | None,
         timeout: float | None,
+        stream: bool = False,
     ) -> requests.Response:
         """One request to one URL, sent again once if its host answers 401 with a challenge:
         the registry's own challenge with the registry's credentials, another host's only
         when it asked, and never remembered for later requests."""
         sent_auth = self._authorization(url, scope)
-        response = self._send(method, url, headers, sent_auth, body, timeout)
+        response = self._send(method, url, headers, sent_auth, body, timeout, stream)
         if response.status_code != 401:
             return response
         challenge = parse_challenge(response.headers.get("WWW-Authenticate", ""))
@@ -387,7 +382,7 @@ class RegistryClient(BlobUploads, FailureDiagnosis):
                 return response  # _check reports the 401
             retry_auth = answer
         _rewind(body)
-        return self._send(method, url, headers, retry_auth, body, timeout)
+        return self._send(method, url, headers, retry_auth, body, timeout, stream)
 
     def _answer_foreign_challenge(
         self, challenge: Challenge | None, scope: str, sent_auth: str | None
@@ -509,8 +504,9 @@ class RegistryClient(BlobUploads, FailureDiagnosis):
         url: str,
         headers: Mapping[str, str] | None,
         authorization: str | None,
-        body: bytes | IO[bytes] | None = None,
+        body: bytes | Body | None = None,
         timeout: float | None = None,
+        stream: bool = False,
     ) -> requests.Response:
         merged = dict(headers or {})
         if authorization is not None:
@@ -522,6 +518,7 @@ class RegistryClient(BlobUploads, FailureDiagnosis):
                 headers=merged,
                 data=body,
                 timeout=timeout or self.timeout,
+                stream=stream,
                 # _request follows redirects itself, deciding per hop what may be sent.
                 allow_redirects=False,
                 auth=_no_ambient_auth,
@@ -554,7 +551,7 @@ def _no_ambient_auth(request: requests.PreparedRequest) -> requests.PreparedRequ
     return request
 
 
-def _rewind(body: bytes | IO[bytes] | None) -> None:
+def _rewind(body: bytes | Body | None) -> None:
     """A file body is sent again from its start (after a challenge, or a 307/308)."""
     if body is not None and not isinstance(body, bytes):
         body.seek(0)

@@ -22,6 +22,15 @@ def api_host(host: str) -> str:
     return DOCKER_HUB_API_HOST if host.lower() in DOCKER_HUB_ALIASES else host
 
 
+def repository_path(host: str, repository: str) -> str:
+    """The repository as `host`'s API names it: Docker Hub's official images live under
+    library/ ("nginx" is "library/nginx"), as the engine assumes."""
+    repository = repository.strip("/")
+    if api_host(host) == DOCKER_HUB_API_HOST and "/" not in repository:
+        return f"library/{repository}"
+    return repository
+
+
 def origin(url: str) -> tuple[str, str, int | None]:
     """(scheme, host, port) of a URL, lower case, the port spelled out when it is the default."""
     parts = urlsplit(url)
