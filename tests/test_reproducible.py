@@ -120,6 +120,28 @@ def test_two_fresh_clones_ship_the_same_digest_and_the_second_changes_nothing(
     assert changes(requests) == [], requests  # no upload, no manifest PUT, no config read
 
 
+def test_another_source_date_epoch_is_another_digest_pushed_without_the_label_check(
+    engine: Engine, clones: tuple[Clone, Clone], proxy: FaultProxy, hub_token: str
+) -> None:
+    """The same commit dated otherwise is another image, though its labels name the same
+    input: it replaces the tag, and the config the tag held is not read."""
+    clone, _ = clones
+    repository = f"repro/dated-{uuid.uuid4().hex[:8]}"
+    first = clone.ship(proxy, repository, hub_token, SOURCE_DATE_EPOCH="1700000000")
+    assert first.code == 0, first.output
+    shipped = registries(report_of(first))["dockerhub"]
+    config_read = f"GET /v2/{repository}/blobs/{report_of(first)['build']['image_id']}"
+
+    mark = len(proxy.seen())
+    second = clone.ship(proxy, repository, hub_token, SOURCE_DATE_EPOCH="1700000001")
+    assert second.code == 0, second.output
+    replaced = registries(report_of(second))["dockerhub"]
+    assert replaced["status"] == "pushed" and replaced["digest"] != shipped["digest"]
+    assert "built from the same input" not in second.stderr
+    reads = [f"{seen.method} {seen.path}" for seen in proxy.seen()[mark:]]
+    assert not [read for read in reads if read.startswith(config_read)], reads
+
+
 def inspected(reference: str) -> dict[str, Any]:
     shown = subprocess.run(
         ["docker", "image", "inspect", reference], capture_output=True, text=True, check=True
