@@ -390,7 +390,7 @@ def image_config(
 ) -> bytes:
     """The new image's config: the base's (from `docker image inspect`) with the settings,
     the labels, the site layer and a history entry per instruction."""
-    config = apply_settings(json.loads(json.dumps(base.get("Config") or {})), recipe)
+    config = apply_settings(_set_fields(base.get("Config") or {}), recipe)
     config["Labels"] = {**(config.get("Labels") or {}), **labels}
     config["Image"] = str(base["Id"])
     environment = list(config.get("Env") or ())
@@ -427,6 +427,18 @@ def image_config(
         },
     )
     return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _set_fields(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of the base's config without its unset fields. Engines of other versions show
+    those differently (Docker 20.10's inspect lists every container field, empty or false;
+    later API versions leave some out), and an unset field means the same either way: so the
+    image is the same whichever engine read its base."""
+    return {
+        key: json.loads(json.dumps(value))
+        for key, value in config.items()
+        if value is not None and value != "" and value is not False
+    }
 
 
 def document_os(base: Mapping[str, Any]) -> str:

@@ -17,6 +17,7 @@ from shipit import interrupts
 from shipit.base_image import BaseImage
 from shipit.config import Settings
 from shipit.errors import EngineError
+from shipit.labels import BUILT_BY_DOCKER, BUILT_BY_SHIPIT, LABEL_BUILDER, LABEL_CREATED
 from shipit.progress import Progress
 
 if TYPE_CHECKING:
@@ -94,7 +95,9 @@ def build_image(
     progress: Progress,
 ) -> str:
     """The image, written by shipit when the Dockerfile allows it (shipit/assemble.py),
-    else by docker build (which tags it `reference`); `undo` learns of every image it adds."""
+    else by docker build (which tags it `reference`); `undo` learns of every image it adds.
+    Its label LABEL_BUILDER says which: only shipit's own image is the same bytes on every
+    machine, its config's times being the `created` label's (shipit/source_date.py)."""
     from shipit.assemble import Assembly, Unsupported, base_blocker, history_of, recipe_of
     from shipit.render import SERVED
 
@@ -116,15 +119,14 @@ def build_image(
         else:
             from shipit.push.blobs import KEEP_LAYER_BYTES, keep_built_image, uploads_itself
 
-            created = labels["org.opencontainers.image.created"].replace("+00:00", "Z")
             keep = uploads_itself(settings.uploader, engine)
             assembly = Assembly(
                 site,
                 recipe,
                 facts.document,
                 history,
-                labels,
-                created,
+                {**labels, LABEL_BUILDER: BUILT_BY_SHIPIT},
+                labels[LABEL_CREATED],
                 (),  # tagged once loaded: an interrupted load must not move `latest`
                 keep_layer_bytes=KEEP_LAYER_BYTES if keep else 0,
             )
@@ -140,4 +142,8 @@ def build_image(
                 keep_built_image(assembly.config, assembly.layer_diff_id, assembly.layer)
             return assembly.image_id
     progress(f"building {reference} from {base.reference} with docker build ({why})")
+    # SOURCE_DATE_EPOCH is not passed as a build arg: the legacy builder, which docker-py
+    # drives, dates the image itself whatever the arg, and warns of an arg the Dockerfile
+    # does not declare. Its image keeps the build's time; the push's label check covers it.
+    labels = {**labels, LABEL_BUILDER: BUILT_BY_DOCKER}
     return engine.build(site.tar_chunks(labels), reference, progress, made=undo.made)

@@ -9,3 +9,9 @@ LABEL_URL = "io.shipit.url"
 LABEL_TITLE = "org.opencontainers.image.title"
 LABEL_REVISION = "org.opencontainers.image.revision"
 LABEL_VERSION = "org.opencontainers.image.version"
+LABEL_CREATED = "org.opencontainers.image.created"
+# Who made the image: "shipit" (its bytes follow from its input, so a registry that holds the
+# same input holds the same digest) or "docker build" (which writes its own times and ids).
+LABEL_BUILDER = "io.shipit.builder"
+BUILT_BY_SHIPIT = "shipit"
+BUILT_BY_DOCKER = "docker build"

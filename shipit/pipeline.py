@@ -7,7 +7,6 @@ half-set tag behind.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import os
 import threading
 import time
@@ -32,6 +31,7 @@ from shipit.labels import (
     LABEL_BASE_IMAGE_ID,
     LABEL_BUILD_ID,
     LABEL_CONTEXT_DIGEST,
+    LABEL_CREATED,
     LABEL_IMAGE,
     LABEL_MANAGED,
     LABEL_REVISION,
@@ -44,6 +44,7 @@ from shipit.loopback import is_loopback
 from shipit.progress import LayerProgress, Progress, quiet
 from shipit.site_address import ensure_port_free, publish_host, reach_host, site_url
 from shipit.smoke import SmokeReport, run_smoke, wait_until_ready
+from shipit.source_date import source_date
 from shipit.state import record_smoke_passed, smoke_pass_of
 from shipit.vcs import NO_COMMIT_HINT, Revision, revision_started, source_url
 
@@ -156,18 +157,21 @@ def _build(settings: Settings, engine: Engine, progress: Progress) -> BuildResul
     sources = scan_sources(settings.project_dir, index=index, max_size=settings.max_site_size)
     build_id = build_id_from(sources, base_image)
     rev = answer_revision()
+    created = source_date(os.environ, rev)
     # Only once git has answered: a .shipit/ that git status sees before its .gitignore is
     # written makes a fresh checkout (a CI runner) look dirty.
     index.save()
     tag = rev.tag or f"build-{build_id[:12]}"
     commit = rev.commit or "unknown"
-    # Same input, base, name and commit: the labels of the existing image are all still true.
+    # Same input, base, name, commit and time: the labels of the existing image are all still
+    # true.
     reusable = [
         image
         for image in engine.images_with_label(LABEL_BUILD_ID, build_id)
         if image.labels.get(LABEL_BASE_IMAGE_ID) == base_image_id
         and image.labels.get(LABEL_IMAGE) == settings.image
         and image.labels.get(LABEL_REVISION) == commit
+        and image.labels.get(LABEL_CREATED) == created.rfc3339
         and image.labels.get(LABEL_CONTEXT_DIGEST)
     ]
     if reusable:
@@ -185,9 +189,7 @@ def _build(settings: Settings, engine: Engine, progress: Progress) -> BuildResul
         labels = {
             "org.opencontainers.image.source": source_url(settings.project_dir),
             LABEL_REVISION: commit,
-            "org.opencontainers.image.created": dt.datetime.now(dt.UTC).isoformat(
-                timespec="seconds"
-            ),
+            LABEL_CREATED: created.rfc3339,
             LABEL_VERSION: tag,
             LABEL_TITLE: str(title or settings.image),
             LABEL_IMAGE: settings.image,
@@ -202,6 +204,7 @@ def _build(settings: Settings, engine: Engine, progress: Progress) -> BuildResul
     moved = [reference for reference in tags if not reusable or reference not in reusable[0].tags]
     with undone_unless_complete(engine, moved) as undo:
         if not reusable:
+            progress(f"image dated {created.rfc3339}: {created.origin}")
             image_id = build_image(
                 settings, engine, site, base, base_facts, labels, tags[0], undo, progress
             )

@@ -26,6 +26,7 @@ class Revision:
     dirty: bool
     source: str = "git"  # "git", or the CI variable the commit came from
     why_none: str = ""  # why there is no commit, when there is none
+    committed_at: int | None = None  # the commit's committer time (Unix seconds), from git
 
     @property
     def tag(self) -> str:
@@ -87,15 +88,20 @@ def revision_started(
     """Starts git now and returns the function that waits for its answer: on a big tree
     `git status` takes a while (it stats every file), which can run beside other work.
     When git knows no commit, the CI variables in `ci_environ` (if given) are asked."""
-    commit_asked = _start_git(project_dir, "rev-parse", "--verify", "-q", "HEAD")
+    # The commit and its committer time in one answer; --no-show-signature keeps a user's
+    # log.showSignature from adding gpg's lines to it.
+    commit_asked = _start_git(
+        project_dir, "log", "-1", "--no-show-signature", "--format=%H %ct", "HEAD", "--"
+    )
     # Only what is below the project counts: an edit elsewhere in a monorepo is not this site's.
     status_asked = _start_git(project_dir, "status", "--porcelain", "--", ".")
 
     def answer() -> Revision:
-        commit = _answer(commit_asked)
+        commit, _, committed = (_answer(commit_asked) or "").partition(" ")
         status = _answer(status_asked)
         if commit:
-            return Revision(commit=commit, dirty=bool(status))
+            committed_at = int(committed) if committed.isdigit() else None
+            return Revision(commit=commit, dirty=bool(status), committed_at=committed_at)
         why = "git is not on PATH" if commit_asked is None else "git knows no commit of the project"
         return _ci_revision(ci_environ or {}, why)
 

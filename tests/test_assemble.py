@@ -23,12 +23,14 @@ from shipit.assemble import (
     apply_settings,
     base_blocker,
     history_of,
+    image_config,
     instructions_of,
     recipe_of,
 )
 from shipit.engine import Engine
 from shipit.errors import BuildError, ExitCode
 from shipit.inputs import CHUNK_BYTES, TornFileError
+from shipit.labels import LABEL_BUILDER
 from shipit.render import SERVED, render_site
 from tests.conftest import Project, copy_example, remove_project_leftovers
 from tests.leftovers import image_references
@@ -182,6 +184,35 @@ def test_history_must_account_for_every_base_layer() -> None:
     assert history_of(listing, base_layers=2) is None
 
 
+def test_the_config_is_the_same_whichever_engine_version_showed_the_base() -> None:
+    """Docker 20.10's inspect lists every container field of the base's config, empty or
+    false; later API versions leave some out. The written config must not depend on that."""
+    found = recipe(f"FROM {BASE}\nUSER nginx\nCOPY shipit/ /srv/shipit/\n")
+    set_fields = {"Cmd": ["nginx", "-g", "daemon off;"], "ExposedPorts": {"80/tcp": {}}}
+    listed = {
+        "Hostname": "",
+        "Domainname": "",
+        "User": "",
+        "AttachStdin": False,
+        "Tty": False,
+        "Env": None,
+        "Image": "",
+        "Volumes": None,
+        "OnBuild": None,
+        "Labels": None,
+        **set_fields,
+    }
+    base = {"Id": "sha256:" + "b" * 64, "Os": "linux", "RootFS": {"Layers": []}}
+
+    def config(fields: dict[str, Any]) -> bytes:
+        return image_config({**base, "Config": fields}, [], found, {}, "sha256:" + "d" * 64, "Z")
+
+    assert config(listed) == config(set_fields)
+    written = json.loads(config(listed))
+    assert written["config"]["User"] == "nginx" and written["config"]["Cmd"] == set_fields["Cmd"]
+    assert config(listed) == json.dumps(written, sort_keys=True, separators=(",", ":")).encode()
+
+
 # On the engine: the same image as docker build's
 
 
@@ -247,7 +278,8 @@ def test_the_written_image_is_what_docker_build_makes(
     mine, theirs = _inspect(first["image_id"]), _inspect(second["image_id"])
     for document in (mine, theirs):
         document["Config"].pop("Image")
-        for volatile in ("org.opencontainers.image.created", "io.shipit.image"):
+        # The time (docker build's is its own), the image name, and who made it.
+        for volatile in ("org.opencontainers.image.created", "io.shipit.image", LABEL_BUILDER):
             document["Config"]["Labels"].pop(volatile)
     assert mine["Config"] == theirs["Config"]
     assert mine["RootFS"]["Layers"][:-1] == theirs["RootFS"]["Layers"][:-1]

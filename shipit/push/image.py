@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING, Any
 from shipit.config import Settings
 from shipit.digests import short_id
 from shipit.errors import ConfigError, PreconditionError
-from shipit.labels import LABEL_BASE_IMAGE_ID, LABEL_BUILD_ID, LABEL_REVISION, LABEL_VERSION
+from shipit.labels import (
+    BUILT_BY_SHIPIT,
+    LABEL_BASE_IMAGE_ID,
+    LABEL_BUILD_ID,
+    LABEL_BUILDER,
+    LABEL_REVISION,
+    LABEL_VERSION,
+)
 from shipit.state import smoke_pass_of
 from shipit.tags import TagPlan, plan_for_image
 
@@ -75,9 +82,17 @@ class PushImage:
         store; either pins every byte."""
         return self.id in (manifest.config_digest, manifest.digest)
 
+    @property
+    def reproducible(self) -> bool:
+        """Whether shipit wrote this image itself: then its bytes follow from its input (the
+        same commit and settings give the same image id on any machine), and a registry that
+        holds an image of the same input holds this very image. One that `docker build`
+        made, or an older shipit, carries the build's time instead."""
+        return self.labels.get(LABEL_BUILDER) == BUILT_BY_SHIPIT
+
     def same_build_as(self, config: Mapping[str, Any]) -> bool:
         """Whether an image config (from a registry) was built from this image's input: a
-        rebuild of the same commit elsewhere differs only in its timestamps."""
+        rebuild of the same commit by `docker build` differs only in its timestamps."""
         runtime = config.get("config")
         labels = runtime.get("Labels") if isinstance(runtime, dict) else None
         if not isinstance(labels, dict):

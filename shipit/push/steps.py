@@ -2,9 +2,12 @@
 PUT, each verified.
 
 The first tag (the first fixed one, {sha} by default): a tag that already holds this very
-image is skipped without uploading, and so is one that holds an image built from the same
-input by an earlier run (a re-run of the same commit on a fresh machine rebuilds it with
-new timestamps; replacing it would change a published digest and upload the site again).
+image is skipped without uploading. An image that shipit wrote itself is the same bytes
+whenever and wherever the same commit is built (shipit/source_date.py), so that is all a
+re-run on a fresh machine needs: the manifest names the image, and no config is read. An
+image that `docker build` made carries its build's time, so a re-run makes another one: a
+tag that holds an image built from the same input by an earlier run is skipped too (replacing
+it would change a published digest and upload the site again), which reads its config.
 Otherwise the engine pushes it (its stream is read to its end), or shipit uploads it itself
 where it is faster (shipit/push/upload.py); the digest reported must be what the registry
 serves, which must be this image.
@@ -80,8 +83,10 @@ def _already_there(
     if image.is_served_by(served):
         progress(f"{target.name}: {reference} already holds this image; nothing to upload")
         return TagOutcome(image.first_tag, "unchanged", digest=served.digest)
-    if not served.is_index and image.same_build_as(
-        target.client.image_config(target.repository, served)
+    if (
+        not image.reproducible
+        and not served.is_index
+        and image.same_build_as(target.client.image_config(target.repository, served))
     ):
         progress(
             f"{target.name}: {reference} already holds {served.digest[:19]}, built from the "
