@@ -12,7 +12,9 @@ from shipit.errors import EngineError
 from shipit.progress import Progress
 
 if TYPE_CHECKING:
-    from shipit.engine import Engine
+    from shipit.engine import Engine, ImageInfo
+    from shipit.platforms import Platform
+    from shipit.registries.base_index import BaseIndex
 
 
 @dataclass(frozen=True)
@@ -21,9 +23,16 @@ class BaseImage:
     image_id: str
     how: Literal["present", "pulled", "fallback"]
     note: str = ""
+    # The platform's manifest in the base's registry, when the build asked for a platform.
+    manifest_digest: str = ""
 
 
-def resolve_base_image(settings: Settings, engine: Engine, progress: Progress) -> BaseImage:
+def resolve_base_image(
+    settings: Settings, engine: Engine, progress: Progress, platform: Platform | None = None
+) -> BaseImage:
+    """The base image of the engine's own platform, or, with `platform`, of that one."""
+    if platform is not None:
+        return _base_for_platform(settings, engine, platform, progress)
     wanted = settings.base_image
     base = engine.image(wanted)
     if base is not None:
@@ -49,3 +58,72 @@ def resolve_base_image(settings: Settings, engine: Engine, progress: Progress) -
     if pulled is None:
         raise EngineError(f"pulled {wanted} but the engine does not list it")
     return BaseImage(wanted, pulled.id, "pulled")
+
+
+def platform_of(image: ImageInfo) -> Platform:
+    from shipit.platforms import Platform
+
+    return Platform.of(
+        {"os": image.os, "architecture": image.architecture, "variant": image.variant}
+    )
+
+
+def _base_for_platform(
+    settings: Settings, engine: Engine, platform: Platform, progress: Progress
+) -> BaseImage:
+    """The base image of `platform`: that platform's image of the base's index, pulled by its
+    digest unless the engine holds it (the engine keeps one image per tag, so no tag of
+    another platform's image is moved). Its manifest digest lets the push copy its layers
+    from the base's registry."""
+    wanted = settings.base_image
+    index = base_index_of(settings, engine, f"the {platform} image")
+    entry = index.manifest_for(platform)
+    pinned = f"{index.repository}@{entry.digest}"
+    found = engine.image(pinned)
+    how: Literal["present", "pulled"] = "present"
+    if found is None:
+        progress(f"pulling the {platform} image of {wanted}")
+        engine.pull(pinned, progress, platform=str(platform), auth_config=index.auth_config)
+        found = engine.image(pinned)
+        how = "pulled"
+    if found is None:
+        raise EngineError(f"pulled {pinned} but the engine does not list it")
+    return BaseImage(wanted, found.id, how, manifest_digest=entry.digest)
+
+
+def base_index_of(settings: Settings, engine: Engine, wanted_platforms: str) -> BaseIndex:
+    """The platforms the base image offers, from its registry (asked for `wanted_platforms`);
+    its registry's refusal says what was looked for."""
+    from shipit.errors import ShipitError
+    from shipit.registries.base_index import read_base_index
+
+    try:
+        return read_base_index(settings.base_image, engine.registry_rules)
+    except ShipitError as error:
+        local = engine.image(settings.base_image)
+        here = f"; the one here is {platform_of(local)}" if local is not None else ""
+        raise error.reworded(f"{error.message} (looking for {wanted_platforms}{here})") from error
+
+
+def platforms_to_build(settings: Settings, engine: Engine) -> tuple[Platform, ...] | None:
+    """The platforms the settings ask for, as the base image names them; None when that is
+    the engine's own platform alone (a build as without the setting, whose base image may be
+    the local one)."""
+    choice = settings.platforms
+    if not choice.every and not choice.platforms:
+        return None
+    native = engine.platform()
+    if not choice.every and all(platform.matches(native) for platform in choice.platforms):
+        return None
+    asked = ", ".join(choice.names) if choice.platforms else "every platform"
+    index = base_index_of(settings, engine, asked)
+    return choice.resolve(index.offered, native, settings.base_image)
+
+
+def platform_to_run(settings: Settings, engine: Engine) -> Platform | None:
+    """The one platform `run` serves (None: the engine's own)."""
+    if not settings.platforms.every and not settings.platforms.platforms:
+        return None
+    native = engine.platform()
+    chosen = settings.platforms.one_to_run(native)
+    return None if chosen.matches(native) else chosen

@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING, Any
 from shipit import interrupts
 from shipit.base_image import BaseImage
 from shipit.config import Settings
-from shipit.errors import EngineError
+from shipit.errors import EngineError, PreconditionError
 from shipit.labels import BUILT_BY_DOCKER, BUILT_BY_SHIPIT, LABEL_BUILDER, LABEL_CREATED
 from shipit.progress import Progress
 
 if TYPE_CHECKING:
     from shipit.engine import Engine
+    from shipit.platforms import Platform
     from shipit.render import RenderedSite
 
 
@@ -93,11 +94,14 @@ def build_image(
     reference: str,
     undo: Undo,
     progress: Progress,
+    platform: Platform | None = None,
 ) -> str:
     """The image, written by shipit when the Dockerfile allows it (shipit/assemble.py),
     else by docker build (which tags it `reference`); `undo` learns of every image it adds.
     Its label LABEL_BUILDER says which: only shipit's own image is the same bytes on every
-    machine, its config's times being the `created` label's (shipit/source_date.py)."""
+    machine, its config's times being the `created` label's (shipit/source_date.py).
+    An image of another `platform` than the engine's is only ever written by shipit: docker
+    build would run the Dockerfile's steps for the engine's platform."""
     from shipit.assemble import Assembly, Unsupported, base_blocker, history_of, recipe_of
     from shipit.render import SERVED
 
@@ -141,6 +145,13 @@ def build_image(
             if keep:
                 keep_built_image(assembly.config, assembly.layer_diff_id, assembly.layer)
             return assembly.image_id
+    if platform is not None:
+        raise PreconditionError(
+            f"the {platform} image cannot be written by shipit: {why}",
+            "shipit writes an image of another platform itself, which needs a Dockerfile of "
+            "image settings and one COPY and an engine with the classic image store; or "
+            "build for the engine's own platform",
+        )
     progress(f"building {reference} from {base.reference} with docker build ({why})")
     # SOURCE_DATE_EPOCH is not passed as a build arg: the legacy builder, which docker-py
     # drives, dates the image itself whatever the arg, and warns of an arg the Dockerfile

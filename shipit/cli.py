@@ -378,7 +378,7 @@ def push(
         image=image,
         platforms=platform or None,
     )
-    from shipit.pipeline import push as push_stage
+    from shipit.ship import push as push_stage
 
     report = push_stage(
         settings,
@@ -438,7 +438,7 @@ def ship(
         image=image,
         platforms=platform or None,
     )
-    from shipit.pipeline import ship as ship_stage
+    from shipit.ship import ship as ship_stage
 
     result = ship_stage(
         settings,

@@ -30,15 +30,15 @@ from shipit.engine_diagnosis import (
     CONNECT_TIMEOUT,
     connect_failure,
     no_ssh_support,
+    start_refusal,
     timed_out,
     tls_files_problem,
 )
-from shipit.engine_location import EngineAddress
+from shipit.engine_location import EngineAddress, EngineClient
 from shipit.errors import (
     BuildError,
     EngineError,
     EngineRefused,
-    PortBusyError,
     PushError,
     RegistryUnreachableError,
     RunError,
@@ -63,6 +63,11 @@ class ImageInfo:
     repo_digests: tuple[str, ...]
     size: int
     layers: tuple[str, ...] = ()  # uncompressed layer digests (diff ids), base first
+    # The platform its config names ("linux", "arm64", "v8"): an image of another platform
+    # than the engine's runs only under emulation.
+    os: str = ""
+    architecture: str = ""
+    variant: str = ""
 
 
 @dataclass(frozen=True)
@@ -76,20 +81,6 @@ class ContainerInfo:
 
 # How an engine names "every address of this machine" (noqa: it binds nothing).
 ALL_ADDRESSES = frozenset({"0.0.0.0", "::", ""})  # noqa: S104
-
-
-class _EngineClient(docker.APIClient):
-    """docker-py's client, minus one trap: requests lets REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE
-    (set on many CI runners) replace the session's CA, so a TLS engine's own CA from
-    DOCKER_CERT_PATH would be ignored and its certificate rejected."""
-
-    def merge_environment_settings(
-        self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
-    ) -> Any:
-        settings: Any = super().merge_environment_settings(url, proxies, stream, verify, cert)
-        if verify is None and isinstance(self.verify, str):
-            settings["verify"] = self.verify
-        return settings
 
 
 @dataclass(frozen=True)
@@ -123,7 +114,7 @@ class Engine:
                 from docker.context import ContextAPI
 
                 params.update(ContextAPI.kwargs_from_context())
-            api = _EngineClient(
+            api = EngineClient(
                 timeout=min(timeout, CONNECT_TIMEOUT),  # type: ignore[arg-type]
                 # The OpenSSH client reads ~/.ssh/config, keys and agents as the docker CLI does.
                 use_ssh_client=address.scheme == "ssh",
@@ -218,6 +209,9 @@ class Engine:
             repo_digests=tuple(data.get("RepoDigests") or ()),
             size=int(data.get("Size") or 0),
             layers=tuple((data.get("RootFS") or {}).get("Layers") or ()),
+            os=str(data.get("Os") or ""),
+            architecture=str(data.get("Architecture") or ""),
+            variant=str(data.get("Variant") or ""),
         )
 
     def image_document(self, reference: str) -> dict[str, Any]:
@@ -238,10 +232,24 @@ class Engine:
         found = [self.image(summary["Id"]) for summary in summaries]
         return [image for image in found if image is not None]
 
-    def pull(self, reference: str, progress: Progress = quiet) -> None:
+    def pull(
+        self,
+        reference: str,
+        progress: Progress = quiet,
+        *,
+        platform: str = "",
+        auth_config: Mapping[str, str] | None = None,
+    ) -> None:
+        """Pulls an image (of `platform`, else the engine's own), with `auth_config` when the
+        registry wants a login the engine may not hold."""
         repository, tag = split_reference(reference)
+        options: dict[str, Any] = {"stream": True, "decode": True}
+        if platform:
+            options["platform"] = platform
+        if auth_config:
+            options["auth_config"] = dict(auth_config)
         try:
-            for event in self.api.pull(repository, tag=tag, stream=True, decode=True):
+            for event in self.api.pull(repository, tag=tag, **options):
                 if "error" in event:
                     raise EngineError(f"cannot pull {reference}: {event['error']}")
                 if event.get("status") and not event.get("progressDetail"):
@@ -514,22 +522,9 @@ class Engine:
             self._call(f"starting container {name}", self.api.start, container_id)
         except EngineRefused as exc:
             self.remove_container(container_id)
-            explanation = exc.explanation
-            if (
-                "address already in use" in explanation
-                or "port is already allocated" in explanation
-            ):
-                raise PortBusyError(
-                    f"port {host}:{port} is already in use",
-                    "stop what listens there or choose another port with --port",
-                ) from exc
-            if "cannot assign requested address" in explanation.lower():
-                raise RunError(
-                    f"cannot publish on {host}:{port}: the engine's machine has no address "
-                    f"{host} (Cannot assign requested address)",
-                    "use one of its addresses with --host, e.g. 127.0.0.1, or 0.0.0.0 for all",
-                ) from exc
-            raise RunError(f"cannot start container {name}: {explanation}") from exc
+            found = self.image(image)
+            architecture = found.architecture if found else ""
+            raise start_refusal(name, host, port, exc.explanation, architecture) from exc
         except BaseException:
             self.remove_container(container_id)
             raise

@@ -1,7 +1,8 @@
 """Why the Docker engine cannot be reached, in one line: an address that does not answer, TLS
 files or a handshake that fail, ssh:// without its client or paramiko. Engine.connect asks
 here when the engine does not answer at all (connect_failure); Engine's later calls ask
-whether a connection went silent or went away (timed_out).
+whether a connection went silent or went away (timed_out). Also why a container would not
+start (start_refusal).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import requests
 import urllib3.exceptions
 
 from shipit.engine_location import EngineAddress
-from shipit.errors import EngineError
+from shipit.errors import NO_EMULATOR_WORDS, EngineError, PortBusyError, RunError, no_emulator
 
 # A read timeout, from a call (requests) or from a stream (urllib3).
 _READ_TIMEOUTS = (requests.exceptions.ReadTimeout, urllib3.exceptions.ReadTimeoutError)
@@ -188,3 +189,23 @@ def _tls_failure(address: EngineAddress, lowered: str) -> EngineError:
         f"TLS handshake with {where} failed: {reason}",
         "check that DOCKER_CERT_PATH holds a client certificate signed by the engine's CA",
     )
+
+
+def start_refusal(name: str, host: str, port: int, explanation: str, architecture: str) -> RunError:
+    """The engine's refusal to start container `name` (publishing host:port, of an image of
+    `architecture`), said as what to do about it."""
+    lowered = explanation.lower()
+    if "address already in use" in explanation or "port is already allocated" in explanation:
+        return PortBusyError(
+            f"port {host}:{port} is already in use",
+            "stop what listens there or choose another port with --port",
+        )
+    if "cannot assign requested address" in lowered:
+        return RunError(
+            f"cannot publish on {host}:{port}: the engine's machine has no address "
+            f"{host} (Cannot assign requested address)",
+            "use one of its addresses with --host, e.g. 127.0.0.1, or 0.0.0.0 for all",
+        )
+    if NO_EMULATOR_WORDS in lowered:
+        return no_emulator(architecture)
+    return RunError(f"cannot start container {name}: {explanation}")

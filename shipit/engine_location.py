@@ -8,10 +8,12 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from shipit import paramiko_deferred  # noqa: F401 - before docker, see that module
 
 # isort: split
+import docker
 import docker.errors
 
 from shipit.errors import EngineError
@@ -106,3 +108,17 @@ def _current_context(environ: Mapping[str, str]) -> EngineAddress | None:
         tls=tls is not None,
         cert_path=os.path.dirname(tls.ca_cert) if tls is not None and tls.ca_cert else "",
     )
+
+
+class EngineClient(docker.APIClient):
+    """docker-py's client, minus one trap: requests lets REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE
+    (set on many CI runners) replace the session's CA, so a TLS engine's own CA from
+    DOCKER_CERT_PATH would be ignored and its certificate rejected."""
+
+    def merge_environment_settings(
+        self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
+    ) -> Any:
+        settings: Any = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        if verify is None and isinstance(self.verify, str):
+            settings["verify"] = self.verify
+        return settings

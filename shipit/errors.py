@@ -139,6 +139,22 @@ class ContainerExitedError(RunError):
     pass
 
 
+# What the kernel says when it has no emulator for another platform's binaries.
+NO_EMULATOR_WORDS = "exec format error"
+
+
+def no_emulator(architecture: str) -> RunError:
+    """An image of another platform than the engine's, which its machine cannot run."""
+    architecture = architecture or "its platform"
+    return RunError(
+        f"the engine's machine cannot run {architecture} programs: no emulator is registered "
+        "in binfmt_misc",
+        "on that machine: apt-get install qemu-user-static binfmt-support, or docker run "
+        f"--privileged --rm tonistiigi/binfmt --install {architecture}; "
+        "or pass --skip-smoke to push without running the image",
+    )
+
+
 class SmokeError(ShipitError):
     exit_code = ExitCode.SMOKE
 

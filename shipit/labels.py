@@ -9,6 +9,10 @@ LABEL_URL = "io.shipit.url"
 LABEL_TITLE = "org.opencontainers.image.title"
 LABEL_REVISION = "org.opencontainers.image.revision"
 LABEL_VERSION = "org.opencontainers.image.version"
+LABEL_BASE_NAME = "org.opencontainers.image.base.name"
+# The base image's manifest (of this platform) in its registry, when the build read it there:
+# the push copies the base layers from there.
+LABEL_BASE_DIGEST = "org.opencontainers.image.base.digest"
 LABEL_CREATED = "org.opencontainers.image.created"
 # Who made the image: "shipit" (its bytes follow from its input, so a registry that holds the
 # same input holds the same digest) or "docker build" (which writes its own times and ids).

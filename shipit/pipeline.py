@@ -6,29 +6,31 @@ half-set tag behind.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shipit import __version__, interrupts, screenshot
-from shipit.base_image import resolve_base_image
+from shipit.base_image import platform_to_run, platforms_to_build, resolve_base_image
 from shipit.builder import base_facts_started, build_image, undone_unless_complete
 from shipit.config import Settings
 from shipit.digests import short_id
 from shipit.errors import (
+    NO_EMULATOR_WORDS,
     ContainerExitedError,
     EngineError,
     PreconditionError,
     RunError,
     SmokeError,
+    no_emulator,
 )
 from shipit.inputs import FileIndex, build_id_from, scan_sources
 from shipit.labels import (
+    LABEL_BASE_DIGEST,
     LABEL_BASE_IMAGE_ID,
+    LABEL_BASE_NAME,
     LABEL_BUILD_ID,
     LABEL_CONTEXT_DIGEST,
     LABEL_CREATED,
@@ -41,19 +43,18 @@ from shipit.labels import (
 )
 from shipit.lock import project_lock
 from shipit.loopback import is_loopback
-from shipit.progress import LayerProgress, Progress, quiet
+from shipit.progress import Progress, quiet
 from shipit.site_address import ensure_port_free, publish_host, reach_host, site_url
 from shipit.smoke import SmokeReport, run_smoke, wait_until_ready
 from shipit.source_date import source_date
-from shipit.state import record_smoke_passed, smoke_pass_of
+from shipit.state import record_smoke_passed
 from shipit.vcs import NO_COMMIT_HINT, Revision, revision_started, source_url
 
 if TYPE_CHECKING:
     # Only the stages that need them import docker, boto3 and Jinja: render and smoke stay
     # light, and a build of unchanged input renders nothing.
     from shipit.engine import Engine, ImageInfo
-    from shipit.push import PushReport
-    from shipit.registries.catalog import RegistrySpec
+    from shipit.platforms import Platform
     from shipit.render import RenderedSite
 
 LOG_TAIL_LINES = 20
@@ -70,11 +71,30 @@ class BuildResult:
     base_image: str
     built: bool
     seconds: float
+    # A multi-platform build: every platform's image, in the order the index names them
+    # (this result's own image is one of them). Empty for a build of one platform.
+    platforms: tuple[PlatformBuild, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         del data["info"]
+        data["platforms"] = [platform.to_json() for platform in self.platforms]
         return data
+
+    def of_platform(self, platform: PlatformBuild) -> BuildResult:
+        """This build as the one image of `platform` (what run serves)."""
+        return replace(self, info=platform.info, image_id=platform.image_id, built=platform.built)
+
+
+@dataclass(frozen=True)
+class PlatformBuild:
+    platform: Platform
+    image_id: str
+    built: bool
+    info: ImageInfo
+
+    def to_json(self) -> dict[str, Any]:
+        return {"platform": str(self.platform), "image_id": self.image_id, "built": self.built}
 
 
 @dataclass(frozen=True)
@@ -134,19 +154,65 @@ def render(
     return site
 
 
-def build(settings: Settings, engine: Engine, progress: Progress = quiet) -> BuildResult:
-    """Renders and builds the image, and tags it once it is complete. A build that fails or
-    is interrupted (SIGINT, SIGTERM) leaves the engine's images and tags as they were."""
+def build(
+    settings: Settings, engine: Engine, progress: Progress = quiet, *, to_run: bool = False
+) -> BuildResult:
+    """Renders and builds the image of the platform the settings name (the one to serve when
+    `to_run`), and tags it once it is complete. A build that fails or is interrupted (SIGINT,
+    SIGTERM) leaves the engine's images and tags as they were."""
     with project_lock(settings, "build", progress):
+        chosen = (
+            (platform_to_run(settings, engine),) if to_run else platforms_to_build(settings, engine)
+        )
         try:
-            return _build(settings, engine, progress)
+            if chosen is None or len(chosen) == 1:
+                platform = None if chosen is None else chosen[0]
+                if platform is not None and platform.matches(engine.platform()):
+                    platform = None
+                return _build(settings, engine, progress, platform)
+            return _build_platforms(settings, engine, progress, chosen)
         except KeyboardInterrupt as stopped:
             raise interrupts.error_for(stopped, "nothing was built or tagged") from stopped
 
 
-def _build(settings: Settings, engine: Engine, progress: Progress) -> BuildResult:
+def _build_platforms(
+    settings: Settings, engine: Engine, progress: Progress, chosen: tuple[Platform, ...]
+) -> BuildResult:
+    """One image per platform, the same site layer on each platform's base image. The
+    engine's own platform (else the first) is tagged as a one-platform build is; the others
+    under the same tags with their platform after a '-', which keeps them from being pruned."""
+    native = engine.platform()
+    primary = next((platform for platform in chosen if platform.matches(native)), chosen[0])
+    results: dict[Platform, BuildResult] = {}
+    for platform in chosen:
+        suffix = "" if platform == primary else str(platform).replace("/", "-")
+        progress(f"building the {platform} image")
+        # Where the commit came from is said once, with the first platform.
+        results[platform] = _build(
+            settings, engine, progress, platform, suffix, say_commit=not results
+        )
+    builds = tuple(
+        PlatformBuild(platform, result.image_id, result.built, result.info)
+        for platform, result in results.items()
+    )
+    return replace(
+        results[primary],
+        built=any(result.built for result in results.values()),
+        platforms=builds,
+    )
+
+
+def _build(
+    settings: Settings,
+    engine: Engine,
+    progress: Progress,
+    platform: Platform | None,
+    suffix: str = "",
+    *,
+    say_commit: bool = True,
+) -> BuildResult:
     started = time.monotonic()
-    base = resolve_base_image(settings, engine, progress)
+    base = resolve_base_image(settings, engine, progress, platform)
     base_image, base_image_id = base.reference, base.image_id
     # The build id digests every input of the render, and rendering is deterministic: an image
     # with this build id holds exactly what rendering now would give, so nothing is rendered.
@@ -193,27 +259,32 @@ def _build(settings: Settings, engine: Engine, progress: Progress) -> BuildResul
             LABEL_VERSION: tag,
             LABEL_TITLE: str(title or settings.image),
             LABEL_IMAGE: settings.image,
-            "org.opencontainers.image.base.name": base_image,
+            LABEL_BASE_NAME: base_image,
             LABEL_CONTEXT_DIGEST: context_digest,
             LABEL_BUILD_ID: build_id,
             LABEL_BASE_IMAGE_ID: base_image_id,
             "io.shipit.version": __version__,
         }
-    tags = (f"{settings.image}:{tag}", f"{settings.image}:latest")
+        if base.manifest_digest:
+            labels[LABEL_BASE_DIGEST] = base.manifest_digest
+    tags: tuple[str, ...] = (f"{settings.image}:{tag}", f"{settings.image}:latest")
+    if suffix:
+        tags = (f"{settings.image}:{tag}-{suffix}",)
     # An image that already holds both tags needs no call to the engine.
     moved = [reference for reference in tags if not reusable or reference not in reusable[0].tags]
     with undone_unless_complete(engine, moved) as undo:
         if not reusable:
             progress(f"image dated {created.rfc3339}: {created.origin}")
             image_id = build_image(
-                settings, engine, site, base, base_facts, labels, tags[0], undo, progress
+                settings, engine, site, base, base_facts, labels, tags[0], undo, progress, platform
             )
         for reference in moved:
             engine.tag(image_id, *reference.rsplit(":", 1))
         info = reusable[0] if reusable else engine.image(image_id)
         if info is None:
             raise EngineError(f"the engine does not list the image {image_id[:19]} it just built")
-    _say_where_the_commit_came_from(rev, tag, progress)
+    if say_commit:
+        _say_where_the_commit_came_from(rev, tag, progress)
     return BuildResult(
         info=info,
         image=settings.image,
@@ -279,7 +350,7 @@ def _run(
     started = time.monotonic()
     # Running what is on disk is what users mean; the build is a no-op when nothing changed.
     if built is None:
-        built = build(settings, engine, progress)
+        built = build(settings, engine, progress, to_run=True)
     image_id, build_id = built.image_id, built.build_id
     for name in stop(settings, engine):
         progress(f"replaced the previous container {name}")
@@ -318,6 +389,7 @@ def _run(
             container_id,
             url,
             (image_id, build_id),
+            built.info.architecture,
             screenshot_request if smoke else None,
             smoke,
             progress,
@@ -343,6 +415,7 @@ def _wait_and_smoke(
     container_id: str,
     url: str,
     build: tuple[str, str],
+    architecture: str,
     screenshot_request: ScreenshotRequest | None,
     smoke: bool,
     progress: Progress,
@@ -358,6 +431,8 @@ def _wait_and_smoke(
         logs = engine.logs_tail(container_id, LOG_TAIL_LINES)
         if info is None or info.status not in ("created", "running"):
             code = info.exit_code if info else "unknown"
+            if NO_EMULATOR_WORDS in logs.lower():
+                raise no_emulator(architecture)
             raise ContainerExitedError(
                 f"the container exited at start with code {code}",
                 "its last log lines are below; fix the nginx template or the base image",
@@ -442,141 +517,3 @@ def smoke(
         record_smoke_passed(settings, image_id, expected_build_id, url)
     _attach_screenshot(report, screenshot_request, progress)
     return report
-
-
-@dataclass(frozen=True)
-class ShipResult:
-    build: BuildResult
-    run: RunResult | None  # None when this very image had already passed its smoke test
-    push: PushReport
-    smoke_reused: dict[str, str] | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "ok": not self.push.failed,
-            "build": self.build.to_json(),
-            "run": self.run.to_json() if self.run else None,
-            "smoke_reused": self.smoke_reused,
-            "push": self.push.to_json(),
-        }
-
-
-def push(
-    settings: Settings,
-    engine: Engine,
-    to: tuple[RegistrySpec, ...],
-    *,
-    dry_run: bool = False,
-    skip_smoke: bool = False,
-    allow_root: bool = False,
-    progress: Progress = quiet,
-    layer_progress: LayerProgress | None = None,
-) -> PushReport:
-    """Pushes the newest build, which must have passed its smoke test (unless skip_smoke)."""
-    from shipit.push import RegistryAccess, image_to_push, publish
-
-    # A dry run changes nothing, so it need not wait for a ship to finish.
-    locked = contextlib.nullcontext() if dry_run else project_lock(settings, "push", progress)
-    with locked:
-        image = image_to_push(settings, engine, skip_smoke=skip_smoke)
-        with RegistryAccess(
-            settings,
-            to,
-            dry_run=dry_run,
-            allow_root=allow_root,
-            registry_rules=engine.registry_rules,
-        ) as access:
-            return publish(
-                settings, engine, image, access, progress=progress, layer_progress=layer_progress
-            )
-
-
-def ship(
-    settings: Settings,
-    engine: Engine,
-    *,
-    to: tuple[RegistrySpec, ...],
-    allow_root: bool = False,
-    resmoke: bool = False,
-    progress: Progress = quiet,
-    layer_progress: LayerProgress | None = None,
-) -> ShipResult:
-    """build -> run -> smoke -> push -> stop; no container is left behind whatever happens.
-
-    An image that already passed its smoke test here (shipit.push.image states the rule) is
-    not run again unless `resmoke`. The project's container is removed while the push runs,
-    as the push needs only the image; that is also the container a ship killed after its
-    smoke pass left running. The registries' credentials are looked up meanwhile
-    (RegistryAccess), from the start, and the image's new layers are compressed meanwhile
-    (prepared_blobs), from the build. One ship at a time per project (project_lock)."""
-    with project_lock(settings, "ship", progress):
-        return _ship(settings, engine, to, allow_root, resmoke, progress, layer_progress)
-
-
-def _ship(
-    settings: Settings,
-    engine: Engine,
-    to: tuple[RegistrySpec, ...],
-    allow_root: bool,
-    resmoke: bool,
-    progress: Progress,
-    layer_progress: LayerProgress | None,
-) -> ShipResult:
-    from shipit.push import PushImage, RegistryAccess, prepared_blobs, publish
-
-    ran: RunResult | None = None
-    removal: threading.Thread | None = None
-    blobs = None
-    with RegistryAccess(
-        settings, to, allow_root=allow_root, registry_rules=engine.registry_rules
-    ) as access:
-        try:
-            built = build(settings, engine, progress)
-            image = PushImage.of(built.info, settings)
-            blobs = prepared_blobs(settings, engine, image)
-            earlier_pass = None if resmoke else smoke_pass_of(settings, built.image_id)
-            if earlier_pass is not None:
-                progress(
-                    f"image {short_id(built.image_id)} passed its smoke test at "
-                    f"{earlier_pass['at']}: not running it again (--resmoke to run it)"
-                )
-            else:
-                ran = run(settings, engine, smoke=True, progress=progress, built=built)
-            removal = threading.Thread(
-                target=_stop_quietly, args=(settings, engine, progress), daemon=True
-            )
-            removal.start()
-            pushed = publish(
-                settings,
-                engine,
-                image,
-                access,
-                progress=progress,
-                layer_progress=layer_progress,
-                blobs=blobs,
-            )
-        except BaseException:
-            # Before the removal started, the build failed (perhaps the engine with it) or the
-            # run did, which removes its own container. After, the failure that stopped the
-            # ship is the one to report, not a failed removal.
-            if removal is not None:
-                removal.join()
-                _stop_quietly(settings, engine, progress)
-            raise
-        finally:
-            if blobs is not None:
-                blobs.close()
-        removal.join()
-        # Whatever the removal thread missed.
-        for name in stop(settings, engine, progress):
-            progress(f"removed {name}")
-    return ShipResult(build=built, run=ran, push=pushed, smoke_reused=earlier_pass)
-
-
-def _stop_quietly(settings: Settings, engine: Engine, progress: Progress) -> None:
-    """The background removal in ship; a failure here is retried by ship's final stop."""
-    try:
-        for name in stop(settings, engine, progress):
-            progress(f"removed {name}")
-    except Exception:  # noqa: BLE001, S110 - ship calls stop again after the push
-        pass

@@ -1,5 +1,6 @@
-"""What shipit remembers between commands, in the project's .shipit/ folder: which image
-last passed its smoke test, so that `shipit push` only ever pushes a verified image."""
+"""What shipit remembers between commands, in the project's .shipit/ folder: which images
+passed their smoke tests (the newest, and a few before it), so that `shipit push` only ever
+pushes a verified image."""
 
 from __future__ import annotations
 
@@ -48,15 +49,30 @@ def _write_state(settings: Settings, state: dict[str, Any]) -> None:
         write_atomically(_state_path(settings), data)
 
 
+# Passes kept besides the newest: one per platform of a multi-platform build, and a few
+# builds back (a ship of an earlier commit again).
+KEPT_SMOKE_PASSES = 16
+
+
 def record_smoke_passed(settings: Settings, image_id: str, build_id: str, url: str) -> None:
     state = read_state(settings)
-    state["smoke_passed"] = {
+    record = {
         "image_id": image_id,
         "build_id": build_id,
         "url": url,
         "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "shipit_version": __version__,
     }
+    state["smoke_passed"] = record
+    passes = state.get("smoke_passes")
+    passes = {
+        key: value
+        for key, value in (passes.items() if isinstance(passes, dict) else ())
+        if key != image_id and isinstance(value, dict)
+    }
+    passes[image_id] = record
+    newest = sorted(passes.items(), key=lambda item: str(item[1].get("at", "")))
+    state["smoke_passes"] = dict(newest[-KEPT_SMOKE_PASSES:])
     _write_state(settings, state)
 
 
@@ -66,7 +82,11 @@ def smoke_pass_of(settings: Settings, image_id: str) -> dict[str, str] | None:
     An image id is the digest of the image's config, so the same id means the same files,
     labels and build id that passed. Another shipit version may check more, so its pass
     does not count."""
-    record = read_state(settings).get("smoke_passed")
+    state = read_state(settings)
+    passes = state.get("smoke_passes")
+    record = passes.get(image_id) if isinstance(passes, dict) else None
+    if record is None:
+        record = state.get("smoke_passed")
     if not isinstance(record, dict) or not image_id:
         return None
     if record.get("image_id") != image_id or record.get("shipit_version") != __version__:

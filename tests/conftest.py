@@ -186,9 +186,27 @@ def hub_registry(hub_token: str) -> Iterator[RegistryService]:
 
 @pytest.fixture(scope="session")
 def base_registry() -> Iterator[RegistryService]:
-    """A registry that anyone may pull from, as Docker Hub serves its official images."""
+    """A registry that anyone may pull from, as Docker Hub serves its official images. The
+    engine's names for what was pulled from it go with it (its port is another each session)."""
     with RegistryService(auth="none") as registry:
         yield registry
+    listed = subprocess.run(
+        ["docker", "images", "--digests", "--format", "{{.Repository}} {{.Tag}} {{.Digest}}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    names = set()
+    for line in listed.stdout.splitlines():
+        repository, tag, digest = [*line.split(), "", "", ""][:3]
+        if not repository.startswith(f"{registry.host}/"):
+            continue
+        if tag != "<none>":
+            names.add(f"{repository}:{tag}")
+        if digest.startswith("sha256:"):
+            names.add(f"{repository}@{digest}")
+    if names:
+        subprocess.run(["docker", "rmi", *sorted(names)], capture_output=True, check=False)
 
 
 @pytest.fixture(scope="session")

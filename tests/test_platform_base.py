@@ -192,9 +192,28 @@ class Pulled:
         wait_until(lambda: not self.containers(), 30, what=f"containers labelled {self.label}")
         docker("rmi", self.base.reference)
         for image_id in self.image_ids:
-            docker("rmi", image_id)
-        kept = [i for i in self.image_ids if docker("image", "inspect", i).returncode == 0]
+            # An image the engine also holds under another name (a build's base) stays.
+            if not self.other_names(image_id):
+                docker("rmi", image_id)
+        kept = [
+            i
+            for i in self.image_ids
+            if docker("image", "inspect", i).returncode == 0 and not self.other_names(i)
+        ]
         assert not kept, f"images left behind: {kept}"
+
+    def other_names(self, image_id: str) -> list[str]:
+        shown = docker(
+            "image", "inspect", "--format", "{{json .RepoTags}} {{json .RepoDigests}}", image_id
+        )
+        if shown.returncode != 0:
+            return []
+        tags, digests = (json.loads(part) or [] for part in shown.stdout.split())
+        return [
+            name
+            for name in (*tags, *digests)
+            if _repository(name) != _repository(self.base.reference)
+        ]
 
 
 @pytest.fixture
@@ -242,3 +261,10 @@ def test_the_tag_names_an_index_of_exactly_the_two_platforms(
         "linux/amd64": multi_platform_base.digest_of("linux/amd64"),
         "linux/arm64/v8": multi_platform_base.digest_of("linux/arm64"),
     }
+
+
+def _repository(name: str) -> str:
+    """host/path of a name with a tag or digest."""
+    name = name.split("@", 1)[0]
+    head, _, last = name.rpartition("/")
+    return f"{head}/{last.split(':', 1)[0]}" if head else last.split(":", 1)[0]

@@ -195,3 +195,37 @@ def test_a_malformed_source_date_epoch_is_one_line_and_exit_3_with_nothing_built
     lines = failed.stderr.strip().splitlines()
     assert len(lines) == 1 and "SOURCE_DATE_EPOCH='2023-11-14'" in lines[0], failed.stderr
     assert engine.image(f"{project.image}:latest") is None
+
+
+def test_two_fresh_clones_ship_the_same_index_of_two_platforms(
+    engine: Engine,
+    clones: tuple[Clone, Clone],
+    proxy: FaultProxy,
+    hub_token: str,
+    multi_platform_base: Any,
+) -> None:
+    """Base layers copied from the base's registry, the site layer and the configs written
+    the same way: the second clone's index is the first's, found without a change."""
+    first_clone, second_clone = clones
+    repository = f"repro/multi-{uuid.uuid4().hex[:8]}"
+    both = {
+        "SHIPIT_BASE_IMAGE": multi_platform_base.reference,
+        "SHIPIT_PLATFORMS": "linux/amd64,linux/arm64",
+    }
+    started = time.time()
+    first = first_clone.ship(proxy, repository, hub_token, **both)
+    assert first.code == 0, first.output
+    entry = registries(report_of(first))["dockerhub"]
+    assert entry["status"] == "pushed"
+
+    remove_project_leftovers(first_clone.project.image)
+    wait_for_the_next_second(started)
+    mark = len(proxy.seen())
+    second = second_clone.ship(proxy, repository, hub_token, **both)
+    assert second.code == 0, second.output
+    again = report_of(second)
+    assert len(again["runs"]) == 2  # each platform rebuilt and smoke-tested again
+    rerun = registries(again)["dockerhub"]
+    assert rerun["digest"] == entry["digest"]
+    assert rerun["status"] == "unchanged" and rerun["bytes_uploaded"] == 0
+    assert changes(proxy.seen()[mark:]) == []

@@ -72,7 +72,8 @@ def test_a_pass_by_another_shipit_version_does_not_count(
     report_of(project.shipit("ship", "--json"))
     state_file = Path(project.root) / ".shipit" / "state.json"
     state = json.loads(state_file.read_text())
-    state["smoke_passed"]["shipit_version"] = "0.0.1"
+    for record in (state["smoke_passed"], *state["smoke_passes"].values()):
+        record["shipit_version"] = "0.0.1"
     state_file.write_text(json.dumps(state))
 
     again = report_of(project.shipit("ship", "--json"))

@@ -5,7 +5,7 @@ byte and label) and the shipit version that tested it (a newer one may check mor
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from shipit.config import Settings
@@ -13,9 +13,11 @@ from shipit.digests import short_id
 from shipit.errors import ConfigError, PreconditionError
 from shipit.labels import (
     BUILT_BY_SHIPIT,
+    LABEL_BASE_DIGEST,
     LABEL_BASE_IMAGE_ID,
     LABEL_BUILD_ID,
     LABEL_BUILDER,
+    LABEL_IMAGE,
     LABEL_REVISION,
     LABEL_VERSION,
 )
@@ -24,6 +26,7 @@ from shipit.tags import TagPlan, plan_for_image
 
 if TYPE_CHECKING:
     from shipit.engine import Engine, ImageInfo
+    from shipit.platforms import Platform
     from shipit.registries.manifest import Manifest
 
 # The labels that together say "built from the same input": every rendered byte (build id),
@@ -32,9 +35,21 @@ SAME_BUILD_LABELS = (LABEL_BUILD_ID, LABEL_BASE_IMAGE_ID, LABEL_REVISION)
 
 
 @dataclass(frozen=True)
+class PlatformImage:
+    """One platform's image of a multi-platform push."""
+
+    platform: Platform
+    id: str
+    layers: tuple[str, ...]
+    # Its base's manifest in the base's registry (push/base_layers.py).
+    base_digest: str = ""
+
+
+@dataclass(frozen=True)
 class PushImage:
     """The image to push and the tags to push it under (the tags setting, planned from the
-    commit the image was built from)."""
+    commit the image was built from). With `platforms`, the tags name an image index of those
+    images (this one among them), each of which passed its smoke test."""
 
     id: str
     build_id: str
@@ -42,6 +57,12 @@ class PushImage:
     # Uncompressed layer digests (diff ids), base first: the push reports bytes per layer.
     layers: tuple[str, ...]
     tags: TagPlan
+    platforms: tuple[PlatformImage, ...] = ()
+
+    def of_platform(self, platform: PlatformImage) -> PushImage:
+        """The push of one platform's image of the index, under the same tags."""
+        labels = {**self.labels, LABEL_BASE_DIGEST: platform.base_digest}
+        return replace(self, id=platform.id, layers=platform.layers, labels=labels, platforms=())
 
     @classmethod
     def of(cls, image: ImageInfo, settings: Settings) -> PushImage:
@@ -119,3 +140,40 @@ def image_to_push(settings: Settings, engine: Engine, *, skip_smoke: bool) -> Pu
             "run `shipit run` to smoke-test it (or `shipit ship`), or pass --skip-smoke",
         )
     return image
+
+
+def with_platforms(
+    image: PushImage, settings: Settings, engine: Engine, *, skip_smoke: bool
+) -> PushImage:
+    """`shipit push`'s image with the other platforms' images of its build, when the settings
+    name several platforms: each built from the same input and commit, and smoke-tested."""
+    from shipit.base_image import platform_of, platforms_to_build
+
+    chosen = platforms_to_build(settings, engine)
+    if chosen is None or len(chosen) < 2:
+        return image
+    candidates = [
+        found
+        for found in engine.images_with_label(LABEL_BUILD_ID, image.build_id)
+        if found.labels.get(LABEL_REVISION) == image.labels.get(LABEL_REVISION)
+        and found.labels.get(LABEL_IMAGE) == settings.image
+    ]
+    platforms = []
+    for platform in chosen:
+        found = next((each for each in candidates if platform.matches(platform_of(each))), None)
+        if found is None:
+            raise PreconditionError(
+                f"no {platform} image of build {image.build_id} has been built here",
+                f"run `shipit ship --platform {','.join(str(each) for each in chosen)}` "
+                "or `shipit build` with the same platforms first",
+            )
+        if not skip_smoke and smoke_pass_of(settings, found.id) is None:
+            raise PreconditionError(
+                f"the {platform} image {short_id(found.id)} has not passed a smoke test with "
+                "this shipit version",
+                "run `shipit ship` to smoke-test every platform, or pass --skip-smoke",
+            )
+        platforms.append(
+            PlatformImage(platform, found.id, found.layers, found.labels.get(LABEL_BASE_DIGEST, ""))
+        )
+    return replace(image, platforms=tuple(platforms))

@@ -14,14 +14,17 @@ import shutil
 import tarfile
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from shipit.digests import digest_of, short_id
 from shipit.errors import PushError
+from shipit.labels import LABEL_BASE_DIGEST
 from shipit.lock import new_locked_file
+from shipit.progress import Progress, quiet
+from shipit.push.base_layers import BaseLayers, base_layers_of
 from shipit.push.compress import BLOCK, gzip_blocks, read_blocks
 
 if TYPE_CHECKING:
@@ -65,8 +68,16 @@ class ImageBlobs:
         diff_ids: tuple[str, ...],
         store: BlobStore,
         stall_timeout: float,
+        labels: Mapping[str, str] | None = None,
+        progress: Progress = quiet,
     ) -> None:
         self.engine = engine
+        # Name the base's manifest in its registry when the build read it there.
+        self._labels = dict(labels or {})
+        self._progress = progress
+        self._base: BaseLayers | None = None
+        self._base_decided = False
+        self._base_lock = threading.Lock()
         # How long a registry may take none of an upload's bytes (engine_timeout).
         self.stall_timeout = stall_timeout
         self.image_id = image_id
@@ -95,8 +106,25 @@ class ImageBlobs:
 
     def _prepare(self) -> None:
         # A failed export is tried again, and its error reported, by the push.
+        base = self.base_layers()
+        if all(
+            self.known(diff_id) is not None or (base is not None and diff_id in base.blobs)
+            for diff_id in self.diff_ids
+        ):
+            return
         with self._lock, contextlib.suppress(Exception):
             self._export()
+
+    def base_layers(self) -> BaseLayers | None:
+        """The base's layers in its registry, read once (push/base_layers.py)."""
+        with self._base_lock:
+            if not self._base_decided:
+                self._base_decided = True
+                if self._labels.get(LABEL_BASE_DIGEST):
+                    self._base = base_layers_of(
+                        self._labels, self.diff_ids, self.engine.registry_rules, self._progress
+                    )
+            return self._base
 
     def known(self, diff_id: str) -> Blob | None:
         """The layer's blob as far as it is known without compressing anything: the one made

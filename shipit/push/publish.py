@@ -41,7 +41,9 @@ def prepared_blobs(settings: Settings, engine: Engine, image: PushImage) -> Imag
     if not uploads_itself(settings.uploader, engine):
         return None
     store = BlobStore.for_user()
-    blobs = ImageBlobs(engine, image.id, image.layers, store, settings.engine_timeout)
+    blobs = ImageBlobs(
+        engine, image.id, image.layers, store, settings.engine_timeout, labels=image.labels
+    )
     blobs.prepare()
     return blobs
 
@@ -103,6 +105,7 @@ class _Publisher:
     prepared: ImageBlobs | None = None  # the caller's, which it closes
     _blobs: ImageBlobs | None = field(default=None, init=False)
     _blobs_decided: bool = field(default=False, init=False)
+    _platform_blobs: dict[str, ImageBlobs] = field(default_factory=dict, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     def blobs(self) -> ImageBlobs | None:
@@ -114,18 +117,37 @@ class _Publisher:
             if not self._blobs_decided:
                 self._blobs_decided = True
                 if uploads_itself(self.uploader, self.engine):
-                    self._blobs = ImageBlobs(
-                        self.engine,
-                        self.image.id,
-                        self.image.layers,
-                        BlobStore.for_user(),
-                        self.stall_timeout,
-                    )
+                    self._blobs = self._image_blobs(self.image)
             return self._blobs
 
+    def blobs_of(self, image_id: str) -> ImageBlobs | None:
+        """The blobs of one platform's image of a multi-platform push (the image's own for
+        its id), made once and shared by every registry's thread."""
+        if image_id == self.image.id:
+            return self.blobs()
+        if self.blobs() is None:
+            return None
+        with self._lock:
+            if image_id not in self._platform_blobs:
+                platform = next(each for each in self.image.platforms if each.id == image_id)
+                self._platform_blobs[image_id] = self._image_blobs(self.image.of_platform(platform))
+            return self._platform_blobs[image_id]
+
+    def _image_blobs(self, image: PushImage) -> ImageBlobs:
+        return ImageBlobs(
+            self.engine,
+            image.id,
+            image.layers,
+            BlobStore.for_user(),
+            self.stall_timeout,
+            labels=image.labels,
+            progress=self.progress,
+        )
+
     def close(self) -> None:
-        if self._blobs is not None:
-            self._blobs.close()
+        for blobs in (self._blobs, *self._platform_blobs.values()):
+            if blobs is not None:
+                blobs.close()
 
     def _failed(self, leg: Leg, error: ShipitError) -> Leg:
         self.progress(f"{leg.name}: failed: {error.one_line()}")
@@ -151,7 +173,13 @@ class _Publisher:
                 self.attempts,
                 self.progress,
                 lambda on: push_first_tag_once(
-                    self.engine, on, self.image, self.progress, self.layer_progress, self.blobs
+                    self.engine,
+                    on,
+                    self.image,
+                    self.progress,
+                    self.layer_progress,
+                    self.blobs,
+                    self.blobs_of,
                 ),
             )
             # A stale cache entry looked up again during the push replaces the notes.

@@ -29,6 +29,7 @@ from shipit.iam.refusal import refused_action, refused_ecr_request
 from shipit.progress import LayerProgress, Progress
 from shipit.push.image import PushImage
 from shipit.push.image_blobs import ImageBlobs
+from shipit.push.index_upload import serves_this_index, upload_index
 from shipit.push.report import TagOutcome
 from shipit.push.targets import Target
 from shipit.push.upload import upload_image
@@ -122,10 +123,14 @@ def push_first_tag_once(
     progress: Progress,
     layer_progress: LayerProgress | None = None,
     blobs: Callable[[], ImageBlobs | None] | None = None,
+    blobs_of: Callable[[str], ImageBlobs | None] | None = None,
 ) -> tuple[TagOutcome, Manifest]:
     """The first tag's outcome, and the manifest the registry now serves under it (with its
     exact bytes, which every other tag is then pointed at). When `blobs` gives the image's
-    blobs, shipit uploads the image itself; otherwise the engine pushes it."""
+    blobs, shipit uploads the image itself; otherwise the engine pushes it. An image of
+    several platforms is an index, which shipit uploads itself (`blobs_of` an image id)."""
+    if image.platforms:
+        return _push_index_once(target, image, progress, layer_progress, blobs_of)
     tag = image.first_tag
     reference = f"{target.reference}:{tag}"
     client = target.client
@@ -137,7 +142,8 @@ def push_first_tag_once(
     progress(f"{target.name}: pushing {reference}")
     image_blobs = None if blobs is None else blobs()
     if image_blobs is not None:
-        digest, uploaded = upload_image(target, image, image_blobs, progress, layer_progress)
+        manifest, uploaded = upload_image(target, image, image_blobs, progress, layer_progress)
+        digest = manifest.digest
         served = _verified(target, image, digest)
         return TagOutcome(tag, "pushed", digest=digest, bytes_uploaded=uploaded), served
     engine.tag(image.id, target.reference, tag)
@@ -170,6 +176,51 @@ def push_first_tag_once(
     served = _verified(target, image, stream.digest)
     uploaded = uploaded_bytes(served, image, stream.pushed_layers)
     return TagOutcome(tag, "pushed", digest=stream.digest, bytes_uploaded=uploaded), served
+
+
+def _push_index_once(
+    target: Target,
+    image: PushImage,
+    progress: Progress,
+    layer_progress: LayerProgress | None,
+    blobs_of: Callable[[str], ImageBlobs | None] | None,
+) -> tuple[TagOutcome, Manifest]:
+    tag = image.first_tag
+    reference = f"{target.reference}:{tag}"
+    served = _served(target.client, target.repository, tag)
+    if served is not None:
+        if serves_this_index(target, image, served):
+            progress(f"{target.name}: {reference} already holds this image; nothing to upload")
+            return TagOutcome(tag, "unchanged", digest=served.digest), served
+        if target.mutability == "IMMUTABLE":
+            raise TagConflictError(
+                f"{reference} already holds another image ({served.digest[:19]}) and the "
+                "repository's tags are immutable"
+            )
+    primary = None if blobs_of is None else blobs_of(image.id)
+    if blobs_of is None or primary is None:
+        raise PushError(
+            f"{reference}: an image of several platforms is uploaded by shipit itself, which "
+            "needs a local engine with the classic image store",
+            "push one platform at a time (--platform), or ship from such an engine",
+        )
+    found = blobs_of
+
+    def blobs_for(image_id: str) -> ImageBlobs:
+        blobs = found(image_id)
+        assert blobs is not None  # the engine uploads none or all
+        return blobs
+
+    progress(f"{target.name}: pushing {reference} ({len(image.platforms)} platforms)")
+    index, uploaded = upload_index(target, image, blobs_for, progress, layer_progress)
+    served = _served(target.client, target.repository, tag)
+    if served is None or served.digest != index.digest:
+        raise PushError(
+            f"{reference}: the registry serves {served.digest if served else 'nothing'}, "
+            f"but the push wrote the index {index.digest}",
+            "something else wrote the tag meanwhile; push again",
+        )
+    return TagOutcome(tag, "pushed", digest=index.digest, bytes_uploaded=uploaded), served
 
 
 def _verified(target: Target, image: PushImage, digest: str) -> Manifest:

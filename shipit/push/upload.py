@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import replace
 from typing import IO
 
 from shipit.digests import short_id
@@ -108,6 +109,10 @@ def _layer(
     layer_progress: LayerProgress | None,
 ) -> tuple[Blob, int]:
     """The layer's blob in this registry, and the bytes uploaded for it."""
+    base = blobs.base_layers()
+    if base is not None and diff_id in base.blobs:
+        sent = base.put_into(target, diff_id, progress, layer_progress)
+        return Blob(base.blobs[diff_id].digest, base.blobs[diff_id].size), sent
     short = short_id(diff_id)
     label = f"{target.name} {short}"
     known = blobs.known(diff_id)
@@ -162,14 +167,16 @@ def _settled_layers(
         blob, sent = _layer(target, image, blobs, diff_id, progress, layer_progress)
         chosen.append(blob)
         uploaded += sent
+    base = blobs.base_layers()
+    made = [diff_id for diff_id in image.layers if base is None or diff_id not in base.blobs]
     for index, diff_id in enumerate(image.layers):
-        if not _same(blobs.known(diff_id), chosen[index]):
+        if diff_id in made and not _same(blobs.known(diff_id), chosen[index]):
             chosen[index], sent = _layer(target, image, blobs, diff_id, progress, layer_progress)
             uploaded += sent
     layer_of: dict[str, str] = {}
     for diff_id, blob in zip(image.layers, chosen, strict=True):
         shared = layer_of.setdefault(blob.digest, diff_id) != diff_id
-        if shared or not _same(blobs.known(diff_id), blob):
+        if shared or (diff_id in made and not _same(blobs.known(diff_id), blob)):
             raise PushError(
                 f"{target.reference}:{image.first_tag}: the blob of layer {short_id(diff_id)} "
                 "is not the one this push made for it; the manifest was not pushed",
@@ -184,9 +191,12 @@ def upload_image(
     blobs: ImageBlobs,
     progress: Progress,
     layer_progress: LayerProgress | None = None,
-) -> tuple[str, int]:
-    """Uploads what the registry lacks and the manifest under the first tag: the manifest's
-    digest, and the layer bytes uploaded."""
+    *,
+    by_digest: bool = False,
+) -> tuple[Manifest, int]:
+    """Uploads what the registry lacks and the manifest, under the first tag (or, for one
+    platform's image of an index, by its digest alone): the manifest, and the layer bytes
+    uploaded."""
     chosen, uploaded = _settled_layers(target, image, blobs, progress, layer_progress)
     layers = [_descriptor(LAYER_MEDIA_TYPE, blob) for blob in chosen]
     config = blobs.config()
@@ -201,11 +211,17 @@ def upload_image(
     }
     raw = json.dumps(content, indent=3).encode()
     manifest = Manifest(digest="", media_type=DOCKER_MANIFEST_V2, content=content, raw=raw)
-    answered = target.client.put_manifest(target.repository, image.first_tag, manifest)
+    manifest = replace(manifest, digest=manifest.raw_digest)
+    put_manifest(target, image.first_tag if not by_digest else manifest.digest, manifest)
+    return manifest, uploaded
+
+
+def put_manifest(target: Target, reference: str, manifest: Manifest) -> None:
+    """PUTs the manifest's bytes, which the registry must store under their own digest."""
+    answered = target.client.put_manifest(target.repository, reference, manifest)
     if answered and answered != manifest.raw_digest:
         raise PushError(
-            f"{target.reference}:{image.first_tag}: the registry stored the manifest as "
+            f"{target.reference}:{reference}: the registry stored the manifest as "
             f"{answered}, not as {manifest.raw_digest}",
             "push again; if it persists the registry rewrites manifests",
         )
-    return manifest.raw_digest, uploaded

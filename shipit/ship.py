@@ -1,0 +1,213 @@
+"""The stages that publish: push (the newest build, smoke-tested) and ship (build, run,
+smoke, push and stop, in that order), over pipeline.py's stages."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from shipit.config import Settings
+from shipit.digests import short_id
+from shipit.labels import LABEL_BASE_DIGEST
+from shipit.lock import project_lock
+from shipit.pipeline import BuildResult, RunResult, build, run, stop
+from shipit.progress import LayerProgress, Progress, quiet
+from shipit.state import smoke_pass_of
+
+if TYPE_CHECKING:
+    from shipit.engine import Engine
+    from shipit.push import PushReport
+    from shipit.push.image import PlatformImage
+    from shipit.registries.catalog import RegistrySpec
+
+
+@dataclass(frozen=True)
+class ShipResult:
+    build: BuildResult
+    run: RunResult | None  # None when this very image had already passed its smoke test
+    push: PushReport
+    smoke_reused: dict[str, str] | None = None
+    # Every run of a multi-platform ship, one per platform not smoke-tested before.
+    runs: tuple[RunResult, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": not self.push.failed,
+            "build": self.build.to_json(),
+            "run": self.run.to_json() if self.run else None,
+            "runs": [each.to_json() for each in self.runs],
+            "smoke_reused": self.smoke_reused,
+            "push": self.push.to_json(),
+        }
+
+
+def platform_images(built: BuildResult) -> tuple[PlatformImage, ...]:
+    from shipit.push.image import PlatformImage
+
+    return tuple(
+        PlatformImage(
+            each.platform,
+            each.image_id,
+            each.info.layers,
+            each.info.labels.get(LABEL_BASE_DIGEST, ""),
+        )
+        for each in built.platforms
+    )
+
+
+def push(
+    settings: Settings,
+    engine: Engine,
+    to: tuple[RegistrySpec, ...],
+    *,
+    dry_run: bool = False,
+    skip_smoke: bool = False,
+    allow_root: bool = False,
+    progress: Progress = quiet,
+    layer_progress: LayerProgress | None = None,
+) -> PushReport:
+    """Pushes the newest build, which must have passed its smoke test (unless skip_smoke)."""
+    from shipit.push import RegistryAccess, image_to_push, publish
+    from shipit.push.image import with_platforms
+
+    # A dry run changes nothing, so it need not wait for a ship to finish.
+    locked = contextlib.nullcontext() if dry_run else project_lock(settings, "push", progress)
+    with locked:
+        refuse_several_platforms_unless_uploading(settings, engine)
+        image = image_to_push(settings, engine, skip_smoke=skip_smoke)
+        image = with_platforms(image, settings, engine, skip_smoke=skip_smoke)
+        with RegistryAccess(
+            settings,
+            to,
+            dry_run=dry_run,
+            allow_root=allow_root,
+            registry_rules=engine.registry_rules,
+        ) as access:
+            return publish(
+                settings, engine, image, access, progress=progress, layer_progress=layer_progress
+            )
+
+
+def ship(
+    settings: Settings,
+    engine: Engine,
+    *,
+    to: tuple[RegistrySpec, ...],
+    allow_root: bool = False,
+    resmoke: bool = False,
+    progress: Progress = quiet,
+    layer_progress: LayerProgress | None = None,
+) -> ShipResult:
+    """build -> run -> smoke -> push -> stop; no container is left behind whatever happens.
+
+    An image that already passed its smoke test here (shipit.push.image states the rule) is
+    not run again unless `resmoke`. The project's container is removed while the push runs,
+    as the push needs only the image; that is also the container a ship killed after its
+    smoke pass left running. The registries' credentials are looked up meanwhile
+    (RegistryAccess), from the start, and the image's new layers are compressed meanwhile
+    (prepared_blobs), from the build. One ship at a time per project (project_lock)."""
+    with project_lock(settings, "ship", progress):
+        refuse_several_platforms_unless_uploading(settings, engine)
+        return _ship(settings, engine, to, allow_root, resmoke, progress, layer_progress)
+
+
+def _ship(
+    settings: Settings,
+    engine: Engine,
+    to: tuple[RegistrySpec, ...],
+    allow_root: bool,
+    resmoke: bool,
+    progress: Progress,
+    layer_progress: LayerProgress | None,
+) -> ShipResult:
+    from shipit.push import PushImage, RegistryAccess, prepared_blobs, publish
+
+    ran: RunResult | None = None
+    runs: list[RunResult] = []
+    earlier_pass: dict[str, str] | None = None
+    removal: threading.Thread | None = None
+    blobs = None
+    with RegistryAccess(
+        settings, to, allow_root=allow_root, registry_rules=engine.registry_rules
+    ) as access:
+        try:
+            built = build(settings, engine, progress)
+            image = PushImage.of(built.info, settings)
+            if built.platforms:
+                image = replace(image, platforms=platform_images(built))
+            blobs = prepared_blobs(settings, engine, image)
+            # Every platform's image runs and passes before any tag moves.
+            for one in [built.of_platform(platform) for platform in built.platforms] or [built]:
+                earlier = None if resmoke else smoke_pass_of(settings, one.image_id)
+                if earlier is not None:
+                    progress(
+                        f"image {short_id(one.image_id)} passed its smoke test at "
+                        f"{earlier['at']}: not running it again (--resmoke to run it)"
+                    )
+                else:
+                    one_run = run(settings, engine, smoke=True, progress=progress, built=one)
+                    runs.append(one_run)
+                if one.image_id == built.image_id:
+                    earlier_pass = earlier
+                    ran = None if earlier is not None else runs[-1]
+            removal = threading.Thread(
+                target=_stop_quietly, args=(settings, engine, progress), daemon=True
+            )
+            removal.start()
+            pushed = publish(
+                settings,
+                engine,
+                image,
+                access,
+                progress=progress,
+                layer_progress=layer_progress,
+                blobs=blobs,
+            )
+        except BaseException:
+            # Before the removal started, the build failed (perhaps the engine with it) or the
+            # run did, which removes its own container. After, the failure that stopped the
+            # ship is the one to report, not a failed removal.
+            if removal is not None:
+                removal.join()
+                _stop_quietly(settings, engine, progress)
+            raise
+        finally:
+            if blobs is not None:
+                blobs.close()
+        removal.join()
+        # Whatever the removal thread missed.
+        for name in stop(settings, engine, progress):
+            progress(f"removed {name}")
+    return ShipResult(
+        build=built, run=ran, push=pushed, smoke_reused=earlier_pass, runs=tuple(runs)
+    )
+
+
+def _stop_quietly(settings: Settings, engine: Engine, progress: Progress) -> None:
+    """The background removal in ship; a failure here is retried by ship's final stop."""
+    try:
+        for name in stop(settings, engine, progress):
+            progress(f"removed {name}")
+    except Exception:  # noqa: BLE001, S110 - ship calls stop again after the push
+        pass
+
+
+def refuse_several_platforms_unless_uploading(settings: Settings, engine: Engine) -> None:
+    """An index of several platforms is uploaded by shipit itself: said before anything is
+    built when the engine would push instead."""
+    from shipit.push.blobs import engine_push_reason
+
+    if not settings.platforms.several:
+        return
+    reason = engine_push_reason(settings.uploader, engine)
+    if reason is not None:
+        from shipit.errors import PreconditionError
+
+        raise PreconditionError(
+            f"an image of several platforms ({', '.join(settings.platforms.names)}) is "
+            f"uploaded by shipit itself, and here the engine would push it ({reason})",
+            "ship one platform at a time (--platform linux/arm64), or from a local engine "
+            "with the classic image store",
+        )

@@ -1,0 +1,332 @@
+"""A build, run and ship of one other platform than the engine's: linux/arm64 from the
+suite's two-platform base index, run under QEMU, pushed and pulled back by a client that
+asks for arm64."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from harness.loopback import free_port
+from tests.conftest import HUB_USER, Project, PublishProject, shipit_containers
+
+ARM64 = "linux/arm64"
+
+
+def _inspect(reference: str) -> dict[str, object]:
+    out = subprocess.run(
+        ["docker", "image", "inspect", reference], capture_output=True, text=True, check=True
+    )
+    return dict(json.loads(out.stdout)[0])
+
+
+def test_build_of_arm64_writes_an_arm64_image(project: Project, multi_platform_base) -> None:
+    env = project.env(SHIPIT_BASE_IMAGE=multi_platform_base.reference)
+    built = project.shipit("build", "--platform", ARM64, "--json", env=env)
+    assert built.code == 0, built.output
+    image = _inspect(json.loads(built.stdout)["image_id"])
+    assert (image["Os"], image["Architecture"]) == ("linux", "arm64")
+    again = project.shipit("build", "--platform", ARM64, "--json", env=env)
+    assert again.code == 0, again.output
+    assert json.loads(again.stdout)["built"] is False
+    native = project.shipit("build", "--json", env=env)
+    assert native.code == 0, native.output
+    assert json.loads(native.stdout)["image_id"] != json.loads(built.stdout)["image_id"]
+    assert _inspect(json.loads(native.stdout)["image_id"])["Architecture"] == "amd64"
+
+
+def test_ship_of_arm64_is_smoke_tested_under_emulation_and_pulls_back_as_arm64(
+    publish_project: PublishProject, multi_platform_base
+) -> None:
+    env = publish_project.env(SHIPIT_BASE_IMAGE=multi_platform_base.reference)
+    shipped = publish_project.shipit(
+        "ship", "--platform", ARM64, "--to", "dockerhub", "--json", env=env, timeout=300
+    )
+    assert shipped.code == 0, shipped.output
+    report = json.loads(shipped.stdout)
+    assert report["run"]["smoke"]["ok"] is True, report["run"]
+    assert publish_project.hub is not None
+    pushed = report["push"]["registries"][0]
+    reference = f"{pushed['reference']}@{pushed['digest']}"
+    login = ["docker", "login", publish_project.hub.host, "-u", HUB_USER, "--password-stdin"]
+    subprocess.run(login, input=publish_project.hub_token, text=True, check=True)
+    try:
+        subprocess.run(
+            ["docker", "pull", "--platform", ARM64, reference], capture_output=True, check=True
+        )
+        machine = subprocess.run(
+            [
+                "docker",
+                "run",
+                "--rm",
+                "--platform",
+                ARM64,
+                "--entrypoint",
+                "uname",
+                reference,
+                "-m",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert machine.stdout.strip() == "aarch64"
+    finally:
+        subprocess.run(["docker", "rmi", "-f", reference], capture_output=True, check=False)
+        subprocess.run(
+            ["docker", "rmi", "-f", pushed["reference"]], capture_output=True, check=False
+        )
+        subprocess.run(
+            ["docker", "logout", publish_project.hub.host], capture_output=True, check=False
+        )
+
+
+def test_a_platform_the_base_lacks_names_the_ones_it_offers(
+    project: Project, multi_platform_base
+) -> None:
+    env = project.env(SHIPIT_BASE_IMAGE=multi_platform_base.reference)
+    refused = project.shipit("build", "--platform", "linux/s390x", env=env)
+    assert refused.code == 3, refused.output
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1, refused.stderr
+    assert "linux/amd64" in lines[0] and "linux/arm64" in lines[0]
+    assert "linux/s390x" in lines[0]
+
+
+def test_a_local_single_platform_base_cannot_give_arm64(project: Project) -> None:
+    refused = project.shipit("build", "--platform", ARM64)
+    assert refused.code != 0
+    assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert "arm64" in refused.stderr
+
+
+@pytest.mark.parametrize("flag", ["linux", "linux/arm64/v8/x", "all,linux/amd64"])
+def test_a_malformed_platform_is_one_line(project: Project, flag: str) -> None:
+    refused = project.shipit("build", "--platform", flag)
+    assert refused.code in (2, 3), refused.output
+    assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+
+
+def test_a_build_of_two_platforms_makes_one_image_each(
+    project: Project, multi_platform_base
+) -> None:
+    env = project.env(SHIPIT_BASE_IMAGE=multi_platform_base.reference)
+    built = project.shipit("build", "--platform", f"{ARM64},linux/amd64", "--json", env=env)
+    assert built.code == 0, built.output
+    result = json.loads(built.stdout)
+    assert [entry["platform"] for entry in result["platforms"]] == ["linux/arm64/v8", "linux/amd64"]
+    architectures = [_inspect(entry["image_id"])["Architecture"] for entry in result["platforms"]]
+    assert architectures == ["arm64", "amd64"]
+    # The engine's own platform is the one tagged as a one-platform build is.
+    assert _inspect(f"{project.image}:latest")["Architecture"] == "amd64"
+    arm64 = result["platforms"][0]
+    assert any(tag.endswith("-linux-arm64-v8") for tag in _inspect(arm64["image_id"])["RepoTags"])
+    again = project.shipit("build", "--platform", f"{ARM64},linux/amd64", "--json", env=env)
+    assert again.code == 0, again.output
+    assert json.loads(again.stdout)["built"] is False
+    assert json.loads(again.stdout)["platforms"] == [
+        {**entry, "built": False} for entry in result["platforms"]
+    ]
+
+
+def test_a_ship_of_two_platforms_pushes_one_index_to_every_registry(
+    publish_project: PublishProject, multi_platform_base
+) -> None:
+    env = publish_project.env(SHIPIT_BASE_IMAGE=multi_platform_base.reference)
+    both = ["--platform", f"linux/amd64,{ARM64}"]
+    shipped = publish_project.shipit("ship", *both, "--json", env=env, timeout=400)
+    assert shipped.code == 0, shipped.output
+    report = json.loads(shipped.stdout)
+    assert len(report["runs"]) == 2
+    assert all(run["smoke"]["ok"] for run in report["runs"])
+    registries = report["push"]["registries"]
+    assert len(registries) == 2
+    digests = {target["digest"] for target in registries}
+    assert len(digests) == 1, registries
+    assert publish_project.hub is not None
+    hub = next(target for target in registries if target["registry"] == "dockerhub")
+    index = _raw_manifest(publish_project, f"{hub['reference']}@{hub['digest']}")
+    assert index["mediaType"] == "application/vnd.oci.image.index.v1+json"
+    assert [entry["platform"]["architecture"] for entry in index["manifests"]] == [
+        "amd64",
+        "arm64",
+    ]
+    # The base layers are the base's own blobs, copied from its registry, not made again.
+    for entry in index["manifests"]:
+        child = _raw_manifest(publish_project, f"{hub['reference']}@{entry['digest']}")
+        platform = f"linux/{entry['platform']['architecture']}"
+        base = _base_manifest(multi_platform_base, multi_platform_base.digest_of(platform))
+        base_blobs = [layer["digest"] for layer in base["layers"]]
+        assert [layer["digest"] for layer in child["layers"]][: len(base_blobs)] == base_blobs
+    login = ["docker", "login", publish_project.hub.host, "-u", HUB_USER, "--password-stdin"]
+    subprocess.run(login, input=publish_project.hub_token, text=True, check=True)
+    pinned = f"{hub['reference']}@{hub['digest']}"
+    try:
+        for platform, machine in (("linux/amd64", "x86_64"), (ARM64, "aarch64")):
+            subprocess.run(
+                ["docker", "pull", "--platform", platform, pinned], capture_output=True, check=True
+            )
+            uname = ["--platform", platform, "--entrypoint", "uname", pinned, "-m"]
+            ran = subprocess.run(
+                ["docker", "run", "--rm", *uname],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            assert ran.stdout.strip() == machine
+            subprocess.run(["docker", "rmi", "-f", pinned], capture_output=True, check=False)
+    finally:
+        subprocess.run(["docker", "rmi", "-f", pinned], capture_output=True, check=False)
+        subprocess.run(
+            ["docker", "logout", publish_project.hub.host], capture_output=True, check=False
+        )
+
+    again = publish_project.shipit("ship", *both, "--json", env=env, timeout=400)
+    assert again.code == 0, again.output
+    second = json.loads(again.stdout)
+    assert second["runs"] == []
+    for target in second["push"]["registries"]:
+        assert target["digest"] in digests
+        assert target["bytes_uploaded"] == 0
+        assert {tag["status"] for tag in target["tags"]} == {"unchanged"}
+
+
+def _raw_manifest(project: PublishProject, reference: str) -> dict[str, object]:
+    assert project.hub is not None
+    out = subprocess.run(
+        [
+            "skopeo",
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            "--creds",
+            f"{HUB_USER}:{project.hub_token}",
+            f"docker://{reference}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return dict(json.loads(out.stdout))
+
+
+@pytest.fixture
+def single_platform_base(multi_platform_base, base_registry) -> str:
+    """The amd64 image of the base index alone, under a tag of its own."""
+    host, path = multi_platform_base.reference.split("/", 1)
+    repository = path.rsplit(":", 1)[0]
+    digest = multi_platform_base.digest_of("linux/amd64")
+    media = "application/vnd.oci.image.manifest.v1+json"
+    accept = {"Accept": f"{media}, application/vnd.docker.distribution.manifest.v2+json"}
+    got = requests.get(
+        f"http://{host}/v2/{repository}/manifests/{digest}", headers=accept, timeout=30
+    )
+    got.raise_for_status()
+    put = requests.put(
+        f"http://{host}/v2/{repository}/manifests/amd64-only",
+        data=got.content,
+        headers={"Content-Type": got.headers["Content-Type"]},
+        timeout=30,
+    )
+    put.raise_for_status()
+    return f"{host}/{repository}:amd64-only"
+
+
+def _one_line(result) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_a_single_platform_base_asked_for_two_platforms_says_so(
+    project: Project, single_platform_base: str
+) -> None:
+    env = project.env(SHIPIT_BASE_IMAGE=single_platform_base)
+    refused = project.shipit("build", "--platform", f"linux/amd64,{ARM64}", env=env)
+    assert refused.code == 3, refused.output
+    line = _one_line(refused)
+    assert "single-platform" in line and "linux/amd64" in line, line
+    assert not _images_of(project.image)
+
+
+def test_a_base_registry_that_cannot_be_reached_is_one_line(project: Project) -> None:
+    env = project.env(SHIPIT_BASE_IMAGE=f"127.0.0.1:{free_port()}/base/nginx:bookworm")
+    refused = project.shipit("build", "--platform", ARM64, env=env)
+    assert refused.code == 14, refused.output
+    assert "linux/arm64" in _one_line(refused)
+    assert not _images_of(project.image)
+
+
+def test_a_base_registry_that_refuses_is_an_auth_error(
+    publish_project: PublishProject,
+) -> None:
+    assert publish_project.hub is not None
+    env = publish_project.env(SHIPIT_BASE_IMAGE=f"{publish_project.hub.host}/base/nginx:bookworm")
+    refused = publish_project.shipit("build", "--platform", ARM64, env=env)
+    assert refused.code == 10, refused.output
+    line = _one_line(refused)
+    assert "base image" in line and "docker login" in line, line
+    assert publish_project.hub_token not in refused.output
+
+
+def test_without_an_emulator_the_ship_stops_before_any_push(
+    publish_project: PublishProject, multi_platform_base
+) -> None:
+    env = publish_project.env(SHIPIT_BASE_IMAGE=multi_platform_base.reference)
+    with _no_arm64_emulator():
+        refused = publish_project.shipit(
+            "ship", "--platform", f"linux/amd64,{ARM64}", "--to", "dockerhub", "-q", env=env
+        )
+    assert refused.code == 7, refused.output
+    line = _one_line(refused)
+    assert "qemu-user-static" in line and "tonistiigi/binfmt" in line, line
+    assert "--skip-smoke" in line
+    assert publish_project.hub is not None
+    tags = requests.get(
+        f"http://{publish_project.hub.host}/v2/{publish_project.hub_repository}/tags/list",
+        auth=(HUB_USER, publish_project.hub_token),
+        timeout=30,
+    )
+    assert tags.status_code == 404 or not tags.json().get("tags"), tags.text
+    assert shipit_containers(publish_project.image) == []
+
+
+def _images_of(image: str) -> list[str]:
+    listed = subprocess.run(
+        ["docker", "images", "-q", image], capture_output=True, text=True, check=True
+    )
+    return listed.stdout.split()
+
+
+@contextlib.contextmanager
+def _no_arm64_emulator() -> Iterator[None]:
+    """binfmt_misc without its aarch64 handler, as on a machine without qemu-user-static."""
+    handler = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
+    assert handler.exists(), "scripts/testenv.sh registers qemu-aarch64"
+    handler.write_text("0")
+    try:
+        yield
+    finally:
+        handler.write_text("1")
+
+
+def _base_manifest(base, digest: str) -> dict[str, object]:
+    host, path = base.reference.split("/", 1)
+    repository = path.rsplit(":", 1)[0]
+    accept = ", ".join(
+        (
+            "application/vnd.oci.image.manifest.v1+json",
+            "application/vnd.docker.distribution.manifest.v2+json",
+        )
+    )
+    got = requests.get(
+        f"http://{host}/v2/{repository}/manifests/{digest}", headers={"Accept": accept}, timeout=30
+    )
+    got.raise_for_status()
+    return dict(got.json())
