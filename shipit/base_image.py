@@ -23,7 +23,9 @@ class BaseImage:
     image_id: str
     how: Literal["present", "pulled", "fallback"]
     note: str = ""
-    # The platform's manifest in the base's registry, when the build asked for a platform.
+    # What the base's registry serves for it (its platform's manifest, or the index the
+    # engine pulled it from), when the base came from a registry: the push copies its layers
+    # from there.
     manifest_digest: str = ""
 
 
@@ -36,7 +38,7 @@ def resolve_base_image(
     wanted = settings.base_image
     base = engine.image(wanted)
     if base is not None:
-        return BaseImage(wanted, base.id, "present")
+        return BaseImage(wanted, base.id, "present", manifest_digest=registry_digest(base, wanted))
     progress(f"base image {wanted} is not here; pulling it")
     try:
         engine.pull(wanted, progress)
@@ -57,7 +59,7 @@ def resolve_base_image(
     pulled = engine.image(wanted)
     if pulled is None:
         raise EngineError(f"pulled {wanted} but the engine does not list it")
-    return BaseImage(wanted, pulled.id, "pulled")
+    return BaseImage(wanted, pulled.id, "pulled", manifest_digest=registry_digest(pulled, wanted))
 
 
 def platform_of(image: ImageInfo) -> Platform:
@@ -127,3 +129,18 @@ def platform_to_run(settings: Settings, engine: Engine) -> Platform | None:
     native = engine.platform()
     chosen = settings.platforms.one_to_run(native)
     return None if chosen.matches(native) else chosen
+
+
+def registry_digest(image: ImageInfo, reference: str) -> str:
+    """The digest the engine pulled `image` by from `reference`'s repository ("" for an image
+    only the engine holds, made by `docker import` or a build)."""
+    from shipit.reference import parse_reference
+
+    parsed = parse_reference(reference)
+    if parsed.digest:
+        return parsed.digest
+    for pinned in image.repo_digests:
+        repository, _, digest = pinned.partition("@")
+        if repository in (parsed.repository, f"docker.io/{parsed.repository}"):
+            return digest
+    return ""

@@ -330,3 +330,21 @@ def _base_manifest(base, digest: str) -> dict[str, object]:
     )
     got.raise_for_status()
     return dict(got.json())
+
+
+def test_a_one_platform_ship_from_a_registry_base_copies_its_layers(
+    publish_project: PublishProject, multi_platform_base
+) -> None:
+    """Without --platform, a base pulled from a registry (here an index, as Docker Hub's nginx
+    is) still gives its layers as the base's own blobs, so the digest depends on nothing local."""
+    env = publish_project.env(SHIPIT_BASE_IMAGE=multi_platform_base.reference)
+    shipped = publish_project.shipit("ship", "--to", "dockerhub", "--json", env=env, timeout=300)
+    assert shipped.code == 0, shipped.output
+    hub = json.loads(shipped.stdout)["push"]["registries"][0]
+    pushed = _raw_manifest(publish_project, f"{hub['reference']}@{hub['digest']}")
+    base = _base_manifest(multi_platform_base, multi_platform_base.digest_of("linux/amd64"))
+    base_blobs = [layer["digest"] for layer in base["layers"]]
+    assert [layer["digest"] for layer in pushed["layers"]][: len(base_blobs)] == base_blobs
+    subprocess.run(
+        ["docker", "rmi", multi_platform_base.reference], capture_output=True, check=False
+    )

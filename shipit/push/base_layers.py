@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from shipit.digests import short_id
 from shipit.errors import ShipitError
 from shipit.labels import LABEL_BASE_DIGEST, LABEL_BASE_NAME
+from shipit.platforms import Platform
 from shipit.progress import LayerProgress, Progress
 from shipit.push.targets import Target
 from shipit.reference import parse_reference
@@ -85,9 +86,11 @@ def base_layers_of(
     diff_ids: tuple[str, ...],
     engine_rules: Callable[[], RegistryRules],
     progress: Progress,
+    platform: Callable[[], Platform],
 ) -> BaseLayers | None:
-    """The base's layers in its registry, when the labels name them there and they are the
-    image's first layers; None (the engine's export makes them) otherwise."""
+    """The base's layers in its registry, when the labels name them there (a manifest, or an
+    index holding one for the image's `platform`) and they are the image's first layers; None
+    (the engine's export makes them) otherwise."""
     reference, digest = labels.get(LABEL_BASE_NAME, ""), labels.get(LABEL_BASE_DIGEST, "")
     if not reference or not digest:
         return None
@@ -95,6 +98,22 @@ def base_layers_of(
     try:
         with base_source(reference, rules=rules) as source:
             manifest = source.manifest(digest)
+            if manifest.is_index:
+                wanted = platform()
+                entry = next(
+                    (
+                        each
+                        for each in manifest.entries()
+                        if each.platform is not None
+                        and not each.is_attestation
+                        and wanted.matches(Platform.of(each.platform))
+                    ),
+                    None,
+                )
+                if entry is None:
+                    progress(f"{reference}@{digest[:19]} has no {wanted} image: made anew")
+                    return None
+                manifest = source.manifest(entry.digest)
             config = source.config(manifest)
             layers = manifest.layers()
     except ShipitError as error:

@@ -29,6 +29,7 @@ from shipit.push.compress import BLOCK, gzip_blocks, read_blocks
 
 if TYPE_CHECKING:
     from shipit.engine import Engine
+    from shipit.platforms import Platform
 from shipit.push.blobs import PUSH_LOCK, Blob, BlobStore
 
 
@@ -115,6 +116,17 @@ class ImageBlobs:
         with self._lock, contextlib.suppress(Exception):
             self._export()
 
+    def _platform(self) -> Platform:
+        from shipit.base_image import platform_of
+
+        image = self.engine.image(self.image_id)
+        if image is None:
+            raise PushError(
+                f"image {short_id(self.image_id)} is gone from the engine",
+                "build it again (`shipit build`) and push again",
+            )
+        return platform_of(image)
+
     def base_layers(self) -> BaseLayers | None:
         """The base's layers in its registry, read once (push/base_layers.py)."""
         with self._base_lock:
@@ -122,7 +134,11 @@ class ImageBlobs:
                 self._base_decided = True
                 if self._labels.get(LABEL_BASE_DIGEST):
                     self._base = base_layers_of(
-                        self._labels, self.diff_ids, self.engine.registry_rules, self._progress
+                        self._labels,
+                        self.diff_ids,
+                        self.engine.registry_rules,
+                        self._progress,
+                        self._platform,
                     )
             return self._base
 
