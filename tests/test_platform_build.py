@@ -348,3 +348,63 @@ def test_a_one_platform_ship_from_a_registry_base_copies_its_layers(
     subprocess.run(
         ["docker", "rmi", multi_platform_base.reference], capture_output=True, check=False
     )
+
+
+def test_every_platform_of_the_base_with_all(project: Project, multi_platform_base) -> None:
+    env = project.env(SHIPIT_BASE_IMAGE=multi_platform_base.reference)
+    built = project.shipit("build", "--platform", "all", "--json", env=env)
+    assert built.code == 0, built.output
+    platforms = [entry["platform"] for entry in json.loads(built.stdout)["platforms"]]
+    assert platforms == ["linux/amd64", "linux/arm64/v8"]  # the base index's order
+
+
+def test_run_of_arm64_serves_the_arm64_image(project: Project, multi_platform_base) -> None:
+    env = project.env(SHIPIT_BASE_IMAGE=multi_platform_base.reference, SHIPIT_PORT=str(free_port()))
+    ran = project.shipit("run", "--platform", ARM64, "--json", env=env)
+    assert ran.code == 0, ran.output
+    result = json.loads(ran.stdout)
+    assert result["smoke"]["ok"] is True
+    assert _inspect(result["image_id"])["Architecture"] == "arm64"
+    machine = subprocess.run(
+        ["docker", "exec", result["container"], "uname", "-m"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert machine.stdout.strip() == "aarch64"
+    stopped = project.shipit("stop", env=env)
+    assert stopped.code == 0, stopped.output
+
+
+def test_a_dockerfile_that_docker_build_must_build_is_refused_for_another_platform(
+    project: Project, multi_platform_base
+) -> None:
+    dockerfile = project.root / "templates" / "Dockerfile.j2"
+    lines = dockerfile.read_text().splitlines()
+    lines.insert(lines.index("FROM {{ base_image }}") + 1, "RUN true")
+    dockerfile.write_text("\n".join(lines) + "\n")
+    env = project.env(SHIPIT_BASE_IMAGE=multi_platform_base.reference)
+    refused = project.shipit("build", "--platform", ARM64, "-q", env=env)
+    assert refused.code == 12, refused.output
+    line = _one_line(refused)
+    assert "linux/arm64" in line and "RUN" in line, line
+    assert not _images_of(project.image)
+
+
+def test_push_of_two_platforms_needs_each_smoke_tested(
+    publish_project: PublishProject, multi_platform_base
+) -> None:
+    env = publish_project.env(SHIPIT_BASE_IMAGE=multi_platform_base.reference)
+    both = ["--platform", f"linux/amd64,{ARM64}"]
+    built = publish_project.shipit("build", *both, env=env)
+    assert built.code == 0, built.output
+    refused = publish_project.shipit("push", *both, "--to", "dockerhub", "-q", env=env)
+    assert refused.code == 12, refused.output
+    assert "smoke test" in _one_line(refused)
+    pushed = publish_project.shipit(
+        "push", *both, "--to", "dockerhub", "--skip-smoke", "--json", env=env
+    )
+    assert pushed.code == 0, pushed.output
+    target = json.loads(pushed.stdout)["registries"][0]
+    index = _raw_manifest(publish_project, f"{target['reference']}@{target['digest']}")
+    assert len(index["manifests"]) == 2
