@@ -443,3 +443,28 @@ def test_an_ecr_api_call_the_policy_lacks_fails_naming_it(enforced: Enforced) ->
     assert result.code == ExitCode.AUTH, result.output
     assert "ecr:DescribeRepositories" in result.stderr
     assert "shipit iam policy" in result.stderr
+
+
+def test_a_ship_of_two_platforms_and_its_rerun_pass_with_exactly_the_printed_policy(
+    engine: Engine, enforced: Enforced, multi_platform_base: Any, tmp_path: Path
+) -> None:
+    """Each platform's manifest put by digest, the index under the tags, the base layers
+    copied in from the base's registry, and a re-run reading the children: all in the policy."""
+    enforced.grant(enforced.printed_policy())
+    both = {
+        "SHIPIT_BASE_IMAGE": multi_platform_base.reference,
+        "SHIPIT_PLATFORMS": "linux/amd64,linux/arm64",
+    }
+    cold = enforced.ship("--to", "ecr", **both)
+    assert cold.code == 0, cold.output
+    assert ecr_entry(cold)["status"] == "pushed"
+    enforced.assert_nothing_refused()
+    # A fresh runner: the same commit and image name, no local image, an empty cache.
+    remove_project_leftovers(enforced.project.image)
+    rerun_project = fresh_runner_copy(enforced.project, tmp_path / "rerun")
+    rerun_project.image = enforced.project.image
+    again = enforced.ship("--to", "ecr", project=rerun_project, runner="second", **both)
+    assert again.code == 0, again.output
+    assert ecr_entry(again)["status"] == "unchanged"
+    assert ecr_entry(again)["digest"] == ecr_entry(cold)["digest"]
+    enforced.assert_nothing_refused()
