@@ -139,6 +139,61 @@ def check_base_image(
     )
 
 
+# QEMU's names for the architectures docker names otherwise, as binfmt_misc lists them.
+_QEMU_NAMES = {"arm64": "aarch64", "amd64": "x86_64", "386": "i386", "arm": "arm"}
+BINFMT = "/proc/sys/fs/binfmt_misc"
+
+
+def has_emulator(architecture: str, binfmt: str = BINFMT) -> bool:
+    """Whether binfmt_misc has an enabled handler for `architecture` (qemu-user-static's and
+    tonistiigi/binfmt's are named qemu-<its QEMU name>)."""
+    name = _QEMU_NAMES.get(architecture, architecture)
+    try:
+        with open(os.path.join(binfmt, f"qemu-{name}"), encoding="utf-8") as handler:
+            return handler.readline().strip() == "enabled"
+    except OSError:
+        return False
+
+
+def check_platforms(settings: Settings, engine: Engine | None) -> Check:
+    """The platforms a ship builds: the base image offers each, the engine can push several,
+    and the engine's machine can run each one's smoke test."""
+    from shipit.base_image import platforms_to_build
+    from shipit.errors import no_emulator
+    from shipit.push.blobs import engine_push_reason
+
+    name = "platforms"
+    if not settings.platforms.names:
+        return Check(name, "ok", "the engine's own platform")
+    if engine is None:
+        return Check.not_checked(name, "no Docker engine")
+    try:
+        chosen = platforms_to_build(settings, engine)
+    except ShipitError as error:
+        return Check.failed(name, error)
+    if chosen is None:
+        return Check(name, "ok", "the engine's own platform")
+    listed = ", ".join(str(platform) for platform in chosen)
+    reason = engine_push_reason(settings.uploader, engine) if len(chosen) > 1 else None
+    if reason is not None:
+        return Check(
+            name,
+            "fail",
+            f"{listed} make an index, which shipit uploads itself, and here the engine pushes "
+            f"({reason})",
+            "ship one platform at a time, or from a local engine with the classic image store",
+        )
+    native = engine.platform()
+    foreign = [platform for platform in chosen if not platform.matches(native)]
+    if foreign and engine.address.is_remote:
+        return Check(name, "warn", f"{listed}; emulation not checked on a remote engine")
+    missing = [platform for platform in foreign if not has_emulator(platform.architecture)]
+    if missing:
+        return Check.failed(name, no_emulator(missing[0].architecture))
+    emulated = f" ({', '.join(str(p) for p in foreign)} under emulation)" if foreign else ""
+    return Check(name, "ok", f"{listed} from {settings.base_image}{emulated}")
+
+
 def check_templates(settings: Settings, base_image: str) -> Check:
     from shipit.render import render_site
 
@@ -226,6 +281,7 @@ def diagnose(
         check_published_ports(settings, engine),
         check_push_uploads(settings, engine),
         base_check,
+        check_platforms(settings, engine),
         check_templates(settings, base_image),
     ]
     if to is None:

@@ -408,3 +408,39 @@ def test_push_of_two_platforms_needs_each_smoke_tested(
     target = json.loads(pushed.stdout)["registries"][0]
     index = _raw_manifest(publish_project, f"{target['reference']}@{target['digest']}")
     assert len(index["manifests"]) == 2
+
+
+def _doctor_check(result, name: str) -> dict[str, str]:
+    checks = json.loads(result.stdout)["checks"]
+    return next(check for check in checks if check["name"] == name)
+
+
+def test_doctor_checks_the_platforms_and_their_emulators(
+    project: Project, multi_platform_base
+) -> None:
+    env = project.env(
+        SHIPIT_BASE_IMAGE=multi_platform_base.reference,
+        SHIPIT_PLATFORMS=f"linux/amd64,{ARM64}",
+    )
+    found = _doctor_check(project.shipit("doctor", "--json", env=env), "platforms")
+    assert found["outcome"] == "ok", found
+    assert "linux/arm64/v8 under emulation" in found["detail"]
+    with _no_arm64_emulator():
+        missing = _doctor_check(project.shipit("doctor", "--json", env=env), "platforms")
+    assert missing["outcome"] == "fail", missing
+    assert "qemu-user-static" in missing["hint"]
+    lacking = _doctor_check(
+        project.shipit("doctor", "--json", env={**env, "SHIPIT_PLATFORMS": "linux/s390x"}),
+        "platforms",
+    )
+    assert lacking["outcome"] == "fail" and "linux/arm64" in lacking["detail"], lacking
+
+
+def test_an_emulator_is_found_by_its_binfmt_handler(tmp_path: Path) -> None:
+    from shipit.doctor import has_emulator
+
+    (tmp_path / "qemu-aarch64").write_text("enabled\ninterpreter /usr/bin/qemu-aarch64\n")
+    (tmp_path / "qemu-riscv64").write_text("disabled\n")
+    assert has_emulator("arm64", str(tmp_path))
+    assert not has_emulator("riscv64", str(tmp_path))
+    assert not has_emulator("s390x", str(tmp_path))
