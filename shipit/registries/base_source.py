@@ -15,9 +15,9 @@ import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
+from shipit.closing import Closing
 from shipit.errors import AuthError, ConfigError, RegistryUnreachableError, ShipitError
 from shipit.reference import parse_reference
 from shipit.registries.credentials import stored_credentials
@@ -31,7 +31,7 @@ DOCKER_HUB = "docker.io"
 
 
 @dataclass(frozen=True)
-class BaseSource:
+class BaseSource(Closing):
     """A base image's registry (`client`, for reads), repository and version.
 
     `repository` is as the registry's API names it (Docker Hub's official images under
@@ -49,17 +49,6 @@ class BaseSource:
 
     def close(self) -> None:
         self.client.close()
-
-    def __enter__(self) -> BaseSource:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def manifest(self, version: str | None = None) -> Manifest:
         """The manifest (an index, or one platform's image) the reference names, or the one

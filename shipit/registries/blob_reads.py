@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from types import TracebackType
 from typing import TYPE_CHECKING
 
 import requests
 import urllib3.exceptions
 
+from shipit.closing import Closing
 from shipit.digests import ALGORITHM, digest_of
 from shipit.errors import PushError
 from shipit.registries.challenge import repository_scope
@@ -28,7 +28,7 @@ PIECE = 1024 * 1024
 CONFIG_LIMIT = 8 * 1024 * 1024
 
 
-class BlobStream:
+class BlobStream(Closing):
     """One blob's bytes as a registry serves them, for reading once from the start.
 
     `read` hands on the bytes as they come and, at the end, checks that they are `size` bytes
@@ -113,17 +113,6 @@ class BlobStream:
 
     def close(self) -> None:
         self._response.close()
-
-    def __enter__(self) -> BlobStream:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 class BlobReads:

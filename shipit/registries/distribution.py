@@ -33,13 +33,13 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
-from types import TracebackType
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
 
 from shipit import __version__
+from shipit.closing import Closing
 from shipit.digests import sha256_digest
 from shipit.errors import AuthError, PushError
 from shipit.redact import register_secret
@@ -67,7 +67,7 @@ _MAX_REDIRECTS = 5
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
 
-class RegistryClient(BlobReads, BlobUploads, FailureDiagnosis):
+class RegistryClient(BlobReads, BlobUploads, FailureDiagnosis, Closing):
     """Access to one registry's v2 API: reads, and put_manifest to point a tag at a manifest.
 
     `host` is what users write ("127.0.0.1:5001", "docker.io",
@@ -144,17 +144,6 @@ class RegistryClient(BlobReads, BlobUploads, FailureDiagnosis):
 
     def close(self) -> None:
         self._session.close()
-
-    def __enter__(self) -> RegistryClient:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- public API ----------------------------------------------------------------------
 
