@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """`make bench`: shipit against the plain docker-CLI script (bench/plain_pipeline.sh).
 
-Both sides ship the same rendered example site to the same kind of loopback registries (two
-Distribution registries with htpasswd, one as ECR with moto's token password, one as Docker
-Hub, and moto_server for the ECR API), timed as whole processes. Scenarios: cold ship,
-no-change ship, one-page change (with bytes uploaded), start-up, and a slow registry (+50 ms
-per request, with request counts). Writes bench/results.md and bench/results.json and prints
-the table. See bench/README.md.
+Both sides ship the same rendered example site, FROM the same base image index in a loopback
+registry (bench/base.py), to the same kind of loopback registries (two Distribution registries
+with htpasswd, one as ECR with moto's token password, one as Docker Hub, and moto_server for
+the ECR API), timed as whole processes. Scenarios: cold ship, no-change ship, one-page change
+(with bytes uploaded), start-up, a slow registry (+50 ms per request, with request counts),
+big sites (bench/big.py) and push throughput (bench/push.py). Writes bench/results.md and
+bench/results.json and prints the table. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.base import BaseImages
 from bench.big import BIG_HEADING, SITES, BigBench, big_markdown, merge_into
 from bench.common import (
     HUB_USER,
@@ -46,6 +48,7 @@ from bench.common import (
 )
 from bench.push import PUSH_HEADING, PushBench, push_markdown
 from bench.report import SIDES, main_table, markdown, median, summarize
+from harness.platform_base import LAYOUT
 from harness.services import AWS_ENV_CLEARED, MotoService, free_port
 
 BENCH = Path(__file__).resolve().parent
@@ -54,7 +57,6 @@ REPO = BENCH.parent
 VENV_BIN = Path(sys.executable).parent
 SHIPIT = str(VENV_BIN / "shipit") if (VENV_BIN / "shipit").exists() else None
 PLAIN_SCRIPT = BENCH / "plain_pipeline.sh"
-BASE_IMAGE = "shipit-local/nginx:bookworm"
 
 
 # ---------------------------------------------------------------------------------------
@@ -92,7 +94,11 @@ class Bench:
         self.ecr_repository = f"bench-{self.run_id}/site"
         self.hub_repository = f"bench/{self.run_id}-site"
         self.container = f"shipit-bench-{self.run_id}-plain"
-        self.base_image = BASE_IMAGE
+        # The base both sides build from, in a registry of the bench's own (bench/base.py):
+        # the reference of its index, or of a cold run's own copy of it (fresh_base).
+        self.bases: BaseImages | None = None
+        self.main_base = ""
+        self.base_image = ""
         self.moto = MotoService()
         self.registries: list[Registries] = []
         self.counter = 0
@@ -202,9 +208,12 @@ class Bench:
 
     # Running one side once
 
-    def ship(self, side: str, registries: Registries, tag: str, label: str) -> Sample:
+    def log_path(self, label: str, side: str) -> Path:
         self.counter += 1
-        log = self.logs / f"{self.counter:03d}-{label}-{side}.log"
+        return self.logs / f"{self.counter:03d}-{label}-{side}.log"
+
+    def ship(self, side: str, registries: Registries, tag: str, label: str) -> Sample:
+        log = self.log_path(label, side)
         if side == "shipit":
             result = timed(
                 [*self.shipit_cmd(), "ship", "--json"],
@@ -213,7 +222,7 @@ class Bench:
                 log,
             )
             return self._check_shipit(result, registries, tag, label, log)
-        trace = self.logs / f"{self.counter:03d}-{label}-plain.trace"
+        trace = log.with_suffix(".trace")
         result = timed(
             ["bash", str(PLAIN_SCRIPT)], self.plain_env(registries, tag, trace), self.project, log
         )
@@ -353,7 +362,7 @@ class Bench:
         images = self.our_images()
         if not images:
             return
-        base_chain = set(run_quiet("docker", "history", "-q", self.base_image).split())
+        base_chain = set(run_quiet("docker", "history", "-q", self.base_image, check=False).split())
         chain: set[str] = set()
         for image_id in {image_id for _, image_id in images}:
             history = run_quiet("docker", "history", "-q", image_id, check=False).split()
@@ -389,26 +398,28 @@ class Bench:
     def order(index: int) -> tuple[str, str]:
         return SIDES if index % 2 == 0 else SIDES[::-1]
 
-    def fresh_base(self, index: int | str) -> str:
-        """The base image with one label of this run's: same layers, a new image id, so no
-        build step of anything else on this machine (the Dockerfile's settings steps come
-        before the site) can be a cache hit for a cold build."""
-        reference = f"shipit-bench/{self.run_id}-base:{index}"
-        done = subprocess.run(
-            ["docker", "build", "-q", "-t", reference, "-"],
-            input=f"FROM {BASE_IMAGE}\nLABEL io.shipit.bench.base={self.run_id}-{index}\n",
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise BenchFailure(f"cannot make a fresh base image: {done.stderr.strip()}")
-        return reference
+    def start_base(self) -> None:
+        """The base registry with the base index, its engine's own platform pulled (untimed)."""
+        self.bases = BaseImages(self.work, self.run_id, None, BenchFailure)
+        main = self.bases.start()
+        self.bases.pull(main)
+        self.main_base = self.base_image = main.reference
+        say(f"base image {main.reference} ({', '.join(main.pushed.platforms)})")
+
+    def fresh_base(self, name: int | str) -> str:
+        """A base of its own for one cold run: the same index with one label more in each
+        platform's config (same layers, new image ids), pulled untimed, so no build step of
+        anything else on this machine (the Dockerfile's settings steps come before the
+        site) can be a cache hit for a cold build."""
+        assert self.bases is not None
+        base = self.bases.variant(str(name))
+        self.bases.pull(base)
+        return base.reference
 
     def drop_base(self) -> None:
-        if self.base_image != BASE_IMAGE:
-            run_quiet("docker", "rmi", self.base_image, check=False)
-        self.base_image = BASE_IMAGE
+        if self.bases is not None and self.base_image != self.main_base:
+            self.bases.drop(self.base_image)
+        self.base_image = self.main_base
 
     def scenario_cold(self, runs: int) -> None:
         say(f"cold ship: {runs} run(s) per side, fresh registries and no image each time")
@@ -569,9 +580,9 @@ class Bench:
             for side in sides.values():
                 side.registries.remove_proxies()
 
-    def record(self, label: str, samples: list[Sample]) -> None:
-        by_side = {side: [s for s in samples if s.side == side] for side in SIDES}
-        self.results["scenarios"][label] = {
+    def record(self, label: str, samples: list[Sample], sides: tuple[str, str] = SIDES) -> None:
+        by_side = {side: [s for s in samples if s.side == side] for side in sides}
+        data: dict[str, Any] = {
             side: {
                 "median": median([s.seconds for s in found]),
                 "min": min(s.seconds for s in found),
@@ -580,14 +591,16 @@ class Bench:
             }
             for side, found in by_side.items()
         }
-        self.results["scenarios"][label]["load_average"] = os.getloadavg()
+        data["sides"] = list(sides)
+        data["load_average"] = os.getloadavg()
+        self.results["scenarios"][label] = data
 
     def scenario_big(self, runs: int, sites: Sequence[str]) -> None:
         started = time.monotonic()
         big = BigBench(
             self.work,
             self.run_id,
-            BASE_IMAGE,
+            self.base_image,
             self.fresh_base,
             self.shipit_cmd(),
             PYTHON,
@@ -621,7 +634,7 @@ class Bench:
             BenchFailure,
         )
         try:
-            results = bench.run(runs, BASE_IMAGE)
+            results = bench.run(runs, self.base_image)
         finally:
             bench.close()
         results.update(
@@ -675,12 +688,14 @@ class Bench:
         self.compile_shipit()
         if args.startup:
             self.scenario_startup(args.startup)
+        ships = (args.cold, args.nochange, args.onepage, args.slow, args.push)
+        if not any((*ships, args.big)):
+            return self.finish(started)
+        self.start_base()
         if args.big:
             self.scenario_big(args.big, args.big_sites)
-        if not (args.cold or args.nochange or args.onepage or args.slow or args.push):
-            self.results["load_average_end"] = os.getloadavg()
-            self.results["bench_seconds"] = round(time.monotonic() - started, 1)
-            return self.results
+        if not any(ships):
+            return self.finish(started)
         self.moto.start()
         if args.push:
             self.scenario_push(args.push)
@@ -694,6 +709,9 @@ class Bench:
                 self.scenario_onepage(sides, args.onepage)
             if args.slow:
                 self.scenario_slow(sides, args.slow, args.delay_ms / 1000)
+        return self.finish(started)
+
+    def finish(self, started: float) -> dict[str, Any]:
         self.results["load_average_end"] = os.getloadavg()
         self.results["bench_seconds"] = round(time.monotonic() - started, 1)
         return self.results
@@ -707,6 +725,8 @@ class Bench:
                 self.close_registries(registries)
             subprocess.run(["docker", "rm", "-f", self.container], capture_output=True, check=False)
             self.moto.stop()
+            if self.bases is not None:
+                self.bases.close()
             if not keep_work:
                 shutil.rmtree(self.work, ignore_errors=True)
 
@@ -741,6 +761,9 @@ COUNTS = {
     "big": 3,
     "push": 3,
 }
+# --only NAME runs these counts (the others are 0 unless given).
+ONLY = {"big": ("big",), "push": ("push",)}
+
 QUICK_COUNTS = {
     "cold": 1,
     "nochange": 1,
@@ -770,7 +793,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     add(
         "--only",
-        choices=("big", "push"),
+        choices=tuple(ONLY),
         help="run only this scenario; the other results in results.md/json are kept",
     )
     add("--quick", action="store_true", help="1 run each (2 for start-up): check the bench works")
@@ -779,7 +802,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     for name, default in (QUICK_COUNTS if args.quick else COUNTS).items():
         if getattr(args, name) is None:
-            setattr(args, name, 0 if args.only and name != args.only else default)
+            setattr(args, name, 0 if args.only and name not in ONLY[args.only] else default)
     args.big_sites = [key for key in args.big_sites.split(",") if key]
     unknown = set(args.big_sites) - {site.key for site in SITES}
     if unknown:
@@ -820,10 +843,27 @@ def write_push_only(results: dict[str, Any], out: Path) -> None:
     print(f"\n(written to {out / 'results.md'} ({PUSH_HEADING[3:]}) and {json_path})")
 
 
+def write_all(results: dict[str, Any], out: Path) -> dict[str, Any]:
+    """results.json and results.md from `results`; prints the main table."""
+    summary = summarize(results)
+    results["summary"] = summary
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    text = markdown(results, summary) + "\n"
+    if "big_sites" in results:
+        text += "\n" + big_markdown(results["big_sites"])
+    if "push_throughput" in results:
+        text += "\n" + push_markdown(results["push_throughput"])
+    (out / "results.md").write_text(text)
+    print(main_table(summary))
+    print(f"\n(written to {out / 'results.md'} and {out / 'results.json'})")
+    return summary
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if run_quiet("docker", "image", "inspect", "-f", "{{.Id}}", BASE_IMAGE, check=False) == "":
-        say(f"no base image {BASE_IMAGE}: run scripts/testenv.sh (make env) first")
+    if not (LAYOUT / "index.json").is_file():
+        say(f"no multi-platform base layout in {LAYOUT}: run scripts/testenv.sh (make env) first")
         return 2
     bench = Bench(args)
     say(f"run {bench.run_id}, work folder {bench.work}")
@@ -845,21 +885,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if not args.keep_work:  # the logs are gone with the work folder
         for data in results["scenarios"].values():
-            for side in SIDES:
+            for side in data.get("sides", SIDES) if isinstance(data, dict) else ():
                 for detail in data.get(side, {}).get("details", []):
                     detail.pop("log", None)
-    summary = summarize(results)
-    results["summary"] = summary
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-    text = markdown(results, summary) + "\n"
-    if "big_sites" in results:
-        text += "\n" + big_markdown(results["big_sites"])
-    if "push_throughput" in results:
-        text += "\n" + push_markdown(results["push_throughput"])
-    (args.out / "results.md").write_text(text)
-    print(main_table(summary))
-    print(f"\n(written to {args.out / 'results.md'} and {args.out / 'results.json'})")
+    summary = write_all(results, args.out)
     missed = [row["scenario"] for row in summary["rows"] if row["verdict"] == "MISSED"]
     if missed:
         say("targets missed: " + "; ".join(missed))
