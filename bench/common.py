@@ -202,6 +202,7 @@ def tail(text: str, lines: int = 25) -> str:
 
 # Step names for the plain script's per-step breakdown, by the command a trace line starts.
 PLAIN_STEPS = (
+    ("docker buildx build", "build + push (buildx)"),
     ("docker build", "build"),
     ("docker run", "run"),
     ("curl", "wait for /"),
@@ -235,3 +236,8 @@ def plain_steps(trace: Path, ended: float) -> dict[str, float]:
             step = "ECR token + login"
         steps[step] = steps.get(step, 0.0) + max(0.0, end - start)
     return {name: round(seconds, 3) for name, seconds in steps.items()}
+
+
+def ecr_token_from_cache(ecr_entry: dict[str, Any]) -> bool:
+    """Whether shipit's push report for ECR says the token came from its cache."""
+    return any(note.startswith("ECR token from cache") for note in ecr_entry["notes"])

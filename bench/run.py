@@ -6,13 +6,15 @@ registry (bench/base.py), to the same kind of loopback registries (two Distribut
 with htpasswd, one as ECR with moto's token password, one as Docker Hub, and moto_server for
 the ECR API), timed as whole processes. Scenarios: cold ship, no-change ship, one-page change
 (with bytes uploaded), start-up, a slow registry (+50 ms per request, with request counts),
-big sites (bench/big.py) and push throughput (bench/push.py). Writes bench/results.md and
-bench/results.json and prints the table. See bench/README.md.
+big sites (bench/big.py), push throughput (bench/push.py) and multi-platform ships against
+buildx (bench/multi.py). Writes bench/results.md and bench/results.json and prints the table.
+See bench/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -38,6 +40,7 @@ from bench.common import (
     Registries,
     Sample,
     Timed,
+    ecr_token_from_cache,
     get_manifest,
     plain_steps,
     run_quiet,
@@ -46,6 +49,14 @@ from bench.common import (
     tail,
     timed,
 )
+from bench.engines import (
+    BuildCacheUnreadable,
+    build_cache_ids,
+    containerd_namespace,
+    prune_added_build_cache,
+)
+from bench.multi import COLD_SIDES, MULTI_SCENARIOS, NOCHANGE_SIDES, MultiBench
+from bench.netns import NetworkNamespace
 from bench.push import PUSH_HEADING, PushBench, push_markdown
 from bench.report import SIDES, main_table, markdown, median, summarize
 from harness.platform_base import LAYOUT
@@ -97,6 +108,8 @@ class Bench:
         # The base both sides build from, in a registry of the bench's own (bench/base.py):
         # the reference of its index, or of a cold run's own copy of it (fresh_base).
         self.bases: BaseImages | None = None
+        self.namespace: NetworkNamespace | None = None
+        self.build_cache_before: set[str] = set()
         self.main_base = ""
         self.base_image = ""
         self.moto = MotoService()
@@ -273,9 +286,7 @@ class Bench:
                 "smoke_reused": report["smoke_reused"] is not None,
                 "stages": stages,
                 "status": {name: entry["status"] for name, entry in by_registry.items()},
-                "ecr_token_from_cache": any(
-                    note.startswith("ECR token from cache") for note in by_registry["ecr"]["notes"]
-                ),
+                "ecr_token_from_cache": ecr_token_from_cache(by_registry["ecr"]),
                 "bytes_uploaded": {
                     name: entry["bytes_uploaded"] for name, entry in by_registry.items()
                 },
@@ -399,21 +410,33 @@ class Bench:
         return SIDES if index % 2 == 0 else SIDES[::-1]
 
     def start_base(self) -> None:
-        """The base registry with the base index, its engine's own platform pulled (untimed)."""
-        self.bases = BaseImages(self.work, self.run_id, None, BenchFailure)
+        """The base registry with the base index, pulled (untimed) into the engines the
+        scenarios build on: every platform when a multi-platform scenario runs, and into
+        the containerd-store engine for buildx's side."""
+        multi = bool(self.args.multi or self.args.multi_nochange)
+        if self.args.multi:
+            self.namespace = containerd_namespace(BenchFailure)
+            # The bench prunes only the build cache records that its pulls and builds add.
+            try:
+                self.build_cache_before = build_cache_ids()
+            except BuildCacheUnreadable as error:
+                raise BenchFailure(str(error)) from error
+        self.bases = BaseImages(self.work, self.run_id, self.namespace, BenchFailure)
         main = self.bases.start()
-        self.bases.pull(main)
+        self.bases.pull(main, every_platform=multi, containerd=self.namespace is not None)
         self.main_base = self.base_image = main.reference
         say(f"base image {main.reference} ({', '.join(main.pushed.platforms)})")
 
-    def fresh_base(self, name: int | str) -> str:
+    def fresh_base(self, name: int | str, *, every_platform: bool = False) -> str:
         """A base of its own for one cold run: the same index with one label more in each
         platform's config (same layers, new image ids), pulled untimed, so no build step of
         anything else on this machine (the Dockerfile's settings steps come before the
         site) can be a cache hit for a cold build."""
         assert self.bases is not None
         base = self.bases.variant(str(name))
-        self.bases.pull(base)
+        self.bases.pull(
+            base, every_platform=every_platform, containerd=every_platform and bool(self.namespace)
+        )
         return base.reference
 
     def drop_base(self) -> None:
@@ -595,6 +618,16 @@ class Bench:
         data["load_average"] = os.getloadavg()
         self.results["scenarios"][label] = data
 
+    def scenario_multi(self, cold_runs: int, nochange_runs: int) -> None:
+        multi = MultiBench(self, self.namespace)
+        try:
+            if cold_runs:
+                self.record("multi_cold", multi.cold(cold_runs), COLD_SIDES)
+            if nochange_runs:
+                self.record("multi_nochange", multi.nochange(nochange_runs), NOCHANGE_SIDES)
+        finally:
+            multi.close()
+
     def scenario_big(self, runs: int, sites: Sequence[str]) -> None:
         started = time.monotonic()
         big = BigBench(
@@ -683,18 +716,20 @@ class Bench:
             "slow": args.slow,
             "slow_delay_ms": args.delay_ms,
             "push": args.push,
+            "multi": args.multi,
+            "multi_nochange": args.multi_nochange,
         }
         self.results["load_average_start"] = os.getloadavg()
         self.compile_shipit()
         if args.startup:
             self.scenario_startup(args.startup)
         ships = (args.cold, args.nochange, args.onepage, args.slow, args.push)
-        if not any((*ships, args.big)):
+        if not any((*ships, args.big, args.multi, args.multi_nochange)):
             return self.finish(started)
         self.start_base()
         if args.big:
             self.scenario_big(args.big, args.big_sites)
-        if not any(ships):
+        if not any((*ships, args.multi, args.multi_nochange)):
             return self.finish(started)
         self.moto.start()
         if args.push:
@@ -709,6 +744,8 @@ class Bench:
                 self.scenario_onepage(sides, args.onepage)
             if args.slow:
                 self.scenario_slow(sides, args.slow, args.delay_ms / 1000)
+        if args.multi or args.multi_nochange:
+            self.scenario_multi(args.multi, args.multi_nochange)
         return self.finish(started)
 
     def finish(self, started: float) -> dict[str, Any]:
@@ -727,6 +764,11 @@ class Bench:
             self.moto.stop()
             if self.bases is not None:
                 self.bases.close()
+            if self.namespace is not None:
+                self.namespace.close()
+                # Last: the records of the base's layers are shared with its images until now.
+                with contextlib.suppress(BuildCacheUnreadable):
+                    prune_added_build_cache(self.build_cache_before)
             if not keep_work:
                 shutil.rmtree(self.work, ignore_errors=True)
 
@@ -760,9 +802,11 @@ COUNTS = {
     "slow": 3,
     "big": 3,
     "push": 3,
+    "multi": 5,
+    "multi_nochange": 9,
 }
 # --only NAME runs these counts (the others are 0 unless given).
-ONLY = {"big": ("big",), "push": ("push",)}
+ONLY = {"big": ("big",), "push": ("push",), "multi": ("multi", "multi_nochange")}
 
 QUICK_COUNTS = {
     "cold": 1,
@@ -772,6 +816,8 @@ QUICK_COUNTS = {
     "slow": 1,
     "big": 1,
     "push": 1,
+    "multi": 1,
+    "multi_nochange": 1,
 }
 
 
@@ -786,6 +832,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--delay-ms", type=int, default=50, help="slow proxy's delay per request (default 50)")
     add("--big", type=int, help="cold builds per side and big site (default 3)")
     add("--push", type=int, help="pushes of a new 1 GB layer per side (default 3)")
+    add("--multi", type=int, help="cold multi-platform ships per side, against buildx (default 5)")
+    add(
+        "--multi-nochange",
+        type=int,
+        help="no-change multi-platform ships, against one-platform ones (default 9)",
+    )
     add(
         "--big-sites",
         default="",
@@ -794,7 +846,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add(
         "--only",
         choices=tuple(ONLY),
-        help="run only this scenario; the other results in results.md/json are kept",
+        help="run only these scenarios (multi: both multi-platform ones); the other results "
+        "in results.md/json are kept",
     )
     add("--quick", action="store_true", help="1 run each (2 for start-up): check the bench works")
     add("--out", type=Path, default=BENCH, help="folder for results.md and results.json")
@@ -843,6 +896,29 @@ def write_push_only(results: dict[str, Any], out: Path) -> None:
     print(f"\n(written to {out / 'results.md'} ({PUSH_HEADING[3:]}) and {json_path})")
 
 
+def write_multi_only(results: dict[str, Any], out: Path) -> None:
+    """The multi-platform rows are new; every other result stays as the last run left it,
+    and results.md is written again from the whole."""
+    json_path = out / "results.json"
+    stored = json.loads(json_path.read_text()) if json_path.exists() else {}
+    if not stored.get("scenarios"):
+        write_all(results, out)
+        return
+    for key in MULTI_SCENARIOS:
+        if key in results["scenarios"]:
+            stored["scenarios"][key] = results["scenarios"][key]
+    stored.setdefault("counts", {}).update(
+        {name: results["counts"][name] for name in ONLY["multi"]}
+    )
+    stored["multi_run"] = {
+        "date": results["date"],
+        "load_average_start": results["load_average_start"],
+        "load_average_end": results["load_average_end"],
+        "seconds": results["bench_seconds"],
+    }
+    write_all(stored, out)
+
+
 def write_all(results: dict[str, Any], out: Path) -> dict[str, Any]:
     """results.json and results.md from `results`; prints the main table."""
     summary = summarize(results)
@@ -888,6 +964,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             for side in data.get("sides", SIDES) if isinstance(data, dict) else ():
                 for detail in data.get(side, {}).get("details", []):
                     detail.pop("log", None)
+    if args.only == "multi":
+        write_multi_only(results, args.out)
+        return 0
     summary = write_all(results, args.out)
     missed = [row["scenario"] for row in summary["rows"] if row["verdict"] == "MISSED"]
     if missed:
