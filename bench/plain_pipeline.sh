@@ -21,25 +21,18 @@
 # docker login writes credentials to $DOCKER_CONFIG/config.json: a private temporary one is
 # used and deleted on exit, so the user's ~/.docker/config.json is never touched.
 set -euo pipefail
+# shellcheck source=bench/registry_logins.sh
+source "$(dirname "${BASH_SOURCE[0]}")/registry_logins.sh"
 
-for name in CONTEXT_DIR IMAGE TAG PORT ECR_REGISTRY ECR_REPOSITORY HUB_REGISTRY HUB_REPOSITORY \
-  DOCKERHUB_USERNAME DOCKERHUB_TOKEN PYTHON; do
-  if [ -z "${!name:-}" ]; then echo "plain_pipeline.sh: $name is not set" >&2; exit 2; fi
-done
-if [ -n "${PLAIN_TRACE:-}" ]; then
-  # Timestamped commands for the bench's per-step table; the token never appears in them.
-  exec {trace_fd}>"$PLAIN_TRACE"
-  BASH_XTRACEFD=$trace_fd
-  PS4='+ $EPOCHREALTIME '
-  set -x
-fi
+require CONTEXT_DIR IMAGE TAG PORT ECR_REGISTRY ECR_REPOSITORY HUB_REGISTRY HUB_REPOSITORY \
+  DOCKERHUB_USERNAME DOCKERHUB_TOKEN PYTHON
+trace_commands
 CONTAINER="${CONTAINER:-plain-pipeline-$$}"
 READY_TIMEOUT="${READY_TIMEOUT:-30}"
 # The legacy builder, which is also what docker-py (and so shipit) builds with.
 export DOCKER_BUILDKIT=0
 
-DOCKER_CONFIG="$(mktemp -d "${TMPDIR:-/tmp}/plain-pipeline-docker-config.XXXXXX")"
-export DOCKER_CONFIG
+private_docker_config
 cleanup() {
   docker rm -f "$CONTAINER" >/dev/null 2>&1 || true
   rm -rf "$DOCKER_CONFIG"
@@ -61,20 +54,15 @@ until curl -fsS -o /dev/null "http://127.0.0.1:$PORT/" 2>/dev/null; do
   sleep 0.1
 done
 
-# 3. ECR: `aws ecr get-login-password | docker login --username AWS --password-stdin ...`
-# (the AWS CLI is not installed here; boto3 makes the same GetAuthorizationToken call)
-"$PYTHON" -c '
-import base64, boto3
-data = boto3.client("ecr").get_authorization_token()["authorizationData"][0]
-print(base64.b64decode(data["authorizationToken"]).decode().split(":", 1)[1])
-' | docker login --username AWS --password-stdin "$ECR_REGISTRY"
+# 3. ECR
+ecr_login
 for tag in "$TAG" latest; do
   docker tag "$IMAGE:$TAG" "$ECR_REGISTRY/$ECR_REPOSITORY:$tag"
   docker push "$ECR_REGISTRY/$ECR_REPOSITORY:$tag"
 done
 
 # 4. Docker Hub
-docker login --username "$DOCKERHUB_USERNAME" --password-stdin "$HUB_REGISTRY" <<<"$DOCKERHUB_TOKEN"
+hub_login
 for tag in "$TAG" latest; do
   docker tag "$IMAGE:$TAG" "$HUB_REGISTRY/$HUB_REPOSITORY:$tag"
   docker push "$HUB_REGISTRY/$HUB_REPOSITORY:$tag"
