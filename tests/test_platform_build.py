@@ -15,6 +15,7 @@ import requests
 
 from harness.loopback import free_port
 from tests.conftest import HUB_USER, Project, PublishProject, shipit_containers
+from tests.leftovers import engine_image_store
 
 ARM64 = "linux/arm64"
 
@@ -158,8 +159,15 @@ def test_a_ship_of_two_platforms_pushes_one_index_to_every_registry(
         "arm64",
     ]
     # The base layers are the base's own blobs, copied from its registry, not made again.
-    for entry in index["manifests"]:
+    built = report["build"]["platforms"]
+    for entry, image in zip(index["manifests"], built, strict=True):
         child = _raw_manifest(publish_project, f"{hub['reference']}@{entry['digest']}")
+        # The image the engine holds is the one pushed: the classic store names it by its
+        # config, the containerd store by its manifest.
+        config = child["config"]
+        assert isinstance(config, dict)
+        named = entry["digest"] if engine_image_store() == "containerd" else config["digest"]
+        assert image["image_id"] == named
         platform = f"linux/{entry['platform']['architecture']}"
         base = _base_manifest(multi_platform_base, multi_platform_base.digest_of(platform))
         base_blobs = [layer["digest"] for layer in base["layers"]]
