@@ -338,3 +338,30 @@ def _base_manifest(base, digest: str) -> dict[str, object]:
     )
     got.raise_for_status()
     return dict(got.json())
+
+
+def test_a_push_with_an_empty_blob_store_reads_the_images_from_the_engine(
+    publish_project: PublishProject, multi_platform_base, tmp_path: Path
+) -> None:
+    """A build's kept blobs gone (another cache): the push reads each platform's image from
+    the engine's export, as the classic store holds it (layers compressed again) or as the
+    containerd store does (the manifest the build loaded, and its blobs as they are), and
+    pushes the very images the engine holds."""
+    env = publish_project.env(SHIPIT_BASE_IMAGE=multi_platform_base.reference)
+    both = ["--platform", f"linux/amd64,{ARM64}"]
+    built = publish_project.shipit("build", *both, "--json", env=env)
+    assert built.code == 0, built.output
+    images = [entry["image_id"] for entry in json.loads(built.stdout)["platforms"]]
+    elsewhere = {**env, "XDG_CACHE_HOME": str(tmp_path / "empty-cache")}
+    pushed = publish_project.shipit(
+        "push", *both, "--to", "dockerhub", "--skip-smoke", "--json", env=elsewhere
+    )
+    assert pushed.code == 0, pushed.output
+    hub = json.loads(pushed.stdout)["registries"][0]
+    assert hub["status"] == "pushed" and hub["bytes_uploaded"] > 0
+    index = _raw_manifest(publish_project, f"{hub['reference']}@{hub['digest']}")
+    for entry, image_id in zip(index["manifests"], images, strict=True):
+        child = _raw_manifest(publish_project, f"{hub['reference']}@{entry['digest']}")
+        config = child["config"]
+        assert isinstance(config, dict)
+        assert image_id in (entry["digest"], config["digest"])
