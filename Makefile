@@ -75,9 +75,14 @@ test: venv env engines
 # The tests that drive the engine, on Docker 26 with the containerd image store. They run in
 # that engine's network namespace: what it publishes, and the registries and moto_server the
 # tests start, are reachable only there. The reliability table stays the classic run's.
+# shipit writes the image itself there from a base pulled from a registry by digest (several
+# platforms, another platform); tests/test_both_stores.py, in the classic run, ships one commit
+# from both engines.
 CONTAINERD_TESTS := tests/test_local_pipeline.py tests/test_publish.py tests/test_faults.py \
 	tests/test_security.py tests/test_publish_latest.py tests/test_ship_reuse.py \
-	tests/test_ecr_iam.py tests/test_races.py tests/test_interrupt.py tests/test_platform_base.py
+	tests/test_ecr_iam.py tests/test_races.py tests/test_interrupt.py tests/test_platform_base.py \
+	tests/test_platform_build.py \
+	tests/test_reproducible.py::test_two_fresh_clones_ship_the_same_index_of_two_platforms
 test-containerd: venv env engines
 	bash scripts/engines.sh exec containerd $(BIN)/pytest -p no:cacheprovider \
 		$(CONTAINERD_TESTS)

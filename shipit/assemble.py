@@ -3,9 +3,9 @@
 The bundled Dockerfile only sets image settings (USER, EXPOSE, STOPSIGNAL, HEALTHCHECK,
 ENTRYPOINT, CMD) and copies the rendered site into one folder. For such a Dockerfile the
 image is the base image plus one layer and a new config, and shipit writes both itself: the
-layer is a tar of the site made while it streams to the engine, the config is the base
-image's with those settings applied, and the engine loads the pair (`docker load`) without
-being sent the base image's layers, which it already holds.
+layer is a tar of the site, the config is the base image's with those settings applied, and
+the engine loads the pair (`docker load`, in the archive load_archive.py writes for its image
+store) without being sent the base image's layers, which it already holds.
 
 Docker's legacy builder, which docker-py drives, instead stores the whole context on the
 engine's disk, copies it into a container, commits that container (writing the site twice
@@ -13,27 +13,23 @@ more) and commits a container for every settings step and for the labels. On a 3
 that is seconds; on the example site it is most of a one-page change's build.
 
 Anything this module does not reproduce exactly (RUN, ENV, ARG, WORKDIR, a COPY with
-options, variables, a base image whose history does not match its layers, an engine with
-the containerd image store) is left to `docker build`: `recipe_of` says why, and the build
-falls back to the engine's builder. `builder = "docker"` forces the builder.
+options, variables, a base image whose history does not match its layers, on an engine with
+the containerd image store a base that was not pulled from a registry by digest) is left to
+`docker build`: `recipe_of` and builder.build_image say why, and the build falls back to the
+engine's builder. `builder = "docker"` forces the builder.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import posixpath
 import re
 import signal as signal_module
-import tarfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from shipit.digests import digest_of, sha256_digest
-from shipit.inputs import SourceFile
-from shipit.render import ContextFiles, RenderedSite, padded, tar_end, tar_header
-from shipit.tar_headers import FIXED_MTIME, directory_header, file_header
+from shipit.digests import sha256_digest
 
 # The instructions that only set image settings, and what each sets.
 _SETTINGS = frozenset({"USER", "EXPOSE", "STOPSIGNAL", "HEALTHCHECK", "ENTRYPOINT", "CMD"})
@@ -308,50 +304,6 @@ def apply_settings(config: dict[str, Any], recipe: Recipe) -> dict[str, Any]:
     return config
 
 
-# The layer
-
-
-def _layer_members(
-    site: RenderedSite, recipe: Recipe
-) -> Iterator[tuple[bytes, int, tuple[str, bytes | SourceFile] | None]]:
-    """(tar header, size, content) of every member of the site layer, in order: the
-    destination and its parent folders first, then each folder right before its first
-    file. Content is the context's name with a rendered file's bytes or a static file's
-    SourceFile, or None for a folder. Each file keeps the mode and time of its context
-    entry, as COPY keeps them."""
-    root = recipe.copy_destination.strip("/")
-    parts = root.split("/")
-    for depth in range(1, len(parts) + 1):
-        yield directory_header("/".join(parts[:depth]) + "/"), 0, None
-    prefix = recipe.copy_source + "/"
-    open_folders: list[str] = []
-    for name, entry in site.files.entries():
-        if not name.startswith(prefix):
-            continue
-        relative = name[len(prefix) :]
-        folders = relative.split("/")[:-1]
-        common = 0
-        while (
-            common < min(len(open_folders), len(folders))
-            and open_folders[common] == folders[common]
-        ):
-            common += 1
-        del open_folders[common:]
-        for folder in folders[common:]:
-            open_folders.append(folder)
-            yield directory_header(f"{root}/{'/'.join(open_folders)}/"), 0, None
-        if isinstance(entry, bytes):
-            size, sha256 = len(entry), hashlib.sha256(entry).hexdigest()
-        else:
-            size, sha256 = entry.size, entry.sha256
-        yield tar_header(f"{root}/{relative}", size, sha256), size, (name, entry)
-
-
-def member_header(name: str, size: int) -> bytes:
-    """A member of the archive the engine loads, which names no owner."""
-    return file_header(name, size, FIXED_MTIME, owner="")
-
-
 # The image
 
 
@@ -387,12 +339,15 @@ def image_config(
     labels: Mapping[str, str],
     layer_diff_id: str,
     created: str,
+    base_id: str = "",
 ) -> bytes:
     """The new image's config: the base's (from `docker image inspect`) with the settings,
-    the labels, the site layer and a history entry per instruction."""
+    the labels, the site layer and a history entry per instruction. `base_id` names the
+    base as the classic image store does, by its config's digest (by default the engine's id
+    of it, which is that there)."""
     config = apply_settings(_set_fields(base.get("Config") or {}), recipe)
     config["Labels"] = {**(config.get("Labels") or {}), **labels}
-    config["Image"] = str(base["Id"])
+    config["Image"] = base_id or str(base["Id"])
     environment = list(config.get("Env") or ())
     if document_os(base) == "linux" and not any(item.startswith("PATH=") for item in environment):
         config["Env"] = [*environment, _DEFAULT_PATH]
@@ -447,129 +402,3 @@ def document_os(base: Mapping[str, Any]) -> str:
 
 def config_id(config: bytes) -> str:
     return sha256_digest(config)
-
-
-_COALESCE_BYTES = 256 * 1024
-
-
-def _coalesced(pieces: Iterator[bytes]) -> Iterator[bytes]:
-    """The same bytes in fewer, larger pieces: each piece is one chunk of the HTTP upload,
-    and a site of many small files would otherwise cost several system calls per file."""
-    waiting: list[bytes] = []
-    held = 0
-    for piece in pieces:
-        if len(piece) >= _COALESCE_BYTES:
-            if waiting:
-                yield b"".join(waiting)
-                waiting, held = [], 0
-            yield piece
-            continue
-        waiting.append(piece)
-        held += len(piece)
-        if held >= _COALESCE_BYTES:
-            yield b"".join(waiting)
-            waiting, held = [], 0
-    if waiting:
-        yield b"".join(waiting)
-
-
-class Assembly:
-    """The image as an archive for `docker load`: the site layer, then the config (which
-    names the layer by its digest, known once the layer has been streamed), then the
-    manifest. The base image's layers are named but not sent: the engine holds them, and
-    loads a layer from the archive only when it lacks it. `image_id` is set once the whole
-    archive has been read, with `config` (its exact bytes) and, for a layer of at most
-    `keep_layer_bytes`, `layer` (the layer's bytes, for the push to compress)."""
-
-    def __init__(
-        self,
-        site: RenderedSite,
-        recipe: Recipe,
-        base: Mapping[str, Any],
-        history: list[dict[str, Any]],
-        labels: Mapping[str, str],
-        created: str,
-        tags: tuple[str, ...],
-        keep_layer_bytes: int = 0,
-    ) -> None:
-        self.site = site
-        self.recipe = recipe
-        self.base = base
-        self.history = history
-        self.labels = labels
-        self.created = created
-        self.tags = list(tags)
-        self.keep_layer_bytes = keep_layer_bytes
-        self.image_id = ""
-        self.config = b""
-        self.layer = b""
-        self.layer_diff_id = ""
-
-    def archive(self) -> Iterator[bytes]:
-        return _coalesced(self._members())
-
-    def _members(self) -> Iterator[bytes]:
-        layer_size = sum(
-            len(header) + padded(size) for header, size, _ in _layer_members(self.site, self.recipe)
-        )
-        layer_size += len(tar_end(layer_size))
-        layer_header = member_header("layer.tar", layer_size)
-        yield layer_header
-        digest = hashlib.sha256()
-        written = 0
-        kept: list[bytes] | None = [] if layer_size <= self.keep_layer_bytes else None
-        for piece in self._layer():
-            digest.update(piece)
-            written += len(piece)
-            if kept is not None:
-                kept.append(piece)
-            yield piece
-        end = tar_end(written)
-        digest.update(end)
-        written += len(end)
-        yield end
-        if written != layer_size:
-            raise RuntimeError(f"the site layer came to {written} bytes, not {layer_size}")
-        config = image_config(
-            self.base,
-            self.history,
-            self.recipe,
-            self.labels,
-            digest_of(digest),
-            self.created,
-        )
-        base_layers = len((self.base.get("RootFS") or {}).get("Layers") or ())
-        manifest = json.dumps(
-            [
-                {
-                    "Config": "config.json",
-                    "RepoTags": self.tags,
-                    "Layers": [f"base/{index}/layer.tar" for index in range(base_layers)]
-                    + ["layer.tar"],
-                }
-            ]
-        ).encode()
-        offset = len(layer_header) + layer_size
-        for name, data in (("config.json", config), ("manifest.json", manifest)):
-            header = member_header(name, len(data))
-            yield header + data + tarfile.NUL * (padded(len(data)) - len(data))
-            offset += len(header) + padded(len(data))
-        yield tar_end(offset)
-        self.image_id = config_id(config)
-        self.config = config
-        self.layer_diff_id = digest_of(digest)
-        if kept is not None:
-            self.layer = b"".join([*kept, end])
-
-    def _layer(self) -> Iterator[bytes]:
-        for header, size, content in _layer_members(self.site, self.recipe):
-            yield header
-            if content is None:
-                continue
-            name, entry = content
-            if isinstance(entry, bytes):
-                yield entry
-            else:
-                yield from ContextFiles.chunks(name, entry)
-            if padded(size) != size:
-                yield tarfile.NUL * (padded(size) - size)

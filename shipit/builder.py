@@ -17,10 +17,17 @@ from shipit import interrupts
 from shipit.base_image import BaseImage
 from shipit.config import Settings
 from shipit.errors import EngineError, PreconditionError
-from shipit.labels import BUILT_BY_DOCKER, BUILT_BY_SHIPIT, LABEL_BUILDER, LABEL_CREATED
+from shipit.labels import (
+    BUILT_BY_DOCKER,
+    BUILT_BY_SHIPIT,
+    LABEL_BASE_IMAGE_ID,
+    LABEL_BUILDER,
+    LABEL_CREATED,
+)
 from shipit.progress import Progress
 
 if TYPE_CHECKING:
+    from shipit.assemble import Recipe
     from shipit.engine import Engine
     from shipit.platforms import Platform
     from shipit.render import RenderedSite
@@ -102,7 +109,7 @@ def build_image(
     machine, its config's times being the `created` label's (shipit/source_date.py).
     An image of another `platform` than the engine's is only ever written by shipit: docker
     build would run the Dockerfile's steps for the engine's platform."""
-    from shipit.assemble import Assembly, Unsupported, base_blocker, history_of, recipe_of
+    from shipit.assemble import Unsupported, base_blocker, history_of, recipe_of
     from shipit.render import SERVED
 
     why = "builder = docker"
@@ -114,43 +121,29 @@ def build_image(
         blocker = base_blocker(facts.document)
         if isinstance(recipe, Unsupported):
             why = f"the Dockerfile has {recipe.reason}"
-        elif facts.image_store != "classic":
-            why = "the engine's containerd image store loads only whole images"
         elif blocker is not None:
             why = f"{blocker} ({base.reference})"
         elif history is None:
             why = f"the history of {base.reference} does not match its layers"
         else:
-            from shipit.push.blobs import KEEP_LAYER_BYTES, keep_built_image, uploads_itself
-
-            keep = uploads_itself(settings.uploader, engine)
-            assembly = Assembly(
-                site,
-                recipe,
-                facts.document,
-                history,
-                {**labels, LABEL_BUILDER: BUILT_BY_SHIPIT},
-                labels[LABEL_CREATED],
-                (),  # tagged once loaded: an interrupted load must not move `latest`
-                keep_layer_bytes=KEEP_LAYER_BYTES if keep else 0,
-            )
+            written = WrittenImage(settings, engine, site, recipe, facts.document, history, labels)
             progress(f"writing {reference} from {base.reference}: its settings and one layer")
-            existing = engine.image_ids()
-            try:
-                engine.load(assembly.archive(), reference, progress)
-            finally:
-                # Known once the whole archive was read: the engine may then have loaded it.
-                if assembly.image_id and assembly.image_id not in existing:
-                    undo.made.append(assembly.image_id)
-            if keep:
-                keep_built_image(assembly.config, assembly.layer_diff_id, assembly.layer)
-            return assembly.image_id
+            if facts.image_store == "classic":
+                return written.load_archive(reference, undo, progress)
+            image_id = written.load_layout(reference, undo, progress)
+            if image_id is not None:
+                return image_id
+            why = (
+                "the containerd image store keeps the manifest it loads, which names the "
+                f"base's layers as its registry holds them, and {base.reference} was not "
+                "pulled from a registry by digest"
+            )
     if platform is not None:
         raise PreconditionError(
             f"the {platform} image cannot be written by shipit: {why}",
             "shipit writes an image of another platform itself, which needs a Dockerfile of "
-            "image settings and one COPY and an engine with the classic image store; or "
-            "build for the engine's own platform",
+            "image settings and one COPY (and, with the containerd image store, a base image "
+            "from a registry); or build for the engine's own platform",
         )
     progress(f"building {reference} from {base.reference} with docker build ({why})")
     # SOURCE_DATE_EPOCH is not passed as a build arg: the legacy builder, which docker-py
@@ -158,3 +151,110 @@ def build_image(
     # does not declare. Its image keeps the build's time; the push's label check covers it.
     labels = {**labels, LABEL_BUILDER: BUILT_BY_DOCKER}
     return engine.build(site.tar_chunks(labels), reference, progress, made=undo.made)
+
+
+@dataclass(frozen=True)
+class WrittenImage:
+    """An image that shipit writes: the base's config with the Dockerfile's settings and
+    one layer of the site, loaded into the engine in the form its image store takes."""
+
+    settings: Settings
+    engine: Engine
+    site: RenderedSite
+    recipe: Recipe
+    base: dict[str, Any]  # the base's `docker image inspect`
+    history: list[dict[str, Any]]
+    labels: dict[str, str]
+
+    def load_archive(self, reference: str, undo: Undo, progress: Progress) -> str:
+        """The classic image store: a `docker save` archive of the site layer and the config,
+        streamed as the layer is read; the engine holds the base's layers."""
+        from shipit.load_archive import Assembly
+        from shipit.push.blobs import KEEP_LAYER_BYTES, keep_built_image, uploads_itself
+
+        keep = uploads_itself(self.settings.uploader, self.engine)
+        assembly = Assembly(
+            self.site,
+            self.recipe,
+            self.base,
+            self.history,
+            {**self.labels, LABEL_BUILDER: BUILT_BY_SHIPIT},
+            self.labels[LABEL_CREATED],
+            (),  # tagged once loaded: an interrupted load must not move `latest`
+            keep_layer_bytes=KEEP_LAYER_BYTES if keep else 0,
+        )
+        existing = self.engine.image_ids()
+        try:
+            self.engine.load(assembly.archive(), reference, progress)
+        finally:
+            # Known once the whole archive was read: the engine may then have loaded it.
+            if assembly.image_id and assembly.image_id not in existing:
+                undo.made.append(assembly.image_id)
+        if keep:
+            keep_built_image(assembly.config, assembly.layer_diff_id, assembly.layer)
+        return assembly.image_id
+
+    def _base_platform(self) -> Platform:
+        from shipit.platforms import Platform
+
+        return Platform.of(
+            {
+                "os": self.base.get("Os") or "linux",
+                "architecture": self.base.get("Architecture") or "",
+                "variant": self.base.get("Variant") or "",
+            }
+        )
+
+    def load_layout(self, reference: str, undo: Undo, progress: Progress) -> str | None:
+        """The containerd image store: an OCI image layout whose manifest is the one shipit
+        uploads, so the engine's image id is the digest every registry gets. The base's
+        layers are named as its registry holds them (the base was pulled from there by
+        digest, push/base_layers.py), and the base by its config's digest there, which is
+        what the classic store calls its id: the same config bytes on both stores. None
+        when the base's registry does not name its layers."""
+        import os
+        from concurrent.futures import ThreadPoolExecutor
+
+        from shipit.assemble import image_config
+        from shipit.load_archive import LayoutAssembly, site_layer
+        from shipit.push.base_layers import base_layers_of
+        from shipit.push.blobs import BlobStore, compress_layer, keep_written_image, uploads_itself
+        from shipit.push.compress import blocks_of
+
+        base_ids = tuple((self.base.get("RootFS") or {}).get("Layers") or ())
+        registry = base_layers_of(
+            self.labels, base_ids, self.engine.registry_rules, progress, self._base_platform
+        )
+        if registry is None or not registry.config_digest:
+            return None
+        labels = {
+            **self.labels,
+            LABEL_BUILDER: BUILT_BY_SHIPIT,
+            LABEL_BASE_IMAGE_ID: registry.config_digest,
+        }
+        with BlobStore.for_user().working_folder() as folder:
+            with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+                blocks = blocks_of(site_layer(self.site, self.recipe))
+                diff_id, layer = compress_layer(blocks, folder, pool)
+            config = image_config(
+                self.base,
+                self.history,
+                self.recipe,
+                labels,
+                diff_id,
+                labels[LABEL_CREATED],
+                base_id=registry.config_digest,
+            )
+            base_blobs = [registry.blobs[each] for each in base_ids]
+            assembly = LayoutAssembly(
+                config, layer, [(blob.digest, blob.size) for blob in base_blobs]
+            )
+            existing = self.engine.image_ids()
+            try:
+                self.engine.load(assembly.archive(), reference, progress)
+            finally:
+                if assembly.image_id not in existing:
+                    undo.made.append(assembly.image_id)
+            if uploads_itself(self.settings.uploader, self.engine):
+                keep_written_image(assembly.manifest.raw, config, diff_id, layer)
+        return assembly.image_id

@@ -320,8 +320,9 @@ SPECS: tuple[SettingSpec, ...] = (
         "uploader",
         str,
         "auto",
-        "auto: shipit compresses and uploads the layers itself on a local engine with the "
-        "classic image store (else the engine pushes); engine: the engine always pushes",
+        "auto: shipit uploads the image itself from a local engine (with the containerd "
+        "image store, an image it wrote itself; else the engine pushes); engine: the engine "
+        "always pushes",
         validate=_validate_uploader,
     ),
     SettingSpec(

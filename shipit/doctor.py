@@ -80,8 +80,17 @@ def check_push_uploads(settings: Settings, engine: Engine | None) -> Check:
         return Check.not_checked(name, "no Docker engine")
     try:
         reason = engine_push_reason(settings.uploader, engine)
+        store = engine.image_store()
     except ShipitError as error:
         return Check.failed(name, error)
+    if reason is None and store != "classic":
+        return Check(
+            name,
+            "ok",
+            "the engine pushes: an image docker build made; shipit uploads an image it wrote "
+            "itself (on the containerd image store, from a base pulled from a registry by "
+            "digest), verifying the digest the classic image store gives",
+        )
     if reason is None:
         return Check(
             name,
@@ -181,7 +190,7 @@ def check_platforms(settings: Settings, engine: Engine | None) -> Check:
             "fail",
             f"{listed} make an index, which shipit uploads itself, and here the engine pushes "
             f"({reason})",
-            "ship one platform at a time, or from a local engine with the classic image store",
+            'ship one platform at a time, or from a local engine with uploader = "auto"',
         )
     native = engine.platform()
     foreign = [platform for platform in chosen if not platform.matches(native)]

@@ -230,11 +230,14 @@ def _build(
     tag = rev.tag or f"build-{build_id[:12]}"
     commit = rev.commit or "unknown"
     # Same input, base, name, commit and time: the labels of the existing image are all still
-    # true.
+    # true. The base is the engine's image of it, or, on the containerd image store (whose
+    # id for it is its manifest's digest, and whose image shipit wrote names the base by its
+    # config's digest, as the classic store does), the manifest the base's registry serves.
     reusable = [
         image
         for image in engine.images_with_label(LABEL_BUILD_ID, build_id)
-        if image.labels.get(LABEL_BASE_IMAGE_ID) == base_image_id
+        if base_image_id
+        in (image.labels.get(LABEL_BASE_IMAGE_ID), image.labels.get(LABEL_BASE_DIGEST))
         and image.labels.get(LABEL_IMAGE) == settings.image
         and image.labels.get(LABEL_REVISION) == commit
         and image.labels.get(LABEL_CREATED) == created.rfc3339

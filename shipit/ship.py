@@ -209,5 +209,5 @@ def refuse_several_platforms_unless_uploading(settings: Settings, engine: Engine
             f"an image of several platforms ({', '.join(settings.platforms.names)}) is "
             f"uploaded by shipit itself, and here the engine would push it ({reason})",
             "ship one platform at a time (--platform linux/arm64), or from a local engine "
-            "with the classic image store",
+            'with uploader = "auto"',
         )

@@ -190,6 +190,11 @@ def base_registry() -> Iterator[RegistryService]:
     engine's names for what was pulled from it go with it (its port is another each session)."""
     with RegistryService(auth="none") as registry:
         yield registry
+    remove_pulled_from(registry.host)
+
+
+def remove_pulled_from(host: str) -> None:
+    """Removes the engine's names for what it pulled from the registry at `host`."""
     listed = subprocess.run(
         ["docker", "images", "--digests", "--format", "{{.Repository}} {{.Tag}} {{.Digest}}"],
         capture_output=True,
@@ -199,7 +204,7 @@ def base_registry() -> Iterator[RegistryService]:
     names = set()
     for line in listed.stdout.splitlines():
         repository, tag, digest = [*line.split(), "", "", ""][:3]
-        if not repository.startswith(f"{registry.host}/"):
+        if not repository.startswith(f"{host}/"):
             continue
         if tag != "<none>":
             names.add(f"{repository}:{tag}")

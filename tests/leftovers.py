@@ -36,8 +36,10 @@ def engine_image_store() -> str:
 
 
 def shipit_uploads() -> bool:
-    """Whether shipit uploads pushed images itself here (a local engine with the classic
-    image store), rather than the engine pushing them (shipit/push/publish.py)."""
+    """Whether shipit uploads pushed images of the local base image itself here (a local
+    engine with the classic image store), rather than the engine pushing them
+    (shipit/push/publish.py). On the containerd image store shipit writes and uploads only an
+    image whose base it pulled from a registry by digest: shipit_uploads_from_a_registry."""
     host = os.environ.get("DOCKER_HOST", "")
     local = not host or host.startswith("unix://")
     return (
@@ -45,3 +47,12 @@ def shipit_uploads() -> bool:
         and engine_image_store() == "classic"
         and os.environ.get("SHIPIT_UPLOADER", "auto") == "auto"
     )
+
+
+def shipit_uploads_from_a_registry() -> bool:
+    """Whether shipit writes and uploads an image whose base it pulled from a registry by
+    digest (another platform's, or several) itself here: a local engine of either image
+    store, with the default uploader."""
+    host = os.environ.get("DOCKER_HOST", "")
+    local = not host or host.startswith("unix://")
+    return local and os.environ.get("SHIPIT_UPLOADER", "auto") == "auto"

@@ -17,7 +17,6 @@ import pytest
 
 from harness.loopback import free_port
 from shipit.assemble import (
-    Assembly,
     Recipe,
     Unsupported,
     apply_settings,
@@ -31,6 +30,7 @@ from shipit.engine import Engine
 from shipit.errors import BuildError, ExitCode
 from shipit.inputs import CHUNK_BYTES, TornFileError
 from shipit.labels import LABEL_BUILDER
+from shipit.load_archive import Assembly
 from shipit.render import SERVED, render_site
 from tests.conftest import Project, copy_example, remove_project_leftovers
 from tests.leftovers import image_references

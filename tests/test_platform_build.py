@@ -15,6 +15,7 @@ import requests
 
 from harness.loopback import free_port
 from tests.conftest import HUB_USER, Project, PublishProject, shipit_containers
+from tests.leftovers import engine_image_store
 
 ARM64 = "linux/arm64"
 
@@ -158,8 +159,15 @@ def test_a_ship_of_two_platforms_pushes_one_index_to_every_registry(
         "arm64",
     ]
     # The base layers are the base's own blobs, copied from its registry, not made again.
-    for entry in index["manifests"]:
+    built = report["build"]["platforms"]
+    for entry, image in zip(index["manifests"], built, strict=True):
         child = _raw_manifest(publish_project, f"{hub['reference']}@{entry['digest']}")
+        # The image the engine holds is the one pushed: the classic store names it by its
+        # config, the containerd store by its manifest.
+        config = child["config"]
+        assert isinstance(config, dict)
+        named = entry["digest"] if engine_image_store() == "containerd" else config["digest"]
+        assert image["image_id"] == named
         platform = f"linux/{entry['platform']['architecture']}"
         base = _base_manifest(multi_platform_base, multi_platform_base.digest_of(platform))
         base_blobs = [layer["digest"] for layer in base["layers"]]
@@ -444,3 +452,30 @@ def test_an_emulator_is_found_by_its_binfmt_handler(tmp_path: Path) -> None:
     assert has_emulator("arm64", str(tmp_path))
     assert not has_emulator("riscv64", str(tmp_path))
     assert not has_emulator("s390x", str(tmp_path))
+
+
+def test_a_push_with_an_empty_blob_store_reads_the_images_from_the_engine(
+    publish_project: PublishProject, multi_platform_base, tmp_path: Path
+) -> None:
+    """A build's kept blobs gone (another cache): the push reads each platform's image from
+    the engine's export, as the classic store holds it (layers compressed again) or as the
+    containerd store does (the manifest the build loaded, and its blobs as they are), and
+    pushes the very images the engine holds."""
+    env = publish_project.env(SHIPIT_BASE_IMAGE=multi_platform_base.reference)
+    both = ["--platform", f"linux/amd64,{ARM64}"]
+    built = publish_project.shipit("build", *both, "--json", env=env)
+    assert built.code == 0, built.output
+    images = [entry["image_id"] for entry in json.loads(built.stdout)["platforms"]]
+    elsewhere = {**env, "XDG_CACHE_HOME": str(tmp_path / "empty-cache")}
+    pushed = publish_project.shipit(
+        "push", *both, "--to", "dockerhub", "--skip-smoke", "--json", env=elsewhere
+    )
+    assert pushed.code == 0, pushed.output
+    hub = json.loads(pushed.stdout)["registries"][0]
+    assert hub["status"] == "pushed" and hub["bytes_uploaded"] > 0
+    index = _raw_manifest(publish_project, f"{hub['reference']}@{hub['digest']}")
+    for entry, image_id in zip(index["manifests"], images, strict=True):
+        child = _raw_manifest(publish_project, f"{hub['reference']}@{entry['digest']}")
+        config = child["config"]
+        assert isinstance(config, dict)
+        assert image_id in (entry["digest"], config["digest"])

@@ -2,8 +2,10 @@
 checkout at any time: its times come from SOURCE_DATE_EPOCH or the commit, and a re-run finds
 its own digest in the registry without uploading, moving a tag or reading a config.
 
-On the local classic engine, where shipit writes and uploads the image itself (the
-containerd image store's engine builds with docker build, whose image carries its build time).
+On the local classic engine, where shipit writes and uploads the image of the local base
+itself; the containerd image store's engine writes only an image whose base it pulled from a
+registry by digest (the two-platform case here, which runs there too), and builds one of the
+local base with docker build, whose image carries its build time.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from tests.conftest import (
     remove_project_leftovers,
     wait_for_the_next_second,
 )
-from tests.leftovers import shipit_uploads
+from tests.leftovers import shipit_uploads, shipit_uploads_from_a_registry
 from tests.test_publish import commit_all, registries, report_of
 
 
@@ -59,7 +61,6 @@ class Clone:
 
 @pytest.fixture
 def clones(tmp_path: Path, engine: Engine) -> Iterator[tuple[Clone, Clone]]:
-    assert shipit_uploads(), "shipit writes and uploads the image on a local classic engine"
     origin = copy_example(tmp_path / "origin")
     commit_all(origin)
     image = f"shipit-test/{uuid.uuid4().hex[:10]}"  # the same settings in both clones
@@ -90,6 +91,7 @@ def changes(requests: list[Seen]) -> list[Seen]:
 def test_two_fresh_clones_ship_the_same_digest_and_the_second_changes_nothing(
     engine: Engine, clones: tuple[Clone, Clone], proxy: FaultProxy, hub_token: str
 ) -> None:
+    assert shipit_uploads(), "shipit writes and uploads the image on a local classic engine"
     first_clone, second_clone = clones
     repository = f"repro/site-{uuid.uuid4().hex[:8]}"
     started = time.time()
@@ -125,6 +127,7 @@ def test_another_source_date_epoch_is_another_digest_pushed_without_the_label_ch
 ) -> None:
     """The same commit dated otherwise is another image, though its labels name the same
     input: it replaces the tag, and the config the tag held is not read."""
+    assert shipit_uploads(), "shipit writes and uploads the image on a local classic engine"
     clone, _ = clones
     repository = f"repro/dated-{uuid.uuid4().hex[:8]}"
     first = clone.ship(proxy, repository, hub_token, SOURCE_DATE_EPOCH="1700000000")
@@ -206,6 +209,7 @@ def test_two_fresh_clones_ship_the_same_index_of_two_platforms(
 ) -> None:
     """Base layers copied from the base's registry, the site layer and the configs written
     the same way: the second clone's index is the first's, found without a change."""
+    assert shipit_uploads_from_a_registry(), "shipit writes and uploads it on a local engine"
     first_clone, second_clone = clones
     repository = f"repro/multi-{uuid.uuid4().hex[:8]}"
     both = {

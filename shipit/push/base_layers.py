@@ -6,7 +6,8 @@ image's digest depends on nothing local.
 
 The image's labels name the base (its reference and that platform's manifest digest); the
 base's config must list exactly the image's first layers, else the push makes the blobs from
-the engine's export as for any image.
+the engine's export as for any image. On the containerd image store the build names them too
+(assemble.LayoutAssembly): the engine loads the image shipit uploads.
 """
 
 from __future__ import annotations
@@ -42,11 +43,13 @@ class BaseBlob:
 
 @dataclass(frozen=True)
 class BaseLayers:
-    """Where a base image's layers are: `reference`'s registry, by diff id."""
+    """Where a base image's layers are: `reference`'s registry, by diff id. `config_digest`
+    is the base's config there, which the classic image store names the base image by."""
 
     reference: str
     blobs: Mapping[str, BaseBlob]
     rules: RegistryRules
+    config_digest: str = ""
 
     def put_into(
         self,
@@ -117,7 +120,7 @@ def base_layers_of(
             config = source.config(manifest)
             layers = manifest.layers()
     except ShipitError as error:
-        progress(f"the base's layers are made from the engine's export: {error.one_line()}")
+        progress(f"the base's layers are not read from its registry: {error.one_line()}")
         return None
     rootfs = config.get("rootfs")
     base_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
@@ -127,7 +130,7 @@ def base_layers_of(
         or tuple(base_ids) != diff_ids[: len(base_ids)]
         or any(layer.media_type not in _GZIP_LAYERS for layer in layers)
     ):
-        progress(f"the layers of {reference}@{digest[:19]} are not this image's: made anew")
+        progress(f"the layers of {reference}@{digest[:19]} are not this image's")
         return None
     return BaseLayers(
         reference=reference,
@@ -136,4 +139,5 @@ def base_layers_of(
             for diff_id, layer in zip(base_ids, layers, strict=True)
         },
         rules=rules,
+        config_digest=manifest.config_digest or "",
     )

@@ -22,17 +22,19 @@ import io
 import json
 import os
 import shutil
+import tempfile
 import threading
 import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from shipit.digests import digest_of, sha256_digest
-from shipit.lock import try_lock
+from shipit.labels import BUILT_BY_SHIPIT, LABEL_BUILDER
+from shipit.lock import new_locked_file, try_lock
 from shipit.push.compress import BLOB_FORMAT, BLOCK, gzip_blocks, read_blocks
 from shipit.registries.ecr_cache import cache_directory, write_atomically
 
@@ -51,20 +53,32 @@ HOLDER_REPOSITORIES = 8
 PUSH_LOCK = "lock"
 
 
-def engine_push_reason(uploader: str, engine: Engine) -> str | None:
+def engine_push_reason(
+    uploader: str, engine: Engine, labels: Mapping[str, str] | None = None
+) -> str | None:
     """Why the engine pushes images rather than shipit, None when shipit uploads them
-    itself (a local engine with the classic image store)."""
+    itself: on a local engine, with the classic image store, or with the containerd image
+    store an image that shipit wrote (`labels`: the image's; without them, the images that
+    shipit will write). What `docker build` made there has layers compressed by the engine,
+    which only it can name."""
     if uploader != "auto":
         return f'uploader = "{uploader}"'
     if not engine.address.is_local_socket:
         return "a remote engine, whose export would cross the network uncompressed"
-    if engine.image_store() != "classic":
-        return "the containerd image store pushes the compressed layers it keeps"
+    if (
+        labels is not None
+        and labels.get(LABEL_BUILDER) != BUILT_BY_SHIPIT
+        and engine.image_store() != "classic"
+    ):
+        return (
+            "docker build made the image, and the containerd image store pushes the layers "
+            "it compressed"
+        )
     return None
 
 
-def uploads_itself(uploader: str, engine: Engine) -> bool:
-    return engine_push_reason(uploader, engine) is None
+def uploads_itself(uploader: str, engine: Engine, labels: Mapping[str, str] | None = None) -> bool:
+    return engine_push_reason(uploader, engine, labels) is None
 
 
 def keep_built_image(config: bytes, diff_id: str, layer: bytes) -> None:
@@ -78,6 +92,43 @@ def keep_built_image(config: bytes, diff_id: str, layer: bytes) -> None:
                 store.keep_layer(diff_id, layer, pool)
     except OSError:
         pass  # only a cache: the push exports what it lacks from the engine
+
+
+def keep_written_image(manifest: bytes, config: bytes, diff_id: str, layer: Blob) -> None:
+    """Keeps what the push of an image loaded into the containerd image store needs: its
+    manifest (whose digest is the image's id there, and which names its config and blobs),
+    its config and its own layer's compressed file (moved into the store when small enough
+    to keep, else only its digest learned)."""
+    store = BlobStore.for_user()
+    try:
+        store.keep(manifest)
+        store.keep(config)
+        store.adopt(diff_id, layer)
+    except OSError:
+        pass  # only a cache: the push exports what it lacks from the engine
+
+
+def compress_layer(
+    blocks: Iterable[bytes], folder: Path, pool: ThreadPoolExecutor
+) -> tuple[str, Blob]:
+    """Compresses a layer (BLOCK-sized blocks, compress.read_blocks) into a new file in
+    `folder`: its diff id and its blob, with that file."""
+    uncompressed = hashlib.sha256()
+    compressed = hashlib.sha256()
+    size = 0
+
+    def hashed(pieces: Iterable[bytes]) -> Iterator[bytes]:
+        for piece in pieces:
+            uncompressed.update(piece)
+            yield piece
+
+    handle, name = tempfile.mkstemp(dir=folder, prefix="layer-")
+    with os.fdopen(handle, "wb") as file:
+        for piece in gzip_blocks(hashed(blocks), pool):
+            compressed.update(piece)
+            size += len(piece)
+            file.write(piece)
+    return digest_of(uncompressed), Blob(digest_of(compressed), size, Path(name))
 
 
 def _binding(diff_id: str, blob: Blob) -> str:
@@ -168,6 +219,32 @@ class BlobStore:
     def make_directory(self) -> None:
         """The store's folder, private to the user as the rest of shipit's cache is."""
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def temporary_folder(self) -> tuple[Path, int | None]:
+        """A new folder for a push's (or a build's) compressed layers, and the descriptor of
+        its lock file, which stays locked until it is closed: forget_abandoned_pushes (at the
+        start of every push) leaves the folder alone meanwhile. Beside the store, so a small
+        layer moves into it; else in the system's temp, without a lock."""
+        try:
+            self.make_directory()
+            folder = Path(tempfile.mkdtemp(prefix="push-", dir=self.directory))
+        except OSError:
+            return Path(tempfile.mkdtemp(prefix="shipit-push-")), None
+        try:
+            return folder, new_locked_file(folder, PUSH_LOCK)
+        except OSError:  # without it, the day-old rule still applies
+            return folder, None
+
+    @contextlib.contextmanager
+    def working_folder(self) -> Iterator[Path]:
+        """A temporary_folder, removed with its lock at the end of the block."""
+        folder, lock = self.temporary_folder()
+        try:
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+            if lock is not None:
+                os.close(lock)
 
     def path_of(self, digest: str) -> Path:
         return self.directory / "sha256" / digest.removeprefix("sha256:")

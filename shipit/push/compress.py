@@ -151,17 +151,24 @@ def gzip_blocks(
 
 def read_blocks(source: IO[bytes]) -> Iterator[bytes]:
     """BLOCK-sized pieces of a file (the last one shorter), whatever its reads return."""
+    return blocks_of(iter(functools.partial(source.read, BLOCK), b""))
+
+
+def blocks_of(pieces: Iterable[bytes]) -> Iterator[bytes]:
+    """BLOCK-sized pieces of the pieces' concatenation (the last one shorter), whatever their
+    sizes: what gzip_blocks takes."""
     pending = bytearray()
-    while True:
-        piece = source.read(BLOCK - len(pending))
-        if not piece:
-            break
+    for piece in pieces:
         if not pending and len(piece) == BLOCK:
             yield piece  # the usual read of a whole block, not copied
             continue
-        pending += piece
-        if len(pending) == BLOCK:
-            yield bytes(pending)
-            pending.clear()
+        view = memoryview(piece)
+        while view:
+            taken = view[: BLOCK - len(pending)]
+            pending += taken
+            view = view[len(taken) :]
+            if len(pending) == BLOCK:
+                yield bytes(pending)
+                pending.clear()
     if pending:
         yield bytes(pending)

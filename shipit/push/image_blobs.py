@@ -9,6 +9,7 @@ import contextlib
 import errno
 import hashlib
 import io
+import json
 import os
 import shutil
 import tarfile
@@ -19,18 +20,39 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from shipit.digests import digest_of, short_id
+from shipit.digests import digest_of, sha256_digest, short_id
 from shipit.errors import PushError
 from shipit.labels import LABEL_BASE_DIGEST
-from shipit.lock import new_locked_file
 from shipit.progress import Progress, quiet
 from shipit.push.base_layers import BaseLayers, base_layers_of
-from shipit.push.compress import BLOCK, gzip_blocks, read_blocks
+from shipit.push.compress import BLOCK, read_blocks
+from shipit.registries.manifest import Manifest
 
 if TYPE_CHECKING:
     from shipit.engine import Engine
     from shipit.platforms import Platform
-from shipit.push.blobs import PUSH_LOCK, Blob, BlobStore
+from shipit.push.blobs import Blob, BlobStore, compress_layer
+
+# Blobs of an export kept in memory until its manifest says what they are: configs, manifests.
+_SMALL_BLOB_BYTES = 4 << 20
+
+
+def _image_manifest(data: bytes | None) -> Manifest | None:
+    """`data` as an image manifest, None when it is none (an image config, nothing)."""
+    if data is None:
+        return None
+    try:
+        content = json.loads(data)
+    except ValueError:
+        return None
+    if not isinstance(content, dict) or "layers" not in content or "schemaVersion" not in content:
+        return None
+    return Manifest(
+        digest=sha256_digest(data),
+        media_type=str(content.get("mediaType") or ""),
+        content=content,
+        raw=data,
+    )
 
 
 class _ChunkReader(io.RawIOBase):
@@ -185,9 +207,14 @@ class ImageBlobs:
                 self._stored[diff_id] = Blob(blob.digest, blob.size)
 
     def config(self) -> bytes:
-        """The image config's exact bytes: its digest is the image id."""
+        """The image config's exact bytes: its digest is the image id on the classic image
+        store; on the containerd store the id is its manifest's, which names it."""
         if self._config is None:
-            self._config = self.store.kept(self.image_id)
+            kept = self.store.kept(self.image_id)
+            manifest = _image_manifest(kept)
+            if manifest is not None and manifest.config_digest:
+                kept = self.store.kept(manifest.config_digest)
+            self._config = kept
         if self._config is None:
             with self._lock:
                 self._export()
@@ -246,24 +273,22 @@ class ImageBlobs:
         self._exported = True
 
     def _temporary_folder(self) -> Path:
-        """Beside the store, so a small layer moves into it; else in the system's temp. Its
-        lock file stays locked until close(): forget_abandoned_pushes (at the start of every
-        push) leaves it alone."""
-        try:
-            self.store.make_directory()
-            folder = Path(tempfile.mkdtemp(prefix="push-", dir=self.store.directory))
-        except OSError:
-            return Path(tempfile.mkdtemp(prefix="shipit-push-"))
-        with contextlib.suppress(OSError):  # without it, the day-old rule still applies
-            self._temporary_lock = new_locked_file(folder, PUSH_LOCK)
+        folder, self._temporary_lock = self.store.temporary_folder()
         return folder
 
     def _read_export(self) -> None:
-        """Both `docker save` layouts: Docker 20.10's (`<id>/layer.tar`, `<image id>.json`)
-        and Docker 25's OCI layout (`blobs/sha256/<digest>`, where an uncompressed layer is
-        named by its diff id). A layer's bytes are hashed either way, and only a layer of
-        this image is kept."""
+        """Every `docker save` layout: Docker 20.10's (`<id>/layer.tar`, `<image id>.json`),
+        and the OCI layout (`blobs/sha256/<digest>`) of Docker 25's classic store, where an
+        uncompressed layer is named by its diff id and the config by the image id, and of
+        the containerd store, where the image id names the manifest, which names the config
+        and the compressed layers. Uncompressed layers are compressed; a compressed one,
+        which the manifest may only name once it has been read, is kept as it is (a base
+        layer that its registry holds is not). Only a layer of this image is kept."""
         image_hex = self.image_id.removeprefix("sha256:")
+        base = self.base_layers()
+        from_registry = {blob.digest for blob in base.blobs.values()} if base else set()
+        small: dict[str, bytes] = {}
+        copied: dict[str, Blob] = {}
         reader = io.BufferedReader(_ChunkReader(self.engine.export_image(self.image_id)), BLOCK)
         with tarfile.open(fileobj=reader, mode="r|") as archive:
             for member in archive:
@@ -271,33 +296,58 @@ class ImageBlobs:
                 if extracted is None:
                     continue  # a folder, or a link to a layer already read
                 name = member.name
-                if name in (f"{image_hex}.json", f"blobs/sha256/{image_hex}"):
+                digest = "sha256:" + name.rsplit("/", 1)[-1]
+                if name == f"{image_hex}.json":
                     self._config = extracted.read()
                 elif name.endswith("/layer.tar") or (
-                    name.startswith("blobs/sha256/")
-                    and "sha256:" + name.rsplit("/", 1)[1] in self.diff_ids
+                    name.startswith("blobs/sha256/") and digest in self.diff_ids
                 ):
                     diff_id, blob = self._compress(extracted)
                     if diff_id in self.diff_ids and diff_id not in self._made:
                         self._made[diff_id] = self.store.adopt(diff_id, blob)
+                elif not name.startswith("blobs/sha256/") or digest in from_registry:
+                    continue
+                elif member.size <= _SMALL_BLOB_BYTES:
+                    small[digest] = extracted.read()
+                else:
+                    copied[digest] = self._copy(extracted, digest)
+        image_blob = small.get(self.image_id)
+        manifest = _image_manifest(image_blob)
+        if manifest is None:
+            self._config = self._config or image_blob
+            return
+        self._config = small.get(manifest.config_digest or "")
+        for diff_id, layer in zip(self.diff_ids, manifest.layers(), strict=False):
+            if diff_id in self._made:
+                continue
+            found = copied.get(layer.digest)
+            if found is None and layer.digest in small:
+                found = self._copy(io.BytesIO(small[layer.digest]), layer.digest)
+            if found is not None:
+                self._made[diff_id] = self.store.adopt(diff_id, found)
+
+    def _copy(self, blob: IO[bytes], digest: str) -> Blob:
+        """A compressed blob of the export into a file as it is, checked against its name."""
+        handle, name = tempfile.mkstemp(dir=self._folder(), prefix="blob-")
+        hashed = hashlib.sha256()
+        size = 0
+        with os.fdopen(handle, "wb") as file:
+            for block in read_blocks(blob):
+                hashed.update(block)
+                size += len(block)
+                file.write(block)
+        if digest_of(hashed) != digest:
+            raise PushError(
+                f"the engine's export of image {short_id(self.image_id)} has a blob "
+                f"{digest[:19]} whose bytes are another digest",
+                "check the engine (`docker info`, its log) and push again",
+            )
+        return Blob(digest, size, Path(name))
 
     def _compress(self, layer: IO[bytes]) -> tuple[str, Blob]:
+        return compress_layer(read_blocks(layer), self._folder(), self._pool)
+
+    def _folder(self) -> Path:
         if self._temporary is None:  # made once the engine sends a layer, not before
             self._temporary = self._temporary_folder()
-        uncompressed = hashlib.sha256()
-        compressed = hashlib.sha256()
-        size = 0
-
-        def hashed(blocks: Iterator[bytes]) -> Iterator[bytes]:
-            for block in blocks:
-                uncompressed.update(block)
-                yield block
-
-        handle, name = tempfile.mkstemp(dir=self._temporary, prefix="layer-")
-        with os.fdopen(handle, "wb") as file:
-            for piece in gzip_blocks(hashed(read_blocks(layer)), self._pool):
-                compressed.update(piece)
-                size += len(piece)
-                file.write(piece)
-        digest = digest_of(compressed)
-        return digest_of(uncompressed), Blob(digest, size, Path(name))
+        return self._temporary

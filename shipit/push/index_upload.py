@@ -56,7 +56,9 @@ def serves_this_index(target: Target, image: PushImage, served: Manifest) -> boo
         if Platform.of(entry["platform"]) != platform_image.platform:
             return False
         child = target.client.get_manifest(target.repository, str(entry.get("digest", "")))
-        if child.config_digest != platform_image.id:
+        # The image id is its config's digest on the classic store, its manifest's on the
+        # containerd store.
+        if platform_image.id not in (child.config_digest, child.digest):
             return False
     return True
 

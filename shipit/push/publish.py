@@ -3,11 +3,13 @@ only once every registry holds every fixed tag, the moving ones (`latest`). Each
 gets one API client for the whole push, so the auth challenge (and a Bearer token fetch) is
 paid once.
 
-On a local engine with the classic image store, shipit uploads the image itself: the
-engine would compress every new layer on one thread once per registry, where shipit
-compresses it once on every core (shipit/push/blobs.py). Remote engines (their export would
-cross the network uncompressed) and the containerd store (which keeps compressed layers and
-pushes them as they are) push through the engine, as does `uploader = "engine"`.
+On a local engine shipit uploads the image itself: with the classic image store the engine
+would compress every new layer on one thread once per registry, where shipit compresses it
+once on every core (shipit/push/blobs.py); with the containerd store, the image shipit wrote
+is its blobs in the store and the base's registry, and shipit's upload verifies the same
+digest as the classic engine's. Remote engines (their export would cross the network
+uncompressed), what `docker build` made on the containerd store (whose layers the engine
+compressed) and `uploader = "engine"` push through the engine.
 
 Each registry's part runs on a thread of its own and returns what it did (a `Leg`, frozen);
 only the caller's thread assembles the report from them."""
@@ -38,7 +40,7 @@ __all__ = ["PushImage", "image_to_push", "prepared_blobs", "publish"]
 def prepared_blobs(settings: Settings, engine: Engine, image: PushImage) -> ImageBlobs | None:
     """The image's blobs, their export and compression started in the background, when
     shipit will upload the image itself (else None); the caller closes them."""
-    if not uploads_itself(settings.uploader, engine):
+    if not uploads_itself(settings.uploader, engine, image.labels):
         return None
     store = BlobStore.for_user()
     blobs = ImageBlobs(
@@ -116,7 +118,7 @@ class _Publisher:
         with self._lock:
             if not self._blobs_decided:
                 self._blobs_decided = True
-                if uploads_itself(self.uploader, self.engine):
+                if uploads_itself(self.uploader, self.engine, self.image.labels):
                     self._blobs = self._image_blobs(self.image)
             return self._blobs
 

@@ -201,7 +201,7 @@ def _push_index_once(
     if blobs_of is None or primary is None:
         raise PushError(
             f"{reference}: an image of several platforms is uploaded by shipit itself, which "
-            "needs a local engine with the classic image store",
+            'needs a local engine and uploader = "auto"',
             "push one platform at a time (--platform), or ship from such an engine",
         )
     found = blobs_of

@@ -15,11 +15,9 @@ blob would be an image no client can pull.
 from __future__ import annotations
 
 import io
-import json
-from dataclasses import replace
 from typing import IO
 
-from shipit.digests import short_id
+from shipit.digests import sha256_digest, short_id
 from shipit.errors import PushError, stalled_push
 from shipit.progress import LayerProgress, Progress
 from shipit.push.blobs import Blob
@@ -27,16 +25,10 @@ from shipit.push.image import PushImage
 from shipit.push.image_blobs import ImageBlobs
 from shipit.push.targets import Target
 from shipit.registries.errors import RegistryConnectionError, RegistryResponseError
-from shipit.registries.manifest import DOCKER_MANIFEST_V2, Manifest
+from shipit.registries.manifest import Manifest, image_manifest
 
-LAYER_MEDIA_TYPE = "application/vnd.docker.image.rootfs.diff.tar.gzip"
-CONFIG_MEDIA_TYPE = "application/vnd.docker.container.image.v1+json"
 # A registry's answers meaning the bytes it received are not the blob they were sent as.
 REFUSED_BYTES = frozenset({"DIGEST_INVALID", "BLOB_UPLOAD_INVALID", "SIZE_INVALID"})
-
-
-def _descriptor(media_type: str, blob: Blob) -> dict[str, object]:
-    return {"mediaType": media_type, "size": blob.size, "digest": blob.digest}
 
 
 def _send(
@@ -198,20 +190,20 @@ def upload_image(
     platform's image of an index, by its digest alone): the manifest, and the layer bytes
     uploaded."""
     chosen, uploaded = _settled_layers(target, image, blobs, progress, layer_progress)
-    layers = [_descriptor(LAYER_MEDIA_TYPE, blob) for blob in chosen]
     config = blobs.config()
-    config_blob = Blob(image.id, len(config))
-    if target.client.blob_size(target.repository, image.id) != len(config):
+    manifest = image_manifest(config, [(blob.digest, blob.size) for blob in chosen])
+    if not image.is_served_by(manifest):
+        # The containerd image store names the image by the manifest it loaded: another one
+        # would be another image than the one that passed its smoke test.
+        raise PushError(
+            f"{target.reference}:{image.first_tag}: the manifest of image {short_id(image.id)} "
+            f"comes to {manifest.digest}, which is not that image",
+            "rebuild the image (`shipit build`) and push again; if it persists remove "
+            "~/.cache/shipit/blobs",
+        )
+    config_blob = Blob(sha256_digest(config), len(config))
+    if target.client.blob_size(target.repository, config_blob.digest) != len(config):
         _send(target, image, config_blob, io.BytesIO(config), blobs.stall_timeout)
-    content = {
-        "schemaVersion": 2,
-        "mediaType": DOCKER_MANIFEST_V2,
-        "config": _descriptor(CONFIG_MEDIA_TYPE, config_blob),
-        "layers": layers,
-    }
-    raw = json.dumps(content, indent=3).encode()
-    manifest = Manifest(digest="", media_type=DOCKER_MANIFEST_V2, content=content, raw=raw)
-    manifest = replace(manifest, digest=manifest.raw_digest)
     put_manifest(target, image.first_tag if not by_digest else manifest.digest, manifest)
     return manifest, uploaded
 

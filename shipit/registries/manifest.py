@@ -1,5 +1,6 @@
 """A manifest as a registry serves it, the descriptors it names, the media types shipit asks
-registries for, and the one OCI image index body shipit writes for several platforms."""
+registries for, the one image manifest shipit writes for an image of its own, and the one OCI
+image index body shipit writes for several platforms."""
 
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 MANIFEST_ACCEPT = ", ".join((DOCKER_MANIFEST_V2, OCI_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX))
 INDEX_MEDIA_TYPES = frozenset({DOCKER_MANIFEST_LIST, OCI_INDEX})
+# The media types of what shipit's own manifests name: Docker's, as `docker push` writes them.
+LAYER_MEDIA_TYPE = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+CONFIG_MEDIA_TYPE = "application/vnd.docker.container.image.v1+json"
 # The platform of what buildx puts beside each image in an index: its attestations.
 UNKNOWN_PLATFORM = "unknown/unknown"
 
@@ -189,4 +193,28 @@ def index_manifest(
     raw = index_body(entries, annotations)
     return Manifest(
         digest=sha256_digest(raw), media_type=OCI_INDEX, content=json.loads(raw), raw=raw
+    )
+
+
+def image_manifest(config: bytes, layers: Iterable[tuple[str, int]]) -> Manifest:
+    """The manifest of an image shipit writes: its config's exact bytes and its gzip layers'
+    (digest, size), base first. The one spelling of it, for the engine's load (the containerd
+    image store takes it as it is, and names the image by its digest) and for shipit's own
+    upload: the same image is the same manifest digest whichever image store held it."""
+    content = {
+        "schemaVersion": 2,
+        "mediaType": DOCKER_MANIFEST_V2,
+        "config": {
+            "mediaType": CONFIG_MEDIA_TYPE,
+            "size": len(config),
+            "digest": sha256_digest(config),
+        },
+        "layers": [
+            {"mediaType": LAYER_MEDIA_TYPE, "size": size, "digest": digest}
+            for digest, size in layers
+        ],
+    }
+    raw = json.dumps(content, indent=3).encode()
+    return Manifest(
+        digest=sha256_digest(raw), media_type=DOCKER_MANIFEST_V2, content=content, raw=raw
     )
