@@ -4,6 +4,7 @@ reached), the local base image. render, build, run and doctor all decide by this
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -93,14 +94,23 @@ def _base_for_platform(
     return BaseImage(wanted, found.id, how, manifest_digest=entry.digest)
 
 
+# The base indexes read in this command, by the engine it runs with: a build of several
+# platforms reads its base's index once, not once more for each platform.
+_indexes_read: weakref.WeakKeyDictionary[Engine, dict[str, BaseIndex]] = weakref.WeakKeyDictionary()
+
+
 def base_index_of(settings: Settings, engine: Engine, wanted_platforms: str) -> BaseIndex:
     """The platforms the base image offers, from its registry (asked for `wanted_platforms`);
     its registry's refusal says what was looked for."""
     from shipit.errors import ShipitError
     from shipit.registries.base_index import read_base_index
 
+    read = _indexes_read.setdefault(engine, {})
+    if settings.base_image in read:
+        return read[settings.base_image]
     try:
-        return read_base_index(settings.base_image, engine.registry_rules)
+        read[settings.base_image] = read_base_index(settings.base_image, engine.registry_rules)
+        return read[settings.base_image]
     except ShipitError as error:
         local = engine.image(settings.base_image)
         here = f"; the one here is {platform_of(local)}" if local is not None else ""
