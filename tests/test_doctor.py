@@ -26,6 +26,7 @@ ALL_CHECKS = [
     "published_ports",
     "push_uploads",
     "base_image",
+    "platforms",
     "templates",
     "aws_region",
     "aws_credentials",
@@ -143,7 +144,7 @@ def test_a_missing_docker_hub_token_fails_with_15_naming_the_check(
     failed = check_named(result, "dockerhub_credentials")
     assert "DOCKERHUB_TOKEN" in failed["hint"]
     assert error_line(result) == (
-        "shipit: error: 1 of 10 checks failed: dockerhub_credentials; fix what the table says "
+        "shipit: error: 1 of 11 checks failed: dockerhub_credentials; fix what the table says "
         "for each and run `shipit doctor` again"
     )
     # Only ECR: Docker Hub is not checked at all.

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -78,6 +79,7 @@ def test_ship_of_arm64_is_smoke_tested_under_emulation_and_pulls_back_as_arm64(
             check=True,
         )
         assert machine.stdout.strip() == "aarch64"
+        assert "<html" in _page_served_by(reference, ARM64).lower()
     finally:
         subprocess.run(["docker", "rmi", "-f", reference], capture_output=True, check=False)
         subprocess.run(
@@ -479,3 +481,29 @@ def test_a_push_with_an_empty_blob_store_reads_the_images_from_the_engine(
         config = child["config"]
         assert isinstance(config, dict)
         assert image_id in (entry["digest"], config["digest"])
+
+
+def _page_served_by(reference: str, platform: str) -> str:
+    """The home page as the pulled image serves it, as a deployment would run it."""
+    port = free_port()
+    published = ["-p", f"127.0.0.1:{port}:8080"]
+    started = subprocess.run(
+        ["docker", "run", "-d", "--rm", "--platform", platform, *published, reference],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    container = started.stdout.strip()
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                answer = requests.get(f"http://127.0.0.1:{port}/", timeout=5)
+                if answer.status_code == 200:
+                    return answer.text
+            except requests.ConnectionError:
+                pass
+            assert time.monotonic() < deadline, "the pulled image never served its page"
+            time.sleep(0.2)
+    finally:
+        subprocess.run(["docker", "rm", "-f", container], capture_output=True, check=False)
