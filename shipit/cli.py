@@ -6,6 +6,7 @@ Heavy modules (docker, boto3) are imported inside the commands that need them, s
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import threading
@@ -20,25 +21,21 @@ from typer._click.exceptions import NoArgsIsHelpError
 from shipit import __version__
 from shipit.ci_kind import Ci
 from shipit.cli_common import (
-    AllowRootOption,
     BaseImageOption,
-    DebugOption,
+    CommonOptions,
     ImageOption,
-    JsonOption,
-    NoCacheOption,
+    OutputOptions,
     PlatformOption,
-    ProjectOption,
-    QuietOption,
+    PublishOptions,
     ScreenshotOption,
     ServePlatformOption,
-    TagOption,
-    ToOption,
     WindowOption,
     publish_setup,
     selected_registries,
     setup,
     ui,
     use_ui,
+    with_options,
 )
 from shipit.cli_iam import iam_app
 from shipit.digests import short_id
@@ -93,20 +90,18 @@ def _root(
 
 
 @app.command()
+@with_options(CommonOptions)
 def render(
+    common: CommonOptions,
     out: Annotated[
         Path, typer.Option("--out", help="Folder to write the build context to.")
     ] = Path(".shipit/context"),
-    json_output: JsonOption = False,
-    quiet: QuietOption = False,
-    debug: DebugOption = False,
-    project: ProjectOption = Path("."),
 ) -> None:
     """Render the pages, Dockerfile and nginx.conf into a build context. No Docker needed.
 
     Example: shipit render --out /tmp/context
     """
-    settings = setup(json_output, quiet, debug, project)
+    settings = setup(common)
     from shipit.pipeline import render as render_stage
 
     site = render_stage(settings, out, ui().progress)
@@ -125,23 +120,19 @@ def render(
 
 
 @app.command()
+@with_options(CommonOptions)
 def build(
+    common: CommonOptions,
     base_image: BaseImageOption = None,
     image: ImageOption = None,
     platform: PlatformOption = None,
-    json_output: JsonOption = False,
-    quiet: QuietOption = False,
-    debug: DebugOption = False,
-    project: ProjectOption = Path("."),
 ) -> None:
     """Render and build the image; does nothing when nothing changed.
 
     Example: shipit build --base-image nginx:1.27.3-bookworm
     """
     platforms = platform or None
-    settings = setup(
-        json_output, quiet, debug, project, base_image=base_image, image=image, platforms=platforms
-    )
+    settings = setup(common, base_image=base_image, image=image, platforms=platforms)
     from shipit.pipeline import build as build_stage
 
     result = build_stage(settings, _engine(settings), ui().progress)
@@ -163,7 +154,9 @@ def _screenshot_request(path: Path | None, window: str) -> ScreenshotRequest | N
 
 
 @app.command()
+@with_options(OutputOptions)
 def init(
+    output: OutputOptions,
     directory: Annotated[Path, typer.Argument(help="Folder for the new site.")] = Path("."),
     force: Annotated[
         bool, typer.Option("--force", help="Overwrite files that already exist.")
@@ -181,15 +174,12 @@ def init(
             "shipit-site==VERSION (default: where this shipit came from).",
         ),
     ] = None,
-    json_output: JsonOption = False,
-    quiet: QuietOption = False,
-    debug: DebugOption = False,
 ) -> None:
     """Create a new site project (site data, templates, shipit.toml, CI definition).
 
     Example: shipit init demo && cd demo && shipit run --screenshot page.png
     """
-    use_ui(Ui(json_output=json_output, quiet=quiet, debug=debug))
+    use_ui(output.ui())
     from shipit.scaffold import init_project
 
     made = init_project(directory, force=force, ci=ci, install=install)
@@ -201,17 +191,29 @@ def init(
     )
 
 
-@app.command()
-def run(
-    port: Annotated[int | None, typer.Option("--port", help="Host port (SHIPIT_PORT).")] = None,
-    host: Annotated[str | None, typer.Option("--host", help="Host address (SHIPIT_HOST).")] = None,
+@dataclasses.dataclass(frozen=True)
+class ServeOptions:
+    """Where `run` serves the site and how long it waits for it: settings, as the flags say."""
+
+    port: Annotated[int | None, typer.Option("--port", help="Host port (SHIPIT_PORT).")] = None
+    host: Annotated[str | None, typer.Option("--host", help="Host address (SHIPIT_HOST).")] = None
     reach_host: Annotated[
         str | None,
         typer.Option(
             "--reach-host",
             help="Address where this machine reaches the site (SHIPIT_REACH_HOST).",
         ),
-    ] = None,
+    ] = None
+    ready_timeout: Annotated[
+        float | None, typer.Option("--ready-timeout", help="Seconds to wait for the site.")
+    ] = None
+
+
+@app.command()
+@with_options(ServeOptions, CommonOptions)
+def run(
+    serve: ServeOptions,
+    common: CommonOptions,
     no_smoke: Annotated[bool, typer.Option("--no-smoke", help="Skip the smoke test.")] = False,
     read_only: Annotated[
         bool, typer.Option("--read-only", help="Run with a read-only root file system.")
@@ -219,31 +221,18 @@ def run(
     image: ImageOption = None,
     base_image: BaseImageOption = None,
     platform: ServePlatformOption = None,
-    ready_timeout: Annotated[
-        float | None, typer.Option("--ready-timeout", help="Seconds to wait for the site.")
-    ] = None,
     screenshot: ScreenshotOption = None,
     window: WindowOption = "1280x800",
-    json_output: JsonOption = False,
-    quiet: QuietOption = False,
-    debug: DebugOption = False,
-    project: ProjectOption = Path("."),
 ) -> None:
     """Run the newest build on host:port, wait until it answers, smoke-test it, leave it running.
 
     Example: shipit run --port 8081 --screenshot page.png
     """
     settings = setup(
-        json_output,
-        quiet,
-        debug,
-        project,
-        port=port,
-        host=host,
-        reach_host=reach_host,
+        common,
+        **dataclasses.asdict(serve),
         image=image,
         base_image=base_image,
-        ready_timeout=ready_timeout,
         platforms=platform or None,
     )
     if platform:
@@ -265,23 +254,21 @@ def run(
 
 
 @app.command()
+@with_options(CommonOptions)
 def smoke(
+    common: CommonOptions,
     url: Annotated[
         str | None, typer.Argument(help="URL to test; default: the running container.")
     ] = None,
     image: ImageOption = None,
     screenshot: ScreenshotOption = None,
     window: WindowOption = "1280x800",
-    json_output: JsonOption = False,
-    quiet: QuietOption = False,
-    debug: DebugOption = False,
-    project: ProjectOption = Path("."),
 ) -> None:
     """Smoke-test a served site over HTTP against the newest build.
 
     Example: shipit smoke http://127.0.0.1:8080
     """
-    settings = setup(json_output, quiet, debug, project, image=image)
+    settings = setup(common, image=image)
     from shipit.errors import EngineError, SmokeError
     from shipit.pipeline import smoke as smoke_stage
 
@@ -303,18 +290,16 @@ def smoke(
 
 
 @app.command()
+@with_options(CommonOptions)
 def stop(
+    common: CommonOptions,
     image: ImageOption = None,
-    json_output: JsonOption = False,
-    quiet: QuietOption = False,
-    debug: DebugOption = False,
-    project: ProjectOption = Path("."),
 ) -> None:
     """Stop and remove this project's shipit container.
 
     Example: shipit stop
     """
-    settings = setup(json_output, quiet, debug, project, image=image)
+    settings = setup(common, image=image)
     from shipit.pipeline import stop as stop_stage
 
     removed = stop_stage(settings, _engine(settings), ui().progress)
@@ -339,8 +324,10 @@ def _finish_push(
 
 
 @app.command()
+@with_options(PublishOptions, CommonOptions)
 def push(
-    to: ToOption = None,
+    publish: PublishOptions,
+    common: CommonOptions,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the plan; change nothing.")
     ] = False,
@@ -348,15 +335,8 @@ def push(
         bool,
         typer.Option("--skip-smoke", help="Push even if the image has not passed a smoke test."),
     ] = False,
-    allow_root: AllowRootOption = False,
-    no_cache: NoCacheOption = False,
-    tag: TagOption = None,
     image: ImageOption = None,
     platform: PlatformOption = None,
-    json_output: JsonOption = False,
-    quiet: QuietOption = False,
-    debug: DebugOption = False,
-    project: ProjectOption = Path("."),
 ) -> None:
     """Push the smoke-tested image to ECR and Docker Hub, concurrently, and verify the digests.
 
@@ -367,16 +347,7 @@ def push(
     Example: shipit push --to dockerhub --dry-run
     """
     settings, selected = publish_setup(
-        "push",
-        to,
-        tag,
-        no_cache,
-        json_output,
-        quiet,
-        debug,
-        project,
-        image=image,
-        platforms=platform or None,
+        "push", common, publish, image=image, platforms=platform or None
     )
     from shipit.ship import push as push_stage
 
@@ -386,7 +357,7 @@ def push(
         selected,
         dry_run=dry_run,
         skip_smoke=skip_smoke,
-        allow_root=allow_root,
+        allow_root=publish.allow_root,
         progress=ui().progress,
         layer_progress=ui().layer_progress,
     )
@@ -394,11 +365,10 @@ def push(
 
 
 @app.command()
+@with_options(PublishOptions, CommonOptions)
 def ship(
-    to: ToOption = None,
-    allow_root: AllowRootOption = False,
-    no_cache: NoCacheOption = False,
-    tag: TagOption = None,
+    publish: PublishOptions,
+    common: CommonOptions,
     base_image: BaseImageOption = None,
     port: Annotated[
         int | None, typer.Option("--port", help="Host port for the smoke test.")
@@ -412,10 +382,6 @@ def ship(
             help="Run and smoke-test the image even if this very image passed here before.",
         ),
     ] = False,
-    json_output: JsonOption = False,
-    quiet: QuietOption = False,
-    debug: DebugOption = False,
-    project: ProjectOption = Path("."),
 ) -> None:
     """Build, run, smoke-test, push and stop: the whole way, pushing only a verified image.
 
@@ -426,13 +392,8 @@ def ship(
     """
     settings, selected = publish_setup(
         "ship",
-        to,
-        tag,
-        no_cache,
-        json_output,
-        quiet,
-        debug,
-        project,
+        common,
+        publish,
         base_image=base_image,
         port=port,
         image=image,
@@ -444,7 +405,7 @@ def ship(
         settings,
         _engine(settings),
         to=selected,
-        allow_root=allow_root,
+        allow_root=publish.allow_root,
         resmoke=resmoke,
         progress=ui().progress,
         layer_progress=ui().layer_progress,
@@ -453,17 +414,15 @@ def ship(
 
 
 @app.command("config")
+@with_options(CommonOptions)
 def show_config(
-    json_output: JsonOption = False,
-    quiet: QuietOption = False,
-    debug: DebugOption = False,
-    project: ProjectOption = Path("."),
+    common: CommonOptions,
 ) -> None:
     """Show the effective settings and where each one came from.
 
     Example: shipit config --json
     """
-    settings = setup(json_output, quiet, debug, project)
+    settings = setup(common)
     values = settings.as_dict()
     rows = [
         (name, setting_text(value), settings.origins.get(name, ""))
@@ -476,7 +435,9 @@ def show_config(
 
 
 @app.command()
+@with_options(CommonOptions)
 def doctor(
+    common: CommonOptions,
     online: Annotated[
         bool,
         typer.Option(
@@ -494,16 +455,12 @@ def doctor(
     ] = None,
     base_image: BaseImageOption = None,
     image: ImageOption = None,
-    json_output: JsonOption = False,
-    quiet: QuietOption = False,
-    debug: DebugOption = False,
-    project: ProjectOption = Path("."),
 ) -> None:
     """Check what a ship needs: engine, base image, templates, AWS, ECR and Docker Hub.
 
     Exits 15 when a check fails; warnings do not fail. Example: shipit doctor --online
     """
-    settings = setup(json_output, quiet, debug, project, base_image=base_image, image=image)
+    settings = setup(common, base_image=base_image, image=image)
     from shipit.doctor import diagnose
 
     report = diagnose(

@@ -5,8 +5,13 @@ one, so an error honours the command's --json and --quiet).
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
+import typing
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -104,21 +109,82 @@ NoCacheOption = Annotated[
 ]
 
 
+@dataclasses.dataclass(frozen=True)
+class OutputOptions:
+    """How every command prints: --json, --quiet, --debug."""
+
+    json_output: JsonOption = False
+    quiet: QuietOption = False
+    debug: DebugOption = False
+
+    def ui(self, step_command: str | None = None) -> Ui:
+        return Ui(
+            json_output=self.json_output,
+            quiet=self.quiet,
+            debug=self.debug,
+            step_command=step_command,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class CommonOptions(OutputOptions):
+    """What every command that reads a project takes: the output options and --project."""
+
+    project: ProjectOption = Path(".")
+
+
+Command = TypeVar("Command", bound=Callable[..., None])
+
+
+def with_options(*groups: type) -> Callable[[Command], Command]:
+    """A Typer command whose first parameters are option groups (frozen dataclasses whose
+    fields are Typer options), so the options several commands share are declared once: Typer
+    sees each group's fields as options after the command's own, and the command receives
+    one instance of each group."""
+
+    def decorate(command: Command) -> Command:
+        own = list(inspect.signature(command, eval_str=True).parameters.values())[len(groups) :]
+        shared = [
+            inspect.Parameter(
+                field.name, inspect.Parameter.KEYWORD_ONLY, default=field.default, annotation=hint
+            )
+            for group in groups
+            for field, hint in _fields_with_hints(group)
+        ]
+
+        @functools.wraps(command)
+        def parsed(**values: Any) -> None:
+            instances = [
+                group(**{field.name: values.pop(field.name) for field in dataclasses.fields(group)})
+                for group in groups
+            ]
+            command(*instances, **values)
+
+        parameters = own + shared
+        parsed.__signature__ = inspect.Signature(parameters, return_annotation=None)  # type: ignore[attr-defined]
+        parsed.__annotations__ = {parameter.name: parameter.annotation for parameter in parameters}
+        return typing.cast(Command, parsed)
+
+    return decorate
+
+
+def _fields_with_hints(group: type) -> list[tuple[dataclasses.Field[Any], Any]]:
+    hints = typing.get_type_hints(group, include_extras=True)
+    return [(field, hints[field.name]) for field in dataclasses.fields(group)]
+
+
 def setup(
-    json_output: bool,
-    quiet: bool,
-    debug: bool,
-    project: Path,
+    common: CommonOptions,
     *,
     step_command: str | None = None,
     **overrides: Any,
 ) -> Settings:
     global _ui  # noqa: PLW0603 - main() reports errors through the Ui the command chose
     # The step command is set before the settings load: their error gets a step summary too.
-    _ui = Ui(json_output=json_output, quiet=quiet, debug=debug, step_command=step_command)
+    _ui = common.ui(step_command)
     from shipit.config import load_settings
 
-    return load_settings(project, overrides)
+    return load_settings(common.project, overrides)
 
 
 def selected_registries(
@@ -131,27 +197,26 @@ def selected_registries(
     return select_registries(settings, to, allow_none=allow_none)
 
 
+@dataclasses.dataclass(frozen=True)
+class PublishOptions:
+    """What push and ship share: where to, which tags, the token cache, the root user."""
+
+    to: ToOption = None
+    tag: TagOption = None
+    no_cache: NoCacheOption = False
+    allow_root: AllowRootOption = False
+
+
 def publish_setup(
-    command: str,
-    to: str | None,
-    tag: list[str] | None,
-    no_cache: bool,
-    json_output: bool,
-    quiet: bool,
-    debug: bool,
-    project: Path,
-    **overrides: Any,
+    command: str, common: CommonOptions, publish: PublishOptions, **overrides: Any
 ) -> tuple[Settings, tuple[RegistrySpec, ...]]:
     """The settings of a push or a ship (its tags and token cache as the flags say), and the
     registries it goes to."""
     settings = setup(
-        json_output,
-        quiet,
-        debug,
-        project,
-        tags=tag or None,
-        ecr_cache="off" if no_cache else None,
+        common,
+        tags=publish.tag or None,
+        ecr_cache="off" if publish.no_cache else None,
         step_command=command,
         **overrides,
     )
-    return settings, selected_registries(settings, to)
+    return settings, selected_registries(settings, publish.to)

@@ -4,13 +4,14 @@ policies against it (`iam check`). Parses and prints only, as cli.py does; shipi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from shipit.cli_common import DebugOption, JsonOption, ProjectOption, QuietOption, setup, ui
+from shipit.cli_common import CommonOptions, setup, ui, with_options
 from shipit.tables import check_table
 
 iam_app = typer.Typer(
@@ -39,39 +40,37 @@ DescribeImagesOption = Annotated[
 ]
 
 
+@dataclasses.dataclass(frozen=True)
+class ScopeOptions:
+    """The repository a policy is for: what `iam policy` and `iam check` share."""
+
+    account: AccountOption = None
+    region: RegionOption = None
+    repository: RepositoryOption = None
+    describe_images: DescribeImagesOption = False
+
+
 @iam_app.command("policy")
-def iam_policy(
-    account: AccountOption = None,
-    region: RegionOption = None,
-    repository: RepositoryOption = None,
-    describe_images: DescribeImagesOption = False,
-    json_output: JsonOption = False,
-    quiet: QuietOption = False,
-    debug: DebugOption = False,
-    project: ProjectOption = Path("."),
-) -> None:
+@with_options(ScopeOptions, CommonOptions)
+def iam_policy(scope_options: ScopeOptions, common: CommonOptions) -> None:
     """Print the least-privilege IAM identity policy for shipit's push, as JSON.
 
     stdout is always the policy document itself, with or without --json.
     Example: shipit iam policy --account 123456789012 > shipit-push.json
     """
-    settings = setup(json_output, quiet, debug, project)
+    settings = setup(common)
     from shipit.iam.access import resolve_scope
 
-    scope = resolve_scope(
-        settings,
-        account=account,
-        region=region,
-        repository=repository,
-        describe_images=describe_images,
-        progress=ui().progress,
-    )
+    scope = resolve_scope(settings, **dataclasses.asdict(scope_options), progress=ui().progress)
     document = scope.policy()
     ui().result(document, json.dumps(document, indent=2))
 
 
 @iam_app.command("check")
+@with_options(ScopeOptions, CommonOptions)
 def iam_check(
+    scope_options: ScopeOptions,
+    common: CommonOptions,
     policy: Annotated[
         list[Path],
         typer.Option(
@@ -102,14 +101,6 @@ def iam_check(
             "judged and any key not given is absent from the request.",
         ),
     ] = None,
-    account: AccountOption = None,
-    region: RegionOption = None,
-    repository: RepositoryOption = None,
-    describe_images: DescribeImagesOption = False,
-    json_output: JsonOption = False,
-    quiet: QuietOption = False,
-    debug: DebugOption = False,
-    project: ProjectOption = Path("."),
 ) -> None:
     """Evaluate policies locally: would they allow shipit's push (or the given actions)?
 
@@ -118,7 +109,7 @@ def iam_check(
     --context says it holds, and one whose Resource is not a well-formed ARN never does.
     Example: shipit iam check --policy ci-role.json --context aws:MultiFactorAuthPresent=true
     """
-    settings = setup(json_output, quiet, debug, project)
+    settings = setup(common)
     from shipit.iam.access import check_policies
 
     report = check_policies(
@@ -126,10 +117,7 @@ def iam_check(
         policy,
         action or (),
         resource or (),
-        account=account,
-        region=region,
-        repository=repository,
-        describe_images=describe_images,
+        **dataclasses.asdict(scope_options),
         context=context or (),
         progress=ui().progress,
     )
