@@ -72,12 +72,17 @@ class ImageInfo:
 
 @dataclass(frozen=True)
 class ContainerInfo:
+    """A container as the engine describes it, for `run`, `stop` and the cleanup of both."""
+
     id: str
     name: str
     status: str
     exit_code: int
     labels: Mapping[str, str]
 
+
+# A removal answered "gone" (404) or "already under way" (409) did what its caller wants.
+_GONE_OR_GOING = (404, 409)
 
 # How an engine names "every address of this machine" (noqa: it binds nothing).
 ALL_ADDRESSES = frozenset({"0.0.0.0", "::", ""})  # noqa: S104
@@ -179,6 +184,23 @@ class Engine:
         except _CONNECTION_ERRORS as exc:
             raise self._connection_failure(exc, doing) from exc
 
+    def _call_unless_missing(
+        self,
+        doing: str,
+        function: Callable[..., Any],
+        *args: Any,
+        absent: tuple[int, ...] = (404,),
+        **kwargs: Any,
+    ) -> Any:
+        """_call, with None where the engine answers that the thing asked for is not there
+        (404, or the statuses in `absent`): what a lookup or a cleanup wants."""
+        try:
+            return self._call(doing, function, *args, **kwargs)
+        except EngineRefused as exc:
+            if exc.status in absent:
+                return None
+            raise
+
     def _connection_failure(self, error: BaseException, doing: str) -> EngineError:
         where = self.address.describe()
         if timed_out(error):
@@ -195,12 +217,11 @@ class Engine:
     # Images
 
     def image(self, reference: str) -> ImageInfo | None:
-        try:
-            data = self._call(f"inspecting image {reference}", self.api.inspect_image, reference)
-        except EngineRefused as exc:
-            if exc.status == 404:
-                return None
-            raise
+        data = self._call_unless_missing(
+            f"inspecting image {reference}", self.api.inspect_image, reference
+        )
+        if data is None:
+            return None
         config = data.get("Config") or {}
         return ImageInfo(
             id=data["Id"],
@@ -265,11 +286,9 @@ class Engine:
         )
 
     def untag(self, reference: str) -> None:
-        try:
-            self._call(f"removing tag {reference}", self.api.remove_image, reference, noprune=True)
-        except EngineRefused as exc:
-            if exc.status != 404:
-                raise
+        self._call_unless_missing(
+            f"removing tag {reference}", self.api.remove_image, reference, noprune=True
+        )
 
     def build(
         self,
@@ -360,16 +379,13 @@ class Engine:
             info = self.image(image_id)
             if info is None or info.tags:
                 continue
-            try:
-                self._call(
-                    f"removing image {short_id(image_id)}",
-                    self.api.remove_image,
-                    image_id,
-                    noprune=True,
-                )
-            except EngineRefused as exc:
-                if exc.status not in (404, 409):
-                    raise
+            self._call_unless_missing(
+                f"removing image {short_id(image_id)}",
+                self.api.remove_image,
+                image_id,
+                absent=_GONE_OR_GOING,
+                noprune=True,
+            )
 
     def load(self, archive: Iterator[bytes], reference: str, progress: Progress = quiet) -> None:
         """Loads an image archive (`docker load`), streamed as it is read: an error raised
@@ -422,16 +438,13 @@ class Engine:
         return [container for container in found if container is not None]
 
     def container(self, container_id: str) -> ContainerInfo | None:
-        try:
-            data = self._call(
-                f"inspecting container {container_id[:12]}",
-                self.api.inspect_container,
-                container_id,
-            )
-        except EngineRefused as exc:
-            if exc.status == 404:
-                return None
-            raise
+        data = self._call_unless_missing(
+            f"inspecting container {short_id(container_id)}",
+            self.api.inspect_container,
+            container_id,
+        )
+        if data is None:
+            return None
         state = data.get("State") or {}
         return ContainerInfo(
             id=data["Id"],
@@ -459,18 +472,14 @@ class Engine:
         return None
 
     def remove_container(self, container_id: str) -> None:
-        try:
-            self._call(
-                f"removing container {container_id[:12]}",
-                self.api.remove_container,
-                container_id,
-                force=True,
-                v=True,
-            )
-        except EngineRefused as exc:
-            # 409: removal already in progress, which is what we want.
-            if exc.status not in (404, 409):
-                raise
+        self._call_unless_missing(
+            f"removing container {short_id(container_id)}",
+            self.api.remove_container,
+            container_id,
+            absent=_GONE_OR_GOING,
+            force=True,
+            v=True,
+        )
 
     def logs_tail(self, container_id: str, lines: int = 20) -> str:
         try:
