@@ -597,9 +597,9 @@ def test_parse_docker_hub_bearer_challenge() -> None:
     assert challenge is not None
     assert challenge.scheme == "bearer"
     assert challenge.realm == "https://auth.docker.io/token"
-    assert challenge.service == "registry.docker.io"
+    assert challenge.param("service") == "registry.docker.io"
     assert challenge.scope == "repository:acme/site:pull,push"
-    assert challenge.error == "insufficient_scope"
+    assert challenge.param("error") == "insufficient_scope"
 
 
 def test_parse_challenges_quoting_case_and_several_schemes() -> None:
@@ -610,7 +610,7 @@ def test_parse_challenges_quoting_case_and_several_schemes() -> None:
     assert [c.scheme for c in parsed] == ["basic", "bearer"]
     assert dict(parsed[0].params) == {"realm": 'say "hi", please', "charset": "UTF-8"}
     assert parsed[1].realm == "https://t.example/token"
-    assert parsed[1].service == "reg"
+    assert parsed[1].param("service") == "reg"
     # Bearer wins when both are offered: it does not send the password to every request.
     chosen = parse_challenge('Basic realm="r", Bearer realm="https://t/x"')
     assert chosen is not None and chosen.scheme == "bearer"
@@ -627,7 +627,7 @@ def test_ecr_basic_challenge() -> None:
         'service="ecr.amazonaws.com"'
     )
     assert challenge is not None and challenge.scheme == "basic"
-    assert challenge.service == "ecr.amazonaws.com"
+    assert challenge.param("service") == "ecr.amazonaws.com"
 
 
 @pytest.mark.parametrize(

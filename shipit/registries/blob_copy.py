@@ -11,6 +11,7 @@ when the upload is closed with the digest. A copy that fails ends its upload ses
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from shipit.digests import short_id
@@ -48,7 +49,9 @@ def copy_blob(
             location = target.mount_blob(repository, digest, source_repository, timeout=timeout)
             if location is None:
                 return "mounted"
-        _stream(source, source_repository, target, repository, digest, size, location, timeout)
+        _stream(
+            _Route(source, source_repository, target, repository), digest, size, location, timeout
+        )
     except ShipitError as error:
         raise error.reworded(
             f"copying blob {short_id(digest)} from {source_name} to {target_name}: {error.message}"
@@ -56,21 +59,27 @@ def copy_blob(
     return "copied"
 
 
+@dataclass(frozen=True)
+class _Route:
+    """From which repository of which registry to which."""
+
+    source: RegistryClient
+    source_repository: str
+    target: RegistryClient
+    repository: str
+
+
 def _stream(
-    source: RegistryClient,
-    source_repository: str,
-    target: RegistryClient,
-    repository: str,
-    digest: str,
-    size: int,
-    location: str | None,
-    timeout: float | None,
+    route: _Route, digest: str, size: int, location: str | None, timeout: float | None
 ) -> None:
     """The bytes from the source into an upload on the target (`location`, a declined
     mount's session, or a new one), which is ended again when the copy fails."""
+    target, repository = route.target, route.repository
     opened = location is not None
     try:
-        with source.open_blob(source_repository, digest, size, timeout=timeout) as stream:
+        with route.source.open_blob(
+            route.source_repository, digest, size, timeout=timeout
+        ) as stream:
             body = io.BytesIO(stream.read()) if size <= SMALL_BLOB else stream
             location = location or target.start_upload(repository, timeout=timeout)
             opened = True

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import requests
 import urllib3.exceptions
@@ -20,6 +19,7 @@ from shipit.closing import Closing
 from shipit.digests import ALGORITHM, digest_of
 from shipit.errors import PushError
 from shipit.registries.challenge import repository_scope
+from shipit.registries.client_part import ClientPart
 from shipit.registries.errors import RegistryConnectionError, RegistryResponseError
 
 # How much one read asks the connection for when the caller wants everything.
@@ -115,14 +115,8 @@ class BlobStream(Closing):
         self._response.close()
 
 
-class BlobReads:
-    """Blob reads of a `RegistryClient`, which supplies its host name and its requests."""
-
-    display_host: str
-    if TYPE_CHECKING:
-        # Supplied by RegistryClient, whose signature is the one spelling of the options.
-        _repository: Callable[[str], str]
-        _request: Callable[..., requests.Response | None]
+class BlobReads(ClientPart):
+    """Blob reads of a `RegistryClient`."""
 
     def open_blob(
         self, repository: str, digest: str, size: int | None = None, *, timeout: float | None = None

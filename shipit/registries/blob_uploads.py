@@ -7,14 +7,14 @@ go through the client's `_request`, with the client's credentials and redirect r
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 from urllib.parse import urljoin
 
 import requests
 
 from shipit.errors import PushError
 from shipit.registries.challenge import repository_scope
+from shipit.registries.client_part import ClientPart
 from shipit.registries.errors import (
     RegistryAuthError,
     RegistryConnectionError,
@@ -32,14 +32,8 @@ class Body(Protocol):
     def seek(self, offset: int, whence: int = 0, /) -> int: ...
 
 
-class BlobUploads:
-    """Blob writes of a `RegistryClient`, which supplies its host name and its requests."""
-
-    display_host: str
-    if TYPE_CHECKING:
-        # Supplied by RegistryClient, whose signature is the one spelling of the options.
-        _repository: Callable[[str], str]
-        _request: Callable[..., requests.Response | None]
+class BlobUploads(ClientPart):
+    """Blob writes of a `RegistryClient`."""
 
     def upload_blob(
         self,

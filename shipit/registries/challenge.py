@@ -22,21 +22,17 @@ class Challenge:
     scheme: str
     params: Mapping[str, str] = field(default_factory=dict)
 
-    @property
-    def realm(self) -> str:
-        return self.params.get("realm", "")
+    def param(self, name: str) -> str:
+        """A parameter (realm, service, scope, error), "" when the challenge has none."""
+        return self.params.get(name, "")
 
     @property
-    def service(self) -> str:
-        return self.params.get("service", "")
+    def realm(self) -> str:
+        return self.param("realm")
 
     @property
     def scope(self) -> str:
-        return self.params.get("scope", "")
-
-    @property
-    def error(self) -> str:
-        return self.params.get("error", "")
+        return self.param("scope")
 
 
 # auth-param = token "=" ( token / quoted-string )  (RFC 7235); the quoted form may hold

@@ -90,7 +90,7 @@ class FailureDiagnosis:
     @staticmethod
     def _scope_detail(response: requests.Response) -> str:
         challenge = parse_challenge(response.headers.get("WWW-Authenticate", ""))
-        if challenge is not None and challenge.error == "insufficient_scope":
+        if challenge is not None and challenge.param("error") == "insufficient_scope":
             # Docker Hub answers so for a repository the user may not see or that does not
             # exist; both read the same to the user.
             return f"no access to {challenge.scope or 'the repository'}"

@@ -425,8 +425,8 @@ class RegistryClient(BlobReads, BlobUploads, FailureDiagnosis, Closing):
         # The registry's own scope wins: it knows the access it is about to check.
         wanted = challenge.scope or scope
         params: dict[str, str] = {}
-        if challenge.service:
-            params["service"] = challenge.service
+        if service := challenge.param("service"):
+            params["service"] = service
         if wanted:
             params["scope"] = wanted
         if self.username:
