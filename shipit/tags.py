@@ -62,6 +62,9 @@ class GitFacts:
 
 @dataclass(frozen=True)
 class Version:
+    """A semantic version read off a git tag, for the {version} {major} {minor} {patch}
+    placeholders."""
+
     major: int
     minor: int
     patch: int

@@ -118,11 +118,12 @@ def parse_policy(document: object, source: str) -> Policy:
             f"{source}: a policy must be a JSON object",
             'write {"Version": "2012-10-17", "Statement": [...]}',
         )
-    if unknown := sorted(set(document) - _POLICY_KEYS):
-        raise ConfigError(
-            f"{source}: unknown policy element {', '.join(unknown)}",
-            "use only Version, Id and Statement",
-        )
+    _refuse_unknown(
+        document,
+        _POLICY_KEYS,
+        f"{source}: unknown policy element",
+        "use only Version, Id and Statement",
+    )
     version = document.get("Version", _DEFAULT_VERSION)
     if version not in SUPPORTED_VERSIONS:
         raise ConfigError(
@@ -145,6 +146,14 @@ def parse_policy(document: object, source: str) -> Policy:
     return Policy(source, version, statements, tuple(warnings))
 
 
+def _refuse_unknown(
+    element: dict[str, object], known: frozenset[str], problem: str, hint: str
+) -> None:
+    """IAM refuses an element it does not know; so does shipit, naming every one."""
+    if unknown := sorted(set(element) - known):
+        raise ConfigError(f"{problem} {', '.join(unknown)}", hint)
+
+
 def _parse_statement(
     raw: object, index: int, source: str, version: str, warnings: list[str]
 ) -> Statement:
@@ -159,11 +168,12 @@ def _parse_statement(
             f"{where}: Principal is not allowed in an identity policy",
             "remove it; Principal belongs in resource policies such as a repository policy",
         )
-    if unknown := sorted(set(raw) - _STATEMENT_KEYS):
-        raise ConfigError(
-            f"{where}: unknown statement element {', '.join(unknown)}",
-            "use Sid, Effect, Action or NotAction, Resource or NotResource, and Condition",
-        )
+    _refuse_unknown(
+        raw,
+        _STATEMENT_KEYS,
+        f"{where}: unknown statement element",
+        "use Sid, Effect, Action or NotAction, Resource or NotResource, and Condition",
+    )
     if sid is not None and not (isinstance(sid, str) and _SID.fullmatch(sid)):
         raise ConfigError(f"{where}: Sid must be letters and digits only", "rename the Sid")
     effect = raw.get("Effect")

@@ -37,6 +37,8 @@ _GZIP_LAYERS = frozenset(
 
 @dataclass(frozen=True)
 class BaseBlob:
+    """A base layer as its registry holds it (compressed: the digest the manifest names)."""
+
     digest: str
     size: int
 

@@ -17,6 +17,9 @@ from shipit.registries.transport import RegistryRules, rules_for
 
 @dataclass(frozen=True)
 class BaseManifest:
+    """One platform's entry of the base's index: the manifest to pull or copy for it, by
+    digest, so every platform's build starts from what the index named when it was read."""
+
     platform: Platform
     digest: str
 

@@ -222,6 +222,9 @@ class CachedToken:
 
 @dataclass(frozen=True)
 class CachedRepository:
+    """What ECR said of the repository when it was found or made: no DescribeRepositories
+    call is needed again while the entry lasts."""
+
     uri: str
     tag_mutability: str
 

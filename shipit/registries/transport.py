@@ -311,6 +311,10 @@ class _RegistrySession(requests.Session):
 
 @dataclass(frozen=True)
 class TlsFailure:
+    """Why a TLS handshake with a registry failed, in one line, and what fixes it: an
+    unknown CA (certs.d), a name the certificate does not hold, a plain-HTTP registry, or a
+    client certificate the registry wants."""
+
     message: str
     hint: str
 
