@@ -467,7 +467,7 @@ class Engine:
                     continue
                 bound = str(binding.get("IP") or "")
                 if bound == host or {bound, host} & ALL_ADDRESSES:
-                    names = summary.get("Names") or [summary.get("Id", "")[:12]]
+                    names = summary.get("Names") or [short_id(summary.get("Id", ""))]
                     return str(names[0]).lstrip("/")
         return None
 
@@ -484,7 +484,7 @@ class Engine:
     def logs_tail(self, container_id: str, lines: int = 20) -> str:
         try:
             raw = self._call(
-                f"reading the log of container {container_id[:12]}",
+                f"reading the log of container {short_id(container_id)}",
                 self.api.logs,
                 container_id,
                 tail=lines,
