@@ -418,16 +418,14 @@ class Engine:
 
     def export_image(self, image_id: str) -> Iterator[bytes]:
         """The image as `docker save` writes it, streamed in chunks as the engine sends it."""
+        doing = f"exporting image {short_id(image_id)}"
         chunks: Iterator[bytes] = self._call(
-            f"exporting image {short_id(image_id)}",
-            self.api.get_image,
-            image_id,
-            chunk_size=1 << 20,
+            doing, self.api.get_image, image_id, chunk_size=1 << 20
         )
         try:
             yield from chunks
         except _CONNECTION_ERRORS as exc:
-            raise self._connection_failure(exc, f"exporting image {short_id(image_id)}") from exc
+            raise self._connection_failure(exc, doing) from exc
 
     # Containers
 
@@ -438,11 +436,8 @@ class Engine:
         return [container for container in found if container is not None]
 
     def container(self, container_id: str) -> ContainerInfo | None:
-        data = self._call_unless_missing(
-            f"inspecting container {short_id(container_id)}",
-            self.api.inspect_container,
-            container_id,
-        )
+        doing = f"inspecting container {short_id(container_id)}"
+        data = self._call_unless_missing(doing, self.api.inspect_container, container_id)
         if data is None:
             return None
         state = data.get("State") or {}
@@ -456,11 +451,8 @@ class Engine:
 
     def container_publishing(self, host: str, port: int) -> str | None:
         """The name of a container that publishes `port` on `host` (or on all addresses)."""
-        summaries = self._call(
-            f"listing containers that publish port {port}",
-            self.api.containers,
-            filters={"publish": str(port)},
-        )
+        doing = f"listing containers that publish port {port}"
+        summaries = self._call(doing, self.api.containers, filters={"publish": str(port)})
         for summary in summaries:
             for binding in summary.get("Ports") or ():
                 if int(binding.get("PublicPort") or 0) != port:
@@ -481,15 +473,22 @@ class Engine:
             v=True,
         )
 
+    def container_archive(self, container_id: str, path: str) -> bytes | None:
+        """The tar `docker cp` reads of a small file in a container; None when it has none."""
+
+        def read() -> bytes:
+            return b"".join(self.api.get_archive(container_id, path)[0])
+
+        archive: bytes | None = self._call_unless_missing(
+            f"reading {path} in container {short_id(container_id)}", read
+        )
+        return archive
+
     def logs_tail(self, container_id: str, lines: int = 20) -> str:
+        doing = f"reading the log of container {short_id(container_id)}"
         try:
             raw = self._call(
-                f"reading the log of container {short_id(container_id)}",
-                self.api.logs,
-                container_id,
-                tail=lines,
-                stdout=True,
-                stderr=True,
+                doing, self.api.logs, container_id, tail=lines, stdout=True, stderr=True
             )
         except EngineRefused:
             return ""
