@@ -456,7 +456,7 @@ def _wait_and_smoke(
             "smoke test failed: " + "; ".join(f"{c.name} ({c.detail})" for c in report.failed),
             "the container was removed; fix the site and run again",
         )
-    record_smoke_passed(settings, image_id, build_id, url)
+    record_smoke_passed(settings, image_id, build_id, url, report.checks)
     return report
 
 
@@ -517,6 +517,6 @@ def smoke(
         )
     report = run_smoke(url.rstrip("/"), expected_build_id)
     if report.ok and image_id:
-        record_smoke_passed(settings, image_id, expected_build_id, url)
+        record_smoke_passed(settings, image_id, expected_build_id, url, report.checks)
     _attach_screenshot(report, screenshot_request, progress)
     return report

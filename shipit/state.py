@@ -4,8 +4,10 @@ pushes a verified image."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ from shipit import __version__
 from shipit.config import Settings
 from shipit.errors import NotWritableError
 from shipit.registries.ecr_cache import write_atomically
+from shipit.smoke import Check
 
 STATE_FILE = "state.json"
 
@@ -54,7 +57,10 @@ def _write_state(settings: Settings, state: dict[str, Any]) -> None:
 KEPT_SMOKE_PASSES = 16
 
 
-def record_smoke_passed(settings: Settings, image_id: str, build_id: str, url: str) -> None:
+def record_smoke_passed(
+    settings: Settings, image_id: str, build_id: str, url: str, checks: Sequence[Check] = ()
+) -> None:
+    """Its checks too: a later ship that reuses the pass attests them (attest/smoke.py)."""
     state = read_state(settings)
     record = {
         "image_id": image_id,
@@ -62,6 +68,7 @@ def record_smoke_passed(settings: Settings, image_id: str, build_id: str, url: s
         "url": url,
         "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "shipit_version": __version__,
+        "checks": [dataclasses.asdict(check) for check in checks],
     }
     state["smoke_passed"] = record
     passes = state.get("smoke_passes")
@@ -77,6 +84,14 @@ def record_smoke_passed(settings: Settings, image_id: str, build_id: str, url: s
 
 
 def smoke_pass_of(settings: Settings, image_id: str) -> dict[str, str] | None:
+    """The pass's record without its checks (smoke_record_of has them)."""
+    record = smoke_record_of(settings, image_id)
+    if record is None:
+        return None
+    return {key: str(value) for key, value in record.items() if key != "checks"}
+
+
+def smoke_record_of(settings: Settings, image_id: str) -> dict[str, Any] | None:
     """The recorded smoke pass of exactly this image by this shipit version, if any.
 
     An image id is the digest of the image's config, so the same id means the same files,
@@ -91,4 +106,4 @@ def smoke_pass_of(settings: Settings, image_id: str) -> dict[str, str] | None:
         return None
     if record.get("image_id") != image_id or record.get("shipit_version") != __version__:
         return None
-    return {key: str(value) for key, value in record.items()}
+    return dict(record)

@@ -25,16 +25,18 @@ from shipit.attest.packages import PackageCache, PackageDatabase, purl
 from shipit.attest.provenance import BuildFacts, PlatformBase, slsa_provenance
 from shipit.attest.sbom import spdx_sbom
 from shipit.attest.site_files import SiteFile, site_destination, site_files
-from shipit.attest.smoke import SmokeRun, smoke_predicate
+from shipit.attest.smoke import SmokeRun, earlier_smoke_run, smoke_predicate
 from shipit.attest.statement import (
     SLSA_PROVENANCE_V1,
     SMOKE_TEST_V1,
     SPDX_DOCUMENT,
     STATEMENT_TYPE,
 )
+from shipit.config import load_settings
 from shipit.load_archive import site_layer
 from shipit.render import SERVED, RenderedSite, render_site
 from shipit.smoke import run_smoke
+from shipit.state import record_smoke_passed, smoke_pass_of
 from tests.conftest import copy_example
 from tests.slsa_rules import provenance_problems
 from tests.test_smoke import ALL_HEADERS, SiteHandler, serve
@@ -438,3 +440,21 @@ def test_a_file_listed_by_hand_gets_both_checksums_in_the_sbom() -> None:
     document = spdx_sbom(DIGEST, "linux/arm64", (), [listed], CREATED, image_name="x")
     assert document["files"][0]["fileName"] == "./srv/shipit/a.txt"
     assert {c["algorithm"] for c in document["files"][0]["checksums"]} == {"SHA1", "SHA256"}
+
+
+def test_a_reused_smoke_pass_is_attested_with_the_checks_it_passed(
+    served: str, tmp_path: Path
+) -> None:
+    settings = load_settings(copy_example(tmp_path / "p"), environ={"HOME": str(tmp_path)})
+    image_id = "sha256:" + "2" * 64
+    assert earlier_smoke_run(settings, image_id, "linux/amd64") is None
+    report = run_smoke(served, "abc123")
+    record_smoke_passed(settings, image_id, "abc123", served, report.checks)
+    run = earlier_smoke_run(settings, image_id, "linux/amd64")
+    assert run is not None and run.report.checks == report.checks
+    predicate = smoke_predicate(run, DIGEST)
+    assert predicate["passed"] is True and predicate["url"] == served
+    # What `shipit ship --json` says of the reused pass stays a map of strings.
+    earlier = smoke_pass_of(settings, image_id)
+    assert earlier is not None and "checks" not in earlier
+    assert earlier_smoke_run(settings, "sha256:" + "3" * 64, "linux/amd64") is None
