@@ -24,7 +24,13 @@ from shipit.attest.attestations import AttestedImage, attestations_for
 from shipit.attest.packages import PackageCache, PackageDatabase, purl
 from shipit.attest.provenance import BuildFacts, PlatformBase, slsa_provenance
 from shipit.attest.sbom import spdx_sbom
-from shipit.attest.site_files import SiteFile, site_destination, site_files
+from shipit.attest.site_files import (
+    Sha1Cache,
+    SiteFile,
+    every_site_file,
+    site_destination,
+    site_files,
+)
 from shipit.attest.smoke import SmokeRun, earlier_smoke_run, smoke_predicate
 from shipit.attest.statement import (
     SLSA_PROVENANCE_V1,
@@ -458,3 +464,22 @@ def test_a_reused_smoke_pass_is_attested_with_the_checks_it_passed(
     earlier = smoke_pass_of(settings, image_id)
     assert earlier is not None and "checks" not in earlier
     assert earlier_smoke_run(settings, "sha256:" + "3" * 64, "linux/amd64") is None
+
+
+def test_a_static_files_sha1_is_read_once_then_kept_by_its_sha256(
+    site: RenderedSite, tmp_path: Path
+) -> None:
+    environ = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    first = every_site_file(site, environ)
+    kept = (tmp_path / "cache" / "shipit" / "sha1-by-sha256").read_text().splitlines()
+    static = [each for each in first if "/static/" in each.path]
+    assert static and len(kept) == len(static)
+    # A wrong SHA-1 kept for the logo's bytes comes back: the file was not read again.
+    logo = next(each for each in static if each.path.endswith("logo.svg"))
+    cache = Sha1Cache.for_user(environ)
+    cache.put(logo.sha256, "0" * 40)
+    again = {each.path: each.sha1 for each in site_files(site, cache)}
+    assert again[logo.path] == "0" * 40
+    assert {each.path: each.sha1 for each in every_site_file(site, environ)} == {
+        each.path: each.sha1 for each in first
+    }
