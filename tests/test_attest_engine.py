@@ -3,7 +3,11 @@ dpkg itself says inside that container."""
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
+import io
 import subprocess
+import tarfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,9 +20,15 @@ from shipit.attest.packages import (
     package_database,
     read_package_database,
 )
+from shipit.attest.provenance import facts_of_build, slsa_provenance
 from shipit.attest.sbom import spdx_sbom
-from shipit.config import LOCAL_BASE_IMAGE
+from shipit.attest.site_files import rendered_site_of, site_files
+from shipit.config import LOCAL_BASE_IMAGE, load_settings
 from shipit.engine import Engine
+from shipit.errors import PreconditionError
+from shipit.pipeline import build
+from tests.conftest import Project
+from tests.slsa_rules import provenance_problems
 
 
 def _docker(*args: str) -> str:
@@ -91,3 +101,42 @@ def test_an_image_without_a_package_database_has_none(engine: Engine, tiny_base:
         assert read_package_database(engine, container_id) is None
     finally:
         subprocess.run(["docker", "rm", "-f", container_id], capture_output=True, check=False)
+
+
+def test_a_built_image_is_attested_from_its_labels_and_holds_exactly_the_listed_files(
+    engine: Engine, project: Project, tmp_path: Path
+) -> None:
+    settings = load_settings(project.root, environ=project.env(HOME=str(tmp_path)))
+    started = dt.datetime.now(dt.UTC)
+    built = build(settings, engine)
+    facts = facts_of_build(built, ("latest",), started, dt.datetime.now(dt.UTC))
+    predicate = slsa_provenance(facts)
+    assert provenance_problems(predicate) == []
+    assert facts.image == project.image and facts.builder == "shipit"
+    assert facts.created == built.info.labels["org.opencontainers.image.created"]
+    assert [base.platform for base in facts.platforms] == ["linux/amd64"]
+    assert facts.platforms[0].image_id == engine.image(LOCAL_BASE_IMAGE).id  # type: ignore[union-attr]
+    # The build ran in no git repository: no source is claimed.
+    assert facts.commit == "" and facts.source_url == ""
+
+    # Rendered again (as for an image found unchanged): the very files the image holds.
+    listed = {each.path: each.sha256 for each in site_files(rendered_site_of(settings, built))}
+    container_id = _docker("create", built.image_id).strip()
+    try:
+        archive = engine.container_archive(container_id, "/srv/shipit")
+    finally:
+        subprocess.run(["docker", "rm", "-f", container_id], capture_output=True, check=False)
+    assert archive is not None
+    held = {}
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        for member in tar:
+            if member.isfile():
+                data = tar.extractfile(member).read()  # type: ignore[union-attr]
+                held["/srv/" + member.name] = hashlib.sha256(data).hexdigest()
+    assert listed == held
+
+    # A site edited since the build is refused, not misdescribed.
+    style = project.root / "site" / "static" / "style.css"
+    style.write_text(style.read_text() + "\nbody { margin: 0 }\n")
+    with pytest.raises(PreconditionError, match="the site changed"):
+        rendered_site_of(settings, built)

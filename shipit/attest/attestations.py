@@ -8,6 +8,15 @@ platform's manifest), then for each platform its SPDX SBOM and, when its contain
 here, its smoke-test attestation (each naming that platform's manifest, and the index when
 there is one, so that `cosign verify-attestation` of either finds it). Pure: no engine, no
 registry, no key; the same arguments give the same bytes.
+
+Its arguments come from what a ship has:
+- `build`: provenance.facts_of_build(BuildResult, pushed tags, started, finished);
+- each image's `packages`: packages.package_database(engine, container id, image id), right
+  after its container started (beside the smoke test), or with "" for no container when the
+  smoke pass was reused (the cache has it);
+- each image's `smoke`: a SmokeRun of its RunResult's report, or smoke.earlier_smoke_run;
+- `site_files`: site_files.every_site_file(site), the site from the build, or for an image
+  found unchanged site_files.rendered_site_of(settings, build).
 """
 
 from __future__ import annotations

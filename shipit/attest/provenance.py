@@ -10,11 +10,28 @@ that does is read here), the internal ones what shipit derived from them.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shipit import __version__
 from shipit.attest.statement import BUILD_TYPE_V1, PROJECT_URL
+from shipit.labels import (
+    LABEL_BASE_DIGEST,
+    LABEL_BASE_IMAGE_ID,
+    LABEL_BUILDER,
+    LABEL_CREATED,
+    LABEL_IMAGE,
+    LABEL_REVISION,
+    LABEL_VERSION,
+)
+from shipit.platforms import Platform
+from shipit.vcs import is_full_sha
+
+if TYPE_CHECKING:
+    from shipit.pipeline import BuildResult
+
+LABEL_SOURCE = "org.opencontainers.image.source"
 
 
 @dataclass(frozen=True)
@@ -45,6 +62,45 @@ class BuildFacts:
     builder: str  # who wrote the image: "shipit" or "docker build" (labels.LABEL_BUILDER)
     started_on: dt.datetime
     finished_on: dt.datetime
+
+
+def facts_of_build(
+    built: BuildResult, tags: Sequence[str], started_on: dt.datetime, finished_on: dt.datetime
+) -> BuildFacts:
+    """The facts of a build as its images' labels state them (the same whether this
+    command built the image or found it unchanged): `tags` are the tags pushed, the times
+    those of the command that built or found it."""
+    images = [(each.platform, each.info) for each in built.platforms]
+    if not images:
+        info = built.info
+        platform = Platform.of(
+            {"os": info.os, "architecture": info.architecture, "variant": info.variant}
+        )
+        images = [(platform, info)]
+    labels = built.info.labels
+    commit = labels.get(LABEL_REVISION, "")
+    return BuildFacts(
+        image=labels.get(LABEL_IMAGE, built.image),
+        base_image=built.base_image,
+        platforms=tuple(
+            PlatformBase(
+                str(platform),
+                info.labels.get(LABEL_BASE_DIGEST, ""),
+                info.labels.get(LABEL_BASE_IMAGE_ID, ""),
+            )
+            for platform, info in images
+        ),
+        tags=tuple(tags),
+        build_id=built.build_id,
+        context_digest=built.context_digest,
+        source_url=labels.get(LABEL_SOURCE, ""),
+        commit=commit if is_full_sha(commit) else "",
+        dirty=labels.get(LABEL_VERSION, "").endswith("-dirty"),
+        created=labels.get(LABEL_CREATED, ""),
+        builder=labels.get(LABEL_BUILDER, ""),
+        started_on=started_on,
+        finished_on=finished_on,
+    )
 
 
 def rfc3339(moment: dt.datetime) -> str:

@@ -24,6 +24,8 @@ from shipit.assemble import instructions_of
 from shipit.registries.ecr_cache import cache_directory, write_atomically
 
 if TYPE_CHECKING:
+    from shipit.config import Settings
+    from shipit.pipeline import BuildResult
     from shipit.render import RenderedSite
 
 
@@ -135,3 +137,25 @@ def every_site_file(site: RenderedSite, environ: Mapping[str, str] | None = None
     found = list(site_files(site, sha1s))
     sha1s.save()
     return found
+
+
+def rendered_site_of(settings: Settings, built: BuildResult) -> RenderedSite:
+    """The rendered site of a build that did not render it (its image was found unchanged):
+    rendering is deterministic, and the context digest the image carries says it is the
+    same site; a project edited since the build fails here rather than be misdescribed."""
+    from shipit.errors import PreconditionError
+    from shipit.inputs import FileIndex, scan_sources
+    from shipit.render import render_site
+
+    sources = scan_sources(
+        settings.project_dir, index=FileIndex(settings.state_dir), max_size=settings.max_site_size
+    )
+    site = render_site(settings.project_dir, built.base_image, built.build_id, sources=sources)
+    if site.context_digest != built.context_digest:
+        raise PreconditionError(
+            "the site changed while it was being shipped: its files are no longer those of "
+            f"the image (context {site.context_digest[:12]}, the image's "
+            f"{built.context_digest[:12]})",
+            "run the ship again once the files stop changing",
+        )
+    return site
