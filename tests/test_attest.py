@@ -16,6 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from google.protobuf import json_format
+from in_toto_attestation.predicates.provenance.v1 import provenance_pb2
+from in_toto_attestation.v1 import statement_pb2
+from in_toto_attestation.v1.resource_descriptor import ResourceDescriptor
+from in_toto_attestation.v1.statement import Statement
 from spdx_tools.spdx.parser.parse_anything import parse_file
 from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
 
@@ -483,3 +488,23 @@ def test_a_static_files_sha1_is_read_once_then_kept_by_its_sha256(
     assert {each.path: each.sha1 for each in every_site_file(site, environ)} == {
         each.path: each.sha1 for each in first
     }
+
+
+def test_every_statement_and_the_provenance_parse_as_in_totos_own_protos(
+    site: RenderedSite,
+) -> None:
+    """in-toto's published protobuf schemas (in-toto-attestation): a field of the wrong
+    name or type, or a timestamp that is not one, fails to parse."""
+    image = AttestedImage("linux/amd64", DIGEST, CREATED, None, None)
+    found = attestations_for("r/x", _facts(), [image], list(site_files(site)))
+    for attestation in found:
+        proto = json_format.Parse(attestation.statement, statement_pb2.Statement())
+        Statement.copy_from_pb(proto).validate()
+    provenance = json.loads(found[0].statement)["predicate"]
+    parsed = json_format.ParseDict(provenance, provenance_pb2.Provenance())
+    for dependency in parsed.build_definition.resolved_dependencies:
+        ResourceDescriptor.copy_from_pb(dependency).validate()
+    assert parsed.run_details.metadata.started_on.ToJsonString() == "2026-12-04T20:00:00Z"
+    provenance["runDetails"]["metadata"]["startedOn"] = "yesterday"
+    with pytest.raises(json_format.ParseError):
+        json_format.ParseDict(provenance, provenance_pb2.Provenance())
