@@ -4,6 +4,7 @@ reached), the local base image. render, build, run and doctor all decide by this
 
 from __future__ import annotations
 
+import json
 import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -154,3 +155,38 @@ def registry_digest(image: ImageInfo, reference: str) -> str:
         if repository in (parsed.repository, f"docker.io/{parsed.repository}"):
             return digest
     return ""
+
+
+# The nginx of templates/Dockerfile.j2's ENTRYPOINT, and what shipit learned of each base
+# image's nginx, by image id (an image never changes under its id).
+NGINX_BINARY = "/usr/sbin/nginx"
+NGINX_MODULES_FILE = "base-nginx.json"
+_KEPT_BASES = 16
+
+
+def has_gzip_static(settings: Settings, engine: Engine, base: BaseImage) -> bool:
+    """Whether the base image's nginx was built with the gzip_static module. The module's
+    directive names (and `nginx -V`'s configure line, --with-http_gzip_static_module) are
+    strings in the binary only when it is compiled in; the binary is read from a container
+    that never starts (no emulation for another platform's base), once per base image."""
+    from shipit.state import make_state_dir
+
+    known_path = settings.state_dir / NGINX_MODULES_FILE
+    try:
+        known = json.loads(known_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        known = {}
+    if not isinstance(known, dict):
+        known = {}
+    if isinstance(known.get(base.image_id), bool):
+        return bool(known[base.image_id])
+    archive = engine.image_file_archive(base.image_id, NGINX_BINARY)
+    found = archive is not None and b"gzip_static" in archive
+    known = dict(list(known.items())[-(_KEPT_BASES - 1) :])
+    known[base.image_id] = found
+    try:
+        make_state_dir(settings.state_dir)
+        known_path.write_text(json.dumps(known, indent=2), encoding="utf-8")
+    except OSError:
+        pass  # a read-only project asks again next time
+    return found

@@ -40,7 +40,6 @@ from shipit.errors import (
     EngineError,
     EngineRefused,
     PushError,
-    RegistryUnreachableError,
     RunError,
     stalled_push,
 )
@@ -241,6 +240,21 @@ class Engine:
 
     def image_history(self, reference: str) -> list[dict[str, Any]]:
         return list(self._call(f"reading the history of {reference}", self.api.history, reference))
+
+    def image_file_archive(self, image_id: str, path: str) -> bytes | None:
+        """A tar of one file of an image (None when it has none), from a container created
+        and never started: nothing of the image runs, whatever its platform."""
+        doing = f"reading {path} of image {short_id(image_id)}"
+        created = self._call(doing, self.api.create_container, image_id, entrypoint=[path])
+        try:
+            stream, _ = self._call(doing, self.api.get_archive, created["Id"], path)
+            return b"".join(self._call(doing, list, stream))
+        except EngineRefused as exc:
+            if exc.status == 404:
+                return None
+            raise
+        finally:
+            self.remove_container(created["Id"])
 
     def image_store(self) -> str:
         """ "classic" or "containerd"."""
@@ -576,23 +590,18 @@ class Engine:
                     said.add(news)
                     last_news = time.monotonic()
                 elif time.monotonic() - last_news > float(self.api.timeout):
-                    raise self._stalled(f"{repository}:{tag}")
+                    raise stalled_push(f"{repository}:{tag}", float(self.api.timeout))
         except docker.errors.APIError as exc:
             result.error = str(exc.explanation or exc)
         except _CONNECTION_ERRORS as exc:
             raise self._push_failure(exc, f"{repository}:{tag}") from exc
         return result
 
-    def _stalled(self, reference: str) -> RegistryUnreachableError:
-        return stalled_push(reference, float(self.api.timeout))
-
     def _push_failure(self, error: BaseException, reference: str) -> PushError:
         if timed_out(error):
-            # The engine says nothing while an upload waits on the registry, so this is most
-            # likely a registry that stopped taking the upload: worth a retry, like a registry
-            # that does not answer shipit's own requests. (A hung engine instead fails the
-            # retry's first engine call.)
-            return self._stalled(reference)
+            # The engine says nothing while an upload waits on the registry: most likely a
+            # registry that stopped taking it, worth a retry (a hung engine fails the retry).
+            return stalled_push(reference, float(self.api.timeout))
         return PushError(
             f"lost the Docker engine at {self.address.describe()} while pushing {reference}",
             "check that dockerd is still running (`docker info`), then push again",

@@ -13,7 +13,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shipit import __version__, interrupts, screenshot
-from shipit.base_image import platform_to_run, platforms_to_build, resolve_base_image
+from shipit.base_image import (
+    has_gzip_static,
+    platform_to_run,
+    platforms_to_build,
+    resolve_base_image,
+)
 from shipit.builder import base_facts_started, build_image, undone_unless_complete
 from shipit.config import Settings
 from shipit.digests import short_id
@@ -123,20 +128,21 @@ class RunResult:
 # Render and build
 
 
-def _render_base_image(settings: Settings, progress: Progress) -> str:
-    """The base image a build would use now. Only the default can fall back, so only then
-    is the engine asked; when none answers, render says so and uses the default."""
+def _render_base_image(settings: Settings, progress: Progress) -> tuple[str, bool]:
+    """The base image a build would use now, and whether its nginx has gzip_static. Only
+    the default can fall back, so only then is the engine asked; when none answers, render
+    says so and uses the default, whose nginx (the official image's) has the module."""
     if not settings.base_image_may_fall_back:
-        return settings.base_image
+        return settings.base_image, True
     from shipit.engine import Engine
 
     try:
-        return resolve_base_image(
-            settings, Engine.connect(settings.engine_timeout), progress
-        ).reference
+        engine = Engine.connect(settings.engine_timeout)
+        base = resolve_base_image(settings, engine, progress)
+        return base.reference, has_gzip_static(settings, engine, base)
     except EngineError as error:
         progress(f"{error.message}: rendering for {settings.base_image}")
-        return settings.base_image
+        return settings.base_image, True
 
 
 def render(
@@ -144,10 +150,9 @@ def render(
 ) -> RenderedSite:
     from shipit.render import render_site
 
+    base_image, gzip_static = _render_base_image(settings, progress)
     site = render_site(
-        settings.project_dir,
-        _render_base_image(settings, progress),
-        max_size=settings.max_site_size,
+        settings.project_dir, base_image, max_size=settings.max_site_size, gzip_static=gzip_static
     )
     if out_dir is not None:
         site.write_to(out_dir)
@@ -252,7 +257,13 @@ def _build(
 
         # What writing the image needs from the engine, asked while Jinja renders.
         base_facts = base_facts_started(settings, engine, base)
-        site = render_site(settings.project_dir, base_image, build_id, sources=sources)
+        site = render_site(
+            settings.project_dir,
+            base_image,
+            build_id,
+            sources=sources,
+            gzip_static=has_gzip_static(settings, engine, base),
+        )
         context_digest = site.context_digest
         title = load_site_data(settings.site_dir).get("title")
         labels = {

@@ -8,13 +8,14 @@ escaping, by a second environment.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import heapq
 import os
 import tarfile
 import tomllib
 import types
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 import jinja2
 
 from shipit import __version__
+from shipit.assets import AssetError, Assets, precompressed, refuse_fingerprinted_names
 from shipit.errors import NotWritableError, TemplateError
 from shipit.inputs import (
     CHUNK_BYTES,
@@ -55,11 +57,18 @@ class ContextFiles(Mapping[str, bytes]):
     """Every file of the build context by path, in path order. Rendered files are held in
     memory; static files stay on disk and are listed from the input scan (kept in a
     temporary file), so a site of any size or number of files costs no more memory than
-    its pages. A static file is read, and checked against its hash, only when asked for."""
+    its pages. A static file is read, and checked against its hash, only when asked for.
+    `aliases` are static files under a second (fingerprinted) name."""
 
-    def __init__(self, generated: Mapping[str, bytes], sources: Sources) -> None:
+    def __init__(
+        self,
+        generated: Mapping[str, bytes],
+        sources: Sources,
+        aliases: Mapping[str, SourceFile] | None = None,
+    ) -> None:
         self.generated = dict(generated)
         self.sources = sources
+        self.aliases = dict(aliases or {})
         self._count: int | None = None
 
     def static(self) -> Iterator[tuple[str, SourceFile]]:
@@ -68,12 +77,24 @@ class ContextFiles(Mapping[str, bytes]):
 
     def entries(self) -> Iterator[tuple[str, bytes | SourceFile]]:
         """(path, bytes of a rendered file or a static file's SourceFile), in path order."""
-        generated = sorted(self.generated.items(), key=lambda item: path_order(item[0]))
-        return heapq.merge(generated, self.static(), key=lambda item: path_order(item[0]))
+
+        def in_order(
+            items: Mapping[str, bytes] | Mapping[str, SourceFile],
+        ) -> list[tuple[str, bytes | SourceFile]]:
+            return sorted(items.items(), key=lambda item: path_order(item[0]))
+
+        return heapq.merge(
+            in_order(self.generated),
+            in_order(self.aliases),
+            self.static(),
+            key=lambda item: path_order(item[0]),
+        )
 
     def __getitem__(self, relative: str) -> bytes:
         if relative in self.generated:
             return self.generated[relative]
+        if relative in self.aliases:
+            return b"".join(self.chunks(relative, self.aliases[relative]))
         for name, source in self.static():
             if name == relative:
                 return b"".join(self.chunks(name, source))
@@ -84,7 +105,7 @@ class ContextFiles(Mapping[str, bytes]):
 
     def __len__(self) -> int:
         if self._count is None:
-            self._count = len(self.generated) + sum(1 for _ in self.static())
+            self._count = len(self.generated) + len(self.aliases) + sum(1 for _ in self.static())
         return self._count
 
     @staticmethod
@@ -285,6 +306,11 @@ def _render_template(
         location = _template_location(exc, templates_dir)
         message = " ".join(str(exc.message or exc).split())
         raise TemplateError(f"{location}: {type(exc).__name__}: {message}") from exc
+    except AssetError as exc:
+        raise TemplateError(
+            f"{_template_location(exc, templates_dir)}: {exc}",
+            "name a file of site/static/, relative to it: static('style.css')",
+        ) from exc
     except (TypeError, ValueError, AttributeError, KeyError) as exc:
         location = _template_location(exc, templates_dir)
         raise TemplateError(f"{location}: {type(exc).__name__}: {exc}") from exc
@@ -301,6 +327,21 @@ def _environment(templates_dir: Path, *, html: bool) -> jinja2.Environment:
     )
 
 
+def _served_entries(files: ContextFiles) -> Iterator[tuple[str, int, Callable[[], bytes]]]:
+    """(path, size, its bytes when asked) of every file nginx serves, for precompression."""
+    for name, entry in files.entries():
+        if not name.startswith(f"{SERVED}/site/"):
+            continue
+        if isinstance(entry, bytes):
+            yield name, len(entry), functools.partial(bytes, entry)
+        else:
+            yield name, entry.size, functools.partial(_read_whole, name, entry)
+
+
+def _read_whole(relative: str, source: SourceFile) -> bytes:
+    return b"".join(ContextFiles.chunks(relative, source))
+
+
 def page_templates(templates_dir: Path) -> list[str]:
     return sorted(
         path.name for path in templates_dir.glob(f"*{PAGE_SUFFIX}") if not path.name.startswith("_")
@@ -314,9 +355,12 @@ def render_site(
     *,
     sources: Sources | None = None,
     max_size: int | None = None,
+    gzip_static: bool = True,
 ) -> RenderedSite:
     """The build context. `sources` (scan_sources) and `build_id` (build_id_from), when the
-    caller already has them, save listing and hashing every file of the site again."""
+    caller already has them, save listing and hashing every file of the site again.
+    `gzip_static`: whether the base image's nginx has the gzip_static module, which serves
+    the `.gz` beside a file (nginx.conf.j2 compresses on the fly otherwise)."""
     templates_dir = (project_dir / "templates").resolve()
     site_dir = project_dir / "site"
     site_data = load_site_data(site_dir)
@@ -332,8 +376,11 @@ def render_site(
         sources = scan_sources(project_dir, max_size=max_size)
     if build_id is None:
         build_id = build_id_from(sources, base_image)
+    refuse_fingerprinted_names(sources)
     build = {"id": build_id, "shipit_version": __version__}
     html_env = _environment(templates_dir, html=True)
+    assets = Assets(sources, SERVED, _read_whole)
+    html_env.globals["static"] = assets.url
     generated: dict[str, bytes] = {}
     for template_name in pages:
         page_name = template_name.removesuffix(PAGE_SUFFIX)
@@ -346,6 +393,7 @@ def render_site(
     infra_context = {
         "base_image": base_image,
         "build": build,
+        "gzip_static": gzip_static,
         "listen_port": LISTEN_PORT,
         "run_as": RUN_AS,
         "site": site_data,
@@ -356,7 +404,10 @@ def render_site(
     ):
         generated[output] = _render_template(plain_env, template_name, infra_context, templates_dir)
 
-    files = ContextFiles(generated, sources)
+    generated.update(assets.generated)
+    files = ContextFiles(generated, sources, assets.aliases)
+    generated.update(precompressed(_served_entries(files)))
+    files = ContextFiles(generated, sources, assets.aliases)
     return RenderedSite(
         files=files,
         pages=tuple(f"{name.removesuffix(PAGE_SUFFIX)}.html" for name in pages),
