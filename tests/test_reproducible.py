@@ -10,8 +10,11 @@ local base with docker build, whose image carries its build time.
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import subprocess
+import tarfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -233,3 +236,48 @@ def test_two_fresh_clones_ship_the_same_index_of_two_platforms(
     assert rerun["digest"] == entry["digest"]
     assert rerun["status"] == "unchanged" and rerun["bytes_uploaded"] == 0
     assert changes(proxy.seen()[mark:]) == []
+
+
+def test_fingerprinted_and_precompressed_files_are_the_same_bytes_in_two_clones(
+    engine: Engine, clones: tuple[Clone, Clone]
+) -> None:
+    """Each clone renders the .gz files and the fingerprinted names itself (and learns on
+    its own that the base has gzip_static): the image is the same bytes, so the same id."""
+    assert shipit_uploads(), "shipit writes the image itself on a local classic engine"
+    built = {}
+    saved = b""
+    for clone in clones:
+        result = clone.project.shipit("build", "--json")
+        assert result.code == 0, result.output
+        report = json.loads(result.stdout)
+        assert report["built"] is True
+        built[clone.project.root] = report["image_id"]
+        assert (clone.project.root / ".shipit" / "base-nginx.json").is_file()
+        saved = subprocess.run(
+            ["docker", "save", report["image_id"]], capture_output=True, check=True
+        ).stdout
+        # Removed, so the second clone writes its own image rather than reuse this one.
+        subprocess.run(["docker", "rmi", "-f", report["image_id"]], capture_output=True, check=True)
+    first, second = built.values()
+    assert first == second
+    names = _layer_names(saved)
+    assert any(
+        re.fullmatch(r"srv/shipit/site/static/style\.[0-9a-f]{12}\.css\.gz", n) for n in names
+    )
+    assert "srv/shipit/site/index.html.gz" in names
+
+
+def _layer_names(saved: bytes) -> set[str]:
+    names: set[str] = set()
+    with tarfile.open(fileobj=io.BytesIO(saved)) as archive:
+        for member in archive:
+            if member.name.endswith("layer.tar") or member.name.startswith("blobs/"):
+                extracted = archive.extractfile(member)
+                if extracted is None:
+                    continue
+                data = extracted.read()
+                if data[257:262] != b"ustar":
+                    continue
+                with tarfile.open(fileobj=io.BytesIO(data)) as layer:
+                    names.update(layer.getnames())
+    return names
