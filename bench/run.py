@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.assets import ASSETS_HEADING, AssetsBench, assets_markdown, assets_verdicts
 from bench.base import BaseImages
 from bench.big import BIG_HEADING, SITES, BigBench, big_markdown, merge_into
 from bench.common import (
@@ -654,6 +655,18 @@ class Bench:
         )
         self.results["big_sites"] = results
 
+    def scenario_assets(self, rounds: int) -> None:
+        load_start = os.getloadavg()
+        bench = AssetsBench(
+            self.work, self.run_id, self.shipit_cmd(), self._base_env(), say, BenchFailure
+        )
+        try:
+            results = bench.run(rounds, self.args.assets_seconds)
+        finally:
+            bench.close()
+        results.update(load_average_start=load_start, load_average_end=os.getloadavg())
+        self.results["assets"] = results
+
     def scenario_push(self, runs: int) -> None:
         started = time.monotonic()
         load_start = os.getloadavg()
@@ -718,11 +731,14 @@ class Bench:
             "push": args.push,
             "multi": args.multi,
             "multi_nochange": args.multi_nochange,
+            "assets": args.assets,
         }
         self.results["load_average_start"] = os.getloadavg()
         self.compile_shipit()
         if args.startup:
             self.scenario_startup(args.startup)
+        if args.assets:
+            self.scenario_assets(args.assets)
         ships = (args.cold, args.nochange, args.onepage, args.slow, args.push)
         if not any((*ships, args.big, args.multi, args.multi_nochange)):
             return self.finish(started)
@@ -804,9 +820,15 @@ COUNTS = {
     "push": 3,
     "multi": 5,
     "multi_nochange": 9,
+    "assets": 5,
 }
 # --only NAME runs these counts (the others are 0 unless given).
-ONLY = {"big": ("big",), "push": ("push",), "multi": ("multi", "multi_nochange")}
+ONLY = {
+    "big": ("big",),
+    "push": ("push",),
+    "multi": ("multi", "multi_nochange"),
+    "assets": ("assets",),
+}
 
 QUICK_COUNTS = {
     "cold": 1,
@@ -818,6 +840,7 @@ QUICK_COUNTS = {
     "push": 1,
     "multi": 1,
     "multi_nochange": 1,
+    "assets": 1,
 }
 
 
@@ -838,6 +861,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=int,
         help="no-change multi-platform ships, against one-platform ones (default 9)",
     )
+    add("--assets", type=int, help="wrk runs per side of the assets scenario (default 5)")
+    add("--assets-seconds", type=int, default=5, help="length of each wrk run (default 5)")
     add(
         "--big-sites",
         default="",
@@ -896,6 +921,23 @@ def write_push_only(results: dict[str, Any], out: Path) -> None:
     print(f"\n(written to {out / 'results.md'} ({PUSH_HEADING[3:]}) and {json_path})")
 
 
+def write_assets_only(results: dict[str, Any], out: Path) -> list[str]:
+    """Only the assets section is new; the rest stays as the last run left it. Gives the
+    targets missed."""
+    assets = results["assets"]
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = out / "results.json"
+    stored = json.loads(json_path.read_text()) if json_path.exists() else {}
+    assets["verdicts"] = assets_verdicts(assets)
+    stored["assets"] = assets
+    json_path.write_text(json.dumps(stored, indent=2, default=str) + "\n")
+    section = assets_markdown(assets)
+    (out / "results.md").write_text(merge_into(out / "results.md", section, ASSETS_HEADING))
+    print(section)
+    print(f"\n(written to {out / 'results.md'} ({ASSETS_HEADING[3:]}) and {json_path})")
+    return [name for name, verdict in assets["verdicts"].items() if verdict == "MISSED"]
+
+
 def write_multi_only(results: dict[str, Any], out: Path) -> None:
     """The multi-platform rows are new; every other result stays as the last run left it,
     and results.md is written again from the whole."""
@@ -930,6 +972,8 @@ def write_all(results: dict[str, Any], out: Path) -> dict[str, Any]:
         text += "\n" + big_markdown(results["big_sites"])
     if "push_throughput" in results:
         text += "\n" + push_markdown(results["push_throughput"])
+    if "assets" in results:
+        text += "\n" + assets_markdown(results["assets"])
     (out / "results.md").write_text(text)
     print(main_table(summary))
     print(f"\n(written to {out / 'results.md'} and {out / 'results.json'})")
@@ -958,6 +1002,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.only == "push":
         write_push_only(results, args.out)
+        return 0
+    if args.only == "assets":
+        missed = write_assets_only(results, args.out)
+        if missed:
+            say("assets targets missed: " + ", ".join(missed))
         return 0
     if not args.keep_work:  # the logs are gone with the work folder
         for data in results["scenarios"].values():

@@ -36,6 +36,8 @@ ensure_packages() {
   command -v htpasswd >/dev/null || missing+=(apache2-utils)
   # The screenshot tests render the served page with headless Chromium.
   command -v chromium >/dev/null || missing+=(chromium)
+  # The assets bench: requests per second for a stylesheet (bench/assets.py).
+  command -v wrk >/dev/null || missing+=(wrk)
   # Outside clients that judge the images shipit uploads (tests/test_blob_store.py).
   command -v skopeo >/dev/null || missing+=(skopeo)
   command -v umoci >/dev/null || missing+=(umoci)
