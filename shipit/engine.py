@@ -30,6 +30,7 @@ from shipit.engine_diagnosis import (
     CONNECT_TIMEOUT,
     connect_failure,
     no_ssh_support,
+    push_failure,
     start_refusal,
     timed_out,
     tls_files_problem,
@@ -39,7 +40,6 @@ from shipit.errors import (
     BuildError,
     EngineError,
     EngineRefused,
-    PushError,
     RunError,
     stalled_push,
 )
@@ -247,12 +247,8 @@ class Engine:
         doing = f"reading {path} of image {short_id(image_id)}"
         created = self._call(doing, self.api.create_container, image_id, entrypoint=[path])
         try:
-            stream, _ = self._call(doing, self.api.get_archive, created["Id"], path)
-            return b"".join(self._call(doing, list, stream))
-        except EngineRefused as exc:
-            if exc.status == 404:
-                return None
-            raise
+            found = self._call_unless_missing(doing, self.api.get_archive, created["Id"], path)
+            return None if found is None else b"".join(self._call(doing, list, found[0]))
         finally:
             self.remove_container(created["Id"])
 
@@ -594,15 +590,6 @@ class Engine:
         except docker.errors.APIError as exc:
             result.error = str(exc.explanation or exc)
         except _CONNECTION_ERRORS as exc:
-            raise self._push_failure(exc, f"{repository}:{tag}") from exc
+            timeout = float(self.api.timeout)
+            raise push_failure(exc, f"{repository}:{tag}", self.address, timeout) from exc
         return result
-
-    def _push_failure(self, error: BaseException, reference: str) -> PushError:
-        if timed_out(error):
-            # The engine says nothing while an upload waits on the registry: most likely a
-            # registry that stopped taking it, worth a retry (a hung engine fails the retry).
-            return stalled_push(reference, float(self.api.timeout))
-        return PushError(
-            f"lost the Docker engine at {self.address.describe()} while pushing {reference}",
-            "check that dockerd is still running (`docker info`), then push again",
-        )

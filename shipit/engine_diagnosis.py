@@ -18,7 +18,15 @@ import requests
 import urllib3.exceptions
 
 from shipit.engine_location import EngineAddress
-from shipit.errors import NO_EMULATOR_WORDS, EngineError, PortBusyError, RunError, no_emulator
+from shipit.errors import (
+    NO_EMULATOR_WORDS,
+    EngineError,
+    PortBusyError,
+    PushError,
+    RunError,
+    no_emulator,
+    stalled_push,
+)
 
 # A read timeout, from a call (requests) or from a stream (urllib3).
 _READ_TIMEOUTS = (requests.exceptions.ReadTimeout, urllib3.exceptions.ReadTimeoutError)
@@ -209,3 +217,17 @@ def start_refusal(name: str, host: str, port: int, explanation: str, architectur
     if NO_EMULATOR_WORDS in lowered:
         return no_emulator(architecture)
     return RunError(f"cannot start container {name}: {explanation}")
+
+
+def push_failure(
+    error: BaseException, reference: str, address: EngineAddress, timeout: float
+) -> PushError:
+    """What a lost connection during the engine's push of `reference` means."""
+    if timed_out(error):
+        # The engine says nothing while an upload waits on the registry: most likely a
+        # registry that stopped taking it, worth a retry (a hung engine fails the retry).
+        return stalled_push(reference, timeout)
+    return PushError(
+        f"lost the Docker engine at {address.describe()} while pushing {reference}",
+        "check that dockerd is still running (`docker info`), then push again",
+    )
