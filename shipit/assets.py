@@ -124,6 +124,13 @@ class Assets:
             raise AssetError(f"static({name!r}): there is no {key}")
         return self._url_of(fingerprinted(key, self._fingerprint(key)))
 
+    def urls(self) -> tuple[tuple[str, str], ...]:
+        """(URL as written, fingerprinted URL) of every file fingerprinted, in name order."""
+        return tuple(
+            (self._url_of(key), self._url_of(fingerprinted(key, sha256)))
+            for key, sha256 in sorted(self._hashes.items())
+        )
+
     def _static_files(self) -> dict[str, SourceFile]:
         # Listed once, at the first static(): a site whose templates never call it pays nothing.
         if self._files is None:

@@ -113,8 +113,11 @@ def render(
             "files": list(site.files),
             "build_id": site.build_id,
             "context_digest": site.context_digest,
+            "assets": dict(site.assets),
+            "precompressed": site.precompressed,
         },
-        f"rendered {len(site.pages)} pages and {len(site.files)} files into {out}\n"
+        f"rendered {len(site.pages)} pages and {len(site.files)} files into {out} "
+        f"({len(site.assets)} fingerprinted, {site.precompressed} .gz)\n"
         f"build id {site.build_id}, context sha256:{site.context_digest}",
     )
 

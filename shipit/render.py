@@ -158,6 +158,9 @@ class RenderedSite:
     pages: tuple[str, ...]
     build_id: str
     context_digest: str
+    # Each static file a template named with static(), by URL: (as written, fingerprinted).
+    assets: tuple[tuple[str, str], ...] = ()
+    precompressed: int = 0  # the .gz files the render wrote
 
     def write_to(self, out_dir: Path) -> None:
         with NotWritableError.raised_for(
@@ -406,11 +409,14 @@ def render_site(
 
     generated.update(assets.generated)
     files = ContextFiles(generated, sources, assets.aliases)
-    generated.update(precompressed(_served_entries(files)))
+    packed = precompressed(_served_entries(files))
+    generated.update(packed)
     files = ContextFiles(generated, sources, assets.aliases)
     return RenderedSite(
         files=files,
         pages=tuple(f"{name.removesuffix(PAGE_SUFFIX)}.html" for name in pages),
         build_id=build_id,
         context_digest=files.digest(),
+        assets=assets.urls(),
+        precompressed=len(packed),
     )

@@ -177,8 +177,12 @@ def test_rendered_twice_is_the_same_context(project: Project, tmp_path: Path) ->
     for name in ("one", "two"):
         rendered = project.shipit("render", "--out", str(tmp_path / name), "--json")
         assert rendered.code == 0, rendered.output
-        digests.append(json.loads(rendered.stdout)["context_digest"])
+        report = json.loads(rendered.stdout)
+        digests.append(report["context_digest"])
     assert digests[0] == digests[1]
+    assert set(report["assets"]) == {"/static/logo.svg", "/static/style.css"}
+    assert re.fullmatch(r"/static/style\.[0-9a-f]{12}\.css", report["assets"]["/static/style.css"])
+    assert report["precompressed"] == sum(name.endswith(".gz") for name in report["files"]) > 0
     first = sorted(path.relative_to(tmp_path / "one") for path in (tmp_path / "one").rglob("*"))
     assert any(path.name.endswith(".css.gz") for path in first)
     for relative in first:
