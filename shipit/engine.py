@@ -247,8 +247,7 @@ class Engine:
         doing = f"reading {path} of image {short_id(image_id)}"
         created = self._call(doing, self.api.create_container, image_id, entrypoint=[path])
         try:
-            found = self._call_unless_missing(doing, self.api.get_archive, created["Id"], path)
-            return None if found is None else b"".join(self._call(doing, list, found[0]))
+            return self.container_archive(created["Id"], path)
         finally:
             self.remove_container(created["Id"])
 
