@@ -18,10 +18,12 @@ from pathlib import Path
 import pytest
 
 from harness.services import free_port
+from shipit.attest.site_files import rendered_site_of
 from shipit.base_image import NGINX_MODULES_FILE, BaseImage, has_gzip_static
 from shipit.config import LOCAL_BASE_IMAGE, load_settings
 from shipit.engine import Engine
 from shipit.errors import ExitCode
+from shipit.pipeline import build
 from shipit.render import render_site
 from tests.conftest import Project, shipit_containers
 from tests.leftovers import image_references
@@ -163,6 +165,13 @@ def test_a_base_whose_nginx_lacks_gzip_static_gets_on_the_fly_gzip(
         known = json.loads((settings.state_dir / NGINX_MODULES_FILE).read_text())
         assert known == {image.id: False, local.id: True}
         assert shipit_containers(project.image) == []
+        # A build on it renders nginx.conf without gzip_static (the image holds that one),
+        # and the site of the unchanged image, rendered again for an attestation, is the same.
+        on_plain = load_settings(project.root, environ=project.env(SHIPIT_BASE_IMAGE=tag))
+        built = build(on_plain, engine)
+        held = engine.image_file_archive(built.image_id, "/srv/shipit/nginx.conf")
+        assert held is not None and b"gzip on;" in held and b"gzip_static on;" not in held
+        assert rendered_site_of(on_plain, built).context_digest == built.context_digest
     finally:
         subprocess.run(["docker", "rmi", "-f", tag], check=True, capture_output=True)
     site = render_site(project.root, tag, gzip_static=False)
