@@ -88,7 +88,8 @@ class Problem:
 
     def line(self) -> str:
         where = self.page or "(a page of the render)"
-        more = f" (referenced {self.also_from} more times)" if self.also_from else ""
+        plural = "s" if self.also_from > 1 else ""
+        more = f" (and {self.also_from} more reference{plural})" if self.also_from else ""
         return f"{where}: {self.reference} -> {self.answer}{more}"
 
     def to_json(self) -> dict[str, Any]:
@@ -119,7 +120,8 @@ class CrawlReport:
     def summary(self) -> str:
         text = f"{self.pages} pages, {self.assets} assets in {self.seconds:.2f} s"
         if self.external_origins:
-            text += f"; {len(self.external_origins)} other origins not fetched"
+            count = len(self.external_origins)
+            text += f"; {count} other origin{'s' if count > 1 else ''} not fetched"
         if self.problems:
             text += f"; {len(self.problems)} broken"
         return text
@@ -334,12 +336,14 @@ class Crawl:
     def _add(self, reference: Reference, page: str, fallback: str | None = None) -> None:
         """Queues a reference met on `page` unless it was met before; `fallback` is the type
         expected when its path implies none."""
-        if origin_of(reference.url) != self.origin:
-            self._external.add(origin_of(reference.url))
-            return
+        # Most references were met before (the layout's links on every page): looked up first.
         entry = self._entries.get(reference.url)
         if entry is not None:
             entry.others += 1 if page and page != entry.page else 0
+            return
+        origin = origin_of(reference.url)
+        if origin != self.origin:
+            self._external.add(origin)
             return
         expected = expected_type(urllib.parse.urlsplit(reference.url).path) or fallback
         self._entries[reference.url] = _Entry(page, reference.written, expected)
