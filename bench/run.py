@@ -49,6 +49,7 @@ from bench.common import (
     tail,
     timed,
 )
+from bench.crawl import CRAWL_HEADING, CrawlBench, crawl_markdown
 from bench.engines import (
     BuildCacheUnreadable,
     build_cache_ids,
@@ -61,6 +62,7 @@ from bench.push import PUSH_HEADING, PushBench, push_markdown
 from bench.report import SIDES, main_table, markdown, median, summarize
 from harness.platform_base import LAYOUT
 from harness.services import AWS_ENV_CLEARED, MotoService, free_port
+from shipit.config import LOCAL_BASE_IMAGE
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -654,6 +656,31 @@ class Bench:
         )
         self.results["big_sites"] = results
 
+    def scenario_crawl(self, runs: int) -> None:
+        started, load_start = time.monotonic(), os.getloadavg()
+        bench = CrawlBench(
+            self.work,
+            REPO,
+            self.run_id,
+            self.shipit_cmd(),
+            PYTHON,
+            self._base_env(),
+            LOCAL_BASE_IMAGE,
+            say,
+            BenchFailure,
+        )
+        try:
+            results = bench.run(runs)
+        finally:
+            bench.close()
+        results.update(
+            date=dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+            load_average_start=load_start,
+            load_average_end=os.getloadavg(),
+            seconds=round(time.monotonic() - started, 1),
+        )
+        self.results["crawl"] = results
+
     def scenario_push(self, runs: int) -> None:
         started = time.monotonic()
         load_start = os.getloadavg()
@@ -718,11 +745,14 @@ class Bench:
             "push": args.push,
             "multi": args.multi,
             "multi_nochange": args.multi_nochange,
+            "crawl": args.crawl,
         }
         self.results["load_average_start"] = os.getloadavg()
         self.compile_shipit()
         if args.startup:
             self.scenario_startup(args.startup)
+        if args.crawl:
+            self.scenario_crawl(args.crawl)
         ships = (args.cold, args.nochange, args.onepage, args.slow, args.push)
         if not any((*ships, args.big, args.multi, args.multi_nochange)):
             return self.finish(started)
@@ -804,9 +834,15 @@ COUNTS = {
     "push": 3,
     "multi": 5,
     "multi_nochange": 9,
+    "crawl": 5,
 }
 # --only NAME runs these counts (the others are 0 unless given).
-ONLY = {"big": ("big",), "push": ("push",), "multi": ("multi", "multi_nochange")}
+ONLY = {
+    "big": ("big",),
+    "push": ("push",),
+    "multi": ("multi", "multi_nochange"),
+    "crawl": ("crawl",),
+}
 
 QUICK_COUNTS = {
     "cold": 1,
@@ -818,6 +854,7 @@ QUICK_COUNTS = {
     "push": 1,
     "multi": 1,
     "multi_nochange": 1,
+    "crawl": 1,
 }
 
 
@@ -838,6 +875,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=int,
         help="no-change multi-platform ships, against one-platform ones (default 9)",
     )
+    add("--crawl", type=int, help="crawls per side of a 1,000-page site (default 5)")
     add(
         "--big-sites",
         default="",
@@ -896,6 +934,19 @@ def write_push_only(results: dict[str, Any], out: Path) -> None:
     print(f"\n(written to {out / 'results.md'} ({PUSH_HEADING[3:]}) and {json_path})")
 
 
+def write_crawl_only(results: dict[str, Any], out: Path) -> None:
+    """Only the crawl section is new; the rest stays as the last run left it."""
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = out / "results.json"
+    stored = json.loads(json_path.read_text()) if json_path.exists() else {}
+    stored["crawl"] = results["crawl"]
+    json_path.write_text(json.dumps(stored, indent=2, default=str) + "\n")
+    section = crawl_markdown(results["crawl"])
+    (out / "results.md").write_text(merge_into(out / "results.md", section, CRAWL_HEADING))
+    print(section)
+    print(f"\n(written to {out / 'results.md'} ({CRAWL_HEADING[3:]}) and {json_path})")
+
+
 def write_multi_only(results: dict[str, Any], out: Path) -> None:
     """The multi-platform rows are new; every other result stays as the last run left it,
     and results.md is written again from the whole."""
@@ -930,6 +981,8 @@ def write_all(results: dict[str, Any], out: Path) -> dict[str, Any]:
         text += "\n" + big_markdown(results["big_sites"])
     if "push_throughput" in results:
         text += "\n" + push_markdown(results["push_throughput"])
+    if "crawl" in results:
+        text += "\n" + crawl_markdown(results["crawl"])
     (out / "results.md").write_text(text)
     print(main_table(summary))
     print(f"\n(written to {out / 'results.md'} and {out / 'results.json'})")
@@ -958,6 +1011,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.only == "push":
         write_push_only(results, args.out)
+        return 0
+    if args.only == "crawl":
+        write_crawl_only(results, args.out)
         return 0
     if not args.keep_work:  # the logs are gone with the work folder
         for data in results["scenarios"].values():

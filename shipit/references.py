@@ -8,6 +8,7 @@ expressions (url() and @import) once its comments are gone.
 
 from __future__ import annotations
 
+import functools
 import re
 import urllib.parse
 from collections.abc import Iterable, Iterator
@@ -27,6 +28,7 @@ _CSS_IMPORT = re.compile(r"""@import\s+(?:"([^"]*)"|'([^']*)')""", re.IGNORECASE
 # Characters a request line may carry as they are; anything else is percent-encoded
 # (a space or a non-ASCII letter in a file name), and existing escapes are kept.
 _PATH_SAFE = "/%:@!$&'()*+,;=-._~"
+_SCHEME = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*):")
 _QUERY_SAFE = _PATH_SAFE + "?"
 
 
@@ -130,18 +132,25 @@ def stylesheet_references(css: str, stylesheet_url: str) -> list[Reference]:
 
 def resolved(written: Iterable[str], base: str) -> Iterator[Reference]:
     """References as absolute URLs; fragment-only ones and those of SKIPPED_SCHEMES dropped."""
+    # Only a query ("?page=2") needs the whole base; any other reference resolves the same
+    # against the base's folder, which every page of that folder shares (the cache's key).
+    folder = base[: base.rfind("/") + 1] if "/" in base.partition("//")[2] else base
     for text in written:
         stripped = text.strip()
         if not stripped or stripped.startswith("#"):
             continue
-        scheme = urllib.parse.urlsplit(stripped).scheme.lower()
-        if scheme in SKIPPED_SCHEMES:
+        scheme = _SCHEME.match(stripped)
+        if scheme and scheme.group(1).lower() in SKIPPED_SCHEMES:
             continue
-        try:
-            absolute, _fragment = urllib.parse.urldefrag(urllib.parse.urljoin(base, stripped))
-        except ValueError:  # an invalid IPv6 host, say: kept as written, answered as broken
-            absolute = stripped
-        yield Reference(stripped, absolute)
+        yield Reference(stripped, _absolute(base if stripped[0] == "?" else folder, stripped))
+
+
+@functools.lru_cache(maxsize=8192)
+def _absolute(base: str, reference: str) -> str:
+    try:
+        return urllib.parse.urldefrag(urllib.parse.urljoin(base, reference))[0]
+    except ValueError:  # an invalid IPv6 host, say: kept as written, answered as broken
+        return reference
 
 
 def origin_of(url: str) -> str:
