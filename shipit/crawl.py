@@ -21,6 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from shipit.json_fields import fields_of
 from shipit.references import (
     Reference,
     html_references,
@@ -93,12 +94,7 @@ class Problem:
         return f"{where}: {self.reference} -> {self.answer}{more}"
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "page": self.page,
-            "reference": self.reference,
-            "answer": self.answer,
-            "also_from": self.also_from,
-        }
+        return fields_of(self, "page", "reference", "answer", "also_from")
 
 
 @dataclass
@@ -128,15 +124,9 @@ class CrawlReport:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "ok": self.ok,
-            "pages": self.pages,
-            "assets": self.assets,
-            "redirects": self.redirects,
-            "seconds": self.seconds,
-            "time_bound": self.time_bound,
+            **fields_of(self, "ok", "pages", "assets", "redirects", "seconds", "time_bound"),
             "problems": [problem.to_json() for problem in self.problems],
-            "external_origins": self.external_origins,
-            "partly_parsed": self.partly_parsed,
+            **fields_of(self, "external_origins", "partly_parsed"),
         }
 
 
