@@ -264,6 +264,7 @@ class Crawl:
         self._entries: dict[str, _Entry] = {}
         self._done: set[str] = set()
         self._external: set[str] = set()
+        self._broken: dict[str, str] = {}  # URL: its answer, made a Problem once all is seen
         self._waiting = 0
 
     def connect(self) -> http.client.HTTPConnection:
@@ -329,7 +330,11 @@ class Crawl:
         # Most references were met before (the layout's links on every page): looked up first.
         entry = self._entries.get(reference.url)
         if entry is not None:
-            entry.others += 1 if page and page != entry.page else 0
+            if page and page != entry.page:
+                entry.others += 1
+                # Problems name the first page in path order, whichever was parsed first.
+                if entry.page and page < entry.page:
+                    entry.page, entry.written = page, reference.written
             return
         origin = origin_of(reference.url)
         if origin != self.origin:
@@ -344,7 +349,7 @@ class Crawl:
         self._done.add(outcome.url)
         entry = self._entries.get(outcome.url)
         if outcome.problem:
-            self._problem(outcome.url, outcome.problem)
+            self._broken[outcome.url] = outcome.problem
         elif outcome.kind == "page":
             self.report.pages += 1
         elif outcome.kind == "asset":
@@ -360,13 +365,13 @@ class Crawl:
         for reference in outcome.references:
             self._add(reference, page, fallback)
 
-    def _problem(self, url: str, answer: str) -> None:
+    def _problem(self, url: str, answer: str) -> Problem:
         entry = self._entries.get(url) or _Entry("", self.page_of(url), None)
         path = self.page_of(url)
         reference = entry.written if entry.written == path else f"{entry.written} ({path})"
         if not entry.page:
             reference = path
-        self.report.problems.append(Problem(entry.page, reference, answer, entry.others))
+        return Problem(entry.page, reference, answer, entry.others)
 
     # The crawl itself
 
@@ -414,8 +419,9 @@ class Crawl:
         bound = f"not checked within the crawl's time bound of {self.time_bound:g} s"
         for url in self._entries:
             if url not in self._done:
-                self._problem(url, bound)
-        self.report.problems.sort(key=lambda problem: (problem.page, problem.reference))
+                self._broken[url] = bound
+        problems = (self._problem(url, answer) for url, answer in self._broken.items())
+        self.report.problems = sorted(problems, key=lambda one: (one.page, one.reference))
         self.report.seconds = round(time.monotonic() - began, 3)
         self.report.external_origins = sorted(self._external)
         return self.report

@@ -11,7 +11,7 @@ from typing import ClassVar
 
 import pytest
 
-from shipit.crawl import crawl
+from shipit.crawl import MAX_PARSED_BYTES, crawl
 
 HOME = b"""<!doctype html><html><head><link rel="stylesheet" href="/static/style.css">
 <link rel="icon" href="/static/logo.svg"></head><body>
@@ -58,7 +58,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 
 def serve(**attributes: object) -> Iterator[tuple[str, type[Handler]]]:
-    handler = type("Site", (Handler,), {"requests": Counter(), "connections": set(), **attributes})
+    return serve_handler(Handler, **attributes)
+
+
+def serve_handler(base: type[Handler], **attributes: object) -> Iterator[tuple[str, type[Handler]]]:
+    handler = type("Site", (base,), {"requests": Counter(), "connections": set(), **attributes})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -126,3 +130,34 @@ def test_nothing_listening_is_a_problem_per_page() -> None:
     report = crawl(closed, ["/"], time_bound=5)
     assert len(report.problems) == 1
     assert report.problems[0].answer.startswith("ConnectionRefusedError")
+
+
+def test_a_redirect_elsewhere_is_another_origin_and_a_huge_page_is_read_in_part() -> None:
+    huge = b'<a href="/static/bg.png">bg</a>' + b"<p>" + b"x" * MAX_PARSED_BYTES + b'<a href="/x">'
+    odd = {
+        **SITE,
+        "/": (200, "text/html", b'<a href="/docs">d</a><a href="/huge.html">h</a>'),
+        "/docs/": (200, "text/html", b"<p>docs</p>"),
+        "/huge.html": (200, "text/html", huge),
+    }
+
+    class Elsewhere(Handler):
+        def do_GET(self) -> None:
+            if self.path == "/away":
+                self.send_response(302)
+                self.send_header("Location", "https://other.example/landing")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            super().do_GET()
+
+    odd["/"] = (200, "text/html", odd["/"][2] + b'<a href="/away">away</a>')
+    for url, handler in serve_handler(Elsewhere, site=odd):
+        report = crawl(url, ["/"], time_bound=10)
+        requests = handler.requests
+    assert report.ok, [problem.line() for problem in report.problems]
+    assert report.external_origins == ["https://other.example"]
+    assert report.partly_parsed == ["/huge.html"]
+    # What stood past the first 8 MiB (/x) was not seen; what stood before it was fetched.
+    assert "/x" not in requests and requests["/static/bg.png"] == 1
+    assert report.redirects == 2  # /docs and /away
