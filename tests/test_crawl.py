@@ -114,11 +114,11 @@ def test_each_broken_reference_is_one_line_naming_page_and_reference() -> None:
 
 
 def test_a_crawl_longer_than_its_bound_names_what_was_left() -> None:
-    for url, _ in serve(delay=0.5):
+    for url, _ in serve(delay=5.0):
         started = time.monotonic()
         report = crawl(url, ["/"], time_bound=0.2)
         took = time.monotonic() - started
-    assert took < 0.45
+    assert took < 2.0  # the bound, not the server's 5 s (with room for a busy machine)
     assert [problem.line() for problem in report.problems] == [
         "(a page of the render): / -> not checked within the crawl's time bound of 0.2 s"
     ]
