@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from harness.registry_reader import RegistryReader
 from harness.services import free_port, moto_ecr_password
 from shipit.engine import Engine
 from shipit.errors import ExitCode
 from tests.conftest import Project, PublishProject, shipit_containers
+from tests.reliability import Recorder
 
 GALLERY = """{% extends "_base.html.j2" %}
 {% block content %}
@@ -64,13 +67,21 @@ def test_a_whole_site_is_crawled_page_by_page(engine: Engine, project: Project) 
         project.shipit("stop")
 
 
+@pytest.mark.reliability(
+    "a page linking to a missing page, a stylesheet's url() naming a missing image, an asset "
+    "served with the wrong content type (shipit ship)",
+    "exit 8 (SMOKE), one line per problem naming page, reference and answer; no container, "
+    "no tag in either registry",
+)
 def test_a_broken_site_fails_one_line_per_reference_and_nothing_is_pushed(
-    engine: Engine, publish_project: PublishProject
+    engine: Engine, publish_project: PublishProject, reliability: Recorder
 ) -> None:
     project = publish_project
     assert project.ecr and project.hub
     break_the_site(project.root)
     result = project.shipit("ship", "--json")
+    reliability.result(result)
+    reliability.observe(f"{len(problem_lines(result.stderr))} problem lines")
     assert result.code == ExitCode.SMOKE, result.output
     assert problem_lines(result.stderr) == BROKEN_LINES
     error = json.loads(result.stdout)["error"]
@@ -87,8 +98,12 @@ def test_a_broken_site_fails_one_line_per_reference_and_nothing_is_pushed(
         assert hub.tags(project.hub_repository) == []
 
 
+@pytest.mark.reliability(
+    "a page too large to crawl in the time bound (50,000 references, SHIPIT_CRAWL_TIMEOUT=0.5)",
+    "exit 8 (SMOKE), lines naming the page and what was not checked; no container",
+)
 def test_a_page_too_large_to_crawl_in_the_time_bound_fails(
-    engine: Engine, project: Project
+    engine: Engine, project: Project, reliability: Recorder
 ) -> None:
     (project.root / "site" / "static" / "dot.svg").write_text("<svg/>")
     (project.root / "templates" / "big.html.j2").write_text(
@@ -96,6 +111,7 @@ def test_a_page_too_large_to_crawl_in_the_time_bound_fails(
     )
     env = project.env(SHIPIT_CRAWL_TIMEOUT="0.5")
     result = project.shipit("run", "--port", str(free_port()), "--json", env=env)
+    reliability.result(result)
     assert result.code == ExitCode.SMOKE, result.output
     lines = problem_lines(result.stderr)
     bound = "not checked within the crawl's time bound of 0.5 s"
