@@ -241,6 +241,7 @@ def crawl_markdown(results: dict[str, Any]) -> str:
         ("`wget --spider -r -l inf` (one connection, whole process)", medians["wget"]),
     ]
     verdict = "met" if shipit <= results["target_seconds"] else "MISSED"
+    load = " ".join(f"{value:.2f}" for value in results.get("load_average_start") or ())
     table = _table(
         ("side", "median s", "side / shipit's crawl"),
         [(name, f"{value:.2f}", f"{value / shipit:.1f}") for name, value in rows if value],
@@ -248,7 +249,7 @@ def crawl_markdown(results: dict[str, Any]) -> str:
     return (
         f"{CRAWL_HEADING}\n\n"
         f"{results['pages']} pages and {results['assets']} assets, {results['runs']} runs per "
-        f"side, {results.get('date', '')}, load average {results.get('load_average_start')} "
-        f"at the start. Target: the crawl within {results['target_seconds']:g} s: "
+        f"side, {results.get('date', '')}, load average {load} at the start. "
+        f"Target: the crawl within {results['target_seconds']:g} s: "
         f"**{verdict}**.\n\n{table}\n"
     )
