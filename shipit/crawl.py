@@ -11,6 +11,7 @@ problem, named by the page that referenced it.
 
 from __future__ import annotations
 
+import functools
 import http.client
 import mimetypes
 import queue
@@ -40,18 +41,15 @@ CHUNK_BYTES = 256 * 1024
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 PARSED_TYPES = frozenset({"text/html", "text/css"})
 
-# Python's table, not the machine's /etc/mime.types, so that every machine expects the same;
-# a few font types older Pythons lack, and one name for types known by two.
-_TABLE = mimetypes.MimeTypes()
-for _type, _extension in (
+# Types older Pythons lack, and the name current ones give JavaScript.
+_ADDED_TYPES = (
     ("font/woff", ".woff"),
     ("font/woff2", ".woff2"),
     ("font/ttf", ".ttf"),
     ("font/otf", ".otf"),
     ("text/javascript", ".js"),
     ("text/javascript", ".mjs"),
-):
-    _TABLE.add_type(_type, _extension)
+)
 _SAME_TYPE = {
     "application/javascript": "text/javascript",
     "application/x-javascript": "text/javascript",
@@ -69,12 +67,22 @@ def media_type(content_type: str) -> str:
     return _SAME_TYPE.get(name, name)
 
 
+@functools.cache
+def _type_table() -> mimetypes.MimeTypes:
+    """Python's table, not the machine's /etc/mime.types, so that every machine expects the
+    same; made at the first use (it reads the machine's files too, for the module's own)."""
+    table = mimetypes.MimeTypes()
+    for name, extension in _ADDED_TYPES:
+        table.add_type(name, extension)
+    return table
+
+
 def expected_type(path: str) -> str | None:
     """The type a URL path's extension implies; None when it implies none (no extension,
     an unknown one, or a compressed file whose type servers name differently)."""
     if path.endswith("/"):
         return "text/html"
-    guessed, encoding = _TABLE.guess_type(urllib.parse.unquote(path), strict=False)
+    guessed, encoding = _type_table().guess_type(urllib.parse.unquote(path), strict=False)
     if guessed is None or encoding is not None:
         return None
     return media_type(guessed)
@@ -121,6 +129,10 @@ class CrawlReport:
         if self.problems:
             text += f"; {len(self.problems)} broken"
         return text
+
+    def partly_parsed_note(self) -> str:
+        limit = f"{MAX_PARSED_BYTES // 2**20} MiB"
+        return f"read only the first {limit} of {', '.join(self.partly_parsed)}"
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -13,11 +13,14 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from shipit.crawl import CrawlReport, Seed, crawl
 from shipit.errors import SmokeError
 from shipit.json_fields import fields_of
+
+if TYPE_CHECKING:
+    # Imported by run_smoke: the stages that only import this module (build) need no crawl.
+    from shipit.crawl import CrawlReport, Seed
 
 SECURITY_HEADERS = (
     "X-Content-Type-Options",
@@ -151,6 +154,8 @@ def run_smoke(
     """The checks of / , /healthz and an unknown path, then the crawl of every page in
     `pages` and of all they reference (the home page and the 404 page are not fetched again
     for it)."""
+    from shipit.crawl import Seed, crawl
+
     report = SmokeReport(url=base_url, expected_build_id=expected_build_id)
     seeds: list[Seed] = []
     home = _check_get(report, base_url, "/", "home page")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from shipit.crawl import MAX_PARSED_BYTES
 from shipit.digests import short_id
 
 if TYPE_CHECKING:
@@ -31,9 +30,7 @@ def smoke_table(ui: Ui, report: SmokeReport) -> str:
             origins = ", ".join(report.crawl.external_origins)
             rows.append(("-", "other origins", f"not fetched: {origins}"))
         if report.crawl.partly_parsed:
-            parts = ", ".join(report.crawl.partly_parsed)
-            limit = f"{MAX_PARSED_BYTES // 2**20} MiB"
-            rows.append(("warn", "crawl", f"read only the first {limit} of {parts}"))
+            rows.append(("warn", "crawl", report.crawl.partly_parsed_note()))
     return ui.table(f"smoke test of {report.url}", ("result", "check", "detail"), rows)
 
 
