@@ -187,7 +187,12 @@ class _Worker(threading.Thread):
             url, expected = task
             try:
                 outcome = self.fetch(url, expected)
-            except (OSError, http.client.HTTPException, ValueError) as exc:
+            # Any failure at all is this URL's answer: a worker that died would leave the
+            # crawl waiting for it until its time bound.
+            except TimeoutError:
+                self.close()
+                outcome = _Outcome(url, problem=f"no answer within {REQUEST_TIMEOUT:g} s")
+            except Exception as exc:  # noqa: BLE001
                 self.close()
                 outcome = _Outcome(url, problem=f"{type(exc).__name__}: {exc}".rstrip(": "))
             self.crawl.outcomes.put(outcome)
@@ -277,13 +282,15 @@ class Crawl:
         self._done: set[str] = set()
         self._external: set[str] = set()
         self._broken: dict[str, str] = {}  # URL: its answer, made a Problem once all is seen
+        self._redirects: dict[str, str] = {}  # URL: where it redirects to
         self._waiting = 0
 
     def connect(self) -> http.client.HTTPConnection:
-        timeout = min(REQUEST_TIMEOUT, self.time_bound)
+        # The time bound is the main thread's to keep: a worker still waiting then is left
+        # behind (a daemon), and its URL reported as not checked in time.
         if self.https:
-            return http.client.HTTPSConnection(self.netloc, timeout=timeout)
-        return http.client.HTTPConnection(self.netloc, timeout=timeout)
+            return http.client.HTTPSConnection(self.netloc, timeout=REQUEST_TIMEOUT)
+        return http.client.HTTPConnection(self.netloc, timeout=REQUEST_TIMEOUT)
 
     def url_of(self, path: str) -> str:
         return self.base_url + "/" + path.lstrip("/")
@@ -368,6 +375,9 @@ class Crawl:
             self.report.assets += 1
         elif outcome.kind == "redirect":
             self.report.redirects += 1
+            self._redirects[outcome.url] = outcome.references[0].url
+            if self._loops(outcome.url):
+                self._broken[outcome.url] = "a redirect loop"
         if outcome.partly_parsed:
             self.report.partly_parsed.append(self.page_of(outcome.url))
         page = self.page_of(outcome.url)
@@ -376,6 +386,17 @@ class Crawl:
         fallback = entry.expected if entry and outcome.kind == "redirect" else None
         for reference in outcome.references:
             self._add(reference, page, fallback)
+
+    def _loops(self, url: str) -> bool:
+        """Whether the redirects known so far lead from `url` back to it (the last of the
+        loop's redirects to be answered finds it)."""
+        seen, step = {url}, self._redirects.get(url)
+        while step is not None:
+            if step in seen:
+                return step == url
+            seen.add(step)
+            step = self._redirects.get(step)
+        return False
 
     def _problem(self, url: str, answer: str) -> Problem:
         entry = self._entries.get(url) or _Entry("", self.page_of(url), None)

@@ -143,6 +143,12 @@ def test_a_redirect_elsewhere_is_another_origin_and_a_huge_page_is_read_in_part(
 
     class Elsewhere(Handler):
         def do_GET(self) -> None:
+            if self.path in ("/loop-a", "/loop-b"):
+                self.send_response(301)
+                self.send_header("Location", "/loop-b" if self.path == "/loop-a" else "/loop-a")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             if self.path == "/away":
                 self.send_response(302)
                 self.send_header("Location", "https://other.example/landing")
@@ -152,12 +158,16 @@ def test_a_redirect_elsewhere_is_another_origin_and_a_huge_page_is_read_in_part(
             super().do_GET()
 
     odd["/"] = (200, "text/html", odd["/"][2] + b'<a href="/away">away</a>')
+    odd["/about.html"] = (200, "text/html", b'<a href="/loop-a">a loop</a>')
     for url, handler in serve_handler(Elsewhere, site=odd):
-        report = crawl(url, ["/"], time_bound=10)
+        report = crawl(url, ["/", "/about.html"], time_bound=10)
         requests = handler.requests
-    assert report.ok, [problem.line() for problem in report.problems]
+    assert [problem.line() for problem in report.problems] in (
+        ["/about.html: /loop-a -> a redirect loop"],
+        ["/loop-a: /loop-b -> a redirect loop"],
+    )
     assert report.external_origins == ["https://other.example"]
     assert report.partly_parsed == ["/huge.html"]
     # What stood past the first 8 MiB (/x) was not seen; what stood before it was fetched.
     assert "/x" not in requests and requests["/static/bg.png"] == 1
-    assert report.redirects == 2  # /docs and /away
+    assert report.redirects == 4  # /docs, /away and the loop's two
