@@ -50,6 +50,7 @@ from bench.common import (
     tail,
     timed,
 )
+from bench.crawl import CRAWL_HEADING, CrawlBench, crawl_markdown
 from bench.engines import (
     BuildCacheUnreadable,
     build_cache_ids,
@@ -62,6 +63,7 @@ from bench.push import PUSH_HEADING, PushBench, push_markdown
 from bench.report import SIDES, main_table, markdown, median, summarize
 from harness.platform_base import LAYOUT
 from harness.services import AWS_ENV_CLEARED, MotoService, free_port
+from shipit.config import LOCAL_BASE_IMAGE
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -667,6 +669,31 @@ class Bench:
         results.update(load_average_start=load_start, load_average_end=os.getloadavg())
         self.results["assets"] = results
 
+    def scenario_crawl(self, runs: int) -> None:
+        started, load_start = time.monotonic(), os.getloadavg()
+        bench = CrawlBench(
+            self.work,
+            REPO,
+            self.run_id,
+            self.shipit_cmd(),
+            PYTHON,
+            self._base_env(),
+            LOCAL_BASE_IMAGE,
+            say,
+            BenchFailure,
+        )
+        try:
+            results = bench.run(runs)
+        finally:
+            bench.close()
+        results.update(
+            date=dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+            load_average_start=load_start,
+            load_average_end=os.getloadavg(),
+            seconds=round(time.monotonic() - started, 1),
+        )
+        self.results["crawl"] = results
+
     def scenario_push(self, runs: int) -> None:
         started = time.monotonic()
         load_start = os.getloadavg()
@@ -732,6 +759,7 @@ class Bench:
             "multi": args.multi,
             "multi_nochange": args.multi_nochange,
             "assets": args.assets,
+            "crawl": args.crawl,
         }
         self.results["load_average_start"] = os.getloadavg()
         self.compile_shipit()
@@ -739,6 +767,8 @@ class Bench:
             self.scenario_startup(args.startup)
         if args.assets:
             self.scenario_assets(args.assets)
+        if args.crawl:
+            self.scenario_crawl(args.crawl)
         ships = (args.cold, args.nochange, args.onepage, args.slow, args.push)
         if not any((*ships, args.big, args.multi, args.multi_nochange)):
             return self.finish(started)
@@ -821,6 +851,7 @@ COUNTS = {
     "multi": 5,
     "multi_nochange": 9,
     "assets": 5,
+    "crawl": 5,
 }
 # --only NAME runs these counts (the others are 0 unless given).
 ONLY = {
@@ -828,6 +859,7 @@ ONLY = {
     "push": ("push",),
     "multi": ("multi", "multi_nochange"),
     "assets": ("assets",),
+    "crawl": ("crawl",),
 }
 
 QUICK_COUNTS = {
@@ -841,6 +873,7 @@ QUICK_COUNTS = {
     "multi": 1,
     "multi_nochange": 1,
     "assets": 1,
+    "crawl": 1,
 }
 
 
@@ -863,6 +896,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     add("--assets", type=int, help="wrk runs per side of the assets scenario (default 5)")
     add("--assets-seconds", type=int, default=5, help="length of each wrk run (default 5)")
+    add("--crawl", type=int, help="crawls per side of a 1,000-page site (default 5)")
     add(
         "--big-sites",
         default="",
@@ -938,6 +972,19 @@ def write_assets_only(results: dict[str, Any], out: Path) -> list[str]:
     return [name for name, verdict in assets["verdicts"].items() if verdict == "MISSED"]
 
 
+def write_crawl_only(results: dict[str, Any], out: Path) -> None:
+    """Only the crawl section is new; the rest stays as the last run left it."""
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = out / "results.json"
+    stored = json.loads(json_path.read_text()) if json_path.exists() else {}
+    stored["crawl"] = results["crawl"]
+    json_path.write_text(json.dumps(stored, indent=2, default=str) + "\n")
+    section = crawl_markdown(results["crawl"])
+    (out / "results.md").write_text(merge_into(out / "results.md", section, CRAWL_HEADING))
+    print(section)
+    print(f"\n(written to {out / 'results.md'} ({CRAWL_HEADING[3:]}) and {json_path})")
+
+
 def write_multi_only(results: dict[str, Any], out: Path) -> None:
     """The multi-platform rows are new; every other result stays as the last run left it,
     and results.md is written again from the whole."""
@@ -974,6 +1021,8 @@ def write_all(results: dict[str, Any], out: Path) -> dict[str, Any]:
         text += "\n" + push_markdown(results["push_throughput"])
     if "assets" in results:
         text += "\n" + assets_markdown(results["assets"])
+    if "crawl" in results:
+        text += "\n" + crawl_markdown(results["crawl"])
     (out / "results.md").write_text(text)
     print(main_table(summary))
     print(f"\n(written to {out / 'results.md'} and {out / 'results.json'})")
@@ -1007,6 +1056,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         missed = write_assets_only(results, args.out)
         if missed:
             say("assets targets missed: " + ", ".join(missed))
+        return 0
+    if args.only == "crawl":
+        write_crawl_only(results, args.out)
         return 0
     if not args.keep_work:  # the logs are gone with the work folder
         for data in results["scenarios"].values():

@@ -23,6 +23,7 @@ from shipit.ci_kind import Ci
 from shipit.cli_common import (
     BaseImageOption,
     CommonOptions,
+    CrawlTimeoutOption,
     ImageOption,
     OutputOptions,
     PlatformOption,
@@ -224,6 +225,7 @@ def run(
     image: ImageOption = None,
     base_image: BaseImageOption = None,
     platform: ServePlatformOption = None,
+    crawl_timeout: CrawlTimeoutOption = None,
     screenshot: ScreenshotOption = None,
     window: WindowOption = "1280x800",
 ) -> None:
@@ -236,6 +238,7 @@ def run(
         **dataclasses.asdict(serve),
         image=image,
         base_image=base_image,
+        crawl_timeout=crawl_timeout,
         platforms=platform or None,
     )
     if platform:
@@ -264,6 +267,7 @@ def smoke(
         str | None, typer.Argument(help="URL to test; default: the running container.")
     ] = None,
     image: ImageOption = None,
+    crawl_timeout: CrawlTimeoutOption = None,
     screenshot: ScreenshotOption = None,
     window: WindowOption = "1280x800",
 ) -> None:
@@ -271,8 +275,8 @@ def smoke(
 
     Example: shipit smoke http://127.0.0.1:8080
     """
-    settings = setup(common, image=image)
-    from shipit.errors import EngineError, SmokeError
+    settings = setup(common, image=image, crawl_timeout=crawl_timeout)
+    from shipit.errors import EngineError
     from shipit.pipeline import smoke as smoke_stage
 
     try:
@@ -286,10 +290,7 @@ def smoke(
     )
     ui().result(report.to_json(), smoke_table(ui(), report))
     if not report.ok:
-        raise SmokeError(
-            "smoke test failed: " + ", ".join(check.name for check in report.failed),
-            "see the table above",
-        )
+        raise report.error("see the table above")
 
 
 @app.command()
@@ -378,6 +379,7 @@ def ship(
     ] = None,
     image: ImageOption = None,
     platform: PlatformOption = None,
+    crawl_timeout: CrawlTimeoutOption = None,
     resmoke: Annotated[
         bool,
         typer.Option(
@@ -401,6 +403,7 @@ def ship(
         port=port,
         image=image,
         platforms=platform or None,
+        crawl_timeout=crawl_timeout,
     )
     from shipit.ship import ship as ship_stage
 

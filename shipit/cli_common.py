@@ -108,6 +108,14 @@ NoCacheOption = Annotated[
     ),
 ]
 
+CrawlTimeoutOption = Annotated[
+    float | None,
+    typer.Option(
+        "--crawl-timeout",
+        help="Seconds the smoke test may crawl pages and assets (SHIPIT_CRAWL_TIMEOUT).",
+    ),
+]
+
 
 @dataclasses.dataclass(frozen=True)
 class OutputOptions:

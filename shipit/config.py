@@ -211,6 +211,14 @@ SPECS: tuple[SettingSpec, ...] = (
         validate=_validate_positive,
     ),
     SettingSpec(
+        "crawl_timeout",
+        float,
+        30.0,
+        "seconds the smoke test's crawl of every page and asset may take; what is left "
+        "unchecked then fails it",
+        validate=_validate_positive,
+    ),
+    SettingSpec(
         "ecr_repository",
         str,
         "",
@@ -376,6 +384,7 @@ class Settings:
     tags: tuple[str, ...]
     registries: tuple[RegistryEntry, ...] = ()
     max_site_size: int = 10 * 1000**3
+    crawl_timeout: float = 30.0
     builder: str = "auto"
     uploader: str = "auto"
     ecr_cache: str = "auto"

@@ -158,6 +158,24 @@ def no_emulator(architecture: str) -> RunError:
 class SmokeError(ShipitError):
     exit_code = ExitCode.SMOKE
 
+    def __init__(
+        self,
+        message: str,
+        hint: str | None = None,
+        *,
+        details: str = "",
+        problems: tuple[dict[str, object], ...] = (),
+    ) -> None:
+        super().__init__(message, hint, details=details)
+        # The crawl's broken references ({"page", "reference", "answer"}), for --json.
+        self.problems = problems
+
+    def to_json(self) -> dict[str, object]:
+        data = super().to_json()
+        if self.problems:
+            data["problems"] = list(self.problems)
+        return data
+
 
 class PushError(ShipitError):
     exit_code = ExitCode.PUSH

@@ -48,6 +48,7 @@ from shipit.labels import (
 )
 from shipit.lock import project_lock
 from shipit.loopback import is_loopback
+from shipit.pages import page_paths
 from shipit.progress import Progress, quiet
 from shipit.site_address import ensure_port_free, publish_host, reach_host, site_url
 from shipit.smoke import SmokeReport, run_smoke, wait_until_ready
@@ -79,10 +80,12 @@ class BuildResult:
     # A multi-platform build: every platform's image, in the order the index names them
     # (this result's own image is one of them). Empty for a build of one platform.
     platforms: tuple[PlatformBuild, ...] = ()
+    # The path of every page, for the smoke test's crawl (the report says how many it saw).
+    pages: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        del data["info"]
+        del data["info"], data["pages"]
         data["platforms"] = [platform.to_json() for platform in self.platforms]
         return data
 
@@ -309,6 +312,7 @@ def _build(
         base_image=base_image,
         built=not reusable,
         seconds=round(time.monotonic() - started, 3),
+        pages=page_paths(key.removeprefix("templates/") for key, _ in sources.items("templates/")),
     )
 
 
@@ -402,8 +406,7 @@ def _run(
             engine,
             container_id,
             url,
-            (image_id, build_id),
-            built.info.architecture,
+            built,
             screenshot_request if smoke else None,
             smoke,
             progress,
@@ -428,13 +431,12 @@ def _wait_and_smoke(
     engine: Engine,
     container_id: str,
     url: str,
-    build: tuple[str, str],
-    architecture: str,
+    built: BuildResult,
     screenshot_request: ScreenshotRequest | None,
     smoke: bool,
     progress: Progress,
 ) -> SmokeReport | None:
-    image_id, build_id = build
+    image_id, build_id, architecture = built.image_id, built.build_id, built.info.architecture
 
     def still_running() -> bool:
         info = engine.container(container_id)
@@ -460,13 +462,10 @@ def _wait_and_smoke(
     progress(f"ready at {url}")
     if not smoke:
         return None
-    report = run_smoke(url, build_id)
+    report = run_smoke(url, build_id, built.pages, settings.crawl_timeout)
     _attach_screenshot(report, screenshot_request, progress)
     if not report.ok:
-        raise SmokeError(
-            "smoke test failed: " + "; ".join(f"{c.name} ({c.detail})" for c in report.failed),
-            "the container was removed; fix the site and run again",
-        )
+        raise report.error("the container was removed; fix the site and run again")
     record_smoke_passed(settings, image_id, build_id, url, report.checks)
     return report
 
@@ -526,7 +525,8 @@ def smoke(
         raise PreconditionError(
             "no URL to smoke-test", "pass the URL, e.g. shipit smoke http://127.0.0.1:8080"
         )
-    report = run_smoke(url.rstrip("/"), expected_build_id)
+    # No render at hand: the crawl starts from / and follows links.
+    report = run_smoke(url.rstrip("/"), expected_build_id, crawl_timeout=settings.crawl_timeout)
     if report.ok and image_id:
         record_smoke_passed(settings, image_id, expected_build_id, url, report.checks)
     _attach_screenshot(report, screenshot_request, progress)

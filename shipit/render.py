@@ -36,9 +36,9 @@ from shipit.inputs import (
     stamp_of,
     torn,
 )
+from shipit.pages import PAGE_SUFFIX, is_page_template
 from shipit.tar_headers import FIXED_MTIME, file_header
 
-PAGE_SUFFIX = ".html.j2"
 DOCKERFILE_TEMPLATE = "Dockerfile.j2"
 NGINX_TEMPLATE = "nginx.conf.j2"
 SITE_DATA = "site.toml"
@@ -347,7 +347,7 @@ def _read_whole(relative: str, source: SourceFile) -> bytes:
 
 def page_templates(templates_dir: Path) -> list[str]:
     return sorted(
-        path.name for path in templates_dir.glob(f"*{PAGE_SUFFIX}") if not path.name.startswith("_")
+        path.name for path in templates_dir.glob(f"*{PAGE_SUFFIX}") if is_page_template(path.name)
     )
 
 

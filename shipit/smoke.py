@@ -13,9 +13,14 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from shipit.errors import SmokeError
 from shipit.json_fields import fields_of
+
+if TYPE_CHECKING:
+    # Imported by run_smoke: the stages that only import this module (build) need no crawl.
+    from shipit.crawl import CrawlReport, Seed
 
 SECURITY_HEADERS = (
     "X-Content-Type-Options",
@@ -26,6 +31,9 @@ SECURITY_HEADERS = (
 BUILD_META = re.compile(rb'<meta name="shipit-build" content="([^"]*)"')
 NOT_FOUND_MARKER = b'data-shipit-page="404"'
 REQUEST_TIMEOUT = 5.0
+DEFAULT_CRAWL_TIMEOUT = 30.0
+# Lines of broken references under the error; --json carries every one.
+MAX_PROBLEM_LINES = 50
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,7 @@ class SmokeReport:
     checks: list[Check] = field(default_factory=list)
     # {"path", "width", "height"} when a screenshot was taken, {"path", "error"} when not.
     screenshot: dict[str, Any] | None = None
+    crawl: CrawlReport | None = None
 
     @property
     def ok(self) -> bool:
@@ -64,7 +73,23 @@ class SmokeReport:
             **fields_of(self, "url", "ok", "expected_build_id", "served_build_id"),
             "checks": [asdict(check) for check in self.checks],
             "screenshot": self.screenshot,
+            "crawl": self.crawl.to_json() if self.crawl else None,
         }
+
+    def error(self, hint: str) -> SmokeError:
+        """The failure of this smoke test: one line per broken reference under it."""
+        problems = self.crawl.problems if self.crawl else []
+        lines = [problem.line() for problem in problems[:MAX_PROBLEM_LINES]]
+        if len(problems) > MAX_PROBLEM_LINES:
+            lines.append(
+                f"... and {len(problems) - MAX_PROBLEM_LINES} more (--json lists every one)"
+            )
+        return SmokeError(
+            "smoke test failed: " + "; ".join(f"{c.name} ({c.detail})" for c in self.failed),
+            hint,
+            details="\n".join(lines),
+            problems=tuple(problem.to_json() for problem in problems),
+        )
 
 
 def fetch(base_url: str, path: str, timeout: float = REQUEST_TIMEOUT) -> Response:
@@ -120,8 +145,19 @@ def _check_get(report: SmokeReport, base_url: str, path: str, name: str) -> Resp
         return None
 
 
-def run_smoke(base_url: str, expected_build_id: str = "") -> SmokeReport:
+def run_smoke(
+    base_url: str,
+    expected_build_id: str = "",
+    pages: tuple[str, ...] = ("/",),
+    crawl_timeout: float = DEFAULT_CRAWL_TIMEOUT,
+) -> SmokeReport:
+    """The checks of / , /healthz and an unknown path, then the crawl of every page in
+    `pages` and of all they reference (the home page and the 404 page are not fetched again
+    for it)."""
+    from shipit.crawl import Seed, crawl
+
     report = SmokeReport(url=base_url, expected_build_id=expected_build_id)
+    seeds: list[Seed] = []
     home = _check_get(report, base_url, "/", "home page")
     if home is not None:
         content_type = home.headers.get("content-type", "")
@@ -135,6 +171,7 @@ def run_smoke(base_url: str, expected_build_id: str = "") -> SmokeReport:
                 f"content-type {content_type or 'missing'}",
             )
         )
+        seeds.append(Seed("/", home.status, content_type, home.body))
         match = BUILD_META.search(home.body)
         report.served_build_id = match.group(1).decode() if match else ""
         if expected_build_id:
@@ -177,4 +214,13 @@ def run_smoke(base_url: str, expected_build_id: str = "") -> SmokeReport:
                 + ("" if NOT_FOUND_MARKER in missing.body else " without the site's 404 page"),
             )
         )
+        content_type = missing.headers.get("content-type", "")
+        if content_type.startswith("text/html"):
+            seeds.append(
+                Seed(missing_path, 404, content_type, missing.body, checked=False, label="404 page")
+            )
+    if home is not None:
+        # Nothing answered /: every page would fail the same way, said once already.
+        report.crawl = crawl(base_url, pages, crawl_timeout, seeds)
+        report.checks.append(Check("crawl", report.crawl.ok, report.crawl.summary()))
     return report

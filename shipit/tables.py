@@ -25,6 +25,12 @@ def smoke_table(ui: Ui, report: SmokeReport) -> str:
             else f"not taken: {shot['error']}"
         )
         rows.append(("ok" if "error" not in shot else "warn", "screenshot", detail))
+    if report.crawl is not None:
+        if report.crawl.external_origins:
+            origins = ", ".join(report.crawl.external_origins)
+            rows.append(("-", "other origins", f"not fetched: {origins}"))
+        if report.crawl.partly_parsed:
+            rows.append(("warn", "crawl", report.crawl.partly_parsed_note()))
     return ui.table(f"smoke test of {report.url}", ("result", "check", "detail"), rows)
 
 
