@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import http.server
+import re
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import ClassVar
 
 import pytest
 
-from shipit.crawl import MAX_PARSED_BYTES, crawl
+from shipit.crawl import MAX_PARSED_BYTES, crawl, expected_type, media_type
 
 HOME = b"""<!doctype html><html><head><link rel="stylesheet" href="/static/style.css">
 <link rel="icon" href="/static/logo.svg"></head><body>
@@ -171,3 +173,25 @@ def test_a_redirect_elsewhere_is_another_origin_and_a_huge_page_is_read_in_part(
     # What stood past the first 8 MiB (/x) was not seen; what stood before it was fetched.
     assert "/x" not in requests and requests["/static/bg.png"] == 1
     assert report.redirects == 4  # /docs, /away and the loop's two
+
+
+def test_nginx_serves_each_extension_as_the_type_the_crawl_expects() -> None:
+    """A linked PDF, font or video must pass the crawl: nginx.conf's types table and the
+    crawl's expectations name the same type for every extension nginx knows, and nginx
+    knows the common web ones."""
+    template = (Path(__file__).parent.parent / "templates" / "nginx.conf.j2").read_text()
+    block = re.search(r"\btypes \{(.*?)\}", template, re.DOTALL)
+    assert block is not None, "nginx.conf.j2 has no types block"
+    served: dict[str, str] = {}
+    for line in block.group(1).splitlines():
+        words = line.strip().rstrip(";").split()
+        if words and not words[0].startswith("#"):
+            served.update((extension, words[0]) for extension in words[1:])
+    disagreeing = {
+        extension: (name, expected_type(f"/file.{extension}"))
+        for extension, name in served.items()
+        if media_type(name) != expected_type(f"/file.{extension}")
+    }
+    assert not disagreeing, disagreeing
+    common = "html css js json svg png jpg gif webp avif ico woff woff2 ttf pdf mp4 webm mp3 xml"
+    assert not set(common.split()) - set(served), set(common.split()) - set(served)
