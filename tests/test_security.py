@@ -71,7 +71,9 @@ def test_payload_in_site_data_is_served_escaped(
     assert replaced == 1, "the example site changed; update this test"
     project.site_toml.write_text(data)
     port = free_port()
-    started = project.shipit("run", "--port", str(port), "--json")
+    # The payload in the link's URL makes it a link to nothing, which the smoke test's crawl
+    # rightly refuses; what is judged here is how the page serves it.
+    started = project.shipit("run", "--port", str(port), "--no-smoke", "--json")
     assert started.code == 0, started.output
     try:
         home = fetch(f"http://127.0.0.1:{port}", "/")
