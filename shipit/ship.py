@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from shipit.push import PushReport
     from shipit.push.image import PlatformImage
     from shipit.registries.catalog import RegistrySpec
+    from shipit.signing.image_signing import ImageSigning
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ def push(
     # A dry run changes nothing, so it need not wait for a ship to finish.
     locked = contextlib.nullcontext() if dry_run else project_lock(settings, "push", progress)
     with locked:
+        signing = _signing(settings, engine, progress)
         refuse_several_platforms_unless_uploading(settings, engine)
         image = image_to_push(settings, engine, skip_smoke=skip_smoke)
         image = with_platforms(image, settings, engine, skip_smoke=skip_smoke)
@@ -86,7 +88,13 @@ def push(
             registry_rules=engine.registry_rules,
         ) as access:
             return publish(
-                settings, engine, image, access, progress=progress, layer_progress=layer_progress
+                settings,
+                engine,
+                image,
+                access,
+                progress=progress,
+                layer_progress=layer_progress,
+                signing=signing,
             )
 
 
@@ -109,8 +117,9 @@ def ship(
     (RegistryAccess), from the start, and the image's new layers are compressed meanwhile
     (prepared_blobs), from the build. One ship at a time per project (project_lock)."""
     with project_lock(settings, "ship", progress):
+        signing = _signing(settings, engine, progress)
         refuse_several_platforms_unless_uploading(settings, engine)
-        return _ship(settings, engine, to, allow_root, resmoke, progress, layer_progress)
+        return _ship(settings, engine, to, allow_root, resmoke, progress, layer_progress, signing)
 
 
 def _ship(
@@ -121,6 +130,7 @@ def _ship(
     resmoke: bool,
     progress: Progress,
     layer_progress: LayerProgress | None,
+    signing: ImageSigning | None,
 ) -> ShipResult:
     from shipit.push import PushImage, RegistryAccess, prepared_blobs, publish
 
@@ -164,6 +174,7 @@ def _ship(
                 progress=progress,
                 layer_progress=layer_progress,
                 blobs=blobs,
+                signing=signing,
             )
         except BaseException:
             # Before the removal started, the build failed (perhaps the engine with it) or the
@@ -183,6 +194,16 @@ def _ship(
     return ShipResult(
         build=built, run=ran, push=pushed, smoke_reused=earlier_pass, runs=tuple(runs)
     )
+
+
+def _signing(settings: Settings, engine: Engine, progress: Progress) -> ImageSigning | None:
+    """The push's signing, its key loaded before anything is built or pushed: a key that
+    cannot be used fails the command with every tag as it was."""
+    if not settings.signing_key:
+        return None
+    from shipit.signing.image_signing import image_signing
+
+    return image_signing(settings, engine, progress)
 
 
 def _stop_quietly(settings: Settings, engine: Engine, progress: Progress) -> None:

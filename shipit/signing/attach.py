@@ -1,0 +1,172 @@
+"""Signs one pushed digest in one registry and attaches its attestations, as cosign does
+(layout.py), before any tag names the image: the push calls this between the manifest's
+upload by digest and the first tag.
+
+Nothing is signed or uploaded twice: a signature tag that already holds this key's signature
+of a payload naming this digest and the same predicate types means the attestations were
+attached before it (they always go first), so one manifest GET is all a no-change push
+costs. Otherwise each attestation whose predicate type this key already attested for the
+digest is kept, the missing ones are added to the attestation manifest, and the signature
+is added to the signature manifest; signatures and attestations of other keys stay.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from shipit.attest.statement import Attestation
+from shipit.errors import SigningError
+from shipit.progress import Progress, quiet
+from shipit.registries.errors import RegistryResponseError
+from shipit.registries.manifest import Descriptor, Manifest
+from shipit.registries.registry import Target
+from shipit.signing.checks import signature_verifies, statement_names, verified_statement
+from shipit.signing.ecdsa import b64
+from shipit.signing.keys import Signer
+from shipit.signing.layout import (
+    DSSE_ENVELOPE,
+    IN_TOTO,
+    PREDICATE_TYPE_ANNOTATION,
+    SIGNATURE_ANNOTATION,
+    SIMPLE_SIGNING,
+    Layer,
+    attestation_tag,
+    config_blob,
+    envelope,
+    layers_manifest,
+    pae,
+    signature_tag,
+    simple_signing_payload,
+)
+
+# A stored envelope larger than this is not read (an SBOM of a large site is some MB).
+_ENVELOPE_LIMIT = 64 * 1024 * 1024
+# How registries refuse a manifest they will not store (a read-only repository, a policy).
+_REFUSALS = frozenset({400, 403, 404, 405, 409})
+
+
+@dataclass(frozen=True)
+class Attached:
+    """What one registry now holds for one digest, and what this push added."""
+
+    digest: str
+    signed: bool  # a signature was uploaded (False: this key's was there)
+    attested: tuple[str, ...]  # predicate types uploaded now
+
+    def to_json(self) -> dict[str, object]:
+        return {"digest": self.digest, "signed": self.signed, "attested": list(self.attested)}
+
+
+def _served(target: Target, tag: str) -> Manifest | None:
+    try:
+        return target.client.get_manifest(target.repository, tag)
+    except RegistryResponseError as error:
+        if error.status == 404:
+            return None
+        raise
+
+
+def _existing_layers(manifest: Manifest | None) -> list[Descriptor]:
+    if manifest is None:
+        return []
+    try:
+        return list(manifest.layers())
+    except Exception:  # noqa: BLE001 - an unreadable signature manifest is replaced
+        return []
+
+
+def _attested_here(
+    target: Target, layers: list[Descriptor], digest: str, signer: Signer
+) -> set[str]:
+    """The predicate types this key attested for `digest` in the stored manifest."""
+    found = set()
+    for layer in layers:
+        kind = (layer.annotations or {}).get(PREDICATE_TYPE_ANNOTATION, "")
+        if layer.media_type != DSSE_ENVELOPE or not kind or kind in found:
+            continue
+        blob = target.client.read_blob(
+            target.repository, layer.digest, _ENVELOPE_LIMIT, size=layer.size
+        )
+        statement = verified_statement(blob, signer.public_key)
+        if statement is not None and statement_names(statement, digest):
+            found.add(kind)
+    return found
+
+
+def _upload(target: Target, blob: bytes) -> None:
+    from shipit.digests import sha256_digest
+
+    digest = sha256_digest(blob)
+    if target.client.blob_size(target.repository, digest) != len(blob):
+        target.client.upload_blob(target.repository, digest, io.BytesIO(blob), len(blob))
+
+
+def _put(target: Target, tag: str, kept: list[Descriptor], added: list[Layer]) -> None:
+    """Stores the manifest of `kept` layers (already in the registry) and `added` ones."""
+    for layer in added:
+        _upload(target, layer.blob)
+    descriptors = [each.to_json() for each in kept] + [layer.descriptor() for layer in added]
+    config = config_blob(str(each["digest"]) for each in descriptors)
+    _upload(target, config)
+    manifest = layers_manifest(config, descriptors)
+    try:
+        target.client.put_manifest(target.repository, tag, manifest)
+    except RegistryResponseError as error:
+        if error.status not in _REFUSALS:
+            raise
+        raise SigningError(
+            f"{target.name} refused {target.reference}:{tag}: "
+            f"{error.registry_message or error.message}",
+            "let the push write tags of the form sha256-<hex>.sig and .att (a mutable "
+            "repository, or one whose policy allows them); no tag was moved",
+        ) from error
+
+
+def attach(
+    target: Target,
+    digest: str,
+    signer: Signer,
+    attestations: Sequence[Attestation],
+    progress: Progress = quiet,
+) -> Attached:
+    """Signs `digest` in `target`'s repository and attaches `attestations` (each a statement
+    about `digest`), unless this key did so already."""
+    types = sorted({each.predicate_type for each in attestations})
+    payload = simple_signing_payload(target.reference, digest, types)
+    signatures = _served(target, signature_tag(digest))
+    signature_layers = _existing_layers(signatures)
+    if any(signature_verifies(layer, payload, signer.public_key) for layer in signature_layers):
+        progress(f"{target.name}: {digest[:19]} is signed by this key already")
+        return Attached(digest, signed=False, attested=())
+    added: list[Layer] = []
+    if attestations:
+        stored = _existing_layers(_served(target, attestation_tag(digest)))
+        present = _attested_here(target, stored, digest, signer)
+        for attestation in attestations:
+            if attestation.predicate_type in present:
+                continue
+            present.add(attestation.predicate_type)
+            signed = signer.sign(pae(IN_TOTO, attestation.statement))
+            added.append(
+                Layer(
+                    DSSE_ENVELOPE,
+                    envelope(attestation.statement, b64(signed)),
+                    {
+                        SIGNATURE_ANNOTATION: "",
+                        PREDICATE_TYPE_ANNOTATION: attestation.predicate_type,
+                    },
+                )
+            )
+        if added:
+            _put(target, attestation_tag(digest), stored, added)
+    signature = Layer(SIMPLE_SIGNING, payload, {SIGNATURE_ANNOTATION: b64(signer.sign(payload))})
+    kept = [layer for layer in signature_layers if layer.digest != signature.digest]
+    _put(target, signature_tag(digest), kept, [signature])
+    attested = tuple(layer.annotations[PREDICATE_TYPE_ANNOTATION] for layer in added)
+    progress(
+        f"{target.name}: signed {digest[:19]}"
+        + (f" and attached {', '.join(attested)}" if attested else "")
+    )
+    return Attached(digest, signed=True, attested=attested)
