@@ -37,6 +37,7 @@ def cosign() -> Path:
 
 
 def pem_key_pair(folder: Path, passphrase: str | None = None) -> tuple[Path, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())
     encryption: serialization.KeySerializationEncryption = (
         serialization.BestAvailableEncryption(passphrase.encode())
@@ -182,6 +183,25 @@ def test_a_pem_key_signs_both_registries_and_cosign_verifies(
     assert predicate["image_id"] == report["build"]["image_id"]
     assert predicate["checks"] and all(check["ok"] for check in predicate["checks"])
 
+    # shipit verify says the same, and that this digest passed its smoke test.
+    verify_env = {**project.env(), "DOCKER_CONFIG": str(config)}
+    for reference in references:
+        verified = project.shipit(
+            "verify", reference, "--key", str(public), "--type", "smoke", "--json", env=verify_env
+        )
+        assert verified.code == 0, verified.output
+        document = json.loads(verified.stdout)
+        assert document["ok"] is True and document["smoke_tested"] is True
+        assert document["digests"][0]["attested"] == [SMOKE_TEST]
+    _, other = pem_key_pair(tmp_path / "other")
+    refused = project.shipit("verify", references[0], "--key", str(other), "--json", env=verify_env)
+    assert refused.code == ExitCode.UNVERIFIED, refused.output
+    assert "no signature by this key" in json.loads(refused.stdout)["error"]["message"]
+    missing_type = project.shipit(
+        "verify", references[0], "--key", str(public), "--type", "spdxjson", env=verify_env
+    )
+    assert missing_type.code == ExitCode.UNVERIFIED, missing_type.output
+
     # A no-change ship signs and uploads nothing again.
     before = tags_of(project)
     again = project.shipit("ship", "--json", env=env)
@@ -234,9 +254,31 @@ def test_a_kms_key_in_moto_signs_and_cosign_verifies(
     )
     assert result.code == 0, result.output
     config = docker_config(project, tmp_path)
-    assert_cosign_accepts(
-        cosign, config, str(public), pinned_references(json.loads(result.stdout)), [SMOKE_TEST]
+    references = pinned_references(json.loads(result.stdout))
+    assert_cosign_accepts(cosign, config, str(public), references, [SMOKE_TEST])
+    verified = project.shipit(
+        "verify",
+        references[1],
+        "--key",
+        f"awskms:///{alias}",
+        "--type",
+        "smoke",
+        env={**project.env(), "DOCKER_CONFIG": str(config)},
     )
+    assert verified.code == 0, verified.output
+
+    # A key that does not sign, and one that does not exist: one line each, nothing pushed.
+    encrypting = kms.create_key(KeySpec="SYMMETRIC_DEFAULT", KeyUsage="ENCRYPT_DECRYPT")
+    for key, needs in (
+        (encrypting["KeyMetadata"]["KeyId"], "not SIGN_VERIFY"),
+        ("alias/shipit-no-such-key", "alias/shipit-no-such-key"),
+    ):
+        refused = project.shipit(
+            "push", "--json", env=project.env(SHIPIT_SIGNING_KEY=f"awskms:///{key}")
+        )
+        assert refused.code == ExitCode.SIGNING, refused.output
+        assert needs in json.loads(refused.stdout)["error"]["message"]
+        assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
 
 
 def test_a_wrong_passphrase_moves_no_tag(
@@ -269,6 +311,8 @@ def test_a_wrong_passphrase_moves_no_tag(
         ("missing", "cannot read"),
         ("p384", "curve secp384r1"),
         ("cosign-no-password", "COSIGN_PASSWORD is not set"),
+        ("cosign-wrong-password", "the password in COSIGN_PASSWORD is wrong"),
+        ("pem-no-passphrase", "SHIPIT_SIGNING_PASSWORD is not set"),
     ],
 )
 def test_bad_signing_keys_fail_in_one_line_before_anything_is_built(
@@ -300,8 +344,13 @@ def test_bad_signing_keys_fail_in_one_line_before_anything_is_built(
                 serialization.NoEncryption(),
             )
         )
-    elif make == "cosign-no-password":
+    elif make.startswith("cosign-"):
         private, _ = cosign_key_pair(cosign, tmp_path)
+        env["SHIPIT_SIGNING_KEY"] = str(private)
+        if make == "cosign-wrong-password":
+            env["COSIGN_PASSWORD"] = "not-" + PASSWORD
+    elif make == "pem-no-passphrase":
+        private, _ = pem_key_pair(tmp_path, passphrase=PASSWORD)
         env["SHIPIT_SIGNING_KEY"] = str(private)
     result = project.shipit("push", "--json", "--skip-smoke", env=env)
     assert result.code == ExitCode.SIGNING, result.output
@@ -309,3 +358,40 @@ def test_bad_signing_keys_fail_in_one_line_before_anything_is_built(
     assert needs in document["error"]["message"]
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "PRIVATE KEY" not in result.output
+    assert PASSWORD not in result.output
+
+
+def test_a_two_platform_ship_signs_the_index_and_each_platform(
+    engine: Engine,
+    publish_project: PublishProject,
+    multi_platform_base: Any,
+    cosign: Path,
+    tmp_path: Path,
+) -> None:
+    project = publish_project
+    private, public = pem_key_pair(tmp_path)
+    env = project.env(
+        SHIPIT_SIGNING_KEY=str(private),
+        SHIPIT_BASE_IMAGE=multi_platform_base.reference,
+        SHIPIT_PLATFORMS="linux/amd64,linux/arm64",
+    )
+    result = project.shipit("ship", "--json", env=env, timeout=600)
+    assert result.code == 0, result.output
+    report = json.loads(result.stdout)
+    config = docker_config(project, tmp_path)
+    for entry in report["push"]["registries"]:
+        signed = [each["digest"] for each in entry["signatures"]]
+        assert len(signed) == 3 and signed[-1] == entry["digest"]
+        references = [f"{entry['reference']}@{digest}" for digest in signed]
+        assert_cosign_accepts(cosign, config, str(public), references, [SMOKE_TEST])
+    verified = project.shipit(
+        "verify",
+        pinned_references(report)[0],
+        "--key",
+        str(public),
+        "--json",
+        env={**project.env(), "DOCKER_CONFIG": str(config)},
+    )
+    assert verified.code == 0, verified.output
+    platforms = [each["platform"] for each in json.loads(verified.stdout)["digests"]]
+    assert platforms[0] is None and len(platforms) == 3

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 AttestationBuilder = Callable[[Subject, str], Sequence[Attestation]]
 
 
-def _aws_session(region: str) -> AwsSession:
+def aws_session(region: str) -> AwsSession:
     from shipit.aws import AwsSession
 
     return AwsSession(region)
@@ -45,7 +45,7 @@ def load_settings_signer(settings: Settings, environ: Mapping[str, str] | None =
     return load_signer(
         settings.signing_key,
         os.environ if environ is None else environ,
-        _aws_session,
+        aws_session,
         project_dir=settings.project_dir,
         region=settings.aws_region,
     )
