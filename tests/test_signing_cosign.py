@@ -395,3 +395,21 @@ def test_a_two_platform_ship_signs_the_index_and_each_platform(
     assert verified.code == 0, verified.output
     platforms = [each["platform"] for each in json.loads(verified.stdout)["digests"]]
     assert platforms[0] is None and len(platforms) == 3
+
+
+def test_doctor_checks_the_signing_key_first_and_shows_no_secret(
+    publish_project: PublishProject, tmp_path: Path
+) -> None:
+    project = publish_project
+    private, _ = pem_key_pair(tmp_path, passphrase=PASSWORD)
+    env = project.env(SHIPIT_SIGNING_KEY=str(private), SHIPIT_SIGNING_PASSWORD=PASSWORD)
+    good = project.shipit("doctor", "--json", env=env)
+    first = json.loads(good.stdout)["checks"][0]
+    assert first["name"] == "signing key" and first["outcome"] == "ok", good.output
+    assert "signs (key sha256:" in first["detail"]
+    env["SHIPIT_SIGNING_PASSWORD"] = "not-" + PASSWORD
+    bad = project.shipit("doctor", "--json", env=env)
+    assert bad.code == ExitCode.DOCTOR, bad.output
+    first = json.loads(bad.stdout)["checks"][0]
+    assert first["outcome"] == "fail" and "passphrase" in first["detail"]
+    assert PASSWORD not in bad.output and "PRIVATE KEY" not in bad.output
