@@ -316,7 +316,12 @@ def test_a_wrong_passphrase_moves_no_tag(
     ],
 )
 def test_bad_signing_keys_fail_in_one_line_before_anything_is_built(
-    publish_project: PublishProject, cosign: Path, tmp_path: Path, make: str, needs: str
+    engine: Engine,
+    publish_project: PublishProject,
+    cosign: Path,
+    tmp_path: Path,
+    make: str,
+    needs: str,
 ) -> None:
     project = publish_project
     key = tmp_path / "key.pem"
@@ -398,7 +403,7 @@ def test_a_two_platform_ship_signs_the_index_and_each_platform(
 
 
 def test_doctor_checks_the_signing_key_first_and_shows_no_secret(
-    publish_project: PublishProject, tmp_path: Path
+    engine: Engine, publish_project: PublishProject, tmp_path: Path
 ) -> None:
     project = publish_project
     private, _ = pem_key_pair(tmp_path, passphrase=PASSWORD)
@@ -413,3 +418,29 @@ def test_doctor_checks_the_signing_key_first_and_shows_no_secret(
     first = json.loads(bad.stdout)["checks"][0]
     assert first["outcome"] == "fail" and "passphrase" in first["detail"]
     assert PASSWORD not in bad.output and "PRIVATE KEY" not in bad.output
+
+
+def test_a_registry_that_refuses_the_signature_tag_gets_no_tag(
+    engine: Engine, publish_project: PublishProject, tmp_path: Path
+) -> None:
+    from harness.faultproxy import FaultProxy
+
+    project = publish_project
+    assert project.hub
+    private, _ = pem_key_pair(tmp_path)
+    with FaultProxy("127.0.0.1", project.hub.port) as proxy:
+        proxy.set_mode("403", match=r"^PUT /v2/.*/manifests/sha256-[0-9a-f]{64}\.sig$")
+        env = project.env(
+            SHIPIT_SIGNING_KEY=str(private),
+            SHIPIT_DOCKERHUB_REGISTRY=proxy.host,
+            SHIPIT_TAGS="{sha},latest",
+        )
+        result = project.shipit("ship", "--json", env=env)
+    assert result.code == ExitCode.SIGNING, result.output
+    error = json.loads(result.stdout)["error"]
+    assert ".sig" in error["message"] and "refused" in error["message"]
+    hub_tags = tags_of(project)[project.hub.host]
+    # The image is there by digest, its attestation beside it, and no tag names it.
+    assert not [tag for tag in hub_tags if not tag.startswith("sha256-")], hub_tags
+    assert not [tag for tag in hub_tags if tag.endswith(".sig")], hub_tags
+    assert "latest" not in tags_of(project)[project.ecr.host if project.ecr else ""]

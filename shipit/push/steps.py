@@ -159,7 +159,10 @@ def push_first_tag_once(
         outcome = _already_there(target, image, served, progress)
         if outcome is not None:
             if signing is not None:
-                signing.sign(target, served.digest, image.id)
+                # An image of the same build that an earlier run pushed is signed as it is,
+                # without this image's smoke test: that pass is of another image.
+                ran = image.id if image.is_served_by(served) else ""
+                signing.sign(target, served.digest, ran)
             return outcome, served
     progress(f"{target.name}: pushing {reference}")
     image_blobs = None if blobs is None else blobs()

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from shipit.attest.statement import Attestation
 from shipit.errors import SigningError
 from shipit.progress import Progress, quiet
-from shipit.registries.errors import RegistryResponseError
+from shipit.registries.errors import RegistryAuthError, RegistryResponseError
 from shipit.registries.manifest import Descriptor, Manifest
 from shipit.registries.registry import Target
 from shipit.signing.checks import signature_verifies, statement_names, verified_statement
@@ -96,11 +96,11 @@ def _attested_here(
 
 
 def _upload(target: Target, blob: bytes) -> None:
+    """Uploads a small blob without asking first: an envelope carries a fresh signature, so a
+    HEAD would miss, and a registry keeps one copy of a blob uploaded twice."""
     from shipit.digests import sha256_digest
 
-    digest = sha256_digest(blob)
-    if target.client.blob_size(target.repository, digest) != len(blob):
-        target.client.upload_blob(target.repository, digest, io.BytesIO(blob), len(blob))
+    target.client.upload_blob(target.repository, sha256_digest(blob), io.BytesIO(blob), len(blob))
 
 
 def _put(target: Target, tag: str, kept: list[Descriptor], added: list[Layer]) -> None:
@@ -113,7 +113,9 @@ def _put(target: Target, tag: str, kept: list[Descriptor], added: list[Layer]) -
     manifest = layers_manifest(config, descriptors)
     try:
         target.client.put_manifest(target.repository, tag, manifest)
-    except RegistryResponseError as error:
+    except (RegistryResponseError, RegistryAuthError) as error:
+        # The image's own manifest went in with the same credentials just before: a 403 here
+        # is the registry refusing this tag (a policy, a tag rule), not a wrong login.
         if error.status not in _REFUSALS:
             raise
         raise SigningError(

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from shipit.errors import SigningError
+from shipit.redact import register_secret
 from shipit.signing.cosign_key import COSIGN_PEM_TYPES, decrypt_cosign_key
 from shipit.signing.ecdsa import KEY_HINT, KMS_SCHEME, p256_only
 
@@ -84,6 +85,7 @@ def _pem_type(data: bytes) -> str:
 
 def _pem_private_key(data: bytes, where: str, environ: Mapping[str, str]) -> LocalSigner:
     passphrase = environ.get(PEM_PASSWORD_VARIABLE)
+    register_secret(passphrase)
     encrypted = _pem_type(data) == "ENCRYPTED PRIVATE KEY" or b"Proc-Type: 4,ENCRYPTED" in data
     if encrypted and not passphrase:
         raise SigningError(
@@ -112,6 +114,7 @@ def _cosign_private_key(data: bytes, where: str, environ: Mapping[str, str]) -> 
             f"{where} is a cosign key and {COSIGN_PASSWORD_VARIABLE} is not set",
             f"set {COSIGN_PASSWORD_VARIABLE} to its password (empty if it has none)",
         )
+    register_secret(environ[COSIGN_PASSWORD_VARIABLE])
     der = decrypt_cosign_key(data, environ[COSIGN_PASSWORD_VARIABLE].encode(), where)
     try:
         key = serialization.load_der_private_key(der, None)
