@@ -171,10 +171,10 @@ def _ship(
                 engine,
                 image,
                 access,
+                signing=signing,
+                blobs=blobs,
                 progress=progress,
                 layer_progress=layer_progress,
-                blobs=blobs,
-                signing=signing,
             )
         except BaseException:
             # Before the removal started, the build failed (perhaps the engine with it) or the

@@ -59,15 +59,6 @@ class Attached:
         return {"digest": self.digest, "signed": self.signed, "attested": list(self.attested)}
 
 
-def _served(target: Target, tag: str) -> Manifest | None:
-    try:
-        return target.client.get_manifest(target.repository, tag)
-    except RegistryResponseError as error:
-        if error.status == 404:
-            return None
-        raise
-
-
 def _existing_layers(manifest: Manifest | None) -> list[Descriptor]:
     if manifest is None:
         return []
@@ -137,14 +128,16 @@ def attach(
     about `digest`), unless this key did so already."""
     types = sorted({each.predicate_type for each in attestations})
     payload = simple_signing_payload(target.reference, digest, types)
-    signatures = _served(target, signature_tag(digest))
+    signatures = target.client.find_manifest(target.repository, signature_tag(digest))
     signature_layers = _existing_layers(signatures)
     if any(signature_verifies(layer, payload, signer.public_key) for layer in signature_layers):
         progress(f"{target.name}: {digest[:19]} is signed by this key already")
         return Attached(digest, signed=False, attested=())
     added: list[Layer] = []
     if attestations:
-        stored = _existing_layers(_served(target, attestation_tag(digest)))
+        stored = _existing_layers(
+            target.client.find_manifest(target.repository, attestation_tag(digest))
+        )
         present = _attested_here(target, stored, digest, signer)
         for attestation in attestations:
             if attestation.predicate_type in present:

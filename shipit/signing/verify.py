@@ -20,8 +20,6 @@ from shipit.errors import UnverifiedError
 from shipit.reference import parse_reference
 from shipit.registries.credentials import stored_credentials
 from shipit.registries.distribution import RegistryClient
-from shipit.registries.errors import RegistryResponseError
-from shipit.registries.manifest import Manifest
 from shipit.signing.checks import (
     predicate_of,
     signature_verifies,
@@ -123,15 +121,6 @@ class VerifyReport:
         )
 
 
-def _served(client: RegistryClient, repository: str, tag: str) -> Manifest | None:
-    try:
-        return client.get_manifest(repository, tag)
-    except RegistryResponseError as error:
-        if error.status == 404:
-            return None
-        raise
-
-
 def _check_digest(
     client: RegistryClient,
     repository: str,
@@ -140,7 +129,7 @@ def _check_digest(
     platform: str = "",
 ) -> DigestCheck:
     check = DigestCheck(digest, platform)
-    signatures = _served(client, repository, signature_tag(digest))
+    signatures = client.find_manifest(repository, signature_tag(digest))
     for layer in signatures.layers() if signatures is not None else ():
         if layer.size > _BLOB_LIMIT:
             continue
@@ -148,7 +137,7 @@ def _check_digest(
         if signed_digest(payload) == digest and signature_verifies(layer, payload, public_key):
             check.signed = True
             break
-    attestations = _served(client, repository, attestation_tag(digest))
+    attestations = client.find_manifest(repository, attestation_tag(digest))
     for layer in attestations.layers() if attestations is not None else ():
         annotated = (layer.annotations or {}).get(PREDICATE_TYPE_ANNOTATION, "")
         if layer.media_type != DSSE_ENVELOPE or not annotated or layer.size > _BLOB_LIMIT:
