@@ -444,3 +444,20 @@ def test_a_registry_that_refuses_the_signature_tag_gets_no_tag(
     assert not [tag for tag in hub_tags if not tag.startswith("sha256-")], hub_tags
     assert not [tag for tag in hub_tags if tag.endswith(".sig")], hub_tags
     assert "latest" not in tags_of(project)[project.ecr.host if project.ecr else ""]
+
+
+def test_an_engine_push_is_signed_before_any_other_tag_moves(
+    engine: Engine, publish_project: PublishProject, cosign: Path, tmp_path: Path
+) -> None:
+    """uploader = "engine": the engine names the first tag itself; the signature follows it
+    before `latest` or any other tag moves."""
+    project = publish_project
+    private, public = pem_key_pair(tmp_path)
+    env = project.env(SHIPIT_SIGNING_KEY=str(private), SHIPIT_UPLOADER="engine")
+    result = project.shipit("ship", "--json", env=env)
+    assert result.code == 0, result.output
+    report = json.loads(result.stdout)
+    for entry in report["push"]["registries"]:
+        assert entry["signatures"][0]["signed"] is True
+    config = docker_config(project, tmp_path)
+    assert_cosign_accepts(cosign, config, str(public), pinned_references(report), [SMOKE_TEST])
