@@ -12,10 +12,13 @@ from shipit.cli_common import CommonOptions, setup, ui, with_options
 
 def _predicate_type(name: str) -> str:
     """cosign's names for --type (spdxjson, slsaprovenance1), shipit's `smoke`, or a URI."""
-    from shipit.attest.statement import SLSA_PROVENANCE_V1, SPDX_DOCUMENT
-    from shipit.signing.smoke_predicate import SMOKE_TEST
+    from shipit.attest.statement import SLSA_PROVENANCE_V1, SMOKE_TEST_V1, SPDX_DOCUMENT
 
-    names = {"spdxjson": SPDX_DOCUMENT, "slsaprovenance1": SLSA_PROVENANCE_V1, "smoke": SMOKE_TEST}
+    names = {
+        "spdxjson": SPDX_DOCUMENT,
+        "slsaprovenance1": SLSA_PROVENANCE_V1,
+        "smoke": SMOKE_TEST_V1,
+    }
     return names.get(name, name)
 
 
@@ -59,7 +62,10 @@ def verify(
             check.digest[:19] + (f" {check.platform}" if check.platform else ""),
             "yes" if check.signed else "NO",
             ", ".join(check.attested) or "-",
-            "-" if check.smoke is None else ("passed " + str(check.smoke.get("at", ""))),
+            "-"
+            if check.smoke is None
+            else f"{'passed' if check.smoke.get('passed') else 'FAILED'} "
+            f"{check.smoke.get('testedAt', '')}",
         ]
         for check in report.checks
     ]

@@ -4,6 +4,8 @@ smoke, push and stop, in that order), over pipeline.py's stages."""
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import functools
 import threading
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -14,9 +16,11 @@ from shipit.labels import LABEL_BASE_DIGEST
 from shipit.lock import project_lock
 from shipit.pipeline import BuildResult, RunResult, build, run, stop
 from shipit.progress import LayerProgress, Progress, quiet
+from shipit.signing.ship_attestations import ShipFacts, read_packages
 from shipit.state import smoke_pass_of
 
 if TYPE_CHECKING:
+    from shipit.attest.packages import PackageDatabase
     from shipit.engine import Engine
     from shipit.push import PushReport
     from shipit.push.image import PlatformImage
@@ -134,6 +138,8 @@ def _ship(
 ) -> ShipResult:
     from shipit.push import PushImage, RegistryAccess, prepared_blobs, publish
 
+    started_on = dt.datetime.now(dt.UTC)
+    packages: dict[str, PackageDatabase | None] = {}
     ran: RunResult | None = None
     runs: list[RunResult] = []
     earlier_pass: dict[str, str] | None = None
@@ -144,6 +150,7 @@ def _ship(
     ) as access:
         try:
             built = build(settings, engine, progress)
+            built_on = dt.datetime.now(dt.UTC)
             image = PushImage.of(built.info, settings)
             if built.platforms:
                 image = replace(image, platforms=platform_images(built))
@@ -159,6 +166,11 @@ def _ship(
                 else:
                     one_run = run(settings, engine, smoke=True, progress=progress, built=one)
                     runs.append(one_run)
+                if signing is not None:
+                    # While its container runs (the SBOM lists its OS packages); a reused
+                    # pass's were kept when it ran.
+                    container = "" if earlier is not None else runs[-1].container
+                    packages[one.image_id] = read_packages(engine, container, one.image_id)
                 if one.image_id == built.image_id:
                     earlier_pass = earlier
                     ran = None if earlier is not None else runs[-1]
@@ -166,6 +178,10 @@ def _ship(
                 target=_stop_quietly, args=(settings, engine, progress), daemon=True
             )
             removal.start()
+            if signing is not None:
+                tags = image.tags.ordered
+                facts = ShipFacts(built, started_on, built_on, tags, packages)
+                signing.attesting.ship = facts
             pushed = publish(
                 settings,
                 engine,
@@ -202,8 +218,13 @@ def _signing(settings: Settings, engine: Engine, progress: Progress) -> ImageSig
     if not settings.signing_key:
         return None
     from shipit.signing.image_signing import image_signing
+    from shipit.signing.ship_attestations import Attesting
 
-    return image_signing(settings, engine, progress)
+    @functools.cache
+    def engine_platform() -> str:
+        return str(engine.platform())
+
+    return image_signing(settings, Attesting(settings, engine_platform), progress)
 
 
 def _stop_quietly(settings: Settings, engine: Engine, progress: Progress) -> None:

@@ -18,15 +18,18 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from harness.registry_reader import RegistryReader
 from harness.services import moto_ecr_password
+from shipit.attest.statement import SLSA_PROVENANCE_V1, SMOKE_TEST_V1, SPDX_DOCUMENT
 from shipit.engine import Engine
 from shipit.errors import ExitCode
-from shipit.signing.smoke_predicate import SMOKE_TEST
 from tests.conftest import HUB_USER, PublishProject
 
 COSIGN = Path(
     os.environ.get("SHIPIT_COSIGN", "/var/tmp/shipit-testenv/trixie/cosign/usr/bin/cosign")
 )
 PASSWORD = "correct horse battery"
+# What a ship attests, as cosign's --type names them.
+SHIP_TYPES = ["slsaprovenance1", "spdxjson", SMOKE_TEST_V1]
+TYPE_URIS = {"slsaprovenance1": SLSA_PROVENANCE_V1, "spdxjson": SPDX_DOCUMENT}
 
 
 @pytest.fixture(scope="module")
@@ -129,8 +132,9 @@ def assert_cosign_accepts(
             assert attested.returncode == 0, attested.stderr
             envelope = json.loads(attested.stdout.splitlines()[0])
             statement = json.loads(base64.b64decode(envelope["payload"]))
-            assert statement["predicateType"] == kind
-            assert statement["subject"][0]["digest"]["sha256"] == digest.removeprefix("sha256:")
+            assert statement["predicateType"] == TYPE_URIS.get(kind, kind)
+            named = [subject["digest"]["sha256"] for subject in statement["subject"]]
+            assert digest.removeprefix("sha256:") in named
 
 
 def tags_of(project: PublishProject) -> dict[str, dict[str, str | None]]:
@@ -160,11 +164,15 @@ def test_a_pem_key_signs_both_registries_and_cosign_verifies(
     for entry in report["push"]["registries"]:
         assert entry["signed_by"].startswith("sha256:")
         assert entry["signatures"] == [
-            {"digest": entry["digest"], "signed": True, "attested": [SMOKE_TEST]}
+            {
+                "digest": entry["digest"],
+                "signed": True,
+                "attested": [SLSA_PROVENANCE_V1, SPDX_DOCUMENT, SMOKE_TEST_V1],
+            }
         ]
     config = docker_config(project, tmp_path)
     references = pinned_references(report)
-    assert_cosign_accepts(cosign, config, str(public), references, [SMOKE_TEST])
+    assert_cosign_accepts(cosign, config, str(public), references, SHIP_TYPES)
 
     # The smoke predicate says what ran: this image, every check passed.
     attested = run_cosign(
@@ -174,14 +182,15 @@ def test_a_pem_key_signs_both_registries_and_cosign_verifies(
         "--key",
         str(public),
         "--type",
-        SMOKE_TEST,
+        SMOKE_TEST_V1,
         references[0],
     )
     statement = json.loads(base64.b64decode(json.loads(attested.stdout.splitlines()[0])["payload"]))
     predicate = statement["predicate"]
     assert predicate["passed"] is True
-    assert predicate["image_id"] == report["build"]["image_id"]
-    assert predicate["checks"] and all(check["ok"] for check in predicate["checks"])
+    assert predicate["image"]["configDigest"] == report["build"]["image_id"]
+    assert predicate["image"]["digest"] == references[0].rsplit("@", 1)[1]
+    assert predicate["checks"] and all(check["passed"] for check in predicate["checks"])
 
     # shipit verify says the same, and that this digest passed its smoke test.
     verify_env = {**project.env(), "DOCKER_CONFIG": str(config)}
@@ -192,13 +201,23 @@ def test_a_pem_key_signs_both_registries_and_cosign_verifies(
         assert verified.code == 0, verified.output
         document = json.loads(verified.stdout)
         assert document["ok"] is True and document["smoke_tested"] is True
-        assert document["digests"][0]["attested"] == [SMOKE_TEST]
+        assert document["digests"][0]["attested"] == [
+            SLSA_PROVENANCE_V1,
+            SPDX_DOCUMENT,
+            SMOKE_TEST_V1,
+        ]
     _, other = pem_key_pair(tmp_path / "other")
     refused = project.shipit("verify", references[0], "--key", str(other), "--json", env=verify_env)
     assert refused.code == ExitCode.UNVERIFIED, refused.output
     assert "no signature by this key" in json.loads(refused.stdout)["error"]["message"]
     missing_type = project.shipit(
-        "verify", references[0], "--key", str(public), "--type", "spdxjson", env=verify_env
+        "verify",
+        references[0],
+        "--key",
+        str(public),
+        "--type",
+        "https://example.com/none",
+        env=verify_env,
     )
     assert missing_type.code == ExitCode.UNVERIFIED, missing_type.output
 
@@ -222,7 +241,7 @@ def test_a_cosign_key_signs_and_cosign_verifies(
     assert PASSWORD not in result.output
     config = docker_config(project, tmp_path)
     assert_cosign_accepts(
-        cosign, config, str(public), pinned_references(json.loads(result.stdout)), [SMOKE_TEST]
+        cosign, config, str(public), pinned_references(json.loads(result.stdout)), SHIP_TYPES
     )
 
 
@@ -255,7 +274,7 @@ def test_a_kms_key_in_moto_signs_and_cosign_verifies(
     assert result.code == 0, result.output
     config = docker_config(project, tmp_path)
     references = pinned_references(json.loads(result.stdout))
-    assert_cosign_accepts(cosign, config, str(public), references, [SMOKE_TEST])
+    assert_cosign_accepts(cosign, config, str(public), references, [SMOKE_TEST_V1])
     verified = project.shipit(
         "verify",
         references[1],
@@ -388,7 +407,7 @@ def test_a_two_platform_ship_signs_the_index_and_each_platform(
         signed = [each["digest"] for each in entry["signatures"]]
         assert len(signed) == 3 and signed[-1] == entry["digest"]
         references = [f"{entry['reference']}@{digest}" for digest in signed]
-        assert_cosign_accepts(cosign, config, str(public), references, [SMOKE_TEST])
+        assert_cosign_accepts(cosign, config, str(public), references, SHIP_TYPES)
     verified = project.shipit(
         "verify",
         pinned_references(report)[0],
@@ -460,4 +479,4 @@ def test_an_engine_push_is_signed_before_any_other_tag_moves(
     for entry in report["push"]["registries"]:
         assert entry["signatures"][0]["signed"] is True
     config = docker_config(project, tmp_path)
-    assert_cosign_accepts(cosign, config, str(public), pinned_references(report), [SMOKE_TEST])
+    assert_cosign_accepts(cosign, config, str(public), pinned_references(report), SHIP_TYPES)

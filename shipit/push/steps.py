@@ -81,12 +81,22 @@ def _credentials_work(client: RegistryClient) -> bool:
 
 def _signed_index(target: Target, image: PushImage, index: Manifest, signing: ImageSigning) -> None:
     """Signs each platform's manifest of the index, then the index."""
+    from shipit.signing.ship_attestations import PushedManifest
+
     by_platform = {str(each.platform): each for each in image.platforms}
-    for entry in index.entries():
-        one = by_platform.get(entry.platform_name)
-        if one is not None:
-            signing.sign(target, entry.digest, one.id, entry.platform_name)
-    signing.sign(target, index.digest, image.id)
+    manifests = [
+        PushedManifest(entry.digest, by_platform[entry.platform_name].id, entry.platform_name)
+        for entry in index.entries()
+        if entry.platform_name in by_platform
+    ]
+    signing.sign(target, manifests, index.digest)
+
+
+def _signed(target: Target, digest: str, image_id: str, signing: ImageSigning) -> None:
+    """Signs one image's manifest (`image_id` "": not this image, so without its smoke test)."""
+    from shipit.signing.ship_attestations import PushedManifest
+
+    signing.sign(target, [PushedManifest(digest, image_id)])
 
 
 def _already_there(
@@ -162,7 +172,7 @@ def push_first_tag_once(
                 # An image of the same build that an earlier run pushed is signed as it is,
                 # without this image's smoke test: that pass is of another image.
                 ran = image.id if image.is_served_by(served) else ""
-                signing.sign(target, served.digest, ran)
+                _signed(target, served.digest, ran, signing)
             return outcome, served
     progress(f"{target.name}: pushing {reference}")
     image_blobs = None if blobs is None else blobs()
@@ -172,7 +182,7 @@ def push_first_tag_once(
         )
         digest = manifest.digest
         if signing is not None:
-            signing.sign(target, digest, image.id)
+            _signed(target, digest, image.id, signing)
             put_manifest(target, tag, manifest)
         served = _verified(target, image, digest)
         return TagOutcome(tag, "pushed", digest=digest, bytes_uploaded=uploaded), served
@@ -205,7 +215,7 @@ def push_first_tag_once(
         raise PushStreamError(f"push of {reference} ended without a digest", transient=True)
     served = _verified(target, image, stream.digest)
     if signing is not None:
-        signing.sign(target, served.digest, image.id)
+        _signed(target, served.digest, image.id, signing)
     uploaded = uploaded_bytes(served, image, stream.pushed_layers)
     return TagOutcome(tag, "pushed", digest=stream.digest, bytes_uploaded=uploaded), served
 

@@ -13,7 +13,7 @@ is added to the signature manifest; signatures and attestations of other keys st
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from shipit.attest.statement import Attestation
@@ -121,12 +121,19 @@ def attach(
     target: Target,
     digest: str,
     signer: Signer,
-    attestations: Sequence[Attestation],
+    attestations: Sequence[Attestation] | Callable[[], Sequence[Attestation]],
     progress: Progress = quiet,
+    *,
+    types: Sequence[str] | None = None,
 ) -> Attached:
     """Signs `digest` in `target`'s repository and attaches `attestations` (each a statement
-    about `digest`), unless this key did so already."""
-    types = sorted({each.predicate_type for each in attestations})
+    about `digest`), unless this key did so already. `attestations` may be a function that
+    makes them, with `types` their predicate types: then a digest signed already costs no
+    SBOM or provenance."""
+    if types is None:
+        assert not callable(attestations)
+        types = [each.predicate_type for each in attestations]
+    types = sorted(set(types))
     payload = simple_signing_payload(target.reference, digest, types)
     signatures = target.client.find_manifest(target.repository, signature_tag(digest))
     signature_layers = _existing_layers(signatures)
@@ -134,6 +141,8 @@ def attach(
         progress(f"{target.name}: {digest[:19]} is signed by this key already")
         return Attached(digest, signed=False, attested=())
     added: list[Layer] = []
+    if callable(attestations):
+        attestations = attestations() if types else ()
     if attestations:
         stored = _existing_layers(
             target.client.find_manifest(target.repository, attestation_tag(digest))

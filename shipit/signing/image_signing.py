@@ -1,37 +1,35 @@
 """The push's signing: the key the signing_key setting names, loaded (and so checked) before
-anything is built or pushed, and what it signs and attests for each digest the push
-uploads. The push calls `sign` after a manifest is in the registry by digest and before the
-first tag names it (push/steps.py).
+anything is built or pushed, and what it signs and attests for the digests the push uploads.
+The push calls `sign` after the manifests are in a registry by digest and before the first
+tag names them (push/steps.py).
 
-The attestations of one image are its smoke test's (signing/smoke_predicate.py) when it
-passed here; `extra_attestations` is where the SBOM and provenance builders of
-`shipit/attest/` plug in, as functions of the statement's subject and the image id.
+What is attested comes from `Attesting` (signing/ship_attestations.py): for a ship, every
+statement of `attest.attestations_for` (SLSA provenance, an SPDX SBOM per platform, the smoke
+test per platform); for a push of an earlier build, its smoke test. They are made only when
+some digest in some registry lacks this key's signature, once per registry (their subject
+names the repository), and each digest gets the statements that name it.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from shipit.attest.statement import Attestation, Subject
+from shipit.attest.statement import Attestation
 from shipit.config import Settings
 from shipit.progress import Progress, quiet
 from shipit.signing.attach import Attached, attach
+from shipit.signing.checks import statement_names
 from shipit.signing.ecdsa import key_id
 from shipit.signing.keys import Signer, load_signer
-from shipit.signing.smoke_predicate import smoke_attestation
-from shipit.state import smoke_checks_of, smoke_pass_of
+from shipit.signing.ship_attestations import Attesting, PushedManifest
 
 if TYPE_CHECKING:
     from shipit.aws import AwsSession
-    from shipit.engine import Engine
     from shipit.registries.registry import Target
-
-AttestationBuilder = Callable[[Subject, str], Sequence[Attestation]]
 
 
 def aws_session(region: str) -> AwsSession:
@@ -55,10 +53,8 @@ def load_settings_signer(settings: Settings, environ: Mapping[str, str] | None =
 class ImageSigning:
     """Signs the digests of one push, in every registry, from the push's threads."""
 
-    settings: Settings
     signer: Signer
-    engine_platform: Callable[[], str]
-    extra_attestations: tuple[AttestationBuilder, ...] = ()
+    attesting: Attesting
     progress: Progress = quiet
     _attached: dict[str, list[Attached]] = field(default_factory=dict, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
@@ -67,32 +63,30 @@ class ImageSigning:
     def key_id(self) -> str:
         return key_id(self.signer.public_key)
 
-    def attestations(self, subject: Subject, image_id: str, platform: str) -> list[Attestation]:
-        made: list[Attestation] = []
-        passed = smoke_pass_of(self.settings, image_id)
-        if passed is not None:
-            checks = smoke_checks_of(self.settings, image_id)
-            made.append(
-                smoke_attestation([subject], passed, checks, platform or self.engine_platform())
-            )
-        for build in self.extra_attestations:
-            made.extend(build(subject, image_id))
-        return made
+    def sign(
+        self, target: Target, manifests: Sequence[PushedManifest], index_digest: str = ""
+    ) -> None:
+        """Signs each platform's manifest, then the index (when there is one), in `target`,
+        each with the attestations that name it."""
+        made: list[Attestation] | None = None
 
-    def sign(self, target: Target, digest: str, image_id: str, platform: str = "") -> Attached:
-        """Signs `digest` (the manifest of image `image_id`, or an index whose first image it
-        is) in `target` and attaches its attestations."""
-        subject = Subject(target.reference, digest)
-        attached = attach(
-            target,
-            digest,
-            self.signer,
-            self.attestations(subject, image_id, platform),
-            self.progress,
-        )
-        with self._lock:
-            self._attached.setdefault(target.name, []).append(attached)
-        return attached
+        def statements() -> list[Attestation]:
+            nonlocal made
+            if made is None:
+                made = self.attesting.attestations(target.reference, manifests, index_digest)
+            return made
+
+        digests = [(each.digest, self.attesting.types(manifests, [each])) for each in manifests]
+        if index_digest:
+            digests.append((index_digest, self.attesting.types(manifests, manifests)))
+        for digest, types in digests:
+
+            def naming(digest: str = digest) -> list[Attestation]:
+                return [each for each in statements() if statement_names(each.statement, digest)]
+
+            attached = attach(target, digest, self.signer, naming, self.progress, types=types)
+            with self._lock:
+                self._attached.setdefault(target.name, []).append(attached)
 
     def attached(self, registry: str) -> list[Attached]:
         with self._lock:
@@ -101,7 +95,7 @@ class ImageSigning:
 
 def image_signing(
     settings: Settings,
-    engine: Engine,
+    attesting: Attesting,
     progress: Progress = quiet,
     environ: Mapping[str, str] | None = None,
 ) -> ImageSigning | None:
@@ -111,9 +105,4 @@ def image_signing(
         return None
     signer = load_settings_signer(settings, environ)
     progress(f"signing with {signer.description} ({key_id(signer.public_key)[:19]})")
-
-    @functools.cache
-    def engine_platform() -> str:
-        return str(engine.platform())
-
-    return ImageSigning(settings, signer, engine_platform, progress=progress)
+    return ImageSigning(signer, attesting, progress=progress)

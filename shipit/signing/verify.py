@@ -16,6 +16,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from shipit.attest.statement import SMOKE_TEST_V1
 from shipit.errors import UnverifiedError
 from shipit.reference import parse_reference
 from shipit.registries.credentials import stored_credentials
@@ -34,7 +35,6 @@ from shipit.signing.layout import (
     signature_tag,
     signed_digest,
 )
-from shipit.signing.smoke_predicate import SMOKE_TEST
 
 _BLOB_LIMIT = 64 * 1024 * 1024
 
@@ -60,7 +60,7 @@ class DigestCheck:
             if smoke is None
             else {
                 "passed": bool(smoke.get("passed")),
-                "at": smoke.get("at"),
+                "at": smoke.get("testedAt"),
                 "url": smoke.get("url"),
                 "platform": smoke.get("platform"),
                 "checks": smoke.get("checks", []),
@@ -149,7 +149,7 @@ def _check_digest(
         kind, predicate = predicate_of(statement)
         if kind and kind not in check.attested:
             check.attested.append(kind)
-        if kind == SMOKE_TEST and check.smoke is None:
+        if kind == SMOKE_TEST_V1 and check.smoke is None:
             check.smoke = predicate
     return check
 
