@@ -16,11 +16,10 @@ from shipit.labels import LABEL_BASE_DIGEST
 from shipit.lock import project_lock
 from shipit.pipeline import BuildResult, RunResult, build, run, stop
 from shipit.progress import LayerProgress, Progress, quiet
-from shipit.signing.ship_attestations import ShipFacts, read_packages
+from shipit.signing.ship_attestations import PackageReads, ShipFacts
 from shipit.state import smoke_pass_of
 
 if TYPE_CHECKING:
-    from shipit.attest.packages import PackageDatabase
     from shipit.engine import Engine
     from shipit.push import PushReport
     from shipit.push.image import PlatformImage
@@ -139,7 +138,7 @@ def _ship(
     from shipit.push import PushImage, RegistryAccess, prepared_blobs, publish
 
     started_on = dt.datetime.now(dt.UTC)
-    packages: dict[str, PackageDatabase | None] = {}
+    packages = PackageReads(engine)
     ran: RunResult | None = None
     runs: list[RunResult] = []
     earlier_pass: dict[str, str] | None = None
@@ -157,6 +156,7 @@ def _ship(
             blobs = prepared_blobs(settings, engine, image)
             # Every platform's image runs and passes before any tag moves.
             for one in [built.of_platform(platform) for platform in built.platforms] or [built]:
+                packages.before_next_run()
                 earlier = None if resmoke else smoke_pass_of(settings, one.image_id)
                 if earlier is not None:
                     progress(
@@ -167,21 +167,20 @@ def _ship(
                     one_run = run(settings, engine, smoke=True, progress=progress, built=one)
                     runs.append(one_run)
                 if signing is not None:
-                    # While its container runs (the SBOM lists its OS packages); a reused
-                    # pass's were kept when it ran.
-                    container = "" if earlier is not None else runs[-1].container
-                    packages[one.image_id] = read_packages(engine, container, one.image_id)
+                    # The SBOM lists the OS packages: read in the container, or for a reused
+                    # pass kept when it ran.
+                    packages.ran("" if earlier is not None else runs[-1].container, one.image_id)
                 if one.image_id == built.image_id:
                     earlier_pass = earlier
                     ran = None if earlier is not None else runs[-1]
+            packages.in_background()
             removal = threading.Thread(
-                target=_stop_quietly, args=(settings, engine, progress), daemon=True
+                target=_stop_quietly, args=(settings, engine, progress, packages), daemon=True
             )
             removal.start()
             if signing is not None:
                 tags = image.tags.ordered
-                facts = ShipFacts(built, started_on, built_on, tags, packages)
-                signing.attesting.ship = facts
+                signing.attesting.shipped(ShipFacts(built, started_on, built_on, tags, packages))
             pushed = publish(
                 settings,
                 engine,
@@ -227,8 +226,13 @@ def _signing(settings: Settings, engine: Engine, progress: Progress) -> ImageSig
     return image_signing(settings, Attesting(settings, engine_platform), progress)
 
 
-def _stop_quietly(settings: Settings, engine: Engine, progress: Progress) -> None:
-    """The background removal in ship; a failure here is retried by ship's final stop."""
+def _stop_quietly(
+    settings: Settings, engine: Engine, progress: Progress, reading: PackageReads | None = None
+) -> None:
+    """The background removal in ship, once the image's package database is read from its
+    container (`reading`); a failure here is retried by ship's final stop."""
+    if reading is not None:
+        reading.wait()
     try:
         for name in stop(settings, engine, progress):
             progress(f"removed {name}")

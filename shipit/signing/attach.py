@@ -12,7 +12,6 @@ is added to the signature manifest; signatures and attestations of other keys st
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -91,7 +90,7 @@ def _upload(target: Target, blob: bytes) -> None:
     HEAD would miss, and a registry keeps one copy of a blob uploaded twice."""
     from shipit.digests import sha256_digest
 
-    target.client.upload_blob(target.repository, sha256_digest(blob), io.BytesIO(blob), len(blob))
+    target.client.upload_small_blob(target.repository, sha256_digest(blob), blob)
 
 
 def _put(target: Target, tag: str, kept: list[Descriptor], added: list[Layer]) -> None:
