@@ -406,6 +406,10 @@ def test_a_two_platform_ship_signs_the_index_and_each_platform(
     for entry in report["push"]["registries"]:
         signed = [each["digest"] for each in entry["signatures"]]
         assert len(signed) == 3 and signed[-1] == entry["digest"]
+        # The index holds every platform's SBOM and smoke test, and the provenance once.
+        assert sorted(entry["signatures"][-1]["attested"]) == sorted(
+            [SLSA_PROVENANCE_V1, SPDX_DOCUMENT, SPDX_DOCUMENT, SMOKE_TEST_V1, SMOKE_TEST_V1]
+        )
         references = [f"{entry['reference']}@{digest}" for digest in signed]
         assert_cosign_accepts(cosign, config, str(public), references, SHIP_TYPES)
     verified = project.shipit(
@@ -419,6 +423,14 @@ def test_a_two_platform_ship_signs_the_index_and_each_platform(
     assert verified.code == 0, verified.output
     platforms = [each["platform"] for each in json.loads(verified.stdout)["digests"]]
     assert platforms[0] is None and len(platforms) == 3
+
+    # Again: the index and both manifests are found signed; nothing is signed or uploaded.
+    before = tags_of(project)
+    again = project.shipit("ship", "--json", env=env, timeout=600)
+    assert again.code == 0, again.output
+    for entry in json.loads(again.stdout)["push"]["registries"]:
+        assert [each["signed"] for each in entry["signatures"]] == [False, False, False]
+    assert tags_of(project) == before
 
 
 def test_doctor_checks_the_signing_key_first_and_shows_no_secret(

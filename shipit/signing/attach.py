@@ -5,9 +5,10 @@ upload by digest and the first tag.
 Nothing is signed or uploaded twice: a signature tag that already holds this key's signature
 of a payload naming this digest and the same predicate types means the attestations were
 attached before it (they always go first), so one manifest GET is all a no-change push
-costs. Otherwise each attestation whose predicate type this key already attested for the
-digest is kept, the missing ones are added to the attestation manifest, and the signature
-is added to the signature manifest; signatures and attestations of other keys stay.
+costs. Otherwise each statement this key already attested for the digest (the same
+predicate type about the same digests) is kept, the missing ones are added to the
+attestation manifest, and the signature is added to the signature manifest; signatures and
+attestations of other keys stay.
 """
 
 from __future__ import annotations
@@ -21,7 +22,12 @@ from shipit.progress import Progress, quiet
 from shipit.registries.errors import RegistryAuthError, RegistryResponseError
 from shipit.registries.manifest import Descriptor, Manifest
 from shipit.registries.registry import Target
-from shipit.signing.checks import signature_verifies, statement_names, verified_statement
+from shipit.signing.checks import (
+    signature_verifies,
+    statement_key,
+    statement_names,
+    verified_statement,
+)
 from shipit.signing.ecdsa import b64
 from shipit.signing.keys import Signer
 from shipit.signing.layout import (
@@ -69,19 +75,20 @@ def _existing_layers(manifest: Manifest | None) -> list[Descriptor]:
 
 def _attested_here(
     target: Target, layers: list[Descriptor], digest: str, signer: Signer
-) -> set[str]:
-    """The predicate types this key attested for `digest` in the stored manifest."""
+) -> set[tuple[str, tuple[str, ...]]]:
+    """What this key attested for `digest` in the stored manifest: each statement's
+    predicate type and the digests it names (an index holds one SBOM per platform)."""
     found = set()
     for layer in layers:
         kind = (layer.annotations or {}).get(PREDICATE_TYPE_ANNOTATION, "")
-        if layer.media_type != DSSE_ENVELOPE or not kind or kind in found:
+        if layer.media_type != DSSE_ENVELOPE or not kind:
             continue
         blob = target.client.read_blob(
             target.repository, layer.digest, _ENVELOPE_LIMIT, size=layer.size
         )
         statement = verified_statement(blob, signer.public_key)
         if statement is not None and statement_names(statement, digest):
-            found.add(kind)
+            found.add(statement_key(statement))
     return found
 
 
@@ -148,9 +155,10 @@ def attach(
         )
         present = _attested_here(target, stored, digest, signer)
         for attestation in attestations:
-            if attestation.predicate_type in present:
+            key = statement_key(attestation.statement)
+            if key in present:
                 continue
-            present.add(attestation.predicate_type)
+            present.add(key)
             signed = signer.sign(pae(IN_TOTO, attestation.statement))
             added.append(
                 Layer(

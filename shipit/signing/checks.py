@@ -54,6 +54,18 @@ def statement_names(statement: bytes, digest: str) -> bool:
         return False
 
 
+def statement_key(statement: bytes) -> tuple[str, tuple[str, ...]]:
+    """A statement's predicate type and the digests it names: what makes two attestations
+    the same one for a push (a later build's provenance has other times, not other
+    subjects)."""
+    try:
+        document = json.loads(statement)
+        named = sorted(str(subject["digest"].get("sha256")) for subject in document["subject"])
+        return str(document.get("predicateType", "")), tuple(named)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return "", ()
+
+
 def predicate_of(statement: bytes) -> tuple[str, dict[str, object]]:
     """The statement's predicate type and predicate ({} when they are not readable)."""
     try:
