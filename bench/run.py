@@ -61,6 +61,7 @@ from bench.multi import COLD_SIDES, MULTI_SCENARIOS, NOCHANGE_SIDES, MultiBench
 from bench.netns import NetworkNamespace
 from bench.push import PUSH_HEADING, PushBench, push_markdown
 from bench.report import SIDES, main_table, markdown, median, summarize
+from bench.sign import scenario_sign, write_sign_only
 from harness.platform_base import LAYOUT
 from harness.services import AWS_ENV_CLEARED, MotoService, free_port
 from shipit.config import LOCAL_BASE_IMAGE
@@ -121,6 +122,8 @@ class Bench:
         self.edit_number = 0
         self.nonce = secrets.token_hex(6)
         self.results: dict[str, Any] = {"scenarios": {}}
+        # More settings for shipit's side (bench/sign.py's signing key).
+        self.extra_env: dict[str, str] = {}
         # shipit's ECR token cache (XDG_CACHE_HOME): a developer's machine keeps one between
         # ships; a cold ship starts without one (fresh_cache).
         self.cache_home = self.work / "cache-0"
@@ -162,6 +165,7 @@ class Bench:
             DOCKERHUB_TOKEN=registries.hub_token,
             DOCKER_CONFIG=str(self.docker_config),
         )
+        env.update(self.extra_env)
         return env
 
     def plain_env(self, registries: Registries, tag: str, trace: Path) -> dict[str, str]:
@@ -289,6 +293,10 @@ class Bench:
                 "smoke_reused": report["smoke_reused"] is not None,
                 "stages": stages,
                 "status": {name: entry["status"] for name, entry in by_registry.items()},
+                "signatures": {
+                    name: any(each["signed"] for each in entry.get("signatures", []))
+                    for name, entry in by_registry.items()
+                },
                 "ecr_token_from_cache": ecr_token_from_cache(by_registry["ecr"]),
                 "bytes_uploaded": {
                     name: entry["bytes_uploaded"] for name, entry in by_registry.items()
@@ -760,6 +768,8 @@ class Bench:
             "multi_nochange": args.multi_nochange,
             "assets": args.assets,
             "crawl": args.crawl,
+            "sign": args.sign,
+            "sign_nochange": args.sign_nochange,
         }
         self.results["load_average_start"] = os.getloadavg()
         self.compile_shipit()
@@ -769,7 +779,8 @@ class Bench:
             self.scenario_assets(args.assets)
         if args.crawl:
             self.scenario_crawl(args.crawl)
-        ships = (args.cold, args.nochange, args.onepage, args.slow, args.push)
+        ships = (args.cold, args.nochange, args.onepage, args.slow, args.push, args.sign)
+        ships += (args.sign_nochange,)
         if not any((*ships, args.big, args.multi, args.multi_nochange)):
             return self.finish(started)
         self.start_base()
@@ -792,6 +803,11 @@ class Bench:
                 self.scenario_slow(sides, args.slow, args.delay_ms / 1000)
         if args.multi or args.multi_nochange:
             self.scenario_multi(args.multi, args.multi_nochange)
+        if args.sign or args.sign_nochange:
+            say(f"signing: {args.sign} cold and {args.sign_nochange} no-change ships per side")
+            self.results["signing"] = scenario_sign(
+                self, args.sign, args.sign_nochange, say, BenchFailure
+            )
         return self.finish(started)
 
     def finish(self, started: float) -> dict[str, Any]:
@@ -852,6 +868,8 @@ COUNTS = {
     "multi_nochange": 9,
     "assets": 5,
     "crawl": 5,
+    "sign": 5,
+    "sign_nochange": 9,
 }
 # --only NAME runs these counts (the others are 0 unless given).
 ONLY = {
@@ -860,6 +878,7 @@ ONLY = {
     "multi": ("multi", "multi_nochange"),
     "assets": ("assets",),
     "crawl": ("crawl",),
+    "sign": ("sign", "sign_nochange"),
 }
 
 QUICK_COUNTS = {
@@ -874,6 +893,8 @@ QUICK_COUNTS = {
     "multi_nochange": 1,
     "assets": 1,
     "crawl": 1,
+    "sign": 1,
+    "sign_nochange": 1,
 }
 
 
@@ -897,6 +918,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--assets", type=int, help="wrk runs per side of the assets scenario (default 5)")
     add("--assets-seconds", type=int, default=5, help="length of each wrk run (default 5)")
     add("--crawl", type=int, help="crawls per side of a 1,000-page site (default 5)")
+    add("--sign", type=int, help="cold ships per side, signed and unsigned (default 5)")
+    add("--sign-nochange", type=int, help="no-change ships per side, signed and not (default 9)")
     add(
         "--big-sites",
         default="",
@@ -1059,6 +1082,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.only == "crawl":
         write_crawl_only(results, args.out)
+        return 0
+    if args.only == "sign":
+        write_sign_only(results, args.out)
         return 0
     if not args.keep_work:  # the logs are gone with the work folder
         for data in results["scenarios"].values():

@@ -10,6 +10,7 @@ proxy's port; it forwards every request and, depending on its mode, breaks some 
     proxy.set_mode("slow", delay=40, count=1) # the next request answers after 40 s
     proxy.set_mode("latency", delay=0.05)     # every request waits 50 ms first
     proxy.set_mode("429", retry_after="2", count=1)  # rate limited, as Docker Hub answers
+    proxy.set_mode("403", match="PUT .*sig$")    # refused, as a registry's policy refuses
     proxy.set_mode("cdn-redirect")            # blob reads: 307 to proxy.cdn, another port
     proxy.set_mode("other-host-location")     # upload Locations point at proxy.upload_host
     proxy.set_mode("pass")                    # forward everything as it is
@@ -57,6 +58,7 @@ MODES = (
     "429",
     "cdn-redirect",
     "other-host-location",
+    "403",
 )
 # What each mode's injected fault is logged as.
 ACTIONS = {
@@ -68,7 +70,12 @@ ACTIONS = {
     "429": "429",
     "cdn-redirect": "redirected",
     "other-host-location": "relocated",
+    "403": "403",
 }
+# A registry's refusal by policy, in the Distribution API's error format.
+DENIED = json.dumps(
+    {"errors": [{"code": "DENIED", "message": "fault injected: this tag may not be written"}]}
+).encode()
 # Docker Hub's rate-limit headers, as an anonymous pull that reached its limit gets them.
 RATE_LIMIT_HEADERS = {"ratelimit-limit": "100;w=21600", "ratelimit-remaining": "0;w=21600"}
 TOO_MANY_REQUESTS = json.dumps(
@@ -512,6 +519,10 @@ class FaultProxy(ForwardingProxy):
         if action == "503":
             self._drain_body(handler)
             self._reply(handler, 503, b"fault injected: service unavailable\n")
+            return
+        if action == "403":
+            self._drain_body(handler)
+            self._reply(handler, 403, DENIED, "application/json")
             return
         if action == "429":
             self._drain_body(handler)

@@ -17,8 +17,11 @@
 #   buildx       Debian trixie's docker-buildx 0.13.1, a docker CLI plugin linked into
 #                ${DOCKER_CONFIG:-~/.docker}/cli-plugins (multi-platform builds need the
 #                containerd engine's image store).
+#   cosign       Debian trixie's cosign 2.5.0, unpacked in $STATE_DIR/trixie/cosign: the
+#                client nobody here wrote that judges the signatures and attestations shipit
+#                pushes (tests/test_signing_cosign.py finds it there).
 #
-# Usage: engines.sh up|down|status|env [containerd|remote|buildx|all]
+# Usage: engines.sh up|down|status|env [containerd|remote|buildx|cosign|all]
 #        engines.sh exec containerd|remote CMD...   (CMD in that engine's network namespace,
 #                                                    with DOCKER_HOST pointing at it)
 # `up` is idempotent: each step checks first. Downloaded packages stay in $STATE_DIR so a
@@ -204,6 +207,30 @@ buildx_up() {
 
 buildx_down() { rm -f "$BUILDX_PLUGIN_DIR/docker-buildx"; }
 
+# --- cosign ---------------------------------------------------------------------------------
+
+COSIGN_VERSION=2.5.0
+COSIGN_ROOT="$CTRD_TRIXIE/cosign"
+COSIGN="$COSIGN_ROOT/usr/bin/cosign"
+
+# Debian's build says "GitVersion: devel": the package's version is the one to check.
+cosign_answers() {
+  [ -x "$COSIGN" ] && "$COSIGN" version >/dev/null 2>&1 \
+    && [[ "$(dpkg-deb -f "$CTRD_TRIXIE"/debs/cosign_*.deb Version 2>/dev/null)" == "$COSIGN_VERSION"-* ]]
+}
+
+cosign_up() {
+  # A statically linked Go program: unpacking the package is all it needs, nothing to start.
+  if cosign_answers; then return; fi
+  trixie_download cosign
+  rm -rf "$COSIGN_ROOT"
+  dpkg-deb -x "$CTRD_TRIXIE"/debs/cosign_*.deb "$COSIGN_ROOT"
+  cosign_answers || die "$COSIGN does not run, or the package is not cosign $COSIGN_VERSION"
+  say "cosign $COSIGN_VERSION at $COSIGN"
+}
+
+cosign_down() { :; }
+
 # --- the remote engine ----------------------------------------------------------------------
 
 ensure_socat() {
@@ -371,6 +398,9 @@ status() {
   state=missing
   buildx_answers && state="$BUILDX_VERSION"
   printf 'buildx      %s/docker-buildx  %s\n' "$BUILDX_PLUGIN_DIR" "$state"
+  state=missing
+  cosign_answers && state="$COSIGN_VERSION"
+  printf 'cosign      %s  %s\n' "$COSIGN" "$state"
 }
 
 print_env() { # shell lines that point docker (and shipit) at one engine
@@ -400,8 +430,9 @@ case $command in
       containerd) containerd_up ;;
       remote) remote_up ;;
       buildx) buildx_up ;;
-      all) containerd_up; remote_up; buildx_up ;;
-      *) die "unknown engine $which (containerd, remote, buildx or all)" ;;
+      cosign) cosign_up ;;
+      all) containerd_up; remote_up; buildx_up; cosign_up ;;
+      *) die "unknown engine $which (containerd, remote, buildx, cosign or all)" ;;
     esac
     status
     ;;
@@ -410,8 +441,9 @@ case $command in
       containerd) containerd_down ;;
       remote) remote_down ;;
       buildx) buildx_down ;;
-      all) containerd_down; remote_down; buildx_down ;;
-      *) die "unknown engine $which (containerd, remote, buildx or all)" ;;
+      cosign) cosign_down ;;
+      all) containerd_down; remote_down; buildx_down; cosign_down ;;
+      *) die "unknown engine $which (containerd, remote, buildx, cosign or all)" ;;
     esac
     if [ "$command" = purge ]; then
       case $which in containerd | all) rm -rf "/var/lib/$CTRD" "/run/$CTRD" ;; esac

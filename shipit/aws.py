@@ -183,12 +183,21 @@ class AwsSession:
         except botocore.exceptions.BotoCoreError as error:
             raise explain_aws_error(error, "setting up the AWS clients") from error
 
-    def client(self, service: str, options: Mapping[str, Any] | None = None) -> Any:
+    def client(
+        self,
+        service: str,
+        options: Mapping[str, Any] | None = None,
+        *,
+        endpoint_url: str | None = None,
+    ) -> Any:
         """A client of `service` in the session's region; `options` as botocore's Config takes
-        them, else patient adaptive retries (a push would rather wait than fail)."""
+        them, else patient adaptive retries (a push would rather wait than fail).
+        `endpoint_url`: another endpoint than AWS_ENDPOINT_URL's or AWS's (awskms://HOST/)."""
         config = Config(region_name=self.region, **(options or {"retries": _AWS_RETRIES}))
         try:
-            return self._boto3.client(service, config=config)  # type: ignore[call-overload]
+            return self._boto3.client(  # type: ignore[call-overload]
+                service, config=config, endpoint_url=endpoint_url
+            )
         except ValueError as error:  # botocore's "Invalid endpoint: ..."
             raise ConfigError(
                 f"cannot use the AWS endpoint: {error}",

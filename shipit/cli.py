@@ -39,6 +39,7 @@ from shipit.cli_common import (
     with_options,
 )
 from shipit.cli_iam import iam_app
+from shipit.cli_verify import verify
 from shipit.digests import short_id
 from shipit.errors import ExitCode, OutputClosed, ShipitError, UsageError
 from shipit.helptext import HELP_WIDTH
@@ -482,6 +483,7 @@ def doctor(
 
 
 app.add_typer(iam_app)
+app.command("verify")(verify)
 
 
 def top_level_help() -> str:

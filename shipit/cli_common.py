@@ -62,6 +62,14 @@ ScreenshotOption = Annotated[
 WindowOption = Annotated[
     str, typer.Option("--window", help="Screenshot window size, WIDTHxHEIGHT.")
 ]
+SigningKeyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--signing-key",
+        help="Sign the image and its attestations with this key (SHIPIT_SIGNING_KEY): a PEM "
+        "P-256 private key, a cosign.key or awskms:///ALIAS-OR-ARN.",
+    ),
+]
 ToOption = Annotated[
     str | None,
     typer.Option(
@@ -207,12 +215,14 @@ def selected_registries(
 
 @dataclasses.dataclass(frozen=True)
 class PublishOptions:
-    """What push and ship share: where to, which tags, the token cache, the root user."""
+    """What push and ship share: where to, which tags, the token cache, the root user, the
+    signing key."""
 
     to: ToOption = None
     tag: TagOption = None
     no_cache: NoCacheOption = False
     allow_root: AllowRootOption = False
+    signing_key: SigningKeyOption = None
 
 
 def publish_setup(
@@ -224,6 +234,7 @@ def publish_setup(
         common,
         tags=publish.tag or None,
         ecr_cache="off" if publish.no_cache else None,
+        signing_key=publish.signing_key,
         step_command=command,
         **overrides,
     )

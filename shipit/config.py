@@ -351,6 +351,15 @@ SPECS: tuple[SettingSpec, ...] = (
         default_help="every registry with a repository set",
     ),
     SettingSpec(
+        "signing_key",
+        str,
+        "",
+        "key that signs the pushed image and its attestations, in cosign's layout: a PEM "
+        "ECDSA P-256 private key (passphrase in SHIPIT_SIGNING_PASSWORD), a cosign.key "
+        "(COSIGN_PASSWORD) or awskms:///ALIAS-OR-ARN; a relative path is the project's",
+        default_help="none: the image is pushed unsigned",
+    ),
+    SettingSpec(
         "push_attempts",
         int,
         4,
@@ -390,6 +399,7 @@ class Settings:
     ecr_cache: str = "auto"
     lock_timeout: float = 600.0
     to: tuple[str, ...] = ()
+    signing_key: str = ""
     platforms: PlatformChoice = field(default_factory=PlatformChoice)
     origins: Mapping[str, str] = field(default_factory=dict, compare=False)
     # The settings the user set (file, environment or flag) rather than left at default.

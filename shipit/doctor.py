@@ -270,6 +270,29 @@ def check_iam_simulation(settings: Settings, identity: CallerIdentity | None) ->
     )
 
 
+def check_signing_key(settings: Settings, environ: Mapping[str, str]) -> Check:
+    """The signing key can be read and signs: a test message signed and verified (a KMS key
+    signs one when loaded). Neither the key nor its passphrase is shown."""
+    from shipit.signing.ecdsa import key_id, verifies
+    from shipit.signing.image_signing import load_settings_signer
+
+    try:
+        signer = load_settings_signer(settings, environ)
+        message = b"shipit doctor: a test message"
+        if not verifies(signer.public_key, signer.sign(message), message):
+            return Check(
+                "signing key",
+                "fail",
+                f"{signer.description} made a signature its public key rejects",
+                "use another key",
+            )
+    except ShipitError as error:
+        return Check.failed("signing key", error)
+    return Check(
+        "signing key", "ok", f"{signer.description} signs (key {key_id(signer.public_key)[:19]})"
+    )
+
+
 def diagnose(
     settings: Settings,
     *,
@@ -283,9 +306,11 @@ def diagnose(
     from shipit.registries.catalog import nothing_to_push_to, registry_of, select_registries
 
     environ = os.environ if environ is None else environ
+    # The key first: with it set, no push works without it.
+    checks = [check_signing_key(settings, environ)] if settings.signing_key else []
     engine_check, engine = check_engine(settings.engine_timeout)
     base_check, base_image = check_base_image(settings, engine, progress)
-    checks = [
+    checks += [
         engine_check,
         check_published_ports(settings, engine),
         check_push_uploads(settings, engine),

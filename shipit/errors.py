@@ -35,6 +35,8 @@ class ExitCode(IntEnum):
     DOCTOR = 15
     BUSY = 16
     NOT_WRITABLE = 17
+    SIGNING = 18
+    UNVERIFIED = 19
     INTERRUPTED = 130
     # The reader of stdout went away (`shipit config --json | head -1`): 128 + SIGPIPE, as a
     # shell reports a tool killed by that signal.
@@ -266,6 +268,19 @@ class NotWritableError(ShipitError):
             if error.errno not in cls.ERRNOS:
                 raise
             raise cls(f"cannot write {what} {folder}: {error.strerror or error}", hint) from error
+
+
+class SigningError(ShipitError):
+    """The signing key cannot be read or used (a wrong passphrase, an RSA key, a KMS key that
+    does not sign), or a registry refused the signature: raised before any tag moves."""
+
+    exit_code = ExitCode.SIGNING
+
+
+class UnverifiedError(ShipitError):
+    """`shipit verify`: the image has no signature or attestation that the key verifies."""
+
+    exit_code = ExitCode.UNVERIFIED
 
 
 class Interrupted(ShipitError):

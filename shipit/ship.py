@@ -4,6 +4,8 @@ smoke, push and stop, in that order), over pipeline.py's stages."""
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import functools
 import threading
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -14,6 +16,7 @@ from shipit.labels import LABEL_BASE_DIGEST
 from shipit.lock import project_lock
 from shipit.pipeline import BuildResult, RunResult, build, run, stop
 from shipit.progress import LayerProgress, Progress, quiet
+from shipit.signing.ship_attestations import PackageReads, ShipFacts
 from shipit.state import smoke_pass_of
 
 if TYPE_CHECKING:
@@ -21,6 +24,7 @@ if TYPE_CHECKING:
     from shipit.push import PushReport
     from shipit.push.image import PlatformImage
     from shipit.registries.catalog import RegistrySpec
+    from shipit.signing.image_signing import ImageSigning
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,7 @@ def push(
     # A dry run changes nothing, so it need not wait for a ship to finish.
     locked = contextlib.nullcontext() if dry_run else project_lock(settings, "push", progress)
     with locked:
+        signing = _signing(settings, engine, progress)
         refuse_several_platforms_unless_uploading(settings, engine)
         image = image_to_push(settings, engine, skip_smoke=skip_smoke)
         image = with_platforms(image, settings, engine, skip_smoke=skip_smoke)
@@ -86,7 +91,13 @@ def push(
             registry_rules=engine.registry_rules,
         ) as access:
             return publish(
-                settings, engine, image, access, progress=progress, layer_progress=layer_progress
+                settings,
+                engine,
+                image,
+                access,
+                progress=progress,
+                layer_progress=layer_progress,
+                signing=signing,
             )
 
 
@@ -109,8 +120,9 @@ def ship(
     (RegistryAccess), from the start, and the image's new layers are compressed meanwhile
     (prepared_blobs), from the build. One ship at a time per project (project_lock)."""
     with project_lock(settings, "ship", progress):
+        signing = _signing(settings, engine, progress)
         refuse_several_platforms_unless_uploading(settings, engine)
-        return _ship(settings, engine, to, allow_root, resmoke, progress, layer_progress)
+        return _ship(settings, engine, to, allow_root, resmoke, progress, layer_progress, signing)
 
 
 def _ship(
@@ -121,9 +133,12 @@ def _ship(
     resmoke: bool,
     progress: Progress,
     layer_progress: LayerProgress | None,
+    signing: ImageSigning | None,
 ) -> ShipResult:
     from shipit.push import PushImage, RegistryAccess, prepared_blobs, publish
 
+    started_on = dt.datetime.now(dt.UTC)
+    packages = PackageReads(engine)
     ran: RunResult | None = None
     runs: list[RunResult] = []
     earlier_pass: dict[str, str] | None = None
@@ -134,12 +149,14 @@ def _ship(
     ) as access:
         try:
             built = build(settings, engine, progress)
+            built_on = dt.datetime.now(dt.UTC)
             image = PushImage.of(built.info, settings)
             if built.platforms:
                 image = replace(image, platforms=platform_images(built))
             blobs = prepared_blobs(settings, engine, image)
             # Every platform's image runs and passes before any tag moves.
             for one in [built.of_platform(platform) for platform in built.platforms] or [built]:
+                packages.before_next_run()
                 earlier = None if resmoke else smoke_pass_of(settings, one.image_id)
                 if earlier is not None:
                     progress(
@@ -149,21 +166,30 @@ def _ship(
                 else:
                     one_run = run(settings, engine, smoke=True, progress=progress, built=one)
                     runs.append(one_run)
+                if signing is not None:
+                    # The SBOM lists the OS packages: read in the container, or for a reused
+                    # pass kept when it ran.
+                    packages.ran("" if earlier is not None else runs[-1].container, one.image_id)
                 if one.image_id == built.image_id:
                     earlier_pass = earlier
                     ran = None if earlier is not None else runs[-1]
+            packages.in_background()
             removal = threading.Thread(
-                target=_stop_quietly, args=(settings, engine, progress), daemon=True
+                target=_stop_quietly, args=(settings, engine, progress, packages), daemon=True
             )
             removal.start()
+            if signing is not None:
+                tags = image.tags.ordered
+                signing.attesting.shipped(ShipFacts(built, started_on, built_on, tags, packages))
             pushed = publish(
                 settings,
                 engine,
                 image,
                 access,
+                signing=signing,
+                blobs=blobs,
                 progress=progress,
                 layer_progress=layer_progress,
-                blobs=blobs,
             )
         except BaseException:
             # Before the removal started, the build failed (perhaps the engine with it) or the
@@ -185,8 +211,28 @@ def _ship(
     )
 
 
-def _stop_quietly(settings: Settings, engine: Engine, progress: Progress) -> None:
-    """The background removal in ship; a failure here is retried by ship's final stop."""
+def _signing(settings: Settings, engine: Engine, progress: Progress) -> ImageSigning | None:
+    """The push's signing, its key loaded before anything is built or pushed: a key that
+    cannot be used fails the command with every tag as it was."""
+    if not settings.signing_key:
+        return None
+    from shipit.signing.image_signing import image_signing
+    from shipit.signing.ship_attestations import Attesting
+
+    @functools.cache
+    def engine_platform() -> str:
+        return str(engine.platform())
+
+    return image_signing(settings, Attesting(settings, engine_platform), progress)
+
+
+def _stop_quietly(
+    settings: Settings, engine: Engine, progress: Progress, reading: PackageReads | None = None
+) -> None:
+    """The background removal in ship, once the image's package database is read from its
+    container (`reading`); a failure here is retried by ship's final stop."""
+    if reading is not None:
+        reading.wait()
     try:
         for name in stop(settings, engine, progress):
             progress(f"removed {name}")

@@ -468,3 +468,21 @@ def test_a_ship_of_two_platforms_and_its_rerun_pass_with_exactly_the_printed_pol
     assert ecr_entry(again)["status"] == "unchanged"
     assert ecr_entry(again)["digest"] == ecr_entry(cold)["digest"]
     enforced.assert_nothing_refused()
+
+
+def test_a_signed_ship_and_its_rerun_pass_with_exactly_the_printed_policy(
+    engine: Engine, enforced: Enforced, tmp_path: Path
+) -> None:
+    from tests.test_signing_cosign import pem_key_pair
+
+    private, _ = pem_key_pair(tmp_path)
+    enforced.grant(enforced.printed_policy())
+    signed = enforced.ship(SHIPIT_SIGNING_KEY=str(private))
+    assert signed.code == 0, signed.output
+    entry = ecr_entry(signed)
+    assert entry["signatures"][0]["signed"] is True
+    enforced.assert_nothing_refused()
+    rerun = enforced.ship(SHIPIT_SIGNING_KEY=str(private))
+    assert rerun.code == 0, rerun.output
+    assert ecr_entry(rerun)["signatures"][0]["signed"] is False
+    enforced.assert_nothing_refused()

@@ -69,9 +69,12 @@ def upload_index(
     blobs_of: Callable[[str], ImageBlobs],
     progress: Progress,
     layer_progress: LayerProgress | None = None,
+    *,
+    before_tag: Callable[[Manifest], None] | None = None,
 ) -> tuple[Manifest, int]:
     """Uploads every platform's image and the index under the first tag: the index, and the
-    layer bytes uploaded."""
+    layer bytes uploaded. `before_tag` (the signing) runs once the index is in the registry
+    by digest, before the tag names it."""
     entries = []
     uploaded = 0
     for platform_image in image.platforms:
@@ -88,5 +91,8 @@ def upload_index(
             f"{target.reference}: two platforms of the index are one image",
             "check the platforms setting and the base image's index",
         )
+    if before_tag is not None:
+        put_manifest(target, index.digest, index)
+        before_tag(index)
     put_manifest(target, image.first_tag, index)
     return index, uploaded

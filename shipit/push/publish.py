@@ -20,6 +20,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from shipit.config import Settings
 from shipit.engine import Engine
@@ -33,6 +34,9 @@ from shipit.push.retry import with_retries
 from shipit.push.steps import point_tag_once, push_first_tag_once
 from shipit.push.targets import RegistryAccess, Target
 from shipit.registries.manifest import Manifest
+
+if TYPE_CHECKING:
+    from shipit.signing.image_signing import ImageSigning
 
 __all__ = ["PushImage", "image_to_push", "prepared_blobs", "publish"]
 
@@ -105,6 +109,7 @@ class _Publisher:
     uploader: str
     stall_timeout: float
     prepared: ImageBlobs | None = None  # the caller's, which it closes
+    signing: ImageSigning | None = None
     _blobs: ImageBlobs | None = field(default=None, init=False)
     _blobs_decided: bool = field(default=False, init=False)
     _platform_blobs: dict[str, ImageBlobs] = field(default_factory=dict, init=False)
@@ -182,6 +187,7 @@ class _Publisher:
                     self.layer_progress,
                     self.blobs,
                     self.blobs_of,
+                    self.signing,
                 ),
             )
             # A stale cache entry looked up again during the push replaces the notes.
@@ -246,10 +252,12 @@ def publish(
     progress: Progress = quiet,
     layer_progress: LayerProgress | None = None,
     blobs: ImageBlobs | None = None,
+    signing: ImageSigning | None = None,
 ) -> PushReport:
     """Pushes `image` (which passed its smoke test: see image_to_push) under its tags to the
     registries that `access` resolves, and reports per registry. `blobs`: the image's blobs
-    when shipit uploads it itself, already being made (prepared_blobs); else made here."""
+    when shipit uploads it itself, already being made (prepared_blobs); else made here.
+    `signing`: signs each digest in each registry before its first tag names it."""
     for skipped in image.tags.skipped:
         progress(skipped.one_line())
     if not access.dry_run:
@@ -265,6 +273,7 @@ def publish(
         uploader=settings.uploader,
         stall_timeout=settings.engine_timeout,
         prepared=blobs,
+        signing=signing,
     )
     pool = ThreadPoolExecutor(max_workers=max(1, len(access.names)), thread_name_prefix="push")
     legs: list[Leg] = []
@@ -293,11 +302,16 @@ def publish(
             if leg.target is not None:
                 leg.target.close()
     pool.shutdown(wait=True)
+    reports = [leg.report() for leg in legs]
+    if signing is not None:
+        for report in reports:
+            report.signed_by = signing.key_id
+            report.signatures = [each.to_json() for each in signing.attached(report.name)]
     return PushReport(
         image_id=image.id,
         build_id=image.build_id,
         tags=image.tags.ordered,
         dry_run=access.dry_run,
-        targets=[leg.report() for leg in legs],
+        targets=reports,
         skipped_tags=[skipped.one_line() for skipped in image.tags.skipped],
     )

@@ -29,6 +29,10 @@ class TargetReport:
     tags: list[TagOutcome] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     error: ShipitError | None = None
+    # With a signing key: its id (sha256 of the public key), and per digest signed whether
+    # this push uploaded the signature and which attestations (shipit/signing/attach.py).
+    signed_by: str = ""
+    signatures: list[dict[str, Any]] = field(default_factory=list)
 
     def fail(self, error: ShipitError) -> None:
         self.status = "failed"
@@ -68,6 +72,8 @@ class TargetReport:
             **fields_of(self, "reference", "status", "digest", "bytes_uploaded", "seconds"),
             "tags": [vars(tag) for tag in self.tags],
             "notes": self.notes,
+            "signed_by": self.signed_by or None,
+            "signatures": self.signatures,
             "error": None if self.error is None else self.error.to_json(),
         }
 

@@ -21,6 +21,7 @@ repository is a conflict; a moving tag there (`latest`) is held back.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from shipit.digests import short_id
 from shipit.engine import Engine
@@ -32,11 +33,14 @@ from shipit.push.image_blobs import ImageBlobs
 from shipit.push.index_upload import serves_this_index, upload_index
 from shipit.push.report import TagOutcome
 from shipit.push.targets import Target
-from shipit.push.upload import upload_image
+from shipit.push.upload import put_manifest, upload_image
 from shipit.push_stream import classify_stream_error
 from shipit.registries.distribution import RegistryClient
 from shipit.registries.errors import RegistryResponseError
 from shipit.registries.manifest import Manifest
+
+if TYPE_CHECKING:
+    from shipit.signing.image_signing import ImageSigning
 
 # How registries word a refused overwrite of an existing tag (ECR: 400 TAG_INVALID "... already
 # exists ... cannot be overwritten because the tag is immutable"; others: 409 TAG_IMMUTABLE).
@@ -73,6 +77,26 @@ def _credentials_work(client: RegistryClient) -> bool:
     except ShipitError:
         return False
     return True
+
+
+def _signed_index(target: Target, image: PushImage, index: Manifest, signing: ImageSigning) -> None:
+    """Signs each platform's manifest of the index, then the index."""
+    from shipit.signing.ship_attestations import PushedManifest
+
+    by_platform = {str(each.platform): each for each in image.platforms}
+    manifests = [
+        PushedManifest(entry.digest, by_platform[entry.platform_name].id, entry.platform_name)
+        for entry in index.entries()
+        if entry.platform_name in by_platform
+    ]
+    signing.sign(target, manifests, index.digest)
+
+
+def _signed(target: Target, digest: str, image_id: str, signing: ImageSigning) -> None:
+    """Signs one image's manifest (`image_id` "": not this image, so without its smoke test)."""
+    from shipit.signing.ship_attestations import PushedManifest
+
+    signing.sign(target, [PushedManifest(digest, image_id)])
 
 
 def _already_there(
@@ -124,13 +148,19 @@ def push_first_tag_once(
     layer_progress: LayerProgress | None = None,
     blobs: Callable[[], ImageBlobs | None] | None = None,
     blobs_of: Callable[[str], ImageBlobs | None] | None = None,
+    signing: ImageSigning | None = None,
 ) -> tuple[TagOutcome, Manifest]:
     """The first tag's outcome, and the manifest the registry now serves under it (with its
     exact bytes, which every other tag is then pointed at). When `blobs` gives the image's
     blobs, shipit uploads the image itself; otherwise the engine pushes it. An image of
-    several platforms is an index, which shipit uploads itself (`blobs_of` an image id)."""
+    several platforms is an index, which shipit uploads itself (`blobs_of` an image id).
+
+    With `signing`, shipit's own upload puts the manifest by digest, signs it and attaches
+    its attestations, and only then tags it; an image already there is signed if this key
+    has not signed it yet. The engine pushes under the tag, so there the signature follows
+    the first tag (before any other tag moves)."""
     if image.platforms:
-        return _push_index_once(target, image, progress, layer_progress, blobs_of)
+        return _push_index_once(target, image, progress, layer_progress, blobs_of, signing)
     tag = image.first_tag
     reference = f"{target.reference}:{tag}"
     client = target.client
@@ -138,12 +168,22 @@ def push_first_tag_once(
     if served is not None:
         outcome = _already_there(target, image, served, progress)
         if outcome is not None:
+            if signing is not None:
+                # An image of the same build that an earlier run pushed is signed as it is,
+                # without this image's smoke test: that pass is of another image.
+                ran = image.id if image.is_served_by(served) else ""
+                _signed(target, served.digest, ran, signing)
             return outcome, served
     progress(f"{target.name}: pushing {reference}")
     image_blobs = None if blobs is None else blobs()
     if image_blobs is not None:
-        manifest, uploaded = upload_image(target, image, image_blobs, progress, layer_progress)
+        manifest, uploaded = upload_image(
+            target, image, image_blobs, progress, layer_progress, by_digest=signing is not None
+        )
         digest = manifest.digest
+        if signing is not None:
+            _signed(target, digest, image.id, signing)
+            put_manifest(target, tag, manifest)
         served = _verified(target, image, digest)
         return TagOutcome(tag, "pushed", digest=digest, bytes_uploaded=uploaded), served
     engine.tag(image.id, target.reference, tag)
@@ -174,6 +214,8 @@ def push_first_tag_once(
     if not stream.digest:
         raise PushStreamError(f"push of {reference} ended without a digest", transient=True)
     served = _verified(target, image, stream.digest)
+    if signing is not None:
+        _signed(target, served.digest, image.id, signing)
     uploaded = uploaded_bytes(served, image, stream.pushed_layers)
     return TagOutcome(tag, "pushed", digest=stream.digest, bytes_uploaded=uploaded), served
 
@@ -184,6 +226,7 @@ def _push_index_once(
     progress: Progress,
     layer_progress: LayerProgress | None,
     blobs_of: Callable[[str], ImageBlobs | None] | None,
+    signing: ImageSigning | None,
 ) -> tuple[TagOutcome, Manifest]:
     tag = image.first_tag
     reference = f"{target.reference}:{tag}"
@@ -191,6 +234,8 @@ def _push_index_once(
     if served is not None:
         if serves_this_index(target, image, served):
             progress(f"{target.name}: {reference} already holds this image; nothing to upload")
+            if signing is not None:
+                _signed_index(target, image, served, signing)
             return TagOutcome(tag, "unchanged", digest=served.digest), served
         if target.mutability == "IMMUTABLE":
             raise TagConflictError(
@@ -212,7 +257,16 @@ def _push_index_once(
         return blobs
 
     progress(f"{target.name}: pushing {reference} ({len(image.platforms)} platforms)")
-    index, uploaded = upload_index(target, image, blobs_for, progress, layer_progress)
+    index, uploaded = upload_index(
+        target,
+        image,
+        blobs_for,
+        progress,
+        layer_progress,
+        before_tag=None
+        if signing is None
+        else lambda index: _signed_index(target, image, index, signing),
+    )
     served = _served(target.client, target.repository, tag)
     if served is None or served.digest != index.digest:
         raise PushError(

@@ -72,13 +72,27 @@ class BlobUploads(ClientPart):
             timeout=timeout,
         )
         assert finished is not None
-        answered = finished.headers.get("Docker-Content-Digest", digest)
-        if answered != digest:
-            raise PushError(
-                f"registry {self.display_host} stored the blob {digest[:19]} of "
-                f"{repository} as {answered[:19]}",
-                "push again; if it persists the registry rewrites blobs",
-            )
+        self._check_stored(finished, repository, digest)
+
+    def upload_small_blob(self, repository: str, digest: str, content: bytes) -> None:
+        """Uploads a small blob (a signature, an attestation) in two requests: the session,
+        then one PUT that carries the bytes and names the digest (the spec's monolithic
+        upload, as containerd pushes), where upload_blob's PATCH would be a third."""
+        repository = self._repository(repository)
+        location = self.start_upload(repository)
+        separator = "&" if "?" in location else "?"
+        finished = self._request(
+            "PUT",
+            f"{location}{separator}digest={digest}",
+            scope=repository_scope(repository, "pull,push"),
+            headers={
+                "Content-Type": "application/octet-stream",
+                "Content-Length": str(len(content)),
+            },
+            body=content,
+        )
+        assert finished is not None
+        self._check_stored(finished, repository, digest)
 
     def mount_blob(
         self, repository: str, digest: str, source: str, *, timeout: float | None = None
@@ -136,6 +150,15 @@ class BlobUploads(ClientPart):
             return
 
     # -- internals -----------------------------------------------------------------------
+
+    def _check_stored(self, finished: requests.Response, repository: str, digest: str) -> None:
+        answered = finished.headers.get("Docker-Content-Digest", digest)
+        if answered != digest:
+            raise PushError(
+                f"registry {self.display_host} stored the blob {digest[:19]} of "
+                f"{repository} as {answered[:19]}",
+                "push again; if it persists the registry rewrites blobs",
+            )
 
     def _upload_location(self, response: requests.Response) -> str:
         location = response.headers.get("Location", "")

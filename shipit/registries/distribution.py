@@ -186,6 +186,10 @@ class RegistryClient(BlobReads, BlobUploads, FailureDiagnosis, Closing):
             )
         return manifest
 
+    def find_manifest(self, repository: str, reference: str) -> Manifest | None:
+        """The manifest a tag or a digest names, as get_manifest reads it; None when absent."""
+        return self._fetch_manifest(self._repository(repository), reference)
+
     def image_config(self, repository: str, manifest: Manifest) -> dict[str, Any]:
         """The image config that `manifest` names (labels, created time, diff ids), checked
         against its digest; {} for a manifest that names no config (an index)."""
