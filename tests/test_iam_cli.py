@@ -519,3 +519,89 @@ def test_a_short_arn_is_undecided_with_a_warning_and_exit_13(project: Project) -
     checked = first_json(project.shipit(*check, "--resource", queue, "--json"))
     assert [c["decision"] for c in checked["checks"]] == ["undecided"]
     assert checked["ok"] is False
+
+
+KEY_ID = "1234abcd-12ab-34cd-56ef-1234567890ab"
+
+
+def signing_statement(policy: dict[str, Any]) -> dict[str, Any]:
+    (statement,) = [s for s in policy["Statement"] if s.get("Sid") == "ShipitSigningKey"]
+    return statement
+
+
+def test_a_push_signed_with_a_kms_key_is_granted_that_key_and_no_other(
+    project: Project, tmp_path: Path
+) -> None:
+    """With signing_key = awskms://, the printed policy grants kms:Sign and
+    kms:GetPublicKey on that key only; without them `iam check` exits 13 naming kms:Sign."""
+    signed = {"SHIPIT_SIGNING_KEY": f"awskms:///{KEY_ID}"}
+    unsigned = printed_policy(project)
+    assert all(":kms:" not in str(s["Resource"]) for s in unsigned["Statement"])
+
+    policy = json.loads(
+        project.shipit(
+            "iam",
+            "policy",
+            "--account",
+            ACCOUNT,
+            "--region",
+            "us-east-1",
+            env=project.env(**signed),
+        ).stdout
+    )
+    statement = signing_statement(policy)
+    assert statement["Action"] == ["kms:GetPublicKey", "kms:Sign"]
+    assert statement["Resource"] == f"arn:aws:kms:us-east-1:{ACCOUNT}:key/{KEY_ID}"
+    whole = write_policy(tmp_path, "signed.json", policy)
+    allowed = project.shipit(
+        "iam",
+        "check",
+        "--account",
+        ACCOUNT,
+        "--region",
+        "us-east-1",
+        "--policy",
+        str(whole),
+        "--json",
+        env=project.env(**signed),
+    )
+    assert allowed.code == 0, allowed.output
+    decisions = {c["action"]: c["decision"] for c in first_json(allowed)["checks"]}
+    assert decisions["kms:Sign"] == decisions["kms:GetPublicKey"] == "allowed"
+
+    denied = project.shipit(
+        "iam",
+        "check",
+        "--account",
+        ACCOUNT,
+        "--region",
+        "us-east-1",
+        "--policy",
+        str(write_policy(tmp_path, "unsigned.json", unsigned)),
+        env=project.env(**signed),
+    )
+    assert denied.code == ExitCode.POLICY_DENIED, denied.output
+    assert "kms:Sign is allowed by no statement" in error_line(denied)
+
+
+def test_a_kms_alias_is_granted_as_the_key_kms_resolves_it_to(aws_project: AwsProject) -> None:
+    """IAM authorises kms:Sign on the key an alias names, not on the alias."""
+    import boto3
+
+    assert aws_project.moto
+    moto_env = aws_project.moto.env()
+    kms = boto3.client(
+        "kms",
+        endpoint_url=moto_env["AWS_ENDPOINT_URL"],
+        region_name=moto_env["AWS_REGION"],
+        aws_access_key_id=moto_env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=moto_env["AWS_SECRET_ACCESS_KEY"],
+    )
+    key = kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]
+    alias = f"alias/shipit-policy-{key['KeyId'][:8]}"
+    kms.create_alias(AliasName=alias, TargetKeyId=key["KeyId"])
+    printed = aws_project.shipit(
+        "iam", "policy", env=aws_project.env(SHIPIT_SIGNING_KEY=f"awskms:///{alias}")
+    )
+    assert printed.code == 0, printed.output
+    assert signing_statement(json.loads(printed.stdout))["Resource"] == key["Arn"]

@@ -21,6 +21,7 @@ from shipit.iam.actions import (
     policy_for,
     repository_arn,
     required_access,
+    signing_access,
     validate_account_id,
     validate_repository_name,
 )
@@ -48,6 +49,8 @@ class PushScope:
     create_repository: bool
     describe_images: bool
     account_source: str
+    # The KMS key a signed push signs with (signing_key = awskms://...), as IAM names it.
+    signing_key_arn: str = ""
 
     @property
     def partition(self) -> str:
@@ -59,7 +62,7 @@ class PushScope:
 
     # DescribeRepositories is always in: every push looks the repository up first.
     def accesses(self) -> list[RequiredAccess]:
-        return required_access(
+        pushing = required_access(
             self.region,
             self.account,
             self.repository,
@@ -67,6 +70,7 @@ class PushScope:
             create_repository=self.create_repository,
             describe_images=self.describe_images,
         )
+        return pushing + (signing_access(self.signing_key_arn) if self.signing_key_arn else [])
 
     def policy(self) -> dict[str, Any]:
         return policy_for(self.accesses())
@@ -118,6 +122,25 @@ def resolve_scope(
         create_repository=settings.ecr_create_repository,
         describe_images=describe_images,
         account_source=source,
+        signing_key_arn=_signing_key_arn(settings, region, account),
+    )
+
+
+def _signing_key_arn(settings: Settings, region: str, account: str) -> str:
+    """The KMS key of a signed push, "" when it signs with a key file or not at all."""
+    from shipit.signing.ecdsa import KMS_SCHEME
+
+    if not settings.signing_key.startswith(KMS_SCHEME):
+        return ""
+    from shipit.aws import AwsSession
+    from shipit.signing.kms import kms_key_arn
+
+    return kms_key_arn(
+        settings.signing_key,
+        AwsSession,
+        settings.aws_region or region,
+        account,
+        partition_for_region(region),
     )
 
 

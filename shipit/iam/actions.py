@@ -27,6 +27,9 @@ _REPOSITORY_NAME_LENGTH = range(2, 257)
 
 # GetAuthorizationToken has no resource-level permissions: IAM only accepts it on "*".
 AUTHORIZATION_ACTION = "ecr:GetAuthorizationToken"
+# What a push signed with a KMS key (signing_key = awskms://...) asks of that key.
+SIGNING_ACTIONS = ("kms:GetPublicKey", "kms:Sign")
+SIGNING_SID = "ShipitSigningKey"
 
 # What `docker push` does against ECR: check which layers exist, upload the missing ones,
 # write the manifest, and read manifests back (the engine looks up existing tags).
@@ -179,24 +182,37 @@ def required_access(
     ]
 
 
+def signing_access(key_arn: str) -> list[RequiredAccess]:
+    """What a push signed with the KMS key `key_arn` performs on it."""
+    return [RequiredAccess(action, key_arn) for action in SIGNING_ACTIONS]
+
+
 def policy_for(accesses: list[RequiredAccess]) -> dict[str, Any]:
     """The identity policy that allows exactly `accesses` (as `required_access` lists them:
-    the token on "*", then one repository's actions)."""
-    arn = next(access.resource for access in accesses if access.resource != "*")
-    return {
-        "Version": POLICY_VERSION,
-        "Statement": [
+    the token on "*", then one repository's actions; then, for a push signed with a KMS
+    key, the key's)."""
+    arn = next(access.resource for access in accesses if ":ecr:" in access.resource)
+    statements: list[dict[str, Any]] = [
+        {
+            "Sid": AUTHORIZATION_SID,
+            "Effect": "Allow",
+            "Action": [AUTHORIZATION_ACTION],
+            "Resource": "*",
+        },
+        {
+            "Sid": REPOSITORY_SID,
+            "Effect": "Allow",
+            "Action": sorted(access.action for access in accesses if access.resource == arn),
+            "Resource": arn,
+        },
+    ]
+    if keys := sorted({access.resource for access in accesses if ":kms:" in access.resource}):
+        statements.append(
             {
-                "Sid": AUTHORIZATION_SID,
+                "Sid": SIGNING_SID,
                 "Effect": "Allow",
-                "Action": [AUTHORIZATION_ACTION],
-                "Resource": "*",
-            },
-            {
-                "Sid": REPOSITORY_SID,
-                "Effect": "Allow",
-                "Action": sorted(access.action for access in accesses if access.resource == arn),
-                "Resource": arn,
-            },
-        ],
-    }
+                "Action": list(SIGNING_ACTIONS),
+                "Resource": keys[0] if len(keys) == 1 else keys,
+            }
+        )
+    return {"Version": POLICY_VERSION, "Statement": statements}

@@ -143,6 +143,24 @@ def kms_signer(uri: str, aws_session: Callable[[str], AwsSession], region: str) 
     return signer
 
 
+def kms_key_arn(
+    uri: str, aws_session: Callable[[str], AwsSession], region: str, account: str, partition: str
+) -> str:
+    """The ARN of the key an awskms:// URI names, which IAM authorises kms:Sign on: an ARN
+    as it is, a key id in `region` of `account`, and an alias (which IAM does not authorise
+    on) as KMS resolves it, by the GetPublicKey call that signing makes anyway."""
+    key = KmsKey.parse(uri)
+    named = key.key
+    if named.startswith("alias/") or (named.startswith("arn:") and ":alias/" in named):
+        client = _client(key, aws_session, region)
+        answer = _call(f"looking up the key of {named}", lambda: client.get_public_key(KeyId=named))
+        # AWS answers with the key's ARN; a stand-in may answer with its bare id.
+        named = str(answer["KeyId"])
+    if named.startswith("arn:"):
+        return named
+    return f"arn:{partition}:kms:{key.region(region)}:{account}:key/{named}"
+
+
 def kms_public_key(
     uri: str, aws_session: Callable[[str], AwsSession], region: str
 ) -> ec.EllipticCurvePublicKey:
