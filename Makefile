@@ -81,7 +81,7 @@ test: venv env engines
 CONTAINERD_TESTS := tests/test_local_pipeline.py tests/test_publish.py tests/test_faults.py \
 	tests/test_security.py tests/test_publish_latest.py tests/test_ship_reuse.py \
 	tests/test_ecr_iam.py tests/test_races.py tests/test_interrupt.py tests/test_platform_base.py \
-	tests/test_platform_build.py \
+	tests/test_platform_build.py tests/test_signing_cosign.py \
 	tests/test_reproducible.py::test_two_fresh_clones_ship_the_same_index_of_two_platforms
 test-containerd: venv env engines
 	bash scripts/engines.sh exec containerd $(BIN)/pytest -p no:cacheprovider \

@@ -157,8 +157,10 @@ def push_first_tag_once(
 
     With `signing`, shipit's own upload puts the manifest by digest, signs it and attaches
     its attestations, and only then tags it; an image already there is signed if this key
-    has not signed it yet. The engine pushes under the tag, so there the signature follows
-    the first tag (before any other tag moves)."""
+    has not signed it yet. The engine pushes under the tag: on the containerd image store the
+    digest it will push is the image's id, which is signed before the push; on the classic
+    store, whose engine compresses the layers as it pushes, the signature follows the first
+    tag (before any other tag moves)."""
     if image.platforms:
         return _push_index_once(target, image, progress, layer_progress, blobs_of, signing)
     tag = image.first_tag
@@ -186,6 +188,10 @@ def push_first_tag_once(
             put_manifest(target, tag, manifest)
         served = _verified(target, image, digest)
         return TagOutcome(tag, "pushed", digest=digest, bytes_uploaded=uploaded), served
+    presigned = ""
+    if signing is not None and engine.image_store() != "classic":
+        _signed(target, image.id, image.id, signing)
+        presigned = image.id
     engine.tag(image.id, target.reference, tag)
     try:
         stream = engine.push(
@@ -214,7 +220,7 @@ def push_first_tag_once(
     if not stream.digest:
         raise PushStreamError(f"push of {reference} ended without a digest", transient=True)
     served = _verified(target, image, stream.digest)
-    if signing is not None:
+    if signing is not None and served.digest != presigned:
         _signed(target, served.digest, image.id, signing)
     uploaded = uploaded_bytes(served, image, stream.pushed_layers)
     return TagOutcome(tag, "pushed", digest=stream.digest, bytes_uploaded=uploaded), served
