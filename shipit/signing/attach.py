@@ -14,6 +14,7 @@ attestations of other keys stay.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from shipit.attest.statement import Attestation
@@ -48,6 +49,8 @@ from shipit.signing.layout import (
 
 # A stored envelope larger than this is not read (an SBOM of a large site is some MB).
 _ENVELOPE_LIMIT = 64 * 1024 * 1024
+# Blob uploads at once per registry and digest: an envelope, a config, a signature.
+_UPLOADS = 4
 # How registries refuse a manifest they will not store (a read-only repository, a policy).
 _REFUSALS = frozenset({400, 403, 404, 405, 409})
 
@@ -100,14 +103,36 @@ def _upload(target: Target, blob: bytes) -> None:
     target.client.upload_small_blob(target.repository, sha256_digest(blob), blob)
 
 
-def _put(target: Target, tag: str, kept: list[Descriptor], added: list[Layer]) -> None:
-    """Stores the manifest of `kept` layers (already in the registry) and `added` ones."""
-    for layer in added:
-        _upload(target, layer.blob)
+@dataclass(frozen=True)
+class _Tagged:
+    """A signature or attestation manifest to store under `tag`, and the blobs it names
+    that the registry does not hold yet."""
+
+    tag: str
+    blobs: tuple[bytes, ...]
+    manifest: Manifest
+
+
+def _tagged(tag: str, kept: list[Descriptor], added: list[Layer]) -> _Tagged:
+    """The manifest of `kept` layers (already in the registry) and `added` ones."""
     descriptors = [each.to_json() for each in kept] + [layer.descriptor() for layer in added]
     config = config_blob(str(each["digest"]) for each in descriptors)
-    _upload(target, config)
-    manifest = layers_manifest(config, descriptors)
+    blobs = (*(layer.blob for layer in added), config)
+    return _Tagged(tag, blobs, layers_manifest(config, descriptors))
+
+
+def _store(target: Target, manifests: Sequence[_Tagged]) -> None:
+    """Uploads every blob at once (small ones: the round trips are the cost), then puts the
+    manifests in the order given: the attestations before the signature that says they are
+    there."""
+    blobs = [blob for each in manifests for blob in each.blobs]
+    with ThreadPoolExecutor(max_workers=_UPLOADS, thread_name_prefix="sign") as pool:
+        list(pool.map(lambda blob: _upload(target, blob), blobs))
+    for each in manifests:
+        _put(target, each.tag, each.manifest)
+
+
+def _put(target: Target, tag: str, manifest: Manifest) -> None:
     try:
         target.client.put_manifest(target.repository, tag, manifest)
     except (RegistryResponseError, RegistryAuthError) as error:
@@ -147,6 +172,7 @@ def attach(
         progress(f"{target.name}: {digest[:19]} is signed by this key already")
         return Attached(digest, signed=False, attested=())
     added: list[Layer] = []
+    manifests: list[_Tagged] = []
     if callable(attestations):
         attestations = attestations() if types else ()
     if attestations:
@@ -171,10 +197,11 @@ def attach(
                 )
             )
         if added:
-            _put(target, attestation_tag(digest), stored, added)
+            manifests.append(_tagged(attestation_tag(digest), stored, added))
     signature = Layer(SIMPLE_SIGNING, payload, {SIGNATURE_ANNOTATION: b64(signer.sign(payload))})
     kept = [layer for layer in signature_layers if layer.digest != signature.digest]
-    _put(target, signature_tag(digest), kept, [signature])
+    manifests.append(_tagged(signature_tag(digest), kept, [signature]))
+    _store(target, manifests)
     attested = tuple(layer.annotations[PREDICATE_TYPE_ANNOTATION] for layer in added)
     progress(
         f"{target.name}: signed {digest[:19]}"
