@@ -61,7 +61,7 @@ from bench.multi import COLD_SIDES, MULTI_SCENARIOS, NOCHANGE_SIDES, MultiBench
 from bench.netns import NetworkNamespace
 from bench.push import PUSH_HEADING, PushBench, push_markdown
 from bench.report import SIDES, main_table, markdown, median, summarize
-from bench.sign import scenario_sign, write_sign_only
+from bench.sign import scenario_sign, sign_markdown, write_sign_only
 from harness.platform_base import LAYOUT
 from harness.services import AWS_ENV_CLEARED, MotoService, free_port
 from shipit.config import LOCAL_BASE_IMAGE
@@ -1046,6 +1046,8 @@ def write_all(results: dict[str, Any], out: Path) -> dict[str, Any]:
         text += "\n" + assets_markdown(results["assets"])
     if "crawl" in results:
         text += "\n" + crawl_markdown(results["crawl"])
+    if "signing" in results:
+        text += "\n" + sign_markdown(results["signing"])
     (out / "results.md").write_text(text)
     print(main_table(summary))
     print(f"\n(written to {out / 'results.md'} and {out / 'results.json'})")
