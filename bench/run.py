@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,7 +61,7 @@ from bench.multi import COLD_SIDES, MULTI_SCENARIOS, NOCHANGE_SIDES, MultiBench
 from bench.netns import NetworkNamespace
 from bench.push import PUSH_HEADING, PushBench, push_markdown
 from bench.report import SIDES, main_table, markdown, median, summarize
-from bench.sign import scenario_sign, sign_markdown, write_sign_only
+from bench.sign import SIGN_HEADING, scenario_sign, sign_markdown
 from harness.platform_base import LAYOUT
 from harness.services import AWS_ENV_CLEARED, MotoService, free_port
 from shipit.config import LOCAL_BASE_IMAGE
@@ -964,48 +964,24 @@ def write_big_only(results: dict[str, Any], out: Path) -> None:
     print(f"\n(written to {out / 'results.md'} ({BIG_HEADING[3:]}) and {json_path})")
 
 
-def write_push_only(results: dict[str, Any], out: Path) -> None:
-    """Only the push-throughput section is new; the rest stays as the last run left it."""
-    push = results["push_throughput"]
+def write_section_only(
+    results: dict[str, Any],
+    out: Path,
+    key: str,
+    markdown: Callable[[dict[str, Any]], str],
+    heading: str,
+) -> None:
+    """Only the section of `key` is new: results.json gets it, results.md gets its section
+    under `heading` in place of the last one, and the rest stays as the last run left it."""
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / "results.json"
     stored = json.loads(json_path.read_text()) if json_path.exists() else {}
-    stored["push_throughput"] = push
+    stored[key] = results[key]
     json_path.write_text(json.dumps(stored, indent=2, default=str) + "\n")
-    section = push_markdown(push)
-    (out / "results.md").write_text(merge_into(out / "results.md", section, PUSH_HEADING))
+    section = markdown(results[key])
+    (out / "results.md").write_text(merge_into(out / "results.md", section, heading))
     print(section)
-    print(f"\n(written to {out / 'results.md'} ({PUSH_HEADING[3:]}) and {json_path})")
-
-
-def write_assets_only(results: dict[str, Any], out: Path) -> list[str]:
-    """Only the assets section is new; the rest stays as the last run left it. Gives the
-    targets missed."""
-    assets = results["assets"]
-    out.mkdir(parents=True, exist_ok=True)
-    json_path = out / "results.json"
-    stored = json.loads(json_path.read_text()) if json_path.exists() else {}
-    assets["verdicts"] = assets_verdicts(assets)
-    stored["assets"] = assets
-    json_path.write_text(json.dumps(stored, indent=2, default=str) + "\n")
-    section = assets_markdown(assets)
-    (out / "results.md").write_text(merge_into(out / "results.md", section, ASSETS_HEADING))
-    print(section)
-    print(f"\n(written to {out / 'results.md'} ({ASSETS_HEADING[3:]}) and {json_path})")
-    return [name for name, verdict in assets["verdicts"].items() if verdict == "MISSED"]
-
-
-def write_crawl_only(results: dict[str, Any], out: Path) -> None:
-    """Only the crawl section is new; the rest stays as the last run left it."""
-    out.mkdir(parents=True, exist_ok=True)
-    json_path = out / "results.json"
-    stored = json.loads(json_path.read_text()) if json_path.exists() else {}
-    stored["crawl"] = results["crawl"]
-    json_path.write_text(json.dumps(stored, indent=2, default=str) + "\n")
-    section = crawl_markdown(results["crawl"])
-    (out / "results.md").write_text(merge_into(out / "results.md", section, CRAWL_HEADING))
-    print(section)
-    print(f"\n(written to {out / 'results.md'} ({CRAWL_HEADING[3:]}) and {json_path})")
+    print(f"\n(written to {out / 'results.md'} ({heading[3:]}) and {json_path})")
 
 
 def write_multi_only(results: dict[str, Any], out: Path) -> None:
@@ -1075,18 +1051,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_big_only(results, args.out)
         return 0
     if args.only == "push":
-        write_push_only(results, args.out)
+        write_section_only(results, args.out, "push_throughput", push_markdown, PUSH_HEADING)
         return 0
     if args.only == "assets":
-        missed = write_assets_only(results, args.out)
+        assets = results["assets"]
+        assets["verdicts"] = assets_verdicts(assets)
+        write_section_only(results, args.out, "assets", assets_markdown, ASSETS_HEADING)
+        missed = [name for name, verdict in assets["verdicts"].items() if verdict == "MISSED"]
         if missed:
             say("assets targets missed: " + ", ".join(missed))
         return 0
     if args.only == "crawl":
-        write_crawl_only(results, args.out)
+        write_section_only(results, args.out, "crawl", crawl_markdown, CRAWL_HEADING)
         return 0
     if args.only == "sign":
-        write_sign_only(results, args.out)
+        write_section_only(results, args.out, "signing", sign_markdown, SIGN_HEADING)
         return 0
     if not args.keep_work:  # the logs are gone with the work folder
         for data in results["scenarios"].values():

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from bench.big import merge_into
 from bench.report import median
 
 if TYPE_CHECKING:
@@ -167,19 +166,3 @@ def sign_markdown(results: dict[str, Any]) -> str:
             "",
         ]
     )
-
-
-def write_sign_only(results: dict[str, Any], out: Path) -> None:
-    """Only the signing section is new; the rest of results.md/json stays as it was."""
-    import json
-
-    sign = results["signing"]
-    out.mkdir(parents=True, exist_ok=True)
-    json_path = out / "results.json"
-    stored = json.loads(json_path.read_text()) if json_path.exists() else {}
-    stored["signing"] = sign
-    json_path.write_text(json.dumps(stored, indent=2, default=str) + "\n")
-    section = sign_markdown(sign)
-    (out / "results.md").write_text(merge_into(out / "results.md", section, SIGN_HEADING))
-    print(section)
-    print(f"\n(written to {out / 'results.md'} ({SIGN_HEADING[3:]}) and {json_path})")

@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 import requests
@@ -575,6 +575,19 @@ class MotoService(Background):
 
     def env(self, region: str = "us-east-1") -> dict[str, str]:
         return aws_env(self.endpoint_url, region)
+
+    def client(self, service: str, region: str = "us-east-1") -> Any:
+        """A boto3 client of this server, for a test that sets up what shipit will find."""
+        import boto3
+
+        env = self.env(region)
+        return boto3.client(
+            service,
+            endpoint_url=env["AWS_ENDPOINT_URL"],
+            region_name=env["AWS_REGION"],
+            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        )
 
     def reset(self) -> None:
         """Forget every resource moto holds, so tests sharing one server start clean."""

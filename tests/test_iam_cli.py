@@ -586,17 +586,9 @@ def test_a_push_signed_with_a_kms_key_is_granted_that_key_and_no_other(
 
 def test_a_kms_alias_is_granted_as_the_key_kms_resolves_it_to(aws_project: AwsProject) -> None:
     """IAM authorises kms:Sign on the key an alias names, not on the alias."""
-    import boto3
 
     assert aws_project.moto
-    moto_env = aws_project.moto.env()
-    kms = boto3.client(
-        "kms",
-        endpoint_url=moto_env["AWS_ENDPOINT_URL"],
-        region_name=moto_env["AWS_REGION"],
-        aws_access_key_id=moto_env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=moto_env["AWS_SECRET_ACCESS_KEY"],
-    )
+    kms = aws_project.moto.client("kms")
     key = kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]
     alias = f"alias/shipit-policy-{key['KeyId'][:8]}"
     kms.create_alias(AliasName=alias, TargetKeyId=key["KeyId"])

@@ -11,7 +11,6 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -250,14 +249,7 @@ def test_a_kms_key_in_moto_signs_and_cosign_verifies(
 ) -> None:
     project = publish_project
     assert project.moto
-    moto_env = project.moto.env()
-    kms = boto3.client(
-        "kms",
-        endpoint_url=moto_env["AWS_ENDPOINT_URL"],
-        region_name=moto_env["AWS_REGION"],
-        aws_access_key_id=moto_env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=moto_env["AWS_SECRET_ACCESS_KEY"],
-    )
+    kms = project.moto.client("kms")
     key_id = kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["KeyId"]
     alias = f"alias/shipit-{project.ecr_repository}"
     kms.create_alias(AliasName=alias, TargetKeyId=key_id)
