@@ -7,9 +7,7 @@ import json
 import uuid
 from typing import Any
 
-import boto3
-
-from harness.services import MOTO_ACCOUNT, MotoService, free_port
+from harness.services import MOTO_ACCOUNT, free_port
 from shipit.aws import CallerIdentity
 from shipit.checks import Probe
 from shipit.config import LOCAL_BASE_IMAGE, load_settings
@@ -57,17 +55,6 @@ def error_line(result: Result) -> str:
     return result.stderr.strip().splitlines()[-1]
 
 
-def aws_client(service: str, moto: MotoService) -> Any:
-    env = moto.env()
-    return boto3.client(
-        service,
-        endpoint_url=env["AWS_ENDPOINT_URL"],
-        region_name=env["AWS_REGION"],
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-    )
-
-
 def test_every_check_passes_in_the_test_environment(
     engine: Engine, publish_project: PublishProject
 ) -> None:
@@ -93,7 +80,7 @@ def test_every_check_passes_in_the_test_environment(
 def test_json_report_shape(engine: Engine, publish_project: PublishProject) -> None:
     project = publish_project
     assert project.moto
-    aws_client("ecr", project.moto).create_repository(repositoryName=project.ecr_repository)
+    project.moto.client("ecr").create_repository(repositoryName=project.ecr_repository)
     result = project.shipit("doctor", "--json")
     assert result.code == 0, result.output
     report = json.loads(result.stdout)
@@ -207,10 +194,10 @@ def test_online_simulation_of_an_assumed_role_is_a_warning_on_moto(
     project = publish_project
     assert project.moto
     role = f"ci-deploy-{uuid.uuid4().hex[:8]}"
-    aws_client("iam", project.moto).create_role(
+    project.moto.client("iam").create_role(
         RoleName=role, Path="/deploy/", AssumeRolePolicyDocument="{}"
     )
-    credentials = aws_client("sts", project.moto).assume_role(
+    credentials = project.moto.client("sts").assume_role(
         RoleArn=f"arn:aws:iam::{MOTO_ACCOUNT}:role/deploy/{role}", RoleSessionName="gh-42"
     )["Credentials"]
     env = project.env(
